@@ -1,0 +1,497 @@
+//! Record batch (magic 2) helpers: read and check the 61-byte header, verify the CRC, walk the
+//! records of an uncompressed batch with bounded reads, and rewrite the broker-owned fields
+//! (base offset, partition leader epoch) that lie outside the CRC.
+//!
+//! Nothing here decompresses or re-encodes: the produce path stores the batch as the client sent
+//! it (DESIGN.md, data path step 2).
+
+use kafka_protocol::ResponseError;
+
+/// Size of the v2 batch header.
+pub const HEADER_LEN: usize = 61;
+/// Bytes in front of `batchLength`'s count: base offset (8) + batch length (4).
+pub const LOG_OVERHEAD: usize = 12;
+
+/// The fixed fields of a v2 record batch header (KAFKA-PROTOCOL-NOTES.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+/// Compression codec of a batch (attributes bits 0-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl BatchHeader {
+    /// Total size of the batch on the wire.
+    pub fn total_len(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD
+    }
+
+    /// Offset of the last record, given the base offset in the header.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// Sequence number of the last record (wraps at i32::MAX as Kafka does).
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence < 0 {
+            return -1;
+        }
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        if last > i64::from(i32::MAX) {
+            (last - i64::from(i32::MAX) - 1) as i32
+        } else {
+            last as i32
+        }
+    }
+
+    pub fn codec(&self) -> Option<Codec> {
+        match self.attributes & 0x07 {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Gzip),
+            2 => Some(Codec::Snappy),
+            3 => Some(Codec::Lz4),
+            4 => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0
+    }
+}
+
+/// Why a batch was refused, with the Kafka error code the produce response carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("record batch too short: {0} bytes, a v2 header needs 61")]
+    TooShort(usize),
+    #[error("record batch length field says {declared} bytes but {actual} are present")]
+    LengthMismatch { declared: i64, actual: usize },
+    #[error("record batch magic {0} is not supported; only magic 2 (Kafka 0.11+ record batches)")]
+    BadMagic(i8),
+    #[error("record batch CRC mismatch: header says {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("record batch of {size} bytes exceeds message.max.bytes = {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("unsupported compression codec {0}")]
+    BadCodec(i16),
+    #[error("invalid record batch: {0}")]
+    Invalid(String),
+}
+
+impl BatchError {
+    /// The Kafka error a produce response reports for this batch.
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+            BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+            BatchError::BadCodec(_) => ResponseError::UnsupportedCompressionType,
+            _ => ResponseError::InvalidRecord,
+        }
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// Reads the header of the batch at the start of `buf`. Checks only that 61 bytes are there.
+pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_LEN {
+        return Err(BatchError::TooShort(buf.len()));
+    }
+    Ok(BatchHeader {
+        base_offset: be_i64(buf, 0),
+        batch_length: be_i32(buf, 8),
+        partition_leader_epoch: be_i32(buf, 12),
+        magic: buf[16] as i8,
+        crc: be_i32(buf, 17) as u32,
+        attributes: be_i16(buf, 21),
+        last_offset_delta: be_i32(buf, 23),
+        base_timestamp: be_i64(buf, 27),
+        max_timestamp: be_i64(buf, 35),
+        producer_id: be_i64(buf, 43),
+        producer_epoch: be_i16(buf, 51),
+        base_sequence: be_i32(buf, 53),
+        records_count: be_i32(buf, 57),
+    })
+}
+
+/// Checks that `buf` holds exactly one well-formed v2 batch as a producer sends it:
+/// size within `max_batch_bytes`, lengths consistent, magic 2, CRC-32C correct, a known codec,
+/// not a control batch, `records_count == last_offset_delta + 1`, and for uncompressed batches
+/// every record parses within its declared length.
+pub fn validate_produce_batch(
+    buf: &[u8],
+    max_batch_bytes: usize,
+) -> Result<BatchHeader, BatchError> {
+    if buf.len() > max_batch_bytes {
+        return Err(BatchError::TooLarge {
+            size: buf.len(),
+            max: max_batch_bytes,
+        });
+    }
+    let h = parse_header(buf)?;
+    if h.magic != 2 {
+        return Err(BatchError::BadMagic(h.magic));
+    }
+    let declared = i64::from(h.batch_length) + LOG_OVERHEAD as i64;
+    if declared != buf.len() as i64 {
+        return Err(BatchError::LengthMismatch {
+            declared,
+            actual: buf.len(),
+        });
+    }
+    let computed = crc32c::crc32c(&buf[21..]);
+    if computed != h.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: h.crc,
+            computed,
+        });
+    }
+    let Some(codec) = h.codec() else {
+        return Err(BatchError::BadCodec(h.attributes & 0x07));
+    };
+    if h.is_control() {
+        return Err(BatchError::Invalid(
+            "control batches may not be produced by clients".into(),
+        ));
+    }
+    if h.records_count <= 0 {
+        return Err(BatchError::Invalid(format!(
+            "records count {} must be positive",
+            h.records_count
+        )));
+    }
+    if h.last_offset_delta != h.records_count - 1 {
+        return Err(BatchError::Invalid(format!(
+            "last offset delta {} does not match records count {}",
+            h.last_offset_delta, h.records_count
+        )));
+    }
+    if h.max_timestamp < h.base_timestamp && h.max_timestamp != -1 {
+        return Err(BatchError::Invalid(format!(
+            "max timestamp {} is below base timestamp {}",
+            h.max_timestamp, h.base_timestamp
+        )));
+    }
+    if codec == Codec::None {
+        walk_records(&buf[HEADER_LEN..], h.records_count)?;
+    }
+    Ok(h)
+}
+
+/// Rewrites the base offset (bytes 0..8). Outside the CRC: no checksum to recompute.
+pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
+    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Stamps the partition leader epoch (bytes 12..16), also outside the CRC.
+pub fn set_leader_epoch(buf: &mut [u8], epoch: i32) {
+    buf[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// One record of an uncompressed batch, as slices of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn err(&self, what: &str) -> BatchError {
+        BatchError::Invalid(format!("{what} at byte {} of the records", self.pos))
+    }
+
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let mut raw: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(self.err("truncated varint"));
+            };
+            self.pos += 1;
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+        }
+        Err(self.err("overlong varint"))
+    }
+
+    fn varint(&mut self) -> Result<i32, BatchError> {
+        let v = self.varlong()?;
+        i32::try_from(v).map_err(|_| self.err("varint out of int32 range"))
+    }
+
+    fn bytes(&mut self, len: i32) -> Result<Option<&'a [u8]>, BatchError> {
+        if len == -1 {
+            return Ok(None);
+        }
+        if len < 0 || len as usize > self.buf.len() - self.pos {
+            return Err(self.err(&format!("length {len} out of bounds")));
+        }
+        let s = &self.buf[self.pos..self.pos + len as usize];
+        self.pos += len as usize;
+        Ok(Some(s))
+    }
+}
+
+/// Parses `count` records from `buf` (the bytes after an uncompressed batch header). Every count
+/// and length is checked against the bytes present before anything is allocated.
+pub fn decode_records(buf: &[u8], count: i32) -> Result<Vec<RecordView<'_>>, BatchError> {
+    // A record takes at least 7 bytes; refuse counts the buffer cannot hold before reserving.
+    if count < 0 || count as usize > buf.len() / 7 {
+        return Err(BatchError::Invalid(format!(
+            "records count {count} cannot fit in {} bytes",
+            buf.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    let mut c = Cursor { buf, pos: 0 };
+    for i in 0..count {
+        let len = c.varint()?;
+        if len < 0 || len as usize > buf.len() - c.pos {
+            return Err(c.err(&format!("record {i} length {len} out of bounds")));
+        }
+        let end = c.pos + len as usize;
+        let mut r = Cursor {
+            buf: &buf[..end],
+            pos: c.pos,
+        };
+        let _attributes = r.bytes(1)?;
+        let timestamp_delta = r.varlong()?;
+        let offset_delta = r.varint()?;
+        if offset_delta != i {
+            return Err(r.err(&format!("record {i} has offset delta {offset_delta}")));
+        }
+        let key_len = r.varint()?;
+        let key = r.bytes(key_len)?;
+        let value_len = r.varint()?;
+        let value = r.bytes(value_len)?;
+        let header_count = r.varint()?;
+        // A header takes at least 2 bytes.
+        if header_count < 0 || header_count as usize > (end - r.pos) / 2 {
+            return Err(r.err(&format!(
+                "record {i} header count {header_count} out of bounds"
+            )));
+        }
+        let mut headers = Vec::with_capacity(header_count as usize);
+        for _ in 0..header_count {
+            let hk_len = r.varint()?;
+            let hk = r.bytes(hk_len)?.ok_or_else(|| r.err("null header key"))?;
+            let hv_len = r.varint()?;
+            let hv = r.bytes(hv_len)?;
+            headers.push((hk, hv));
+        }
+        if r.pos != end {
+            return Err(r.err(&format!("record {i} has {} trailing bytes", end - r.pos)));
+        }
+        c.pos = end;
+        out.push(RecordView {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value,
+            headers,
+        });
+    }
+    if c.pos != buf.len() {
+        return Err(c.err(&format!(
+            "{} bytes after the last record",
+            buf.len() - c.pos
+        )));
+    }
+    Ok(out)
+}
+
+fn walk_records(buf: &[u8], count: i32) -> Result<(), BatchError> {
+    decode_records(buf, count).map(|_| ())
+}
+
+/// Iterates over the batches concatenated in `buf` (a fetch response's records), yielding each
+/// batch's header and bytes. Stops with an error at the first inconsistent length.
+pub fn split_batches(buf: &[u8]) -> impl Iterator<Item = Result<(BatchHeader, &[u8]), BatchError>> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        if pos >= buf.len() {
+            return None;
+        }
+        let rest = &buf[pos..];
+        let h = match parse_header(rest) {
+            Ok(h) => h,
+            Err(e) => {
+                pos = buf.len();
+                return Some(Err(e));
+            }
+        };
+        let total = i64::from(h.batch_length) + LOG_OVERHEAD as i64;
+        if total < HEADER_LEN as i64 || total > rest.len() as i64 {
+            pos = buf.len();
+            return Some(Err(BatchError::LengthMismatch {
+                declared: total,
+                actual: rest.len(),
+            }));
+        }
+        pos += total as usize;
+        Some(Ok((h, &rest[..total as usize])))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds an uncompressed batch with the given records (key, value) by hand.
+    pub(crate) fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+        fn zz(v: i64, out: &mut Vec<u8>) {
+            let mut u = ((v << 1) ^ (v >> 63)) as u64;
+            loop {
+                let b = (u & 0x7f) as u8;
+                u >>= 7;
+                if u == 0 {
+                    out.push(b);
+                    break;
+                }
+                out.push(b | 0x80);
+            }
+        }
+        let mut recs = Vec::new();
+        for (i, (k, v)) in records.iter().enumerate() {
+            let mut body = vec![0u8];
+            zz(0, &mut body);
+            zz(i as i64, &mut body);
+            match k {
+                Some(k) => {
+                    zz(k.len() as i64, &mut body);
+                    body.extend_from_slice(k);
+                }
+                None => zz(-1, &mut body),
+            }
+            match v {
+                Some(v) => {
+                    zz(v.len() as i64, &mut body);
+                    body.extend_from_slice(v);
+                }
+                None => zz(-1, &mut body),
+            }
+            zz(0, &mut body);
+            zz(body.len() as i64, &mut recs);
+            recs.extend_from_slice(&body);
+        }
+        let n = records.len() as i32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(n - 1).to_be_bytes());
+        b.extend_from_slice(&1000i64.to_be_bytes());
+        b.extend_from_slice(&1000i64.to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&n.to_be_bytes());
+        b.extend_from_slice(&recs);
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn valid_batch_passes_and_rewrite_keeps_crc() {
+        let mut b = build_batch(&[(Some(b"k"), Some(b"v")), (None, None)]);
+        let h = validate_produce_batch(&b, 1 << 20).unwrap();
+        assert_eq!(h.records_count, 2);
+        set_base_offset(&mut b, 1234);
+        set_leader_epoch(&mut b, 7);
+        let h2 = validate_produce_batch(&b, 1 << 20).unwrap();
+        assert_eq!(h2.base_offset, 1234);
+        assert_eq!(h2.last_offset(), 1235);
+        let recs = decode_records(&b[HEADER_LEN..], 2).unwrap();
+        assert_eq!(recs[0].key, Some(&b"k"[..]));
+        assert_eq!(recs[1].value, None);
+    }
+
+    #[test]
+    fn crc_mismatch_is_corrupt_message() {
+        let mut b = build_batch(&[(None, Some(b"v"))]);
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        let e = validate_produce_batch(&b, 1 << 20).unwrap_err();
+        assert_eq!(e.kafka_error(), ResponseError::CorruptMessage);
+    }
+
+    #[test]
+    fn huge_record_count_is_refused_without_allocating() {
+        let mut b = build_batch(&[(None, Some(b"v"))]);
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let e = validate_produce_batch(&b, 1 << 20).unwrap_err();
+        assert_eq!(e.kafka_error(), ResponseError::InvalidRecord);
+        assert!(decode_records(&b[HEADER_LEN..], i32::MAX).is_err());
+    }
+
+    #[test]
+    fn huge_header_count_is_refused() {
+        // One record whose header count varint claims 2^30 headers.
+        let body = [0u8, 0, 0, 1, 0, 0x80, 0x80, 0x80, 0x80, 0x08];
+        let mut recs = vec![(body.len() as u8) << 1];
+        recs.extend_from_slice(&body);
+        assert!(decode_records(&recs, 1).is_err());
+    }
+
+    #[test]
+    fn too_large_batch() {
+        let b = build_batch(&[(None, Some(&[0u8; 200]))]);
+        let e = validate_produce_batch(&b, 100).unwrap_err();
+        assert_eq!(e.kafka_error(), ResponseError::MessageTooLarge);
+    }
+}

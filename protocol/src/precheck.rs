@@ -1,0 +1,416 @@
+//! A bounded walk over a request body, run before the kafka-protocol decoder sees it.
+//!
+//! kafka-protocol 0.18 calls `Vec::with_capacity(n)` with element counts read straight off the
+//! wire, so a 7-byte Metadata body claiming 2^31 topics aborts the process with a failed
+//! 154 GB allocation (KAFKA-PROTOCOL-NOTES.md §9). This module walks the body with a schema of
+//! each accepted request (field types and the versions that carry them, taken from Kafka's
+//! message specs) and proves that every array, string and byte count fits in the bytes that are
+//! actually there. Only a body that passes is handed to the crate, so every allocation the crate
+//! makes is bounded by the frame size times a small per-element factor.
+//!
+//! The walk allocates nothing and every loop is bounded by the remaining bytes.
+
+/// One field of a request struct, present for versions `since..=until`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Field {
+    ty: Ty,
+    since: i16,
+    until: i16,
+}
+
+/// Wire types. Strings, bytes and arrays may be null (-1 / compact 0) everywhere: the crate
+/// rejects a null where the spec forbids one, cleanly, so the walk need not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ty {
+    I8,
+    I16,
+    I32,
+    I64,
+    Uuid,
+    Str,
+    Bytes,
+    /// Array of int32.
+    ArrayI32,
+    /// Array of structs.
+    Array(&'static [Field]),
+}
+
+/// The schema of one request body.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema {
+    fields: &'static [Field],
+    /// First version using compact encodings and tagged fields.
+    flexible_since: i16,
+}
+
+const fn f(ty: Ty, since: i16, until: i16) -> Field {
+    Field { ty, since, until }
+}
+const ALL: i16 = i16::MAX;
+
+/// Why a body was refused before decoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrecheckError {
+    #[error("request body ends early: {what} needs {need} bytes at offset {at}, {have} left")]
+    Truncated {
+        what: &'static str,
+        at: usize,
+        need: u64,
+        have: usize,
+    },
+    #[error("invalid length {len} for {what} at offset {at}")]
+    BadLength {
+        what: &'static str,
+        at: usize,
+        len: i64,
+    },
+    #[error("malformed varint at offset {at}")]
+    BadVarint { at: usize },
+}
+
+struct Walker<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    version: i16,
+    flexible: bool,
+}
+
+impl<'a> Walker<'a> {
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn skip(&mut self, n: u64, what: &'static str) -> Result<(), PrecheckError> {
+        if n > self.left() as u64 {
+            return Err(PrecheckError::Truncated {
+                what,
+                at: self.pos,
+                need: n,
+                have: self.left(),
+            });
+        }
+        self.pos += n as usize;
+        Ok(())
+    }
+
+    fn take<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], PrecheckError> {
+        let at = self.pos;
+        self.skip(N as u64, what)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[at..at + N]);
+        Ok(out)
+    }
+
+    fn uvarint(&mut self) -> Result<u64, PrecheckError> {
+        let at = self.pos;
+        let mut value: u64 = 0;
+        for i in 0..5 {
+            let [b] = self.take::<1>("varint")?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(PrecheckError::BadVarint { at })
+    }
+
+    /// Reads a length or count: i16 (strings) or i32 (bytes, arrays) in classic versions, an
+    /// unsigned varint holding n+1 in flexible ones. Returns None for null.
+    fn length(
+        &mut self,
+        classic_i16: bool,
+        what: &'static str,
+    ) -> Result<Option<u64>, PrecheckError> {
+        let at = self.pos;
+        let len: i64 = if self.flexible {
+            self.uvarint()? as i64 - 1
+        } else if classic_i16 {
+            i64::from(i16::from_be_bytes(self.take::<2>(what)?))
+        } else {
+            i64::from(i32::from_be_bytes(self.take::<4>(what)?))
+        };
+        match len {
+            -1 => Ok(None),
+            n if n < 0 => Err(PrecheckError::BadLength { what, at, len: n }),
+            n => Ok(Some(n as u64)),
+        }
+    }
+
+    fn tagged_fields(&mut self) -> Result<(), PrecheckError> {
+        let count = self.uvarint()?;
+        // Each tagged field takes at least two bytes (tag and size).
+        if count.saturating_mul(2) > self.left() as u64 {
+            return Err(PrecheckError::BadLength {
+                what: "tagged field count",
+                at: self.pos,
+                len: count as i64,
+            });
+        }
+        for _ in 0..count {
+            let _tag = self.uvarint()?;
+            let size = self.uvarint()?;
+            self.skip(size, "tagged field")?;
+        }
+        Ok(())
+    }
+
+    fn walk_struct(&mut self, fields: &'static [Field]) -> Result<(), PrecheckError> {
+        for field in fields {
+            if self.version < field.since || self.version > field.until {
+                continue;
+            }
+            self.walk_ty(field.ty)?;
+        }
+        if self.flexible {
+            self.tagged_fields()?;
+        }
+        Ok(())
+    }
+
+    fn walk_ty(&mut self, ty: Ty) -> Result<(), PrecheckError> {
+        match ty {
+            Ty::I8 => self.skip(1, "int8"),
+            Ty::I16 => self.skip(2, "int16"),
+            Ty::I32 => self.skip(4, "int32"),
+            Ty::I64 => self.skip(8, "int64"),
+            Ty::Uuid => self.skip(16, "uuid"),
+            Ty::Str => match self.length(true, "string")? {
+                Some(n) => self.skip(n, "string"),
+                None => Ok(()),
+            },
+            Ty::Bytes => match self.length(false, "bytes")? {
+                Some(n) => self.skip(n, "bytes"),
+                None => Ok(()),
+            },
+            Ty::ArrayI32 => match self.length(false, "array")? {
+                Some(n) => self.skip(n.saturating_mul(4), "int32 array"),
+                None => Ok(()),
+            },
+            Ty::Array(fields) => {
+                let at = self.pos;
+                let Some(n) = self.length(false, "array")? else {
+                    return Ok(());
+                };
+                // Every element takes at least one byte: refuse at once a count the frame
+                // cannot hold, then walk the elements (which bounds the count exactly).
+                if n > self.left() as u64 {
+                    return Err(PrecheckError::BadLength {
+                        what: "array count",
+                        at,
+                        len: n as i64,
+                    });
+                }
+                for _ in 0..n {
+                    self.walk_struct(fields)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Schema {
+    /// Walks `body` as this request at `version`. On success every count in the body is
+    /// backed by bytes that are present.
+    pub fn check(&self, body: &[u8], version: i16) -> Result<(), PrecheckError> {
+        let mut w = Walker {
+            buf: body,
+            pos: 0,
+            version,
+            flexible: version >= self.flexible_since,
+        };
+        w.walk_struct(self.fields)
+    }
+}
+
+/// Walks a request header after its fixed 8-byte prefix: client_id (always an int16-length
+/// string) and, for header v2, tagged fields. Returns the offset where the body starts.
+pub fn check_header_tail(buf: &[u8], flexible: bool) -> Result<usize, PrecheckError> {
+    let mut w = Walker {
+        buf,
+        pos: 0,
+        version: 0,
+        flexible: false,
+    };
+    if let Some(n) = w.length(true, "client_id")? {
+        w.skip(n, "client_id")?;
+    }
+    if flexible {
+        w.tagged_fields()?;
+    }
+    Ok(w.pos)
+}
+
+// --- Schemas of the accepted requests (apache/kafka clients/src/main/resources/common/message) ---
+
+pub const API_VERSIONS: Schema = Schema {
+    fields: &[f(Ty::Str, 3, ALL), f(Ty::Str, 3, ALL)],
+    flexible_since: 3,
+};
+
+const METADATA_TOPIC: &[Field] = &[f(Ty::Uuid, 10, ALL), f(Ty::Str, 0, ALL)];
+pub const METADATA: Schema = Schema {
+    fields: &[
+        f(Ty::Array(METADATA_TOPIC), 0, ALL),
+        f(Ty::I8, 4, ALL), // allow_auto_topic_creation
+        f(Ty::I8, 8, 10),  // include_cluster_authorized_operations
+        f(Ty::I8, 8, ALL), // include_topic_authorized_operations
+    ],
+    flexible_since: 9,
+};
+
+const PRODUCE_PARTITION: &[Field] = &[f(Ty::I32, 0, ALL), f(Ty::Bytes, 0, ALL)];
+const PRODUCE_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, 12),
+    f(Ty::Uuid, 13, ALL),
+    f(Ty::Array(PRODUCE_PARTITION), 0, ALL),
+];
+pub const PRODUCE: Schema = Schema {
+    fields: &[
+        f(Ty::Str, 3, ALL), // transactional_id
+        f(Ty::I16, 0, ALL), // acks
+        f(Ty::I32, 0, ALL), // timeout_ms
+        f(Ty::Array(PRODUCE_TOPIC), 0, ALL),
+    ],
+    flexible_since: 9,
+};
+
+pub const INIT_PRODUCER_ID: Schema = Schema {
+    fields: &[
+        f(Ty::Str, 0, ALL), // transactional_id
+        f(Ty::I32, 0, ALL), // transaction_timeout_ms
+        f(Ty::I64, 3, ALL), // producer_id
+        f(Ty::I16, 3, ALL), // producer_epoch
+        f(Ty::I8, 6, ALL),  // enable_2pc
+        f(Ty::I8, 6, ALL),  // keep_prepared_txn
+    ],
+    flexible_since: 2,
+};
+
+const CREATABLE_ASSIGNMENT: &[Field] = &[f(Ty::I32, 0, ALL), f(Ty::ArrayI32, 0, ALL)];
+const CREATABLE_CONFIG: &[Field] = &[f(Ty::Str, 0, ALL), f(Ty::Str, 0, ALL)];
+const CREATABLE_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, ALL),
+    f(Ty::I32, 0, ALL),
+    f(Ty::I16, 0, ALL),
+    f(Ty::Array(CREATABLE_ASSIGNMENT), 0, ALL),
+    f(Ty::Array(CREATABLE_CONFIG), 0, ALL),
+];
+pub const CREATE_TOPICS: Schema = Schema {
+    fields: &[
+        f(Ty::Array(CREATABLE_TOPIC), 0, ALL),
+        f(Ty::I32, 0, ALL), // timeout_ms
+        f(Ty::I8, 1, ALL),  // validate_only
+    ],
+    flexible_since: 5,
+};
+
+const FETCH_PARTITION: &[Field] = &[
+    f(Ty::I32, 0, ALL),  // partition
+    f(Ty::I32, 9, ALL),  // current_leader_epoch
+    f(Ty::I64, 0, ALL),  // fetch_offset
+    f(Ty::I32, 12, ALL), // last_fetched_epoch
+    f(Ty::I64, 5, ALL),  // log_start_offset
+    f(Ty::I32, 0, ALL),  // partition_max_bytes
+];
+const FETCH_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, 12),
+    f(Ty::Uuid, 13, ALL),
+    f(Ty::Array(FETCH_PARTITION), 0, ALL),
+];
+const FORGOTTEN_TOPIC: &[Field] = &[
+    f(Ty::Str, 7, 12),
+    f(Ty::Uuid, 13, ALL),
+    f(Ty::ArrayI32, 7, ALL),
+];
+pub const FETCH: Schema = Schema {
+    fields: &[
+        f(Ty::I32, 0, 14),  // replica_id
+        f(Ty::I32, 0, ALL), // max_wait_ms
+        f(Ty::I32, 0, ALL), // min_bytes
+        f(Ty::I32, 3, ALL), // max_bytes
+        f(Ty::I8, 4, ALL),  // isolation_level
+        f(Ty::I32, 7, ALL), // session_id
+        f(Ty::I32, 7, ALL), // session_epoch
+        f(Ty::Array(FETCH_TOPIC), 0, ALL),
+        f(Ty::Array(FORGOTTEN_TOPIC), 7, ALL),
+        f(Ty::Str, 11, ALL), // rack_id
+    ],
+    flexible_since: 12,
+};
+
+const LIST_OFFSETS_PARTITION: &[Field] = &[
+    f(Ty::I32, 0, ALL), // partition_index
+    f(Ty::I32, 4, ALL), // current_leader_epoch
+    f(Ty::I64, 0, ALL), // timestamp
+];
+const LIST_OFFSETS_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, ALL),
+    f(Ty::Array(LIST_OFFSETS_PARTITION), 0, ALL),
+];
+pub const LIST_OFFSETS: Schema = Schema {
+    fields: &[
+        f(Ty::I32, 0, ALL), // replica_id
+        f(Ty::I8, 2, ALL),  // isolation_level
+        f(Ty::Array(LIST_OFFSETS_TOPIC), 0, ALL),
+        f(Ty::I32, 10, ALL), // timeout_ms
+    ],
+    flexible_since: 6,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_v1_huge_topic_count_is_refused() {
+        // KAFKA-PROTOCOL-NOTES.md §9: this body makes the crate allocate 154 GB.
+        let body = [0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61];
+        let err = METADATA.check(&body, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PrecheckError::BadLength {
+                    what: "array count",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compact_array_huge_count_is_refused() {
+        // Metadata v9: compact array count 0x0fffffff (+1) as a varint, then nothing.
+        let body = [0xff, 0xff, 0xff, 0x7f, 0x00];
+        assert!(METADATA.check(&body, 9).is_err());
+    }
+
+    #[test]
+    fn valid_metadata_passes() {
+        // v1: one topic "a"
+        let body = [0, 0, 0, 1, 0, 1, b'a'];
+        METADATA.check(&body, 1).unwrap();
+        // v1: null topic list (all topics)
+        METADATA.check(&[0xff, 0xff, 0xff, 0xff], 1).unwrap();
+    }
+
+    #[test]
+    fn overlong_varint_is_refused() {
+        let body = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            METADATA.check(&body, 9),
+            Err(PrecheckError::BadVarint { .. })
+        ));
+    }
+
+    #[test]
+    fn int32_array_count_must_fit() {
+        // CreateTopics v2, one topic "t", 1 partition, rf 1, one assignment claiming 2^30 brokers.
+        let mut body = vec![
+            0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0,
+        ];
+        body.extend_from_slice(&[0x40, 0, 0, 0]);
+        assert!(CREATE_TOPICS.check(&body, 2).is_err());
+    }
+}
