@@ -381,66 +381,91 @@ pub fn split_batches(buf: &[u8]) -> impl Iterator<Item = Result<(BatchHeader, &[
     })
 }
 
+/// Producer fields of a batch header; `NONE` for a plain (non-idempotent) producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl ProducerFields {
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// Encodes an uncompressed v2 batch of `(key, value)` records, base offset 0, all records at
+/// `timestamp_ms`. For tools and tests that produce without a client library.
+pub fn encode_uncompressed(
+    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    timestamp_ms: i64,
+    producer: ProducerFields,
+) -> Vec<u8> {
+    fn zz(v: i64, out: &mut Vec<u8>) {
+        let mut u = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            let b = (u & 0x7f) as u8;
+            u >>= 7;
+            if u == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut recs = Vec::new();
+    for (i, (k, v)) in records.iter().enumerate() {
+        let mut body = vec![0u8];
+        zz(0, &mut body);
+        zz(i as i64, &mut body);
+        match k {
+            Some(k) => {
+                zz(k.len() as i64, &mut body);
+                body.extend_from_slice(k);
+            }
+            None => zz(-1, &mut body),
+        }
+        match v {
+            Some(v) => {
+                zz(v.len() as i64, &mut body);
+                body.extend_from_slice(v);
+            }
+            None => zz(-1, &mut body),
+        }
+        zz(0, &mut body);
+        zz(body.len() as i64, &mut recs);
+        recs.extend_from_slice(&body);
+    }
+    let n = records.len() as i32;
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(n - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&producer.producer_id.to_be_bytes());
+    b.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&recs);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Builds an uncompressed batch with the given records (key, value) by hand.
-    pub(crate) fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
-        fn zz(v: i64, out: &mut Vec<u8>) {
-            let mut u = ((v << 1) ^ (v >> 63)) as u64;
-            loop {
-                let b = (u & 0x7f) as u8;
-                u >>= 7;
-                if u == 0 {
-                    out.push(b);
-                    break;
-                }
-                out.push(b | 0x80);
-            }
-        }
-        let mut recs = Vec::new();
-        for (i, (k, v)) in records.iter().enumerate() {
-            let mut body = vec![0u8];
-            zz(0, &mut body);
-            zz(i as i64, &mut body);
-            match k {
-                Some(k) => {
-                    zz(k.len() as i64, &mut body);
-                    body.extend_from_slice(k);
-                }
-                None => zz(-1, &mut body),
-            }
-            match v {
-                Some(v) => {
-                    zz(v.len() as i64, &mut body);
-                    body.extend_from_slice(v);
-                }
-                None => zz(-1, &mut body),
-            }
-            zz(0, &mut body);
-            zz(body.len() as i64, &mut recs);
-            recs.extend_from_slice(&body);
-        }
-        let n = records.len() as i32;
-        let mut b = Vec::new();
-        b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.push(2);
-        b.extend_from_slice(&[0, 0, 0, 0]);
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(n - 1).to_be_bytes());
-        b.extend_from_slice(&1000i64.to_be_bytes());
-        b.extend_from_slice(&1000i64.to_be_bytes());
-        b.extend_from_slice(&(-1i64).to_be_bytes());
-        b.extend_from_slice(&(-1i16).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.extend_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&recs);
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
+    fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+        encode_uncompressed(records, 1000, ProducerFields::NONE)
     }
 
     #[test]

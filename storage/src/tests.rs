@@ -1,0 +1,204 @@
+use super::*;
+use kafkabox_protocol::batch::{encode_uncompressed, validate_produce_batch, ProducerFields};
+
+fn batch(n: usize, producer: ProducerFields) -> (Vec<u8>, BatchHeader) {
+    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        (0..n).map(|_| (None, Some(&b"value"[..]))).collect();
+    let b = encode_uncompressed(&recs, 1_000, producer);
+    let h = validate_produce_batch(&b, 1 << 20).unwrap();
+    (b, h)
+}
+
+#[tokio::test]
+async fn append_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    let cluster;
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        cluster = s.cluster_id().to_string();
+        assert_eq!(cluster.len(), 22);
+        let t = s.create_topic("t", 2, BTreeMap::new()).unwrap();
+        let p = &t.partitions[1];
+        let (b, h) = batch(3, ProducerFields::NONE);
+        let a1 = s.append(p, &b, &h).unwrap();
+        let a2 = s.append(p, &b, &h).unwrap();
+        assert_eq!((a1.base_offset, a2.base_offset), (0, 3));
+        s.wait_durable(a2.write_seq).await.unwrap();
+        let mut out = BytesMut::new();
+        // Offset 4 is in the middle of the second batch: the whole batch comes back.
+        s.read(p, 4, 1 << 20, &mut out).unwrap().unwrap();
+        let h2 = batch::parse_header(&out).unwrap();
+        assert_eq!(h2.base_offset, 3);
+        assert_eq!(out.len(), b.len());
+        assert_eq!(&out[21..], &b[21..]);
+        // Out of range.
+        assert!(s.read(p, 7, 100, &mut out).unwrap().is_none());
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    assert_eq!(s.cluster_id(), cluster);
+    let t = s.topic("t").unwrap();
+    assert_eq!(
+        s.offsets(&t.partitions[1]),
+        Offsets {
+            log_start: 0,
+            log_end: 6
+        }
+    );
+    assert_eq!(
+        s.offsets(&t.partitions[0]),
+        Offsets {
+            log_start: 0,
+            log_end: 0
+        }
+    );
+    assert!(matches!(
+        s.create_topic("t", 1, BTreeMap::new()),
+        Err(StoreError::TopicExists(_))
+    ));
+}
+
+#[tokio::test]
+async fn read_respects_max_bytes_but_returns_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let p = &t.partitions[0];
+    let (b, h) = batch(10, ProducerFields::NONE);
+    for _ in 0..5 {
+        s.append(p, &b, &h).unwrap();
+    }
+    let mut out = BytesMut::new();
+    s.read(p, 0, 1, &mut out).unwrap().unwrap();
+    assert_eq!(out.len(), b.len());
+    out.clear();
+    s.read(p, 0, b.len() * 2 + 1, &mut out).unwrap().unwrap();
+    assert_eq!(out.len(), b.len() * 2);
+    out.clear();
+    s.read(p, 0, 1 << 20, &mut out).unwrap().unwrap();
+    assert_eq!(out.len(), b.len() * 5);
+}
+
+#[tokio::test]
+async fn idempotent_duplicates_and_gaps_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    let pid;
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        pid = s.new_producer_id().unwrap();
+        let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+        let p = &t.partitions[0];
+        let (b, h) = batch(
+            5,
+            ProducerFields {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 0,
+            },
+        );
+        assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 0);
+        let dup = s.append(p, &b, &h).unwrap();
+        assert!(dup.duplicate);
+        assert_eq!(dup.base_offset, 0);
+        let (b, h) = batch(
+            1,
+            ProducerFields {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 7,
+            },
+        );
+        assert!(matches!(
+            s.append(p, &b, &h),
+            Err(AppendError::OutOfOrderSequence {
+                expected: 5,
+                got: 7
+            })
+        ));
+        let (b, h) = batch(
+            1,
+            ProducerFields {
+                producer_id: pid + 50,
+                producer_epoch: 0,
+                base_sequence: 0,
+            },
+        );
+        assert!(matches!(
+            s.append(p, &b, &h),
+            Err(AppendError::UnknownProducerId(_))
+        ));
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    let t = s.topic("t").unwrap();
+    let p = &t.partitions[0];
+    let (b, h) = batch(
+        5,
+        ProducerFields {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 0,
+        },
+    );
+    let dup = s.append(p, &b, &h).unwrap();
+    assert!(dup.duplicate, "producer state must survive a restart");
+    let (b, h) = batch(
+        2,
+        ProducerFields {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 5,
+        },
+    );
+    assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 5);
+    assert!(s.new_producer_id().unwrap() > pid);
+}
+
+#[tokio::test]
+async fn group_commit_releases_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let p = t.partitions[0].clone();
+    let (b, h) = batch(1, ProducerFields::NONE);
+    let mut seqs = Vec::new();
+    for _ in 0..100 {
+        seqs.push(s.append(&p, &b, &h).unwrap().write_seq);
+    }
+    for seq in seqs {
+        s.wait_durable(seq).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn timestamps_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let p = &t.partitions[0];
+    for ts in [100, 200, 300] {
+        let b = encode_uncompressed(
+            &[(None, Some(b"x")), (None, Some(b"y"))],
+            ts,
+            ProducerFields::NONE,
+        );
+        let h = validate_produce_batch(&b, 1 << 20).unwrap();
+        s.append(p, &b, &h).unwrap();
+    }
+    assert_eq!(s.offset_for_timestamp(p, 150).unwrap(), Some((2, 200)));
+    assert_eq!(s.offset_for_timestamp(p, 301).unwrap(), None);
+    assert_eq!(s.max_timestamp(p).unwrap(), Some((5, 300)));
+    // Everything is older than 1000, but the last batch stays.
+    assert_eq!(s.expire_before(p, 1000).unwrap(), 2);
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 4,
+            log_end: 6
+        }
+    );
+    let mut out = BytesMut::new();
+    assert!(s.read(p, 0, 100, &mut out).unwrap().is_none());
+}
