@@ -1,1 +1,142 @@
-fn main() {}
+//! The kafkabox command line.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kafkabox::{Config, Server};
+
+mod bench;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kafkabox",
+    version,
+    about = "One binary that stands in for a Kafka cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (Kafka listener on 0.0.0.0:9092, data in ./kafkabox-data by default).
+    Serve(ServeArgs),
+    /// Measure produce throughput and produce-to-fetch latency with a real Kafka client (librdkafka).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML config file (keys as in the README's configuration reference).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (`data.dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address (`listen`), e.g. 0.0.0.0:9092 or 127.0.0.1:0.
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port that Metadata gives clients (`advertised.listener`).
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// Any other setting, KEY=VALUE (repeatable), e.g. --set num.partitions=3.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn load_config(args: &ServeArgs) -> Result<Config> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        config
+            .apply_toml(&text)
+            .with_context(|| format!("config file {}", path.display()))?;
+    }
+    config.apply_env(std::env::vars())?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(l) = &args.listen {
+        config.set("listen", l).context("--listen")?;
+    }
+    if let Some(a) = &args.advertised_listener {
+        config
+            .set("advertised.listener", a)
+            .context("--advertised-listener")?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+        config.set(k, v).with_context(|| format!("--set {kv}"))?;
+    }
+    Ok(config)
+}
+
+fn init_logging() {
+    let filter = std::env::var("KAFKABOX_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = load_config(&args)?;
+    let server = Server::start(config).await?;
+    let signal = wait_for_signal().await?;
+    tracing::info!(
+        signal,
+        "shutting down: no new connections, answering requests in flight, flushing"
+    );
+    server.shutdown().await
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kafkabox: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("kafkabox: {e:#}");
+        std::process::exit(2);
+    }
+}

@@ -542,13 +542,15 @@ impl Store {
     }
 
     /// Copies whole batches starting with the one that holds `offset` into `out`, up to
-    /// `max_bytes` (at least one batch is returned when one exists, as KIP-74 requires).
+    /// `max_bytes`. With `oversized_first` the first batch is copied even when it alone exceeds
+    /// `max_bytes`, so a consumer always makes progress (KIP-74).
     /// Returns `None` when `offset` is outside the log.
     pub fn read(
         &self,
         part: &Partition,
         offset: i64,
         max_bytes: usize,
+        oversized_first: bool,
         out: &mut BytesMut,
     ) -> Result<Option<Offsets>, StoreError> {
         let offsets = self.offsets(part);
@@ -576,7 +578,8 @@ impl Store {
         let first_len = out.len();
         for item in log.range(start..end) {
             let (_, v) = item?;
-            if out.len() > first_len && out.len() - first_len + v.len() > max_bytes {
+            let first = out.len() == first_len;
+            if out.len() - first_len + v.len() > max_bytes && !(first && oversized_first) {
                 break;
             }
             out.extend_from_slice(&v);

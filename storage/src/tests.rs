@@ -27,13 +27,13 @@ async fn append_read_and_reopen() {
         s.wait_durable(a2.write_seq).await.unwrap();
         let mut out = BytesMut::new();
         // Offset 4 is in the middle of the second batch: the whole batch comes back.
-        s.read(p, 4, 1 << 20, &mut out).unwrap().unwrap();
+        s.read(p, 4, 1 << 20, true, &mut out).unwrap().unwrap();
         let h2 = batch::parse_header(&out).unwrap();
         assert_eq!(h2.base_offset, 3);
         assert_eq!(out.len(), b.len());
         assert_eq!(&out[21..], &b[21..]);
         // Out of range.
-        assert!(s.read(p, 7, 100, &mut out).unwrap().is_none());
+        assert!(s.read(p, 7, 100, true, &mut out).unwrap().is_none());
         s.close().unwrap();
     }
     let s = Store::open(cfg).unwrap();
@@ -70,13 +70,18 @@ async fn read_respects_max_bytes_but_returns_one_batch() {
         s.append(p, &b, &h).unwrap();
     }
     let mut out = BytesMut::new();
-    s.read(p, 0, 1, &mut out).unwrap().unwrap();
+    s.read(p, 0, 1, true, &mut out).unwrap().unwrap();
     assert_eq!(out.len(), b.len());
     out.clear();
-    s.read(p, 0, b.len() * 2 + 1, &mut out).unwrap().unwrap();
+    s.read(p, 0, 1, false, &mut out).unwrap().unwrap();
+    assert_eq!(out.len(), 0);
+    out.clear();
+    s.read(p, 0, b.len() * 2 + 1, true, &mut out)
+        .unwrap()
+        .unwrap();
     assert_eq!(out.len(), b.len() * 2);
     out.clear();
-    s.read(p, 0, 1 << 20, &mut out).unwrap().unwrap();
+    s.read(p, 0, 1 << 20, true, &mut out).unwrap().unwrap();
     assert_eq!(out.len(), b.len() * 5);
 }
 
@@ -200,5 +205,5 @@ async fn timestamps_and_retention() {
         }
     );
     let mut out = BytesMut::new();
-    assert!(s.read(p, 0, 100, &mut out).unwrap().is_none());
+    assert!(s.read(p, 0, 100, true, &mut out).unwrap().is_none());
 }

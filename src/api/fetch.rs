@@ -1,0 +1,147 @@
+//! Fetch (v4-12): serves stored batches unchanged, starting with the batch that holds the fetch
+//! offset (the client skips the records before it). Long polling waits for an append, not a
+//! timer, up to `max_wait_ms`. Byte limits follow KIP-74: the first batch of the response is
+//! returned whole even past the limits, then batches stop at them. No fetch sessions: the
+//! response's session id is always 0, which clients treat as "full fetches only".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use crate::broker::{respond, Broker, ConnCtx, Pending};
+
+/// Kafka's broker-side `fetch.max.bytes` default: the most one response carries.
+const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+/// Longest long poll honoured.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+struct Built {
+    resp: FetchResponse,
+    bytes: usize,
+    has_error: bool,
+}
+
+fn build(broker: &Broker, req: &FetchRequest) -> Built {
+    let store = &broker.store;
+    let mut remaining = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(FETCH_MAX_BYTES);
+    let mut total = 0usize;
+    let mut has_error = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let name = ft.topic.0.as_str();
+        let topic = store.topic(name);
+        let mut parts = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                .with_records(Some(bytes::Bytes::new()));
+            let part = topic.as_ref().and_then(|t| {
+                usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let Some(part) = part else {
+                has_error = true;
+                pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                parts.push(pd);
+                continue;
+            };
+            let pmax = usize::try_from(fp.partition_max_bytes)
+                .unwrap_or(0)
+                .min(remaining);
+            let mut buf = BytesMut::new();
+            let read = if pmax == 0 && total > 0 {
+                Ok(Some(store.offsets(part)))
+            } else {
+                store.read(part, fp.fetch_offset, pmax, total == 0, &mut buf)
+            };
+            match read {
+                Ok(Some(offsets)) => {
+                    pd.high_watermark = offsets.log_end;
+                    pd.last_stable_offset = offsets.log_end;
+                    pd.log_start_offset = offsets.log_start;
+                    total += buf.len();
+                    remaining = remaining.saturating_sub(buf.len());
+                    pd.records = Some(buf.freeze());
+                }
+                Ok(None) => {
+                    has_error = true;
+                    let offsets = store.offsets(part);
+                    tracing::debug!(
+                        topic = name,
+                        partition = fp.partition,
+                        offset = fp.fetch_offset,
+                        log_start = offsets.log_start,
+                        log_end = offsets.log_end,
+                        "fetch offset out of range"
+                    );
+                    pd.error_code = ResponseError::OffsetOutOfRange.code();
+                    pd.high_watermark = offsets.log_end;
+                    pd.last_stable_offset = offsets.log_end;
+                    pd.log_start_offset = offsets.log_start;
+                }
+                Err(e) => {
+                    has_error = true;
+                    tracing::error!(topic = name, partition = fp.partition, error = %e, "fetch read failed");
+                    pd.error_code = ResponseError::KafkaStorageError.code();
+                }
+            }
+            parts.push(pd);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(ft.topic.clone())
+                .with_partitions(parts),
+        );
+    }
+    Built {
+        resp: FetchResponse::default().with_responses(topics),
+        bytes: total,
+        has_error,
+    }
+}
+
+pub fn handle(ctx: &Arc<ConnCtx>, correlation_id: i32, version: i16, req: FetchRequest) -> Pending {
+    let broker = ctx.broker.clone();
+    Box::pin(async move {
+        if version >= 7 && (req.session_id != 0 || req.session_epoch > 0) {
+            // kafkabox never hands out a session, so an incremental fetch cannot be one of ours.
+            let resp = FetchResponse::default()
+                .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+            return respond(correlation_id, version, &resp);
+        }
+        let mut appends = broker.store.subscribe_appends();
+        let mut shutdown = broker.shutdown.clone();
+        let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+        // Bounded: every pass waits for an append, and the loop ends at the deadline.
+        loop {
+            appends.borrow_and_update();
+            let built = build(&broker, &req);
+            if built.bytes >= min_bytes
+                || built.has_error
+                || tokio::time::Instant::now() >= deadline
+                || *shutdown.borrow()
+            {
+                return respond(correlation_id, version, &built.resp);
+            }
+            tokio::select! {
+                r = appends.changed() => if r.is_err() { return respond(correlation_id, version, &built.resp) },
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    })
+}

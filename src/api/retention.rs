@@ -1,0 +1,43 @@
+//! Time-based retention (`log.retention.ms`, or a topic's `retention.ms`): every
+//! `log.retention.check.interval.ms`, whole batches older than the limit are removed from the
+//! front of each partition. The newest batch always stays.
+
+use std::sync::Arc;
+
+use crate::broker::Broker;
+
+pub async fn run(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(broker.config.retention_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep(&b)).await;
+    }
+}
+
+fn sweep(broker: &Broker) {
+    let now = super::now_ms();
+    for topic in broker.store.topics() {
+        let retention_ms = topic
+            .meta
+            .configs
+            .get("retention.ms")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(broker.config.retention_ms);
+        if retention_ms < 0 {
+            continue;
+        }
+        for part in &topic.partitions {
+            match broker.store.expire_before(part, now - retention_ms) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %topic.meta.name, partition = part.index, batches = n, "retention removed old batches")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %topic.meta.name, partition = part.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+}

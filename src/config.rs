@@ -1,0 +1,311 @@
+//! Configuration: embedded defaults, then a TOML file, then `KAFKABOX_*` environment variables,
+//! then command-line flags; later sources win.
+//!
+//! Keys use Kafka's names where Kafka has one (`auto.create.topics.enable`, `num.partitions`,
+//! `message.max.bytes`, `log.retention.ms` ...). In TOML a key may be written quoted
+//! (`"num.partitions" = 3`) or as plain dotted keys (`num.partitions = 3`); both mean the same.
+//! An environment variable maps to a key by dropping `KAFKABOX_`, lowercasing and turning `_`
+//! into `.`: `KAFKABOX_NUM_PARTITIONS=3` sets `num.partitions`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Every setting of the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `listen`: address of the Kafka listener.
+    pub listen: String,
+    /// `advertised.listener`: host:port that Metadata tells clients to connect to. Unset: the
+    /// address the client connected to.
+    pub advertised_listener: Option<(String, u16)>,
+    /// `data.dir`
+    pub data_dir: PathBuf,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: u32,
+    /// `message.max.bytes`: the largest record batch accepted.
+    pub message_max_bytes: usize,
+    /// `socket.request.max.bytes`: the largest request frame; a larger one closes the connection.
+    pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes held in memory across all connections.
+    pub queued_max_request_bytes: usize,
+    /// `max.connections`
+    pub max_connections: usize,
+    /// `max.inflight.requests.per.connection`: responses pending per connection before the broker
+    /// stops reading from it.
+    pub max_inflight_per_connection: usize,
+    /// `log.retention.ms`: delete batches older than this; -1 keeps everything.
+    pub retention_ms: i64,
+    /// `log.retention.check.interval.ms`
+    pub retention_check_interval: Duration,
+    /// `log.flush.interval.ms`: unflushed writes (acks=0/1) reach disk at least this often.
+    pub flush_interval: Duration,
+    /// `flush.on.acks.all`: answer acks=all only after the data is flushed (group commit).
+    pub flush_on_acks_all: bool,
+    /// `storage.cache.bytes`: sled page cache.
+    pub cache_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "0.0.0.0:9092".into(),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./kafkabox-data"),
+            auto_create_topics: true,
+            num_partitions: 1,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: 512 * 1024 * 1024,
+            max_connections: 1000,
+            max_inflight_per_connection: 32,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_check_interval: Duration::from_secs(300),
+            flush_interval: Duration::from_millis(1000),
+            flush_on_acks_all: true,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The keys [`Config::set`] accepts, with a one-line description (printed by `--help` and the
+/// README's configuration reference).
+pub const KEYS: &[(&str, &str)] = &[
+    ("listen", "Kafka listener address (default 0.0.0.0:9092)"),
+    ("advertised.listener", "host:port given to clients in Metadata (default: the address they connected to)"),
+    ("data.dir", "data directory (default ./kafkabox-data)"),
+    ("auto.create.topics.enable", "create a topic when Metadata asks for an unknown one (default true)"),
+    ("num.partitions", "partitions of auto-created topics (default 1)"),
+    ("message.max.bytes", "largest record batch accepted (default 1048588)"),
+    ("socket.request.max.bytes", "largest request frame (default 104857600)"),
+    ("queued.max.request.bytes", "request bytes buffered across all connections (default 536870912)"),
+    ("max.connections", "concurrent client connections (default 1000)"),
+    ("max.inflight.requests.per.connection", "pending responses per connection (default 32)"),
+    ("log.retention.ms", "delete record batches older than this; -1 keeps all (default 604800000); alias retention.ms"),
+    ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
+    ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),
+    ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
+    ("storage.cache.bytes", "sled page cache size (default 268435456)"),
+];
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => bail!("{key}: expected true or false, got '{v}'"),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse::<T>()
+        .map_err(|e| anyhow!("{key}: '{v}' is not a valid number: {e}"))
+}
+
+/// Parses `host:port`, also in Kafka's `PLAINTEXT://host:port` form.
+pub fn parse_host_port(v: &str) -> Result<(String, u16)> {
+    let v = v.trim();
+    let v = v.split_once("://").map(|(_, rest)| rest).unwrap_or(v);
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("'{v}' is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("'{port}' in '{v}' is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("'{v}' has no host");
+    }
+    Ok((host.to_string(), port))
+}
+
+impl Config {
+    /// Sets one key from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let k = key.trim();
+        match k {
+            "listen" | "listeners" => {
+                let (h, p) = parse_host_port(value)?;
+                self.listen = if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                };
+            }
+            "advertised.listener" | "advertised.listeners" => {
+                self.advertised_listener = if value.trim().is_empty() {
+                    None
+                } else {
+                    Some(parse_host_port(value)?)
+                }
+            }
+            "data.dir" | "log.dir" | "log.dirs" => self.data_dir = PathBuf::from(value.trim()),
+            "auto.create.topics.enable" => self.auto_create_topics = parse_bool(k, value)?,
+            "num.partitions" => {
+                let n: u32 = parse_num(k, value)?;
+                if n == 0 || n > 10_000 {
+                    bail!("num.partitions: must be between 1 and 10000, got {n}");
+                }
+                self.num_partitions = n;
+            }
+            "message.max.bytes" => self.message_max_bytes = positive(k, parse_num(k, value)?)?,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = positive(k, parse_num(k, value)?)?
+            }
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = positive(k, parse_num(k, value)?)?
+            }
+            "max.connections" => self.max_connections = positive(k, parse_num(k, value)?)?,
+            "max.inflight.requests.per.connection" => {
+                self.max_inflight_per_connection = positive(k, parse_num(k, value)?)?
+            }
+            "log.retention.ms" | "retention.ms" => {
+                let v: i64 = parse_num(k, value)?;
+                if v < -1 || v == 0 {
+                    bail!("{k}: must be positive or -1 (keep forever), got {v}");
+                }
+                self.retention_ms = v;
+            }
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
+            }
+            "log.flush.interval.ms" => {
+                self.flush_interval =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
+            }
+            "flush.on.acks.all" => self.flush_on_acks_all = parse_bool(k, value)?,
+            "storage.cache.bytes" => self.cache_bytes = positive::<u64>(k, parse_num(k, value)?)?,
+            _ => {
+                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+                bail!(
+                    "unknown setting '{k}'; known settings: {}",
+                    known.join(", ")
+                )
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML document. Nested tables are flattened into dotted keys.
+    pub fn apply_toml(&mut self, text: &str) -> Result<()> {
+        let value: toml::Table = text.parse().context("config file is not valid TOML")?;
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(value), &mut flat)?;
+        for (k, v) in flat {
+            self.set(&k, &v)
+                .with_context(|| format!("in config file, key '{k}'"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `KAFKABOX_*` variables from `vars`.
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("KAFKABOX_") else {
+                continue;
+            };
+            if rest == "LOG" {
+                continue; // the log filter, read by main
+            }
+            let key = rest.to_ascii_lowercase().replace('_', ".");
+            self.set(&key, &value)
+                .with_context(|| format!("in environment variable {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The listener address as a socket address.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.listen
+            .to_socket_addrs()
+            .with_context(|| format!("listen address '{}'", self.listen))?
+            .next()
+            .ok_or_else(|| anyhow!("listen address '{}' resolves to nothing", self.listen))
+    }
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display>(key: &str, v: T) -> Result<T> {
+    if v <= T::default() {
+        bail!("{key}: must be positive, got {v}");
+    }
+    Ok(v)
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) -> Result<()> {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        toml::Value::Integer(i) => {
+            out.insert(prefix.to_string(), i.to_string());
+        }
+        toml::Value::Boolean(b) => {
+            out.insert(prefix.to_string(), b.to_string());
+        }
+        toml::Value::Float(f) => {
+            out.insert(prefix.to_string(), f.to_string());
+        }
+        other => bail!("{prefix}: unsupported value {other}"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_layer_and_keys_are_kafkas() {
+        let mut c = Config::default();
+        c.apply_toml("num.partitions = 3\n\"auto.create.topics.enable\" = false\n[log]\nretention.ms = 1000\n")
+            .unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.retention_ms, 1000);
+        c.apply_env(vec![
+            ("KAFKABOX_NUM_PARTITIONS".to_string(), "5".to_string()),
+            (
+                "KAFKABOX_ADVERTISED_LISTENER".to_string(),
+                "PLAINTEXT://box.local:19092".to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(
+            c.advertised_listener,
+            Some(("box.local".to_string(), 19092))
+        );
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        let mut c = Config::default();
+        let e = c.set("num.partitons", "3").unwrap_err().to_string();
+        assert!(e.contains("unknown setting 'num.partitons'"), "{e}");
+        let e = c.set("num.partitions", "x").unwrap_err().to_string();
+        assert!(e.contains("not a valid number"), "{e}");
+        let e = c.apply_toml("message.max.bytes = -5").unwrap_err();
+        assert!(format!("{e:#}").contains("must be positive"), "{e:#}");
+    }
+}
