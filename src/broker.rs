@@ -383,5 +383,6 @@ fn handle(ctx: &Arc<ConnCtx>, d: Decoded) -> Pending {
         Request::CreateTopics(r) => api::create_topics::handle(ctx, c, v, r),
         Request::Fetch(r) => api::fetch::handle(ctx, c, v, r),
         Request::ListOffsets(r) => api::list_offsets::handle(ctx, c, v, r),
+        Request::FindCoordinator(r) => api::find_coordinator::handle(c, v, &r),
     }
 }

@@ -9,8 +9,8 @@ pub mod precheck;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -73,6 +73,14 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
         max: 5,
         schema: precheck::INIT_PRODUCER_ID,
     },
+    // Advertised because librdkafka enables lz4 only for brokers that list FindCoordinator
+    // (rdkafka_feature.c). Answers COORDINATOR_NOT_AVAILABLE: no consumer groups yet.
+    SupportedApi {
+        key: ApiKey::FindCoordinator,
+        min: 0,
+        max: 4,
+        schema: precheck::FIND_COORDINATOR,
+    },
 ];
 
 /// Looks up an API kafkabox implements.
@@ -112,6 +120,7 @@ pub enum Request {
     CreateTopics(CreateTopicsRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    FindCoordinator(FindCoordinatorRequest),
 }
 
 /// A request frame after header parsing.
@@ -217,6 +226,9 @@ fn decode_body(key: ApiKey, version: i16, mut body: Bytes) -> anyhow::Result<Req
         ApiKey::CreateTopics => Request::CreateTopics(CreateTopicsRequest::decode(b, version)?),
         ApiKey::Fetch => Request::Fetch(FetchRequest::decode(b, version)?),
         ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest::decode(b, version)?),
+        ApiKey::FindCoordinator => {
+            Request::FindCoordinator(FindCoordinatorRequest::decode(b, version)?)
+        }
         other => anyhow::bail!("{other:?} has no decoder"),
     })
 }

@@ -31,6 +31,8 @@ pub(crate) enum Ty {
     Bytes,
     /// Array of int32.
     ArrayI32,
+    /// Array of strings (no per-element tagged fields).
+    ArrayStr,
     /// Array of structs.
     Array(&'static [Field]),
 }
@@ -186,6 +188,23 @@ impl<'a> Walker<'a> {
                 Some(n) => self.skip(n.saturating_mul(4), "int32 array"),
                 None => Ok(()),
             },
+            Ty::ArrayStr => {
+                let at = self.pos;
+                let Some(n) = self.length(false, "array")? else {
+                    return Ok(());
+                };
+                if n > self.left() as u64 {
+                    return Err(PrecheckError::BadLength {
+                        what: "array count",
+                        at,
+                        len: n as i64,
+                    });
+                }
+                for _ in 0..n {
+                    self.walk_ty(Ty::Str)?;
+                }
+                Ok(())
+            }
             Ty::Array(fields) => {
                 let at = self.pos;
                 let Some(n) = self.length(false, "array")? else {
@@ -356,6 +375,15 @@ pub const LIST_OFFSETS: Schema = Schema {
         f(Ty::I32, 10, ALL), // timeout_ms
     ],
     flexible_since: 6,
+};
+
+pub const FIND_COORDINATOR: Schema = Schema {
+    fields: &[
+        f(Ty::Str, 0, 3),        // key
+        f(Ty::I8, 1, ALL),       // key_type
+        f(Ty::ArrayStr, 4, ALL), // coordinator_keys
+    ],
+    flexible_since: 3,
 };
 
 #[cfg(test)]
