@@ -105,6 +105,8 @@ pub enum BatchError {
     BadCodec(i16),
     #[error("invalid record batch: {0}")]
     Invalid(String),
+    #[error("record batch payload: {0}")]
+    Decompress(#[from] crate::compression::DecompressError),
 }
 
 impl BatchError {
@@ -155,11 +157,13 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// Checks that `buf` holds exactly one well-formed v2 batch as a producer sends it:
 /// size within `max_batch_bytes`, lengths consistent, magic 2, CRC-32C correct, a known codec,
-/// not a control batch, `records_count == last_offset_delta + 1`, and for uncompressed batches
-/// every record parses within its declared length.
+/// not a control batch, `records_count == last_offset_delta + 1`, and every record parses within
+/// its declared length. A compressed payload is inflated (at most `inflate_limit` bytes) to
+/// check its records, as Kafka does; `None` skips that check. The batch itself is never changed.
 pub fn validate_produce_batch(
     buf: &[u8],
     max_batch_bytes: usize,
+    inflate_limit: Option<usize>,
 ) -> Result<BatchHeader, BatchError> {
     if buf.len() > max_batch_bytes {
         return Err(BatchError::TooLarge {
@@ -211,8 +215,13 @@ pub fn validate_produce_batch(
             h.max_timestamp, h.base_timestamp
         )));
     }
-    if codec == Codec::None {
-        walk_records(&buf[HEADER_LEN..], h.records_count)?;
+    match (codec, inflate_limit) {
+        (Codec::None, _) => walk_records(&buf[HEADER_LEN..], h.records_count)?,
+        (_, Some(limit)) => {
+            let inflated = crate::compression::decompress(codec, &buf[HEADER_LEN..], limit)?;
+            walk_records(&inflated, h.records_count)?;
+        }
+        (_, None) => {}
     }
     Ok(h)
 }
@@ -471,11 +480,11 @@ mod tests {
     #[test]
     fn valid_batch_passes_and_rewrite_keeps_crc() {
         let mut b = build_batch(&[(Some(b"k"), Some(b"v")), (None, None)]);
-        let h = validate_produce_batch(&b, 1 << 20).unwrap();
+        let h = validate_produce_batch(&b, 1 << 20, Some(1 << 20)).unwrap();
         assert_eq!(h.records_count, 2);
         set_base_offset(&mut b, 1234);
         set_leader_epoch(&mut b, 7);
-        let h2 = validate_produce_batch(&b, 1 << 20).unwrap();
+        let h2 = validate_produce_batch(&b, 1 << 20, Some(1 << 20)).unwrap();
         assert_eq!(h2.base_offset, 1234);
         assert_eq!(h2.last_offset(), 1235);
         let recs = decode_records(&b[HEADER_LEN..], 2).unwrap();
@@ -488,7 +497,7 @@ mod tests {
         let mut b = build_batch(&[(None, Some(b"v"))]);
         let last = b.len() - 1;
         b[last] ^= 0xff;
-        let e = validate_produce_batch(&b, 1 << 20).unwrap_err();
+        let e = validate_produce_batch(&b, 1 << 20, Some(1 << 20)).unwrap_err();
         assert_eq!(e.kafka_error(), ResponseError::CorruptMessage);
     }
 
@@ -499,7 +508,7 @@ mod tests {
         b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
-        let e = validate_produce_batch(&b, 1 << 20).unwrap_err();
+        let e = validate_produce_batch(&b, 1 << 20, Some(1 << 20)).unwrap_err();
         assert_eq!(e.kafka_error(), ResponseError::InvalidRecord);
         assert!(decode_records(&b[HEADER_LEN..], i32::MAX).is_err());
     }
@@ -516,7 +525,7 @@ mod tests {
     #[test]
     fn too_large_batch() {
         let b = build_batch(&[(None, Some(&[0u8; 200]))]);
-        let e = validate_produce_batch(&b, 100).unwrap_err();
+        let e = validate_produce_batch(&b, 100, None).unwrap_err();
         assert_eq!(e.kafka_error(), ResponseError::MessageTooLarge);
     }
 }

@@ -5,6 +5,7 @@
 //! crate decodes it (see that module for why).
 
 pub mod batch;
+pub mod compression;
 pub mod precheck;
 
 use bytes::{Bytes, BytesMut};

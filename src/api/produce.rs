@@ -56,7 +56,11 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             "Produce request without records.".into(),
         );
     };
-    let header = match batch::validate_produce_batch(records, broker.config.message_max_bytes) {
+    let header = match batch::validate_produce_batch(
+        records,
+        broker.config.message_max_bytes,
+        broker.config.inflate_limit(),
+    ) {
         Ok(h) => h,
         Err(e) => return Outcome::err(e.kafka_error(), e.to_string()),
     };

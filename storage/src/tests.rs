@@ -5,7 +5,7 @@ fn batch(n: usize, producer: ProducerFields) -> (Vec<u8>, BatchHeader) {
     let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
         (0..n).map(|_| (None, Some(&b"value"[..]))).collect();
     let b = encode_uncompressed(&recs, 1_000, producer);
-    let h = validate_produce_batch(&b, 1 << 20).unwrap();
+    let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
     (b, h)
 }
 
@@ -189,7 +189,7 @@ async fn timestamps_and_retention() {
             ts,
             ProducerFields::NONE,
         );
-        let h = validate_produce_batch(&b, 1 << 20).unwrap();
+        let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
         s.append(p, &b, &h).unwrap();
     }
     assert_eq!(s.offset_for_timestamp(p, 150).unwrap(), Some((2, 200)));
