@@ -326,6 +326,9 @@ mod tests {
         let e = c.set("num.partitions", "x").unwrap_err().to_string();
         assert!(e.contains("not a valid number"), "{e}");
         let e = c.apply_toml("message.max.bytes = -5").unwrap_err();
-        assert!(format!("{e:#}").contains("message.max.bytes: '-5'"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("message.max.bytes: '-5'"),
+            "{e:#}"
+        );
     }
 }

@@ -40,7 +40,9 @@ fn encoded_frame<R: Encodable>(key: ApiKey, version: i16, correlation: i32, body
         .with_correlation_id(correlation)
         .with_client_id(Some(StrBytes::from_static_str("test")));
     let mut buf = BytesMut::new();
-    header.encode(&mut buf, key.request_header_version(version)).unwrap();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
     body.encode(&mut buf, version).unwrap();
     let mut out = (buf.len() as i32).to_be_bytes().to_vec();
     out.extend_from_slice(&buf);
@@ -50,17 +52,26 @@ fn encoded_frame<R: Encodable>(key: ApiKey, version: i16, correlation: i32, body
 /// Reads one response frame; `None` when the broker closed the connection.
 async fn read_response(s: &mut TcpStream) -> Option<Bytes> {
     let mut len = [0u8; 4];
-    match tokio::time::timeout(T, s.read_exact(&mut len)).await.expect("response or close in time") {
+    match tokio::time::timeout(T, s.read_exact(&mut len))
+        .await
+        .expect("response or close in time")
+    {
         Ok(_) => {}
         Err(_) => return None,
     }
     let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-    tokio::time::timeout(T, s.read_exact(&mut buf)).await.unwrap().ok()?;
+    tokio::time::timeout(T, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .ok()?;
     Some(Bytes::from(buf))
 }
 
 async fn expect_closed(s: &mut TcpStream) {
-    assert!(read_response(s).await.is_none(), "the broker must close this connection");
+    assert!(
+        read_response(s).await.is_none(),
+        "the broker must close this connection"
+    );
 }
 
 /// A full ApiVersions v0 round trip: proves the broker is alive and serving.
@@ -72,7 +83,10 @@ async fn assert_serving(addr: SocketAddr) {
     let mut body = r.split_off(4);
     let resp = ApiVersionsResponse::decode(&mut body, 0).unwrap();
     assert_eq!(resp.error_code, 0);
-    assert!(resp.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+    assert!(resp
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
 }
 
 async fn send_and_expect_closed(addr: SocketAddr, bytes: &[u8]) {
@@ -93,7 +107,11 @@ async fn allocation_abort_frames_close_only_their_connection() {
     read_response(&mut healthy).await.unwrap();
 
     // The 7-byte Metadata v1 body that makes kafka-protocol 0.18 allocate 154 GB.
-    send_and_expect_closed(addr, &raw_frame(3, 1, 2, &[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61])).await;
+    send_and_expect_closed(
+        addr,
+        &raw_frame(3, 1, 2, &[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61]),
+    )
+    .await;
     // Compact array (Metadata v9, flexible header: client id then empty tagged fields).
     let mut flex = Vec::new();
     flex.extend_from_slice(&3i16.to_be_bytes());
@@ -109,7 +127,9 @@ async fn allocation_abort_frames_close_only_their_connection() {
     body.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
     send_and_expect_closed(addr, &raw_frame(0, 3, 4, &body)).await;
     // Fetch v4 whose partition array claims 2^31-1 entries for one topic.
-    let mut body = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x10, 0, 0, 0];
+    let mut body = vec![
+        0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x10, 0, 0, 0,
+    ];
     body.extend_from_slice(&[0, 0, 0, 1, 0, 1, b't', 0x7f, 0xff, 0xff, 0xff]);
     send_and_expect_closed(addr, &raw_frame(1, 4, 5, &body)).await;
     // CreateTopics v2 whose config array claims 2^31-1 entries.
@@ -118,7 +138,9 @@ async fn allocation_abort_frames_close_only_their_connection() {
     send_and_expect_closed(addr, &raw_frame(19, 2, 6, &body)).await;
 
     healthy.write_all(&raw_frame(18, 0, 7, &[])).await.unwrap();
-    let r = read_response(&mut healthy).await.expect("healthy connection still served");
+    let r = read_response(&mut healthy)
+        .await
+        .expect("healthy connection still served");
     assert_eq!(&r[..4], &7i32.to_be_bytes());
     assert_serving(addr).await;
     server.shutdown().await.unwrap();
@@ -173,7 +195,10 @@ async fn unknown_and_unsupported_apis() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&raw_frame(18, 99, 7, &[])).await.unwrap();
     let r = read_response(&mut s).await.expect("fallback answer");
-    assert_eq!(&r[..], &[0, 0, 0, 7, 0, 0x23, 0, 0, 0, 1, 0, 0x12, 0, 0, 0, 4]);
+    assert_eq!(
+        &r[..],
+        &[0, 0, 0, 7, 0, 0x23, 0, 0, 0, 1, 0, 0x12, 0, 0, 0, 4]
+    );
     // And the same connection carries on at a supported version.
     s.write_all(&raw_frame(18, 0, 8, &[])).await.unwrap();
     assert!(read_response(&mut s).await.is_some());
@@ -193,14 +218,24 @@ fn produce(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
 }
 
 /// Sends a Produce v8 and returns (error code, base offset) of its single partition.
-async fn produce_code(s: &mut TcpStream, correlation: i32, req: &ProduceRequest) -> (i16, i64, Option<String>) {
-    s.write_all(&encoded_frame(ApiKey::Produce, 8, correlation, req)).await.unwrap();
+async fn produce_code(
+    s: &mut TcpStream,
+    correlation: i32,
+    req: &ProduceRequest,
+) -> (i16, i64, Option<String>) {
+    s.write_all(&encoded_frame(ApiKey::Produce, 8, correlation, req))
+        .await
+        .unwrap();
     let mut r = read_response(s).await.expect("produce answered");
     assert_eq!(&r[..4], &correlation.to_be_bytes());
     let mut body = r.split_off(4);
     let resp = ProduceResponse::decode(&mut body, 8).unwrap();
     let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset, p.error_message.as_ref().map(|m| m.to_string()))
+    (
+        p.error_code,
+        p.base_offset,
+        p.error_message.as_ref().map(|m| m.to_string()),
+    )
 }
 
 fn fix_crc(b: &mut [u8]) {
@@ -213,7 +248,10 @@ async fn bad_batches_get_kafka_error_codes_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("message.max.bytes", "10000")]).await;
     let addr = server.kafka_addr();
-    server.store().create_topic("t", 1, Default::default()).unwrap();
+    server
+        .store()
+        .create_topic("t", 1, Default::default())
+        .unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
     let good = encode_uncompressed(&[(Some(b"k"), Some(b"v"))], 1_000, ProducerFields::NONE);
 
@@ -264,12 +302,27 @@ async fn bad_batches_get_kafka_error_codes_and_nothing_is_stored() {
     b.extend_from_slice(&good);
     assert_eq!(produce_code(&mut s, 7, &produce("t", -1, b)).await.0, 87);
     // Garbage instead of a batch.
-    assert_eq!(produce_code(&mut s, 8, &produce("t", -1, vec![1, 2, 3])).await.0, 87);
+    assert_eq!(
+        produce_code(&mut s, 8, &produce("t", -1, vec![1, 2, 3]))
+            .await
+            .0,
+        87
+    );
 
     // Invalid acks: INVALID_REQUIRED_ACKS (21).
-    assert_eq!(produce_code(&mut s, 9, &produce("t", 5, good.clone())).await.0, 21);
+    assert_eq!(
+        produce_code(&mut s, 9, &produce("t", 5, good.clone()))
+            .await
+            .0,
+        21
+    );
     // Unknown topic: UNKNOWN_TOPIC_OR_PARTITION (3); produce does not auto-create.
-    assert_eq!(produce_code(&mut s, 10, &produce("nope", -1, good.clone())).await.0, 3);
+    assert_eq!(
+        produce_code(&mut s, 10, &produce("nope", -1, good.clone()))
+            .await
+            .0,
+        3
+    );
 
     // Nothing above was stored: the first good batch gets offset 0.
     let (code, offset, _) = produce_code(&mut s, 11, &produce("t", -1, good.clone())).await;
@@ -278,7 +331,9 @@ async fn bad_batches_get_kafka_error_codes_and_nothing_is_stored() {
     // acks=0 with a bad batch: no response, the connection is closed (Kafka's behaviour).
     let mut b = good.clone();
     b[last] ^= 1;
-    s.write_all(&encoded_frame(ApiKey::Produce, 8, 12, &produce("t", 0, b))).await.unwrap();
+    s.write_all(&encoded_frame(ApiKey::Produce, 8, 12, &produce("t", 0, b)))
+        .await
+        .unwrap();
     expect_closed(&mut s).await;
     assert_serving(addr).await;
     server.shutdown().await.unwrap();
@@ -289,13 +344,21 @@ async fn pipelined_requests_are_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
-    server.store().create_topic("t", 1, Default::default()).unwrap();
+    server
+        .store()
+        .create_topic("t", 1, Default::default())
+        .unwrap();
     let good = encode_uncompressed(&[(None, Some(b"v"))], 1_000, ProducerFields::NONE);
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut all = Vec::new();
     for c in 0..20 {
         if c % 2 == 0 {
-            all.extend(encoded_frame(ApiKey::Produce, 8, c, &produce("t", -1, good.clone())));
+            all.extend(encoded_frame(
+                ApiKey::Produce,
+                8,
+                c,
+                &produce("t", -1, good.clone()),
+            ));
         } else {
             all.extend(raw_frame(18, 0, c, &[]));
         }

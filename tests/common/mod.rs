@@ -95,3 +95,99 @@ pub async fn consume_async(
 pub fn payload(m: &OwnedMessage) -> Option<&[u8]> {
     m.payload()
 }
+
+/// A `kafkabox serve` process (the real binary) on 127.0.0.1:0, its log in the data dir's
+/// parent. Killed with SIGKILL on drop if still running.
+pub struct BrokerProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub log: std::path::PathBuf,
+}
+
+impl BrokerProcess {
+    pub fn spawn(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        let log = data_dir.with_extension(format!("log.{}", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .env("KAFKABOX_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn kafkabox");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find(|l| l.contains("Kafka listener ready"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+                .and_then(|a| a.parse().ok())
+            {
+                return BrokerProcess { child, addr, log };
+            }
+            assert!(Instant::now() < deadline, "kafkabox did not start: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kafkabox did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// The Python interpreter of the test virtualenv (created by scripts/test.sh). Missing is a
+/// failure, not a skip.
+pub fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("KAFKABOX_TEST_PYTHON") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "no Python test environment at {}: run scripts/test.sh, which creates it with kafka-python and confluent-kafka",
+        p.display()
+    );
+    p
+}
