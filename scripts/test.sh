@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of kafkabox: unit tests, and end-to-end tests with real Kafka clients
+# (rdkafka/librdkafka, kafka-python, confluent-kafka, kcat). Installs what they need first:
+# kcat and the Python venv tooling from Debian, the Python clients into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc g++)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${need_apt[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing Python test clients"
+.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+export KAFKABOX_TEST_PYTHON="$PWD/.venv/bin/python"
+
+echo "== cargo test"
+cargo test --workspace -j2 "$@"
