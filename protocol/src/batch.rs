@@ -226,6 +226,11 @@ pub fn validate_produce_batch(
     Ok(h)
 }
 
+/// CRC-32C (Castagnoli), the checksum of v2 batches (over bytes 21..end).
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
 /// Rewrites the base offset (bytes 0..8). Outside the CRC: no checksum to recompute.
 pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
