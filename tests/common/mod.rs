@@ -108,7 +108,7 @@ impl BrokerProcess {
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
         let log = data_dir.with_extension(format!("log.{}", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -134,7 +134,13 @@ impl BrokerProcess {
             {
                 return BrokerProcess { child, addr, log };
             }
-            assert!(Instant::now() < deadline, "kafkabox did not start: {text}");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("kafkabox exited at start-up ({status}): {text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kafkabox did not start within 60 s: {text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
