@@ -19,6 +19,12 @@ pub fn handle(
         let mut resp = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
+        if let Some(txn) = req.transactional_id.as_ref().filter(|t| t.0.is_empty()) {
+            // Kafka's TransactionCoordinator: an empty transactional id is an invalid request.
+            tracing::warn!(transactional_id = %txn.0.as_str(), "InitProducerId with an empty transactional id");
+            resp.error_code = ResponseError::InvalidRequest.code();
+            return respond(correlation_id, version, &resp);
+        }
         if let Some(txn) = &req.transactional_id {
             tracing::warn!(
                 transactional_id = %txn.0.as_str(),

@@ -85,12 +85,6 @@ pub struct Offsets {
 /// run: 105 MiB/s, 3.0 GiB on disk); 8 MiB segments keep them inline (192 MiB/s, 1.5 GiB).
 const SLED_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
-/// sled snapshots its page table after this many operations, and recovery replays the log
-/// since the last snapshot. The default (1,000,000) is never reached by large batches, so
-/// every open replayed everything (4 GiB: 2.1 s after kill -9); 20,000 gives 1.1 s with no
-/// cost in throughput or latency (1,000 made p50 latency 300 ms).
-const SLED_SNAPSHOT_AFTER_OPS: u64 = 20_000;
-
 /// Tuning of the store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -238,7 +232,6 @@ impl Store {
             .flush_every_ms(None)
             .mode(sled::Mode::HighThroughput)
             .segment_size(SLED_SEGMENT_BYTES)
-            .snapshot_after_ops(SLED_SNAPSHOT_AFTER_OPS)
             .open()?;
         let log = db.open_tree("log")?;
         let catalog = db.open_tree("catalog")?;

@@ -1,0 +1,346 @@
+//! The request sequences of clients that cannot run here, replayed at the exact versions they
+//! use (from Kafka's protocol specs and the clients' sources): the Java producer of
+//! kafka-clients 3.5 (ApiVersions v3, Metadata v12, InitProducerId v4, Produce v9, idempotent,
+//! acks=all), kafkajs (InitProducerId v0/v1, admin requests to the Metadata controller) and
+//! kafka-python 3's first ApiVersions v4. Requests are encoded with kafka-protocol's client side.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Conn {
+    s: TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        Conn {
+            s: TcpStream::connect(addr).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
+    async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Q,
+    ) -> R {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("producer-1")));
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&buf);
+        self.s.write_all(&frame).await.unwrap();
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).await.expect("response");
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut body).await.unwrap();
+        let mut body = Bytes::from(body);
+        let rh =
+            kafka_protocol::messages::ResponseHeader::decode(&mut body, R::header_version(version))
+                .unwrap();
+        assert_eq!(rh.correlation_id, self.correlation);
+        R::decode(&mut body, version).unwrap()
+    }
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn produce(name: &str, batch: Vec<u8>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic(name))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_kafka_clients_3_5_idempotent_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let mut c = Conn::open(server.kafka_addr()).await;
+
+    let av: ApiVersionsResponse = c
+        .call(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("apache-kafka-java"))
+                .with_client_software_version(StrBytes::from_static_str("3.5.0")),
+        )
+        .await;
+    assert_eq!(av.error_code, 0);
+    let range = |k: ApiKey| {
+        av.api_keys
+            .iter()
+            .find(|a| a.api_key == k as i16)
+            .map(|a| (a.min_version, a.max_version))
+    };
+    assert_eq!(range(ApiKey::Produce), Some((3, 12)));
+    assert_eq!(range(ApiKey::InitProducerId), Some((0, 5)));
+
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic("customer-events")))
+                ]))
+                .with_allow_auto_topic_creation(true),
+        )
+        .await;
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(md.topics[0].partitions.len(), 1);
+    assert!(!md.topics[0].topic_id.is_nil());
+    assert_eq!(md.controller_id.0, 0);
+    assert_eq!(md.brokers[0].port, server.kafka_addr().port() as i32);
+    let cluster = md.cluster_id.clone().unwrap();
+
+    let ip: InitProducerIdResponse = c
+        .call(
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(i32::MAX)
+                .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+        .await;
+    assert_eq!(ip.error_code, 0);
+    let pid = ip.producer_id.0;
+    assert!(pid >= 0);
+
+    let fields = |seq| ProducerFields {
+        producer_id: pid,
+        producer_epoch: 0,
+        base_sequence: seq,
+    };
+    let b0 = encode_uncompressed(
+        &[(None, Some(b"{\"a\":1}")), (None, Some(b"{\"a\":2}"))],
+        1_700_000_000_000,
+        fields(0),
+    );
+    let r: ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce("customer-events", b0.clone()))
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // The retry of a batch whose response was lost: same offsets, nothing appended.
+    let r: ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce("customer-events", b0))
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // A gap in the sequence: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    let gap = encode_uncompressed(&[(None, Some(b"x"))], 1_700_000_000_000, fields(5));
+    let r: ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce("customer-events", gap))
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 45);
+    // The next batch in sequence continues at offset 2.
+    let next = encode_uncompressed(&[(None, Some(b"x"))], 1_700_000_000_000, fields(2));
+    let r: ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce("customer-events", next))
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 2));
+    // A producer id this broker never issued: UNKNOWN_PRODUCER_ID.
+    let alien = encode_uncompressed(
+        &[(None, Some(b"x"))],
+        0,
+        ProducerFields {
+            producer_id: pid + 1000,
+            producer_epoch: 0,
+            base_sequence: 0,
+        },
+    );
+    let r: ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce("customer-events", alien))
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 59);
+
+    // The cluster id is stable across a restart of the same data dir.
+    server.shutdown().await.unwrap();
+    let server = common::start(dir.path()).await;
+    let mut c = Conn::open(server.kafka_addr()).await;
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(md.cluster_id.unwrap(), cluster);
+    assert_eq!(md.topics.len(), 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_and_kafka_python_first_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let mut c = Conn::open(server.kafka_addr()).await;
+    // kafka-python 3 opens with ApiVersions v4.
+    let av: ApiVersionsResponse = c
+        .call(
+            ApiKey::ApiVersions,
+            4,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("kafka-python"))
+                .with_client_software_version(StrBytes::from_static_str("3.0.12")),
+        )
+        .await;
+    assert_eq!(av.error_code, 0);
+    // An invalid software name: INVALID_REQUEST, as Kafka answers.
+    let bad: ApiVersionsResponse = c
+        .call(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("bad name"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        )
+        .await;
+    assert_eq!(bad.error_code, 42);
+    // kafkajs: Metadata names the controller, admin requests go there.
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            5,
+            &MetadataRequest::default().with_topics(Some(vec![])),
+        )
+        .await;
+    assert_eq!(md.controller_id.0, md.brokers[0].node_id.0);
+    assert!(
+        md.topics.is_empty(),
+        "an empty topic list means none from v1"
+    );
+    let ct: CreateTopicsResponse = c
+        .call(
+            ApiKey::CreateTopics,
+            2,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(topic("js-topic"))
+                    .with_num_partitions(2)
+                    .with_replication_factor(1)])
+                .with_timeout_ms(5_000),
+        )
+        .await;
+    assert_eq!(ct.topics[0].error_code, 0);
+    for v in [0, 1] {
+        let ip: InitProducerIdResponse = c
+            .call(
+                ApiKey::InitProducerId,
+                v,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000),
+            )
+            .await;
+        assert_eq!(ip.error_code, 0);
+        assert!(ip.producer_id.0 >= 0);
+    }
+    // Transactional producers are refused with Kafka's codes (empty id: INVALID_REQUEST).
+    let ip: InitProducerIdResponse = c
+        .call(ApiKey::InitProducerId, 1, &InitProducerIdRequest::default())
+        .await;
+    assert_eq!(ip.error_code, 42);
+    let ip: InitProducerIdResponse = c
+        .call(
+            ApiKey::InitProducerId,
+            1,
+            &InitProducerIdRequest::default().with_transactional_id(Some(
+                kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("tx")),
+            )),
+        )
+        .await;
+    assert_eq!(ip.error_code, 53);
+    // Metadata v0 with an empty list means all topics; auto-creation refused by the request flag.
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            0,
+            &MetadataRequest::default().with_topics(Some(vec![])),
+        )
+        .await;
+    assert_eq!(md.topics.len(), 1);
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            4,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic("not-created")))
+                ]))
+                .with_allow_auto_topic_creation(false),
+        )
+        .await;
+    assert_eq!(md.topics[0].error_code, 3);
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            4,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic("bad/name")))
+                ]))
+                .with_allow_auto_topic_creation(true),
+        )
+        .await;
+    assert_eq!(md.topics[0].error_code, 17);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_setting_turns_auto_creation_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(dir.path(), &[("auto.create.topics.enable", "false")]).await;
+    let mut c = Conn::open(server.kafka_addr()).await;
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic("customer-events")))
+                ]))
+                .with_allow_auto_topic_creation(true),
+        )
+        .await;
+    assert_eq!(md.topics[0].error_code, 3);
+    assert!(server.store().topic("customer-events").is_none());
+    server.shutdown().await.unwrap();
+}
