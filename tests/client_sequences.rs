@@ -344,3 +344,186 @@ async fn broker_setting_turns_auto_creation_off() {
     assert!(server.store().topic("customer-events").is_none());
     server.shutdown().await.unwrap();
 }
+
+fn fetch_req(
+    version_max_bytes: i32,
+    parts: &[(i32, i64, i32)],
+) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(version_max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic("lim"))
+            .with_partitions(
+                parts
+                    .iter()
+                    .map(|&(p, off, pmax)| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(off)
+                            .with_partition_max_bytes(pmax)
+                    })
+                    .collect(),
+            )])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_honours_byte_limits_offsets_and_errors() {
+    use kafka_protocol::messages::FetchResponse;
+    use kafkabox_protocol::batch::{parse_header, split_batches};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let t = server
+        .store()
+        .create_topic("lim", 2, Default::default())
+        .unwrap();
+    let value = vec![b'v'; 300];
+    // Current timestamps: retention (7 days by default) would remove old ones.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let batch = encode_uncompressed(
+        &[
+            (None, Some(&value)),
+            (None, Some(&value)),
+            (None, Some(&value)),
+        ],
+        now,
+        ProducerFields::NONE,
+    );
+    for p in &t.partitions {
+        for _ in 0..3 {
+            let h =
+                kafkabox_protocol::batch::validate_produce_batch(&batch, 1 << 20, None).unwrap();
+            server.store().append(p, &batch, &h).unwrap();
+        }
+    }
+    let blen = batch.len() as i32;
+    let mut c = Conn::open(server.kafka_addr()).await;
+    let batches = |r: &FetchResponse, p: usize| -> Vec<i64> {
+        let recs = r.responses[0].partitions[p]
+            .records
+            .clone()
+            .unwrap_or_default();
+        split_batches(&recs)
+            .map(|b| b.unwrap().0.base_offset)
+            .collect()
+    };
+    // max_bytes across the response: the first partition gets what fits (at least one batch),
+    // the second nothing once the limit is reached.
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            11,
+            &fetch_req(blen + blen / 2, &[(0, 0, 1 << 20), (1, 0, 1 << 20)]),
+        )
+        .await;
+    assert_eq!(batches(&r, 0), vec![0]);
+    assert_eq!(batches(&r, 1), Vec::<i64>::new());
+    // partition_max_bytes below one batch: KIP-74 returns the first batch of the first
+    // non-empty partition whole, and no more.
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            11,
+            &fetch_req(1 << 20, &[(0, 0, 1), (1, 0, 1)]),
+        )
+        .await;
+    assert_eq!(batches(&r, 0), vec![0]);
+    assert_eq!(batches(&r, 1), Vec::<i64>::new());
+    // Room for everything.
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            4,
+            &fetch_req(1 << 20, &[(0, 0, 1 << 20), (1, 3, 1 << 20)]),
+        )
+        .await;
+    assert_eq!(batches(&r, 0), vec![0, 3, 6]);
+    assert_eq!(batches(&r, 1), vec![3, 6]);
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 9);
+    // An offset inside a batch returns that whole batch, bytes as stored.
+    let r: FetchResponse = c
+        .call(ApiKey::Fetch, 11, &fetch_req(1 << 20, &[(0, 4, blen)]))
+        .await;
+    let recs = r.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(parse_header(&recs).unwrap().base_offset, 3);
+    assert_eq!(&recs[21..], &batch[21..], "served unchanged");
+    // Out of range, at the end (empty), unknown partition.
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            11,
+            &fetch_req(1 << 20, &[(0, 10, 1000), (1, 9, 1000)]),
+        )
+        .await;
+    assert_eq!(r.responses[0].partitions[0].error_code, 1);
+    assert_eq!(r.responses[0].partitions[1].error_code, 0);
+    assert_eq!(batches(&r, 1), Vec::<i64>::new());
+    let r: FetchResponse = c
+        .call(ApiKey::Fetch, 11, &fetch_req(1 << 20, &[(7, 0, 1000)]))
+        .await;
+    assert_eq!(r.responses[0].partitions[0].error_code, 3);
+    // A long poll at the log end is answered, empty, when its wait ends.
+    let mut long = fetch_req(1 << 20, &[(1, 9, 1000)]);
+    long.max_wait_ms = 300;
+    long.min_bytes = 1;
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &long).await;
+    assert_eq!(batches(&r, 0), Vec::<i64>::new());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let store = server.store().clone();
+    let drop_t = store
+        .create_topic("old-default", 1, Default::default())
+        .unwrap();
+    let keep_t = store
+        .create_topic(
+            "old-kept",
+            1,
+            [("retention.ms".to_string(), "-1".to_string())].into(),
+        )
+        .unwrap();
+    // Records stamped in 1970: far older than the default log.retention.ms (7 days).
+    let batch = encode_uncompressed(&[(None, Some(b"old"))], 1_000, ProducerFields::NONE);
+    let h = kafkabox_protocol::batch::validate_produce_batch(&batch, 1 << 20, None).unwrap();
+    for _ in 0..3 {
+        store.append(&drop_t.partitions[0], &batch, &h).unwrap();
+        store.append(&keep_t.partitions[0], &batch, &h).unwrap();
+    }
+    drop((drop_t, keep_t, store));
+    server.shutdown().await.unwrap();
+    // Retention runs when the broker starts, then every log.retention.check.interval.ms.
+    let server = common::start_with(dir.path(), &[("log.retention.check.interval.ms", "50")]).await;
+    let store = server.store().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let dropped = store.topic("old-default").unwrap();
+    while store.offsets(&dropped.partitions[0]).log_start == 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let o = store.offsets(&dropped.partitions[0]);
+    assert_eq!(
+        (o.log_start, o.log_end),
+        (2, 3),
+        "old batches removed, the newest kept"
+    );
+    let kept = store.topic("old-kept").unwrap();
+    let o = store.offsets(&kept.partitions[0]);
+    assert_eq!(
+        (o.log_start, o.log_end),
+        (0, 3),
+        "retention.ms=-1 keeps everything"
+    );
+    server.shutdown().await.unwrap();
+}

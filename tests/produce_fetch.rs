@@ -306,3 +306,57 @@ async fn records_survive_a_restart_and_offsets_continue() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_earliest_latest_and_by_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path()).await;
+    let addr = server.kafka_addr();
+    let p = common::producer(addr, &[("linger.ms", "0")]);
+    for (i, ts) in [1_000i64, 2_000, 3_000].iter().enumerate() {
+        let v = format!("at-{ts}");
+        let d = p
+            .send(
+                FutureRecord::<(), _>::to("times")
+                    .payload(&v)
+                    .timestamp(*ts),
+                T,
+            )
+            .await
+            .expect("delivered");
+        assert_eq!(d.offset, i as i64);
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", addr.to_string())
+            .set("group.id", "unused")
+            .create()
+            .unwrap();
+        let watermarks = c.fetch_watermarks("times", 0, T).unwrap();
+        let mut q = TopicPartitionList::new();
+        q.add_partition_offset("times", 0, Offset::Offset(1_500))
+            .unwrap();
+        let by_time = c.offsets_for_times(q, T).unwrap();
+        let mut late = TopicPartitionList::new();
+        late.add_partition_offset("times", 0, Offset::Offset(9_999))
+            .unwrap();
+        let none = c.offsets_for_times(late, T).unwrap();
+        (
+            watermarks,
+            by_time.elements()[0].offset(),
+            none.elements()[0].offset(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(result.0, (0, 3), "earliest and latest");
+    assert_eq!(
+        result.1,
+        rdkafka::Offset::Offset(1),
+        "first record at or after t=1500"
+    );
+    assert_eq!(result.2, rdkafka::Offset::End, "no record that recent");
+    server.shutdown().await.unwrap();
+}

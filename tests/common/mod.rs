@@ -106,6 +106,11 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        BrokerProcess::spawn_env(data_dir, extra, &[])
+    }
+
+    /// Like [`BrokerProcess::spawn`], with extra environment variables for the child only.
+    pub fn spawn_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let log = data_dir.with_extension(format!("log.{}", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
@@ -115,6 +120,7 @@ impl BrokerProcess {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(extra)
+            .envs(env.iter().copied())
             .env("KAFKABOX_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())

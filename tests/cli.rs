@@ -1,0 +1,93 @@
+//! The `kafkabox serve` command line: settings from a TOML file, `KAFKABOX_*` variables and
+//! flags reach the broker; bad settings fail with a clear message; SIGTERM exits 0.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+#[test]
+fn config_file_env_and_flags_reach_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kafkabox.toml");
+    std::fs::write(
+        &config,
+        "num.partitions = 3\n\"message.max.bytes\" = 2000000\n",
+    )
+    .unwrap();
+    // The environment wins over the file, flags win over both.
+    let mut broker = common::BrokerProcess::spawn_env(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--advertised-listener",
+            "127.0.0.1:1",
+        ],
+        &[("KAFKABOX_NUM_PARTITIONS", "4")],
+    );
+    let addr = broker.addr;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .set("allow.auto.create.topics", "true")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some("auto-created"), Duration::from_secs(30))
+        .unwrap();
+    let t = &md.topics()[0];
+    assert_eq!(
+        t.partitions().len(),
+        4,
+        "KAFKABOX_NUM_PARTITIONS over the file's num.partitions"
+    );
+    let b = &md.brokers()[0];
+    assert_eq!(
+        (b.host(), b.port()),
+        ("127.0.0.1", 1),
+        "--advertised-listener"
+    );
+    assert_eq!(broker.terminate().code(), Some(0), "SIGTERM exits 0");
+    assert!(broker.log_text().contains("shut down cleanly"));
+}
+
+#[test]
+fn bad_settings_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--set", "num.partitons=3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown setting 'num.partitons'") && err.contains("num.partitions"),
+        "{err}"
+    );
+
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "auto.create.topics.enable = \"maybe\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auto.create.topics.enable: expected true or false, got 'maybe'"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
+}
