@@ -370,3 +370,27 @@ async fn pipelined_requests_are_answered_in_order() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_a_bound_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(dir.path(), &[("max.connections", "2")]).await;
+    let addr = server.kafka_addr();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    for (s, c) in [(&mut a, 1), (&mut b, 2)] {
+        s.write_all(&raw_frame(18, 0, c, &[])).await.unwrap();
+        assert!(read_response(s).await.is_some());
+    }
+    // A third client waits in the accept queue while two are connected ...
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(&raw_frame(18, 0, 3, &[])).await.unwrap();
+    let mut len = [0u8; 4];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read_exact(&mut len)).await;
+    assert!(early.is_err(), "no answer while max.connections are in use");
+    // ... and is served once one of them leaves.
+    drop(a);
+    let r = tokio::time::timeout(T, third.read_exact(&mut len)).await;
+    assert!(matches!(r, Ok(Ok(_))), "served after a slot frees up");
+    server.shutdown().await.unwrap();
+}

@@ -576,7 +576,10 @@ impl Store {
             let (k, v) = item?;
             let h = batch::parse_header(&v)
                 .map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
-            start.copy_from_slice(&k);
+            start = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("batch key of {} bytes", k.len())))?;
             if h.last_offset() < offset {
                 start = batch_key(part.id, h.last_offset() + 1);
             }
@@ -745,7 +748,7 @@ fn load_partition(
             let first = match log.range(range).next() {
                 Some(item) => {
                     let (k, _) = item?;
-                    read_u64(&k[4..12])? as i64
+                    read_u64(k.get(4..).unwrap_or_default())? as i64
                 }
                 None => 0,
             };
