@@ -24,7 +24,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python test clients"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
-export KAFKABOX_TEST_PYTHON="$PWD/.venv/bin/python"
+export KB_TEST_PYTHON="$PWD/.venv/bin/python"
 
 echo "== cargo test"
 cargo test --workspace -j2 "$@"

@@ -214,7 +214,7 @@ async fn run(listener: TcpListener, broker: Arc<Broker>) {
         }
     }
     drop(listener);
-    retention.abort();
+    let _ = retention.await;
     // Connections stop reading at shutdown and finish what they have read; bound the wait.
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
         while conns.join_next().await.is_some() {}

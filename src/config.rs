@@ -102,6 +102,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("max.inflated.batch.bytes", "the most one compressed batch may inflate to (default 67108864)"),
 ];
 
+/// Other names [`Config::set`] accepts for a key of [`KEYS`].
+const ALIASES: &[&str] = &[
+    "listeners",
+    "advertised.listeners",
+    "log.dir",
+    "log.dirs",
+    "retention.ms",
+];
+
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -220,8 +229,14 @@ impl Config {
         Ok(())
     }
 
-    /// Applies `KAFKABOX_*` variables from `vars`.
-    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    /// Applies `KAFKABOX_*` variables from `vars`. A variable naming no setting is returned (to
+    /// be logged) rather than refused: the environment may carry unrelated `KAFKABOX_` names. A
+    /// known setting with a bad value is an error.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<String>> {
+        let mut ignored = Vec::new();
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix("KAFKABOX_") else {
                 continue;
@@ -230,10 +245,14 @@ impl Config {
                 continue; // the log filter, read by main
             }
             let key = rest.to_ascii_lowercase().replace('_', ".");
+            if !KEYS.iter().any(|(k, _)| *k == key) && !ALIASES.contains(&key.as_str()) {
+                ignored.push(name);
+                continue;
+            }
             self.set(&key, &value)
                 .with_context(|| format!("in environment variable {name}"))?;
         }
-        Ok(())
+        Ok(ignored)
     }
 
     /// The inflation bound for produce validation, `None` when compressed batches are stored
@@ -309,7 +328,9 @@ mod tests {
                 "PLAINTEXT://box.local:19092".to_string(),
             ),
             ("OTHER".to_string(), "x".to_string()),
+            ("KAFKABOX_SOMETHING_ELSE".to_string(), "x".to_string()),
         ])
+        .map(|ignored| assert_eq!(ignored, vec!["KAFKABOX_SOMETHING_ELSE".to_string()]))
         .unwrap();
         assert_eq!(c.num_partitions, 5);
         assert_eq!(

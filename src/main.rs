@@ -55,7 +55,12 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
             .apply_toml(&text)
             .with_context(|| format!("config file {}", path.display()))?;
     }
-    config.apply_env(std::env::vars())?;
+    for name in config.apply_env(std::env::vars())? {
+        tracing::warn!(
+            variable = %name,
+            "environment variable names no kafkabox setting; ignored (see the README's configuration reference)"
+        );
+    }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }

@@ -27,7 +27,15 @@ fn config_file_env_and_flags_reach_the_broker() {
             "--advertised-listener",
             "127.0.0.1:1",
         ],
-        &[("KAFKABOX_NUM_PARTITIONS", "4")],
+        &[
+            ("KAFKABOX_NUM_PARTITIONS", "4"),
+            ("KAFKABOX_UNRELATED_THING", "1"),
+        ],
+    );
+    assert!(
+        broker.log_text().contains("KAFKABOX_UNRELATED_THING"),
+        "an unknown KAFKABOX_ variable is named in a warning: {}",
+        broker.log_text()
     );
     let addr = broker.addr;
     let consumer: BaseConsumer = ClientConfig::new()

@@ -169,6 +169,29 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
+    /// An array whose elements `elem` walks. Every element takes at least one byte: a count
+    /// the frame cannot hold is refused at once, then walking the elements bounds it exactly.
+    fn walk_array(
+        &mut self,
+        mut elem: impl FnMut(&mut Self) -> Result<(), PrecheckError>,
+    ) -> Result<(), PrecheckError> {
+        let at = self.pos;
+        let Some(n) = self.length(false, "array")? else {
+            return Ok(());
+        };
+        if n > self.left() as u64 {
+            return Err(PrecheckError::BadLength {
+                what: "array count",
+                at,
+                len: n as i64,
+            });
+        }
+        for _ in 0..n {
+            elem(self)?;
+        }
+        Ok(())
+    }
+
     fn walk_ty(&mut self, ty: Ty) -> Result<(), PrecheckError> {
         match ty {
             Ty::I8 => self.skip(1, "int8"),
@@ -188,42 +211,8 @@ impl<'a> Walker<'a> {
                 Some(n) => self.skip(n.saturating_mul(4), "int32 array"),
                 None => Ok(()),
             },
-            Ty::ArrayStr => {
-                let at = self.pos;
-                let Some(n) = self.length(false, "array")? else {
-                    return Ok(());
-                };
-                if n > self.left() as u64 {
-                    return Err(PrecheckError::BadLength {
-                        what: "array count",
-                        at,
-                        len: n as i64,
-                    });
-                }
-                for _ in 0..n {
-                    self.walk_ty(Ty::Str)?;
-                }
-                Ok(())
-            }
-            Ty::Array(fields) => {
-                let at = self.pos;
-                let Some(n) = self.length(false, "array")? else {
-                    return Ok(());
-                };
-                // Every element takes at least one byte: refuse at once a count the frame
-                // cannot hold, then walk the elements (which bounds the count exactly).
-                if n > self.left() as u64 {
-                    return Err(PrecheckError::BadLength {
-                        what: "array count",
-                        at,
-                        len: n as i64,
-                    });
-                }
-                for _ in 0..n {
-                    self.walk_struct(fields)?;
-                }
-                Ok(())
-            }
+            Ty::ArrayStr => self.walk_array(|w| w.walk_ty(Ty::Str)),
+            Ty::Array(fields) => self.walk_array(|w| w.walk_struct(fields)),
         }
     }
 }

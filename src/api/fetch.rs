@@ -46,11 +46,7 @@ fn build(broker: &Broker, req: &FetchRequest) -> Built {
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                 .with_records(Some(bytes::Bytes::new()));
-            let part = topic.as_ref().and_then(|t| {
-                usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
+            let part = topic.as_ref().and_then(|t| t.partition(fp.partition));
             let Some(part) = part else {
                 has_error = true;
                 pd.error_code = ResponseError::UnknownTopicOrPartition.code();

@@ -34,11 +34,7 @@ pub fn handle(
             if version >= 4 {
                 r.leader_epoch = LEADER_EPOCH;
             }
-            let part = topic.as_ref().and_then(|t| {
-                usize::try_from(lp.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
+            let part = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
             let Some(part) = part else {
                 r.error_code = ResponseError::UnknownTopicOrPartition.code();
                 parts.push(r);

@@ -41,10 +41,7 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             format!("This server does not host topic '{topic}'."),
         );
     };
-    let Some(part) = usize::try_from(index)
-        .ok()
-        .and_then(|i| t.partitions.get(i))
-    else {
+    let Some(part) = t.partition(index) else {
         return Outcome::err(
             ResponseError::UnknownTopicOrPartition,
             format!("Topic '{topic}' has no partition {index}."),

@@ -6,11 +6,20 @@ use std::sync::Arc;
 
 use crate::broker::Broker;
 
+/// Runs until shutdown; a sweep in progress finishes first, so the store is free when this
+/// returns.
 pub async fn run(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(broker.config.retention_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = broker.shutdown.clone();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || sweep(&b)).await;
     }

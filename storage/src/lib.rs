@@ -123,6 +123,15 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
+impl Topic {
+    /// Partition `index` of this topic, if it has one.
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
 /// One partition log.
 #[derive(Debug)]
 pub struct Partition {
@@ -574,8 +583,7 @@ impl Store {
             .next_back()
         {
             let (k, v) = item?;
-            let h = batch::parse_header(&v)
-                .map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
+            let h = stored_header(&v)?;
             start = k
                 .as_ref()
                 .try_into()
@@ -600,6 +608,18 @@ impl Store {
         Ok(Some(offsets))
     }
 
+    /// The headers of a partition's batches, oldest first.
+    fn headers(&self, part: &Partition) -> impl Iterator<Item = Result<BatchHeader, StoreError>> {
+        let offsets = self.offsets(part);
+        self.inner
+            .log
+            .range(batch_key(part.id, offsets.log_start)..batch_key(part.id, offsets.log_end))
+            .map(|item| {
+                let (_, v) = item?;
+                stored_header(&v)
+            })
+    }
+
     /// The earliest offset whose batch has a max timestamp at or after `timestamp`, with that
     /// timestamp; `None` when no batch is that recent. Batch granularity: the returned offset is
     /// the batch's base offset.
@@ -608,15 +628,8 @@ impl Store {
         part: &Partition,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        let offsets = self.offsets(part);
-        for item in self
-            .inner
-            .log
-            .range(batch_key(part.id, offsets.log_start)..batch_key(part.id, offsets.log_end))
-        {
-            let (_, v) = item?;
-            let h = batch::parse_header(&v)
-                .map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
+        for h in self.headers(part) {
+            let h = h?;
             if h.max_timestamp >= timestamp {
                 return Ok(Some((h.base_offset, h.max_timestamp)));
             }
@@ -626,16 +639,9 @@ impl Store {
 
     /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
     pub fn max_timestamp(&self, part: &Partition) -> Result<Option<(i64, i64)>, StoreError> {
-        let offsets = self.offsets(part);
         let mut best: Option<(i64, i64)> = None;
-        for item in self
-            .inner
-            .log
-            .range(batch_key(part.id, offsets.log_start)..batch_key(part.id, offsets.log_end))
-        {
-            let (_, v) = item?;
-            let h = batch::parse_header(&v)
-                .map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
+        for h in self.headers(part) {
+            let h = h?;
             if best.is_none_or(|(_, ts)| h.max_timestamp > ts) {
                 best = Some((h.last_offset(), h.max_timestamp));
             }
@@ -655,8 +661,7 @@ impl Store {
         for item in log.range(batch_key(part.id, st.log_start)..batch_key(part.id, st.next_offset))
         {
             let (k, v) = item?;
-            let h = batch::parse_header(&v)
-                .map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
+            let h = stored_header(&v)?;
             if h.max_timestamp >= cutoff_ms
                 || h.last_offset() + 1 >= st.next_offset
                 || keys.len() >= 10_000
@@ -730,6 +735,11 @@ fn run_flusher(store: std::sync::Weak<Inner>, signal: Arc<FlushSignal>, interval
         let Some(inner) = store.upgrade() else { return };
         inner.flush_once();
     }
+}
+
+/// The header of a batch read back from the log; a short one means the store is corrupt.
+fn stored_header(v: &[u8]) -> Result<BatchHeader, StoreError> {
+    batch::parse_header(v).map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))
 }
 
 fn load_partition(

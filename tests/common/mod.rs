@@ -192,7 +192,7 @@ impl Drop for BrokerProcess {
 /// The Python interpreter of the test virtualenv (created by scripts/test.sh). Missing is a
 /// failure, not a skip.
 pub fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("KAFKABOX_TEST_PYTHON") {
+    if let Ok(p) = std::env::var("KB_TEST_PYTHON") {
         return p.into();
     }
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
