@@ -81,10 +81,10 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
     Ok(config)
 }
 
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     let filter = std::env::var("KAFKABOX_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
+        .unwrap_or_else(|_| default_filter.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -123,7 +123,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging();
+    // The bench prints its own report; its in-process broker only logs warnings.
+    init_logging(match cli.command {
+        Command::Serve(_) => "info",
+        Command::Bench(_) => "warn",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

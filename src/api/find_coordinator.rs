@@ -35,6 +35,6 @@ pub fn handle(correlation_id: i32, version: i16, req: &FindCoordinatorRequest) -
             resp.error_message = Some(str_bytes(WHY));
         }
     }
-    tracing::info!(key = %req.key.as_str(), "FindCoordinator: {WHY}");
+    tracing::debug!(key = %req.key.as_str(), "FindCoordinator: {WHY}");
     ready(respond(correlation_id, version, &resp))
 }
