@@ -207,3 +207,65 @@ async fn timestamps_and_retention() {
     let mut out = BytesMut::new();
     assert!(s.read(p, 0, 100, true, &mut out).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn large_batches_are_chunked_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    let big = vec![0xabu8; 5 * CHUNK_BYTES + 123];
+    let b = encode_uncompressed(&[(Some(b"k"), Some(&big))], 1_000, ProducerFields::NONE);
+    let h = validate_produce_batch(&b, 1 << 24, None).unwrap();
+    assert_eq!(chunk_count(b.len()), 6);
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        let t = s.create_topic("big", 1, BTreeMap::new()).unwrap();
+        let p = &t.partitions[0];
+        let (small, sh) = batch(2, ProducerFields::NONE);
+        assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 0);
+        assert_eq!(s.append(p, &small, &sh).unwrap().base_offset, 1);
+        assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 3);
+        let mut out = BytesMut::new();
+        s.read(p, 0, 1 << 24, true, &mut out).unwrap().unwrap();
+        let got: Vec<(i64, usize)> = batch::split_batches(&out)
+            .map(|r| r.map(|(h, bytes)| (h.base_offset, bytes.len())).unwrap())
+            .collect();
+        assert_eq!(got, vec![(0, b.len()), (1, small.len()), (3, b.len())]);
+        assert_eq!(
+            &out[21..b.len()],
+            &b[21..],
+            "chunks reassemble the client's bytes"
+        );
+        // A limit below the first batch: only with oversized_first.
+        out.clear();
+        s.read(p, 0, 100, false, &mut out).unwrap().unwrap();
+        assert!(out.is_empty());
+        s.read(p, 3, 100, true, &mut out).unwrap().unwrap();
+        assert_eq!(out.len(), b.len());
+        assert_eq!(batch::parse_header(&out).unwrap().base_offset, 3);
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    let t = s.topic("big").unwrap();
+    let p = &t.partitions[0];
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 0,
+            log_end: 4
+        }
+    );
+    // Expiring the first two batches removes every chunk of them.
+    assert_eq!(s.expire_before(p, 2_000).unwrap(), 2);
+    assert_eq!(s.offsets(p).log_start, 3);
+    let left = s
+        .inner
+        .log
+        .iter()
+        .keys()
+        .filter(|k| k.as_ref().map(|k| k.len() == 14).unwrap_or(false))
+        .count();
+    assert_eq!(left, 6, "only the last batch's chunks remain");
+    let mut out = BytesMut::new();
+    s.read(p, 3, 1 << 24, true, &mut out).unwrap().unwrap();
+    assert_eq!(out.len(), b.len());
+}
