@@ -289,7 +289,7 @@ async fn throughput(
     while let Some(f) = pending.pop_front() {
         check_delivery(f).await?;
         done += 1;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             pb.set_position(done as u64);
         }
     }

@@ -395,6 +395,9 @@ pub fn split_batches(buf: &[u8]) -> impl Iterator<Item = Result<(BatchHeader, &[
     })
 }
 
+/// A record as `(key, value)`, either possibly null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Producer fields of a batch header; `NONE` for a plain (non-idempotent) producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerFields {
@@ -414,7 +417,7 @@ impl ProducerFields {
 /// Encodes an uncompressed v2 batch of `(key, value)` records, base offset 0, all records at
 /// `timestamp_ms`. For tools and tests that produce without a client library.
 pub fn encode_uncompressed(
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    records: &[KeyValue<'_>],
     timestamp_ms: i64,
     producer: ProducerFields,
 ) -> Vec<u8> {
@@ -478,7 +481,7 @@ pub fn encode_uncompressed(
 mod tests {
     use super::*;
 
-    fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+    fn build_batch(records: &[KeyValue<'_>]) -> Vec<u8> {
         encode_uncompressed(records, 1000, ProducerFields::NONE)
     }
 

@@ -44,9 +44,7 @@ pub fn handle(
             let found = match lp.timestamp {
                 -1 => Ok(Some((offsets.log_end, -1))),
                 -2 | -4 => Ok(Some((offsets.log_start, -1))),
-                -3 => store
-                    .max_timestamp(part)
-                    .map(|o| o.map(|(off, ts)| (off, ts))),
+                -3 => store.max_timestamp(part),
                 -5 => Ok(None),
                 ts if ts >= 0 => store.offset_for_timestamp(part, ts),
                 other => {

@@ -2,7 +2,7 @@ use super::*;
 use kafkabox_protocol::batch::{encode_uncompressed, validate_produce_batch, ProducerFields};
 
 fn batch(n: usize, producer: ProducerFields) -> (Vec<u8>, BatchHeader) {
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+    let recs: Vec<kafkabox_protocol::batch::KeyValue<'_>> =
         (0..n).map(|_| (None, Some(&b"value"[..]))).collect();
     let b = encode_uncompressed(&recs, 1_000, producer);
     let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
