@@ -43,6 +43,9 @@ pub struct Config {
     pub retention_ms: i64,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval: Duration,
+    /// `producer.id.expiration.ms`: forget an idempotent producer's sequence state after this
+    /// long without a write from it.
+    pub producer_id_expiration_ms: i64,
     /// `log.flush.interval.ms`: unflushed writes (acks=0/1) reach disk at least this often.
     pub flush_interval: Duration,
     /// `flush.on.acks.all`: answer acks=all only after the data is flushed (group commit).
@@ -71,6 +74,7 @@ impl Default for Config {
             max_inflight_per_connection: 32,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_check_interval: Duration::from_secs(300),
+            producer_id_expiration_ms: 86_400_000,
             flush_interval: Duration::from_millis(1000),
             flush_on_acks_all: true,
             cache_bytes: 256 * 1024 * 1024,
@@ -95,6 +99,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("max.inflight.requests.per.connection", "pending responses per connection (default 32)"),
     ("log.retention.ms", "delete record batches older than this; -1 keeps all (default 604800000); alias retention.ms"),
     ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
+    ("producer.id.expiration.ms", "forget an idle idempotent producer's sequence state after this long (default 86400000)"),
     ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),
     ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
     ("storage.cache.bytes", "sled page cache size (default 268435456)"),
@@ -195,6 +200,9 @@ impl Config {
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval =
                     Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
+            }
+            "producer.id.expiration.ms" => {
+                self.producer_id_expiration_ms = positive::<i64>(k, parse_num(k, value)?)?
             }
             "log.flush.interval.ms" => {
                 self.flush_interval =

@@ -1,6 +1,7 @@
 //! Time-based retention (`log.retention.ms`, or a topic's `retention.ms`): every
 //! `log.retention.check.interval.ms`, whole batches older than the limit are removed from the
-//! front of each partition. The newest batch always stays.
+//! front of each partition. The newest batch always stays. The same sweep forgets idempotent
+//! producers idle for `producer.id.expiration.ms`.
 
 use std::sync::Arc;
 
@@ -28,6 +29,20 @@ pub async fn run(broker: Arc<Broker>) {
 fn sweep(broker: &Broker) {
     let now = super::now_ms();
     for topic in broker.store.topics() {
+        for part in &topic.partitions {
+            match broker
+                .store
+                .expire_producers(part, now - broker.config.producer_id_expiration_ms)
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %topic.meta.name, partition = part.index, producers = n, "forgot idle producers")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %topic.meta.name, partition = part.index, error = %e, "producer expiry failed")
+                }
+            }
+        }
         let retention_ms = topic
             .meta
             .configs

@@ -466,6 +466,7 @@ impl Store {
             }
             let mut updated = entry.cloned().unwrap_or_else(|| ProducerEntry {
                 epoch: h.producer_epoch,
+                last_append_ms: 0,
                 batches: Vec::new(),
             });
             updated.record(
@@ -476,6 +477,7 @@ impl Store {
                     base_offset: st.next_offset,
                     last_offset_delta: h.last_offset_delta,
                 },
+                now_ms(),
             );
             producer_update = Some(updated);
         }
@@ -711,6 +713,37 @@ impl Store {
         Ok(best)
     }
 
+    /// Forgets the producers of `part` whose last append was before `cutoff_ms` (Kafka's
+    /// `producer.id.expiration.ms`), so producer state stays bounded however many producer
+    /// ids come and go. A forgotten producer that writes again is accepted at any sequence, as
+    /// Kafka does. Returns the number forgotten.
+    pub fn expire_producers(&self, part: &Partition, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let expired: Vec<i64> = st
+            .producers
+            .iter()
+            .filter(|(_, e)| e.last_append_ms < cutoff_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut b = sled::Batch::default();
+        for id in &expired {
+            b.remove(&producer_key(part.id, *id)[..]);
+        }
+        self.inner.log.apply_batch(b)?;
+        for id in &expired {
+            st.producers.remove(id);
+        }
+        Ok(expired.len())
+    }
+
+    /// Number of producers with state on `part`.
+    pub fn producer_count(&self, part: &Partition) -> usize {
+        part.state.lock().map(|st| st.producers.len()).unwrap_or(0)
+    }
+
     /// Removes whole batches from the front of `part` whose records are all older than
     /// `cutoff_ms` (max timestamp below it), at most 10,000 per call. The last batch is kept so
     /// the log end offset survives a restart. Returns the number of batches removed.
@@ -860,6 +893,14 @@ fn load_partition(
             producers,
         }),
     })
+}
+
+/// Wall-clock milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn random_bytes() -> [u8; 16] {

@@ -17,6 +17,9 @@ pub struct BatchMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
+    /// Wall-clock time of the last append (ms since the epoch); drives expiry
+    /// (`producer.id.expiration.ms`).
+    pub last_append_ms: i64,
     /// Oldest first.
     pub batches: Vec<BatchMeta>,
 }
@@ -88,8 +91,9 @@ impl ProducerEntry {
         }
     }
 
-    /// Records an appended batch.
-    pub fn record(&mut self, epoch: i16, meta: BatchMeta) {
+    /// Records an appended batch, appended at `now_ms`.
+    pub fn record(&mut self, epoch: i16, meta: BatchMeta, now_ms: i64) {
+        self.last_append_ms = now_ms;
         if epoch != self.epoch {
             self.epoch = epoch;
             self.batches.clear();
@@ -100,10 +104,11 @@ impl ProducerEntry {
         self.batches.push(meta);
     }
 
-    /// Serialised form: epoch (2), count (1), then 20 bytes per batch.
+    /// Serialised form: epoch (2), last append time (8), count (1), then 20 bytes per batch.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(3 + 20 * self.batches.len());
+        let mut out = Vec::with_capacity(11 + 20 * self.batches.len());
         out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.last_append_ms.to_be_bytes());
         out.push(self.batches.len() as u8);
         for b in &self.batches {
             out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -116,12 +121,13 @@ impl ProducerEntry {
 
     pub fn decode(buf: &[u8]) -> Option<ProducerEntry> {
         let epoch = i16::from_be_bytes([*buf.first()?, *buf.get(1)?]);
-        let n = *buf.get(2)? as usize;
-        if n > RETAINED_BATCHES || buf.len() != 3 + 20 * n {
+        let last_append_ms = i64::from_be_bytes(buf.get(2..10)?.try_into().ok()?);
+        let n = *buf.get(10)? as usize;
+        if n > RETAINED_BATCHES || buf.len() != 11 + 20 * n {
             return None;
         }
         let mut batches = Vec::with_capacity(n);
-        for chunk in buf[3..].chunks_exact(20) {
+        for chunk in buf[11..].chunks_exact(20) {
             let i32_at =
                 |i: usize| i32::from_be_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
             let mut off = [0u8; 8];
@@ -133,7 +139,11 @@ impl ProducerEntry {
                 last_offset_delta: i32_at(16),
             });
         }
-        Some(ProducerEntry { epoch, batches })
+        Some(ProducerEntry {
+            epoch,
+            last_append_ms,
+            batches,
+        })
     }
 }
 
@@ -153,7 +163,7 @@ mod tests {
     #[test]
     fn sequence_rules() {
         let mut e = ProducerEntry::default();
-        e.record(0, meta(0, 4, 100));
+        e.record(0, meta(0, 4, 100), 1);
         assert_eq!(ProducerEntry::check(Some(&e), 0, 5, 9), SeqCheck::Append);
         assert_eq!(
             ProducerEntry::check(Some(&e), 0, 0, 4),
@@ -174,7 +184,7 @@ mod tests {
                 got: 3
             }
         );
-        e.record(2, meta(0, 0, 200));
+        e.record(2, meta(0, 0, 200), 2);
         assert_eq!(
             ProducerEntry::check(Some(&e), 1, 1, 1),
             SeqCheck::StaleEpoch { current: 2, got: 1 }
@@ -186,18 +196,22 @@ mod tests {
     fn keeps_five_and_round_trips() {
         let mut e = ProducerEntry::default();
         for i in 0..8 {
-            e.record(0, meta(i, i, i64::from(i)));
+            e.record(0, meta(i, i, i64::from(i)), 77);
         }
         assert_eq!(e.batches.len(), RETAINED_BATCHES);
         assert_eq!(e.batches[0].first_seq, 3);
-        assert_eq!(ProducerEntry::decode(&e.encode()), Some(e));
+        assert_eq!(ProducerEntry::decode(&e.encode()), Some(e.clone()));
         assert_eq!(ProducerEntry::decode(&[0, 0, 9]), None);
+        assert_eq!(
+            ProducerEntry::decode(&e.encode()).unwrap().last_append_ms,
+            77
+        );
     }
 
     #[test]
     fn sequence_wraps() {
         let mut e = ProducerEntry::default();
-        e.record(0, meta(i32::MAX - 1, i32::MAX, 0));
+        e.record(0, meta(i32::MAX - 1, i32::MAX, 0), 1);
         assert_eq!(ProducerEntry::check(Some(&e), 0, 0, 3), SeqCheck::Append);
     }
 }

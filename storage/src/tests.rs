@@ -269,3 +269,38 @@ async fn large_batches_are_chunked_and_read_back_whole() {
     s.read(p, 3, 1 << 24, true, &mut out).unwrap().unwrap();
     assert_eq!(out.len(), b.len());
 }
+
+#[tokio::test]
+async fn idle_producers_expire_and_stay_expired_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+        let p = &t.partitions[0];
+        for _ in 0..3 {
+            let pid = s.new_producer_id().unwrap();
+            let (b, h) = batch(
+                1,
+                ProducerFields {
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    base_sequence: 0,
+                },
+            );
+            s.append(p, &b, &h).unwrap();
+        }
+        assert_eq!(s.producer_count(p), 3);
+        assert_eq!(
+            s.expire_producers(p, 0).unwrap(),
+            0,
+            "nothing is older than the epoch"
+        );
+        assert_eq!(s.expire_producers(p, i64::MAX).unwrap(), 3);
+        assert_eq!(s.producer_count(p), 0);
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    let t = s.topic("t").unwrap();
+    assert_eq!(s.producer_count(&t.partitions[0]), 0, "expiry is persisted");
+}
