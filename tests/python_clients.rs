@@ -231,3 +231,66 @@ fn kcat_on_librdkafka_2_0_produces_and_consumes() {
     );
     assert_eq!(out, "50|value 50\n51|value 51\n");
 }
+
+#[test]
+fn kafka_python_compressed_batches_are_stored_as_sent_and_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = BrokerProcess::spawn(&data, &[]);
+    let addr = broker.addr.to_string();
+    let clients = script("clients.py");
+    let codecs = [("gzip", 1i16), ("snappy", 2), ("lz4", 3), ("zstd", 4)];
+    let want: Vec<String> = (0..50)
+        .map(|i| format!("value-{i} {}", "x".repeat(50)))
+        .collect();
+    for (codec, _) in codecs {
+        let topic = format!("kp-{codec}");
+        let out = run_python(&[
+            clients.to_str().unwrap(),
+            "kafka-python-produce",
+            &addr,
+            &topic,
+            codec,
+            "50",
+        ]);
+        let offsets: Vec<i64> = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(offsets, (0..50).collect::<Vec<i64>>(), "{codec}");
+        let recs = read_back("confluent-read", &addr, &topic, 50);
+        let values: Vec<&str> = recs.iter().map(|r| r["value"].as_str().unwrap()).collect();
+        assert_eq!(values, want, "{codec}: read back by confluent-kafka");
+    }
+    assert_eq!(broker.terminate().code(), Some(0));
+    // The stored batches carry kafka-python's codec (snappy in xerial framing) and decode.
+    let store = kafkabox_storage::Store::open(kafkabox_storage::StoreConfig::new(&data)).unwrap();
+    for (codec, bits) in codecs {
+        let t = store.topic(&format!("kp-{codec}")).unwrap();
+        let mut buf = bytes::BytesMut::new();
+        store
+            .read(&t.partitions[0], 0, 1 << 24, true, &mut buf)
+            .unwrap()
+            .unwrap();
+        let mut values = Vec::new();
+        for b in kafkabox_protocol::batch::split_batches(&buf) {
+            let (h, bytes) = b.unwrap();
+            assert_eq!(
+                h.attributes & 7,
+                bits,
+                "{codec}: stored as kafka-python sent it"
+            );
+            if codec == "snappy" {
+                assert_eq!(
+                    &bytes[61..69],
+                    b"\x82SNAPPY\x00",
+                    "kafka-python frames snappy the xerial way"
+                );
+            }
+            let (_, recs) = kafkabox_protocol::batch::decode_batch(bytes, 1 << 24).unwrap();
+            values.extend(
+                recs.into_iter()
+                    .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+            );
+        }
+        assert_eq!(values, want, "{codec}: decode_batch");
+    }
+    store.close().unwrap();
+}

@@ -366,6 +366,74 @@ fn walk_records(buf: &[u8], count: i32) -> Result<(), BatchError> {
     decode_records(buf, count).map(|_| ())
 }
 
+/// One record of a stored batch, owned, with its absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    /// CreateTime (base timestamp + delta), or the batch's max timestamp for LogAppendTime.
+    pub timestamp: i64,
+    pub key: Option<bytes::Bytes>,
+    pub value: Option<bytes::Bytes>,
+    /// In order, duplicates kept.
+    pub headers: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+}
+
+/// Decodes every record of one v2 batch (header, CRC and records checked), whatever its codec:
+/// gzip, raw or xerial snappy, lz4 frames, zstd. A compressed payload may inflate to at most
+/// `inflate_limit` bytes. Offsets are absolute (the batch's base offset plus each delta).
+pub fn decode_batch(
+    buf: &[u8],
+    inflate_limit: usize,
+) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    let h = parse_header(buf)?;
+    if h.magic != 2 {
+        return Err(BatchError::BadMagic(h.magic));
+    }
+    if i64::from(h.batch_length) + LOG_OVERHEAD as i64 != buf.len() as i64 {
+        return Err(BatchError::LengthMismatch {
+            declared: i64::from(h.batch_length) + LOG_OVERHEAD as i64,
+            actual: buf.len(),
+        });
+    }
+    let computed = crc32c::crc32c(&buf[21..]);
+    if computed != h.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: h.crc,
+            computed,
+        });
+    }
+    let codec = h.codec().ok_or(BatchError::BadCodec(h.attributes & 0x07))?;
+    let inflated;
+    let payload: &[u8] = match codec {
+        Codec::None => &buf[HEADER_LEN..],
+        _ => {
+            inflated = crate::compression::decompress(codec, &buf[HEADER_LEN..], inflate_limit)?;
+            &inflated
+        }
+    };
+    let log_append_time = h.attributes & 0x08 != 0;
+    let owned = |s: &[u8]| bytes::Bytes::copy_from_slice(s);
+    let records = decode_records(payload, h.records_count)?
+        .into_iter()
+        .map(|r| Record {
+            offset: h.base_offset + i64::from(r.offset_delta),
+            timestamp: if log_append_time {
+                h.max_timestamp
+            } else {
+                h.base_timestamp.saturating_add(r.timestamp_delta)
+            },
+            key: r.key.map(owned),
+            value: r.value.map(owned),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (owned(k), v.map(owned)))
+                .collect(),
+        })
+        .collect();
+    Ok((h, records))
+}
+
 /// Iterates over the batches concatenated in `buf` (a fetch response's records), yielding each
 /// batch's header and bytes. Stops with an error at the first inconsistent length.
 pub fn split_batches(buf: &[u8]) -> impl Iterator<Item = Result<(BatchHeader, &[u8]), BatchError>> {
@@ -528,6 +596,25 @@ mod tests {
         let mut recs = vec![(body.len() as u8) << 1];
         recs.extend_from_slice(&body);
         assert!(decode_records(&recs, 1).is_err());
+    }
+
+    #[test]
+    fn decode_batch_gives_absolute_offsets() {
+        let mut b = build_batch(&[(Some(b"k"), Some(b"v1")), (None, None)]);
+        set_base_offset(&mut b, 40);
+        let (h, recs) = decode_batch(&b, 1 << 20).unwrap();
+        assert_eq!(h.records_count, 2);
+        assert_eq!(recs[0].offset, 40);
+        assert_eq!(recs[1].offset, 41);
+        assert_eq!(recs[0].timestamp, 1000);
+        assert_eq!(recs[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(recs[1].value, None);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(
+            decode_batch(&b, 1 << 20),
+            Err(BatchError::CrcMismatch { .. })
+        ));
     }
 
     #[test]

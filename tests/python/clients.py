@@ -4,6 +4,7 @@ Usage:
   clients.py confluent-produce BOOTSTRAP TOPIC IDEMPOTENT   # the guide's events via confluent-kafka
   clients.py kafka-python-read BOOTSTRAP TOPIC COUNT        # KafkaConsumer with assign()
   clients.py confluent-read BOOTSTRAP TOPIC COUNT           # confluent_kafka.Consumer with assign()
+  clients.py kafka-python-produce BOOTSTRAP TOPIC CODEC N   # N values "value-<i> x..." with compression CODEC
 
 Readers print one JSON object per record: offset, key, value (UTF-8 text), headers.
 Every loop is bounded in time.
@@ -98,12 +99,23 @@ def confluent_read(bootstrap, topic, count):
     c.close()
 
 
+def kafka_python_produce(bootstrap, topic, codec, n):
+    from kafka import KafkaProducer
+    p = KafkaProducer(bootstrap_servers=[bootstrap], compression_type=None if codec == "none" else codec,
+                      linger_ms=20)
+    futures = [p.send(topic, ("value-%d " % i + "x" * 50).encode()) for i in range(n)]
+    p.flush(30)
+    print(json.dumps([f.get(timeout=30).offset for f in futures]))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "confluent-produce":
         confluent_produce(*args)
     elif cmd == "kafka-python-read":
         kafka_python_read(args[0], args[1], int(args[2]))
+    elif cmd == "kafka-python-produce":
+        kafka_python_produce(args[0], args[1], args[2], int(args[3]))
     elif cmd == "confluent-read":
         confluent_read(args[0], args[1], int(args[2]))
     else:
