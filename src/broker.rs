@@ -298,10 +298,17 @@ async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
     );
     let mut shutdown = ctx.broker.shutdown.clone();
     loop {
+        let idle = ctx.broker.config.connections_max_idle;
         let frame = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            f = read_frame(&mut rd, &ctx.broker) => f,
+            f = tokio::time::timeout(idle, read_frame(&mut rd, &ctx.broker)) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    debug!(idle_ms = idle.as_millis() as u64, "no complete request within connections.max.idle.ms; closing");
+                    break;
+                }
+            },
         };
         let (frame, permit) = match frame {
             Ok(Some(f)) => f,

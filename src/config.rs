@@ -36,6 +36,9 @@ pub struct Config {
     pub queued_max_request_bytes: usize,
     /// `max.connections`
     pub max_connections: usize,
+    /// `connections.max.idle.ms`: a connection that completes no request for this long is
+    /// closed (it also bounds how long a half-sent frame may hold buffer space).
+    pub connections_max_idle: Duration,
     /// `max.inflight.requests.per.connection`: responses pending per connection before the broker
     /// stops reading from it.
     pub max_inflight_per_connection: usize,
@@ -71,6 +74,7 @@ impl Default for Config {
             socket_request_max_bytes: 100 * 1024 * 1024,
             queued_max_request_bytes: 512 * 1024 * 1024,
             max_connections: 1000,
+            connections_max_idle: Duration::from_millis(600_000),
             max_inflight_per_connection: 32,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_check_interval: Duration::from_secs(300),
@@ -96,6 +100,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("socket.request.max.bytes", "largest request frame (default 104857600)"),
     ("queued.max.request.bytes", "request bytes buffered across all connections (default 536870912)"),
     ("max.connections", "concurrent client connections (default 1000)"),
+    ("connections.max.idle.ms", "close a connection that completes no request for this long (default 600000)"),
     ("max.inflight.requests.per.connection", "pending responses per connection (default 32)"),
     ("log.retention.ms", "delete record batches older than this; -1 keeps all (default 604800000); alias retention.ms"),
     ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
@@ -187,6 +192,10 @@ impl Config {
                 self.queued_max_request_bytes = positive(k, parse_num(k, value)?)?
             }
             "max.connections" => self.max_connections = positive(k, parse_num(k, value)?)?,
+            "connections.max.idle.ms" => {
+                self.connections_max_idle =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
+            }
             "max.inflight.requests.per.connection" => {
                 self.max_inflight_per_connection = positive(k, parse_num(k, value)?)?
             }

@@ -394,3 +394,20 @@ async fn max_connections_is_a_bound_not_an_error() {
     assert!(matches!(r, Ok(Ok(_))), "served after a slot frees up");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(dir.path(), &[("connections.max.idle.ms", "200")]).await;
+    let addr = server.kafka_addr();
+    // Announces a 1 MiB frame, sends 10 bytes, then nothing: closed, its buffer released.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(&(1i32 << 20).to_be_bytes()).await.unwrap();
+    slow.write_all(&[0u8; 10]).await.unwrap();
+    expect_closed(&mut slow).await;
+    // Never sends anything: closed too.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    expect_closed(&mut idle).await;
+    assert_serving(addr).await;
+    server.shutdown().await.unwrap();
+}
