@@ -4,10 +4,15 @@
 //! - [`config`]: settings from defaults, a TOML file, `KAFKABOX_*` variables and flags.
 //! - [`broker`]: the listener, connection loop and ordered responses.
 //! - [`api`]: one module per Kafka API.
+//! - [`pipeline`]: in-process handlers fed from the log, with their own committed offsets.
+//! - [`appliance`]: the embedding API (`Appliance::builder()`).
 
 pub mod api;
+pub mod appliance;
 pub mod broker;
 pub mod config;
+pub mod pipeline;
 
+pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};
 pub use broker::Server;
 pub use config::Config;

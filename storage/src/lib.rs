@@ -199,6 +199,16 @@ fn producer_prefix(pid: u32) -> [u8; 12] {
     k
 }
 
+/// Key of consumer `name`'s committed offset on partition `pid`: between the chunk keys
+/// (offset bytes below 0x80) and the producer keys (0xff).
+fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + name.len());
+    k.extend_from_slice(&pid.to_be_bytes());
+    k.extend_from_slice(&[0xfe; 8]);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 const META_NEXT_PARTITION: &[u8] = b"next_partition_id";
 const META_NEXT_PRODUCER: &[u8] = b"next_producer_id";
@@ -737,6 +747,30 @@ impl Store {
             st.producers.remove(id);
         }
         Ok(expired.len())
+    }
+
+    /// The next offset in-process consumer `name` will handle on `part`: what it last
+    /// committed, or 0.
+    pub fn consumer_offset(&self, part: &Partition, name: &str) -> Result<i64, StoreError> {
+        match self.inner.log.get(consumer_key(part.id, name))? {
+            Some(v) => Ok(read_u64(&v)? as i64),
+            None => Ok(0),
+        }
+    }
+
+    /// Commits `next_offset` for in-process consumer `name` on `part`. Durable with the next
+    /// flush; returns the write sequence number for [`Store::wait_durable`].
+    pub fn commit_consumer_offset(
+        &self,
+        part: &Partition,
+        name: &str,
+        next_offset: i64,
+    ) -> Result<u64, StoreError> {
+        self.inner.log.insert(
+            consumer_key(part.id, name),
+            &(next_offset as u64).to_be_bytes(),
+        )?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Number of producers with state on `part`.

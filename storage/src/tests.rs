@@ -304,3 +304,39 @@ async fn idle_producers_expire_and_stay_expired_after_restart() {
     let t = s.topic("t").unwrap();
     assert_eq!(s.producer_count(&t.partitions[0]), 0, "expiry is persisted");
 }
+
+#[tokio::test]
+async fn consumer_offsets_persist_beside_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        let t = s.create_topic("t", 2, BTreeMap::new()).unwrap();
+        let (b, h) = batch(3, ProducerFields::NONE);
+        s.append(&t.partitions[0], &b, &h).unwrap();
+        assert_eq!(s.consumer_offset(&t.partitions[0], "profile").unwrap(), 0);
+        let seq = s
+            .commit_consumer_offset(&t.partitions[0], "profile", 3)
+            .unwrap();
+        s.wait_durable(seq).await.unwrap();
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    let t = s.topic("t").unwrap();
+    assert_eq!(s.consumer_offset(&t.partitions[0], "profile").unwrap(), 3);
+    assert_eq!(s.consumer_offset(&t.partitions[1], "profile").unwrap(), 0);
+    assert_eq!(s.consumer_offset(&t.partitions[0], "webhook").unwrap(), 0);
+    // The offset key does not disturb the log: offsets and reads are unchanged.
+    assert_eq!(
+        s.offsets(&t.partitions[0]),
+        Offsets {
+            log_start: 0,
+            log_end: 3
+        }
+    );
+    let mut out = BytesMut::new();
+    s.read(&t.partitions[0], 0, 1 << 20, true, &mut out)
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch::split_batches(&out).count(), 1);
+}

@@ -1,0 +1,268 @@
+//! The in-process handler pipeline: an internal consumer per (topic, handler chain) that reads
+//! the log straight from storage, hands records to the handlers in offset order per partition,
+//! and commits its own offset in sled only after the chain succeeded (at-least-once; it resumes
+//! at the first unhandled record after a restart or crash).
+//!
+//! The listener never waits on a handler: the pipeline only reads the store, so producers keep
+//! publishing while a handler is slow or stuck, and the lag per partition shows it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafkabox_protocol::batch;
+use kafkabox_storage::{Partition, Store, Topic};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// One record handed to a handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch (the producer's CreateTime).
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// The events themselves are bad: retrying cannot help. The pipeline moves on.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// Something outside is down: the pipeline backs off and retries the same events, in order,
+    /// and never skips them.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+/// An event handler. Called with consecutive records of one partition, in offset order.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// A stable name: the pipeline's committed offsets are kept under it.
+    fn name(&self) -> &str;
+    async fn handle(&self, events: &[Event]) -> Result<(), HandlerError>;
+}
+
+/// Most bytes of stored batches read per pass.
+const READ_BYTES: usize = 1024 * 1024;
+/// Most a compressed batch may inflate to while decoding.
+const INFLATE_LIMIT: usize = 64 * 1024 * 1024;
+/// Retry backoff for transient failures: first and cap.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Lag of every partition the pipelines handle: log end minus the next offset to handle.
+#[derive(Debug, Default, Clone)]
+pub struct Lag {
+    inner: Arc<Mutex<HashMap<(String, String, i32), Arc<AtomicI64>>>>,
+}
+
+impl Lag {
+    fn slot(&self, handler: &str, topic: &str, partition: i32) -> Arc<AtomicI64> {
+        let mut m = match self.inner.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry((handler.to_string(), topic.to_string(), partition))
+            .or_default()
+            .clone()
+    }
+
+    /// Lag of `handler` on `topic`/`partition`, if it runs there.
+    pub fn get(&self, handler: &str, topic: &str, partition: i32) -> Option<i64> {
+        let m = self.inner.lock().ok()?;
+        m.get(&(handler.to_string(), topic.to_string(), partition))
+            .map(|a| a.load(Ordering::SeqCst))
+    }
+
+    /// Sum over all partitions of all handlers.
+    pub fn total(&self) -> i64 {
+        match self.inner.lock() {
+            Ok(m) => m.values().map(|a| a.load(Ordering::SeqCst)).sum(),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Starts one worker per partition of `topic` for `handler`. They stop when `shutdown` flips.
+pub fn spawn(
+    tasks: &mut JoinSet<()>,
+    store: &Store,
+    topic: &Arc<Topic>,
+    handler: Arc<dyn Handler>,
+    lag: &Lag,
+    shutdown: &watch::Receiver<bool>,
+) {
+    for part in &topic.partitions {
+        let worker = Worker {
+            store: store.clone(),
+            topic: topic.meta.name.clone(),
+            part: part.clone(),
+            handler: handler.clone(),
+            lag: lag.slot(handler.name(), &topic.meta.name, part.index),
+            shutdown: shutdown.clone(),
+        };
+        let span = tracing::info_span!(
+            "pipeline",
+            handler = %handler.name(),
+            topic = %topic.meta.name,
+            partition = part.index
+        );
+        tasks.spawn(tracing::Instrument::instrument(worker.run(), span));
+    }
+}
+
+struct Worker {
+    store: Store,
+    topic: String,
+    part: Arc<Partition>,
+    handler: Arc<dyn Handler>,
+    lag: Arc<AtomicI64>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The partition loop. Bounded waits only: every sleep ends on an append, on shutdown or
+    /// after its backoff.
+    async fn run(mut self) {
+        let name = self.handler.name().to_string();
+        let mut next = match self.store.consumer_offset(&self.part, &name) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the committed offset; pipeline not started");
+                return;
+            }
+        };
+        let mut appends = self.store.subscribe_appends();
+        let mut shutdown = self.shutdown.clone();
+        while !self.stopping() {
+            appends.borrow_and_update();
+            let offsets = self.store.offsets(&self.part);
+            if next < offsets.log_start {
+                tracing::warn!(
+                    from = next,
+                    to = offsets.log_start,
+                    "records removed by retention before they were handled"
+                );
+                next = offsets.log_start;
+            }
+            self.lag.store(offsets.log_end - next, Ordering::SeqCst);
+            if next >= offsets.log_end {
+                tokio::select! {
+                    _ = appends.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let (events, end) = match self.read(next) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(offset = next, error = %e, "cannot read the log; retrying");
+                    self.sleep(BACKOFF_MAX).await;
+                    continue;
+                }
+            };
+            if !events.is_empty() && !self.deliver(&events).await {
+                return; // shutting down with these events unhandled: they are handled next time
+            }
+            if let Err(e) = self.store.commit_consumer_offset(&self.part, &name, end) {
+                tracing::error!(error = %e, "cannot commit the pipeline offset; retrying");
+                self.sleep(BACKOFF_MAX).await;
+                continue;
+            }
+            next = end;
+        }
+    }
+
+    /// Reads and decodes the records from `next` on; returns them and the offset after them.
+    /// A batch that cannot be decoded is skipped with an error log (its records cannot be
+    /// handed to anyone).
+    fn read(&self, next: i64) -> Result<(Vec<Event>, i64), kafkabox_storage::StoreError> {
+        let mut buf = BytesMut::new();
+        let mut end = next;
+        self.store
+            .read(&self.part, next, READ_BYTES, true, &mut buf)?;
+        let mut events = Vec::new();
+        for b in batch::split_batches(&buf) {
+            let (h, bytes) = match b {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(kafkabox_storage::StoreError::Corrupt(format!(
+                        "stored batches: {e}"
+                    )));
+                }
+            };
+            end = h.last_offset() + 1;
+            match batch::decode_batch(bytes, INFLATE_LIMIT) {
+                Ok((_, records)) => events.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.offset >= next)
+                        .map(|r| Event {
+                            topic: self.topic.clone(),
+                            partition: self.part.index,
+                            offset: r.offset,
+                            timestamp: r.timestamp,
+                            key: r.key,
+                            value: r.value,
+                            headers: r.headers,
+                        }),
+                ),
+                Err(e) => tracing::error!(
+                    base_offset = h.base_offset,
+                    last_offset = h.last_offset(),
+                    error = %e,
+                    "stored batch cannot be decoded; its records are skipped"
+                ),
+            }
+        }
+        Ok((events, end))
+    }
+
+    /// Runs the handler until it succeeds or fails permanently. Returns false when shutdown
+    /// interrupted the retries.
+    async fn deliver(&mut self, events: &[Event]) -> bool {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            match self.handler.handle(events).await {
+                Ok(()) => return true,
+                Err(HandlerError::Permanent(reason)) => {
+                    tracing::warn!(
+                        first = events.first().map(|e| e.offset),
+                        last = events.last().map(|e| e.offset),
+                        %reason,
+                        "handler refused these events permanently; moving on"
+                    );
+                    return true;
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, %reason, "handler failed; retrying the same events");
+                    if !self.sleep(backoff).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless shutdown comes first; false on shutdown.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.stopping(),
+            _ = shutdown.changed() => false,
+        }
+    }
+}
