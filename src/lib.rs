@@ -11,6 +11,7 @@ pub mod api;
 pub mod appliance;
 pub mod broker;
 pub mod config;
+pub mod contract;
 pub mod pipeline;
 
 pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};

@@ -1,0 +1,155 @@
+//! The customer-events contract: each record's value is checked against the event format of
+//! the integration guide, shipped as a JSON Schema (`schemas/customer-events.schema.json`) that
+//! a user can replace. Validation uses the `jsonschema` crate with format assertions on, so
+//! `timestamp` must be an RFC 3339 date-time (any number of fractional digits: Python
+//! `isoformat()+'Z'`, Java `Instant.toString()`, .NET `"o"`).
+
+use anyhow::{Context, Result};
+
+/// The schema shipped with kafkabox.
+pub const DEFAULT_SCHEMA: &str = include_str!("../schemas/customer-events.schema.json");
+
+/// Why a record was rejected, and the `source` field when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    pub source: Option<String>,
+}
+
+/// A compiled contract.
+pub struct Contract {
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Contract")
+    }
+}
+
+/// Most validation errors named in one rejection reason.
+const MAX_REASONS: usize = 5;
+
+impl Contract {
+    /// Compiles a JSON Schema document.
+    pub fn new(schema_text: &str) -> Result<Contract> {
+        let schema: serde_json::Value =
+            serde_json::from_str(schema_text).context("the contract schema is not JSON")?;
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| anyhow::anyhow!("the contract schema is not a valid JSON Schema: {e}"))?;
+        Ok(Contract { validator })
+    }
+
+    /// The shipped contract.
+    pub fn default_contract() -> Result<Contract> {
+        Contract::new(DEFAULT_SCHEMA)
+    }
+
+    /// Checks one record value. Returns the parsed event or why it is rejected.
+    pub fn check(&self, value: Option<&[u8]>) -> Result<serde_json::Value, Rejection> {
+        let reject = |reason: String, source: Option<String>| Rejection { reason, source };
+        let Some(bytes) = value else {
+            return Err(reject("the record has no value (null)".into(), None));
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| reject(format!("the value is not UTF-8: {e}"), None))?;
+        let event: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| reject(format!("the value is not JSON: {e}"), None))?;
+        let source = event
+            .get("source")
+            .and_then(|s| s.as_str())
+            .map(str::to_string);
+        let errors: Vec<String> = self
+            .validator
+            .iter_errors(&event)
+            .take(MAX_REASONS)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{path}: {e}")
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(event)
+        } else {
+            Err(reject(errors.join("; "), source))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(json: &str) -> Result<serde_json::Value, Rejection> {
+        Contract::default_contract()
+            .unwrap()
+            .check(Some(json.as_bytes()))
+    }
+
+    fn event(timestamp: &str) -> String {
+        format!(
+            r#"{{"source":"in","source_name":"IN System","customer_id":"1234567890","event_type":"data_usage","timestamp":"{timestamp}","value":500.5,"metadata":{{"network_type":"4G"}}}}"#
+        )
+    }
+
+    #[test]
+    fn every_timestamp_the_guides_samples_emit_is_accepted() {
+        for ts in [
+            "2024-01-15T10:30:00Z",              // the guide's example
+            "2024-01-15T10:30:00.123456Z",       // Python isoformat() + 'Z'
+            "2024-01-15T10:30:00.123456789Z",    // Java Instant.toString()
+            "2024-01-15T10:30:00.1234567Z",      // .NET DateTime.UtcNow.ToString("o")
+            "2024-01-15T10:30:00.1234567+00:00", // .NET "o" on a DateTimeOffset
+        ] {
+            assert!(check(&event(ts)).is_ok(), "{ts}");
+        }
+        for ts in [
+            "yesterday",
+            "2024-13-45T10:30:00Z",
+            "2024-01-15 10:30:00",
+            "1705314600",
+        ] {
+            assert!(check(&event(ts)).is_err(), "{ts} must be refused");
+        }
+    }
+
+    #[test]
+    fn optional_fields_and_extra_fields() {
+        assert!(check(r#"{"source":"crm","customer_id":"1","event_type":"custom","timestamp":"2024-01-15T10:30:00Z"}"#).is_ok());
+        assert!(check(r#"{"source":"crm","customer_id":"1","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":null,"metadata":null,"extra":{"a":1}}"#).is_ok());
+    }
+
+    #[test]
+    fn rejections_say_why_and_keep_the_source() {
+        let r = check(r#"{"source":"billing","customer_id":"1","event_type":"teleport","timestamp":"2024-01-15T10:30:00Z"}"#)
+            .unwrap_err();
+        assert_eq!(r.source.as_deref(), Some("billing"));
+        assert!(r.reason.contains("/event_type"), "{}", r.reason);
+        let r = check(
+            r#"{"source":"app","event_type":"app_login","timestamp":"2024-01-15T10:30:00Z"}"#,
+        )
+        .unwrap_err();
+        assert!(r.reason.contains("customer_id"), "{}", r.reason);
+        let r = check("not json").unwrap_err();
+        assert!(
+            r.reason.starts_with("the value is not JSON"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(r.source, None);
+        let r = Contract::default_contract()
+            .unwrap()
+            .check(Some(&[0xff, 0xfe]))
+            .unwrap_err();
+        assert!(r.reason.contains("UTF-8"));
+        let r = check(r#"{"source":"in","customer_id":"1","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":"fifty"}"#)
+            .unwrap_err();
+        assert!(r.reason.contains("/value"), "{}", r.reason);
+    }
+}
