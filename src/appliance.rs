@@ -23,7 +23,8 @@ use kafkabox_storage::Store;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::pipeline::{self, Handler, Lag};
+use crate::contract::Contract;
+use crate::pipeline::{self, Handler, IngestStats, Lag, Stage};
 use crate::{Config, Server};
 
 /// Entry point of the embedding API.
@@ -31,13 +32,24 @@ use crate::{Config, Server};
 pub struct Appliance;
 
 impl Appliance {
+    /// A builder with the customer-events contract on for `customer-events` (its invalid
+    /// records go to `customer-events.dlq`), as the integration guide promises.
     pub fn builder() -> ApplianceBuilder {
         ApplianceBuilder {
             config: Config::default(),
             settings: Vec::new(),
             handlers: Vec::new(),
+            contracts: vec![(CUSTOMER_EVENTS.to_string(), None)],
         }
     }
+}
+
+/// The integration guide's topic.
+pub const CUSTOMER_EVENTS: &str = "customer-events";
+
+/// The dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
 }
 
 /// Collects the settings and handlers of an [`Appliance`].
@@ -45,6 +57,8 @@ pub struct ApplianceBuilder {
     config: Config,
     settings: Vec<(String, String)>,
     handlers: Vec<(String, Arc<dyn Handler>)>,
+    /// Topics with a contract; `None` means the shipped customer-events schema.
+    contracts: Vec<(String, Option<Contract>)>,
 }
 
 impl std::fmt::Debug for ApplianceBuilder {
@@ -94,6 +108,20 @@ impl ApplianceBuilder {
         self
     }
 
+    /// Checks every record of `topic` against `contract`; invalid ones go to `<topic>.dlq` and
+    /// handlers of `topic` see only valid ones. Replaces any contract set for `topic` before.
+    pub fn contract(mut self, topic: &str, contract: Contract) -> Self {
+        self.contracts.retain(|(t, _)| t != topic);
+        self.contracts.push((topic.to_string(), Some(contract)));
+        self
+    }
+
+    /// No contract for `topic` (e.g. to turn off the default one for `customer-events`).
+    pub fn without_contract(mut self, topic: &str) -> Self {
+        self.contracts.retain(|(t, _)| t != topic);
+        self
+    }
+
     pub async fn start(self) -> Result<ApplianceHandle> {
         let mut config = self.config;
         for (k, v) in &self.settings {
@@ -105,30 +133,83 @@ impl ApplianceBuilder {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let lag = Lag::default();
         let mut tasks = JoinSet::new();
-        for (topic, handler) in self.handlers {
-            let t = match store.topic(&topic) {
-                Some(t) => t,
-                None => {
-                    let s = store.clone();
-                    let name = topic.clone();
-                    tokio::task::spawn_blocking(move || {
-                        crate::api::create_topics::create(&s, &name, partitions, BTreeMap::new())
-                    })
-                    .await
-                    .context("topic creation task")?
-                    .map_err(|(code, msg)| {
-                        anyhow::anyhow!("cannot create topic {topic}: {msg} ({code:?})")
-                    })?
-                }
+        let stats = IngestStats::default();
+        let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
+            std::collections::HashMap::new();
+        for (topic, contract) in self.contracts {
+            let contract = match contract {
+                Some(c) => c,
+                None => Contract::default_contract()?,
             };
-            pipeline::spawn(&mut tasks, &store, &t, handler, &lag, &shutdown_rx);
+            let t = ensure_topic(&store, &topic, partitions).await?;
+            let dlq = ensure_topic(
+                &store,
+                &dead_letter_topic(&topic),
+                t.partitions.len() as u32,
+            )
+            .await?;
+            let contract = Arc::new(contract);
+            let stage = Stage::DeadLetter {
+                dlq,
+                stats: stats.clone(),
+            };
+            pipeline::spawn(
+                &mut tasks,
+                &store,
+                &t,
+                stage,
+                Some(contract.clone()),
+                &lag,
+                &shutdown_rx,
+            );
+            contracts.insert(topic, contract);
+        }
+        for (topic, handler) in self.handlers {
+            let t = ensure_topic(&store, &topic, partitions).await?;
+            let contract = contracts.get(&topic).cloned();
+            pipeline::spawn(
+                &mut tasks,
+                &store,
+                &t,
+                Stage::Handler(handler),
+                contract,
+                &lag,
+                &shutdown_rx,
+            );
         }
         Ok(ApplianceHandle {
             server,
             lag,
+            stats,
             tasks,
             shutdown_tx,
         })
+    }
+}
+
+/// The topic `name`, created with `partitions` partitions if it does not exist.
+async fn ensure_topic(
+    store: &Store,
+    name: &str,
+    partitions: u32,
+) -> Result<Arc<kafkabox_storage::Topic>> {
+    if let Some(t) = store.topic(name) {
+        return Ok(t);
+    }
+    let s = store.clone();
+    let n = name.to_string();
+    match tokio::task::spawn_blocking(move || {
+        crate::api::create_topics::create(&s, &n, partitions, BTreeMap::new())
+    })
+    .await
+    .context("topic creation task")?
+    {
+        Ok(t) => Ok(t),
+        // Created meanwhile by a producer's Metadata request.
+        Err(_) if store.topic(name).is_some() => store.topic(name).context("topic vanished"),
+        Err((code, msg)) => Err(anyhow::anyhow!(
+            "cannot create topic {name}: {msg} ({code:?})"
+        )),
     }
 }
 
@@ -137,6 +218,7 @@ impl ApplianceBuilder {
 pub struct ApplianceHandle {
     server: Server,
     lag: Lag,
+    stats: IngestStats,
     tasks: JoinSet<()>,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -149,6 +231,11 @@ impl ApplianceHandle {
 
     pub fn store(&self) -> &Store {
         self.server.store()
+    }
+
+    /// Per-source ingest status of the topics with a contract.
+    pub fn ingest_status(&self) -> std::collections::BTreeMap<String, pipeline::SourceStatus> {
+        self.stats.snapshot()
     }
 
     /// Per-partition lag of the handlers.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use kafkabox::{Config, Server};
+use kafkabox::{Appliance, Config};
 
 mod bench;
 
@@ -112,13 +112,15 @@ async fn wait_for_signal() -> Result<&'static str> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(&args)?;
-    let server = Server::start(config).await?;
+    // The broker plus the built-in customer-events contract (invalid events go to
+    // customer-events.dlq).
+    let app = Appliance::builder().config(config).start().await?;
     let signal = wait_for_signal().await?;
     tracing::info!(
         signal,
         "shutting down: no new connections, answering requests in flight, flushing"
     );
-    server.shutdown().await
+    app.shutdown().await
 }
 
 fn main() {

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafkabox_protocol::batch;
+use kafkabox_protocol::batch::{self, OutRecord, ProducerFields};
 use kafkabox_storage::{Partition, Store, Topic};
+
+use crate::contract::Contract;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -58,10 +60,13 @@ const INFLATE_LIMIT: usize = 64 * 1024 * 1024;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// (stage name, topic, partition).
+type LagKey = (String, String, i32);
+
 /// Lag of every partition the pipelines handle: log end minus the next offset to handle.
 #[derive(Debug, Default, Clone)]
 pub struct Lag {
-    inner: Arc<Mutex<HashMap<(String, String, i32), Arc<AtomicI64>>>>,
+    inner: Arc<Mutex<HashMap<LagKey, Arc<AtomicI64>>>>,
 }
 
 impl Lag {
@@ -91,12 +96,80 @@ impl Lag {
     }
 }
 
-/// Starts one worker per partition of `topic` for `handler`. They stop when `shutdown` flips.
+/// What a worker does with the records it reads.
+#[derive(Clone)]
+pub enum Stage {
+    /// Hands the records (only the valid ones when the topic has a contract) to a handler.
+    Handler(Arc<dyn Handler>),
+    /// Checks every record against the topic's contract and appends the invalid ones to the
+    /// dead-letter topic, in the same atomic write as its own offset commit. Counts per source.
+    DeadLetter { dlq: Arc<Topic>, stats: IngestStats },
+}
+
+impl Stage {
+    fn name(&self) -> &str {
+        match self {
+            Stage::Handler(h) => h.name(),
+            Stage::DeadLetter { .. } => DEAD_LETTER_STAGE,
+        }
+    }
+}
+
+/// The dead-letter stage's consumer name (its offsets are kept under it).
+pub const DEAD_LETTER_STAGE: &str = "contract";
+
+/// Per-source ingest status: what a team checks after sending a few test events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStatus {
+    pub received: u64,
+    pub valid: u64,
+    pub rejected: u64,
+    /// Wall-clock ms of the last record seen from this source.
+    pub last_seen_ms: i64,
+    pub last_rejection: Option<String>,
+}
+
+/// Ingest status by source (`"unknown"` when a record's source cannot be read).
+#[derive(Debug, Clone, Default)]
+pub struct IngestStats {
+    inner: Arc<Mutex<std::collections::BTreeMap<String, SourceStatus>>>,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, SourceStatus> {
+        match self.inner.lock() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn record(&self, source: Option<&str>, rejection: Option<&str>) {
+        let mut m = match self.inner.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let s = m
+            .entry(source.unwrap_or("unknown").to_string())
+            .or_default();
+        s.received += 1;
+        s.last_seen_ms = crate::api::now_ms();
+        match rejection {
+            None => s.valid += 1,
+            Some(r) => {
+                s.rejected += 1;
+                s.last_rejection = Some(r.to_string());
+            }
+        }
+    }
+}
+
+/// Starts one worker per partition of `topic`. They stop when `shutdown` flips.
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     store: &Store,
     topic: &Arc<Topic>,
-    handler: Arc<dyn Handler>,
+    stage: Stage,
+    contract: Option<Arc<Contract>>,
     lag: &Lag,
     shutdown: &watch::Receiver<bool>,
 ) {
@@ -105,13 +178,14 @@ pub fn spawn(
             store: store.clone(),
             topic: topic.meta.name.clone(),
             part: part.clone(),
-            handler: handler.clone(),
-            lag: lag.slot(handler.name(), &topic.meta.name, part.index),
+            stage: stage.clone(),
+            contract: contract.clone(),
+            lag: lag.slot(stage.name(), &topic.meta.name, part.index),
             shutdown: shutdown.clone(),
         };
         let span = tracing::info_span!(
             "pipeline",
-            handler = %handler.name(),
+            stage = %stage.name(),
             topic = %topic.meta.name,
             partition = part.index
         );
@@ -123,7 +197,8 @@ struct Worker {
     store: Store,
     topic: String,
     part: Arc<Partition>,
-    handler: Arc<dyn Handler>,
+    stage: Stage,
+    contract: Option<Arc<Contract>>,
     lag: Arc<AtomicI64>,
     shutdown: watch::Receiver<bool>,
 }
@@ -136,7 +211,7 @@ impl Worker {
     /// The partition loop. Bounded waits only: every sleep ends on an append, on shutdown or
     /// after its backoff.
     async fn run(mut self) {
-        let name = self.handler.name().to_string();
+        let name = self.stage.name().to_string();
         let mut next = match self.store.consumer_offset(&self.part, &name) {
             Ok(o) => o,
             Err(e) => {
@@ -173,10 +248,26 @@ impl Worker {
                     continue;
                 }
             };
-            if !events.is_empty() && !self.deliver(&events).await {
-                return; // shutting down with these events unhandled: they are handled next time
-            }
-            if let Err(e) = self.store.commit_consumer_offset(&self.part, &name, end) {
+            let committed = match self.stage.clone() {
+                Stage::Handler(handler) => {
+                    let events = match &self.contract {
+                        // Invalid records are the dead-letter stage's; handlers see valid ones.
+                        Some(c) => events
+                            .into_iter()
+                            .filter(|e| c.check(e.value.as_deref()).is_ok())
+                            .collect(),
+                        None => events,
+                    };
+                    if !events.is_empty() && !self.deliver(handler.as_ref(), &events).await {
+                        return; // shutting down with these events unhandled: handled next time
+                    }
+                    self.store
+                        .commit_consumer_offset(&self.part, &name, end)
+                        .map(|_| ())
+                }
+                Stage::DeadLetter { dlq, stats } => self.dead_letter(&dlq, &stats, &events, end),
+            };
+            if let Err(e) = committed {
                 tracing::error!(error = %e, "cannot commit the pipeline offset; retrying");
                 self.sleep(BACKOFF_MAX).await;
                 continue;
@@ -230,12 +321,105 @@ impl Worker {
         Ok((events, end))
     }
 
+    /// Checks `events` against the contract; appends the invalid ones to the dead-letter
+    /// topic together with this stage's offset commit (`end`), or just commits.
+    fn dead_letter(
+        &self,
+        dlq: &Topic,
+        stats: &IngestStats,
+        events: &[Event],
+        end: i64,
+    ) -> Result<(), kafkabox_storage::StoreError> {
+        let Some(contract) = &self.contract else {
+            return self
+                .store
+                .commit_consumer_offset(&self.part, DEAD_LETTER_STAGE, end)
+                .map(|_| ());
+        };
+        let mut rejected = Vec::new();
+        for e in events {
+            match contract.check(e.value.as_deref()) {
+                Ok(event) => stats.record(event.get("source").and_then(|s| s.as_str()), None),
+                Err(r) => {
+                    stats.record(r.source.as_deref(), Some(&r.reason));
+                    tracing::warn!(
+                        offset = e.offset,
+                        source = r.source.as_deref().unwrap_or("unknown"),
+                        reason = %r.reason,
+                        "invalid event: sent to the dead-letter topic {}",
+                        dlq.meta.name
+                    );
+                    rejected.push((e, r));
+                }
+            }
+        }
+        if rejected.is_empty() {
+            return self
+                .store
+                .commit_consumer_offset(&self.part, DEAD_LETTER_STAGE, end)
+                .map(|_| ());
+        }
+        let partition = self.part.index.to_string();
+        let meta: Vec<[String; 2]> = rejected
+            .iter()
+            .map(|(e, _)| [e.offset.to_string(), e.timestamp.to_string()])
+            .collect();
+        let headers: Vec<Vec<batch::HeaderRef<'_>>> = rejected
+            .iter()
+            .zip(meta.iter())
+            .map(|((e, r), [offset, timestamp])| {
+                let mut h: Vec<batch::HeaderRef<'_>> = e
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_deref()))
+                    .collect();
+                h.push((b"kafkabox.dlq.reason", Some(r.reason.as_bytes())));
+                h.push((
+                    b"kafkabox.dlq.source",
+                    r.source.as_deref().map(str::as_bytes),
+                ));
+                h.push((b"kafkabox.dlq.topic", Some(self.topic.as_bytes())));
+                h.push((b"kafkabox.dlq.partition", Some(partition.as_bytes())));
+                h.push((b"kafkabox.dlq.offset", Some(offset.as_bytes())));
+                h.push((b"kafkabox.dlq.timestamp", Some(timestamp.as_bytes())));
+                h
+            })
+            .collect();
+        let records: Vec<OutRecord<'_>> = rejected
+            .iter()
+            .zip(headers.iter())
+            .map(|((e, _), h)| OutRecord {
+                key: e.key.as_deref(),
+                value: e.value.as_deref(),
+                headers: h,
+            })
+            .collect();
+        let bytes = batch::encode_records(&records, crate::api::now_ms(), ProducerFields::NONE);
+        let header = batch::parse_header(&bytes).map_err(|e| {
+            kafkabox_storage::StoreError::Corrupt(format!("dead-letter batch: {e}"))
+        })?;
+        let index = usize::try_from(self.part.index).unwrap_or(0) % dlq.partitions.len().max(1);
+        let Some(target) = dlq.partitions.get(index) else {
+            return Err(kafkabox_storage::StoreError::Corrupt(format!(
+                "{} has no partitions",
+                dlq.meta.name
+            )));
+        };
+        self.store
+            .append_and_commit(target, &bytes, &header, &self.part, DEAD_LETTER_STAGE, end)
+            .map(|_| ())
+            .map_err(|e| match e {
+                kafkabox_storage::AppendError::Store(s) => s,
+                other => kafkabox_storage::StoreError::Corrupt(other.to_string()),
+            })
+    }
+
     /// Runs the handler until it succeeds or fails permanently. Returns false when shutdown
     /// interrupted the retries.
-    async fn deliver(&mut self, events: &[Event]) -> bool {
+    async fn deliver(&mut self, handler: &dyn Handler, events: &[Event]) -> bool {
         let mut backoff = BACKOFF_FIRST;
         loop {
-            match self.handler.handle(events).await {
+            match handler.handle(events).await {
                 Ok(()) => return true,
                 Err(HandlerError::Permanent(reason)) => {
                     tracing::warn!(

@@ -482,10 +482,38 @@ impl ProducerFields {
     };
 }
 
+/// A record header as slices: key and possibly-null value.
+pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A record to encode: key, value and headers, each possibly null (header keys are not).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [HeaderRef<'a>],
+}
+
 /// Encodes an uncompressed v2 batch of `(key, value)` records, base offset 0, all records at
 /// `timestamp_ms`. For tools and tests that produce without a client library.
 pub fn encode_uncompressed(
     records: &[KeyValue<'_>],
+    timestamp_ms: i64,
+    producer: ProducerFields,
+) -> Vec<u8> {
+    let out: Vec<OutRecord<'_>> = records
+        .iter()
+        .map(|(key, value)| OutRecord {
+            key: *key,
+            value: *value,
+            headers: &[],
+        })
+        .collect();
+    encode_records(&out, timestamp_ms, producer)
+}
+
+/// Encodes an uncompressed v2 batch, base offset 0, all records at `timestamp_ms`.
+pub fn encode_records(
+    records: &[OutRecord<'_>],
     timestamp_ms: i64,
     producer: ProducerFields,
 ) -> Vec<u8> {
@@ -501,26 +529,27 @@ pub fn encode_uncompressed(
             out.push(b | 0x80);
         }
     }
+    fn bytes(v: Option<&[u8]>, out: &mut Vec<u8>) {
+        match v {
+            Some(v) => {
+                zz(v.len() as i64, out);
+                out.extend_from_slice(v);
+            }
+            None => zz(-1, out),
+        }
+    }
     let mut recs = Vec::new();
-    for (i, (k, v)) in records.iter().enumerate() {
+    for (i, r) in records.iter().enumerate() {
         let mut body = vec![0u8];
         zz(0, &mut body);
         zz(i as i64, &mut body);
-        match k {
-            Some(k) => {
-                zz(k.len() as i64, &mut body);
-                body.extend_from_slice(k);
-            }
-            None => zz(-1, &mut body),
+        bytes(r.key, &mut body);
+        bytes(r.value, &mut body);
+        zz(r.headers.len() as i64, &mut body);
+        for (k, v) in r.headers {
+            bytes(Some(k), &mut body);
+            bytes(*v, &mut body);
         }
-        match v {
-            Some(v) => {
-                zz(v.len() as i64, &mut body);
-                body.extend_from_slice(v);
-            }
-            None => zz(-1, &mut body),
-        }
-        zz(0, &mut body);
         zz(body.len() as i64, &mut recs);
         recs.extend_from_slice(&body);
     }

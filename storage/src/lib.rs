@@ -181,6 +181,28 @@ fn parse_chunk_key(k: &[u8]) -> Result<(i64, u16), StoreError> {
     Ok((base, u16::from_be_bytes([k[12], k[13]])))
 }
 
+/// The sled writes that store `bytes` as the batch at `base_offset`: chunks of at most
+/// [`CHUNK_BYTES`], the first with the base offset and leader epoch rewritten (only it is
+/// copied; the rest go to sled straight from `bytes`).
+fn chunk_writes(pid: u32, base_offset: i64, bytes: &[u8]) -> Result<sled::Batch, StoreError> {
+    if chunk_count(bytes.len()) > usize::from(u16::MAX) + 1 {
+        return Err(StoreError::Corrupt(format!(
+            "batch of {} bytes is too large to store",
+            bytes.len()
+        )));
+    }
+    let first_len = bytes.len().min(CHUNK_BYTES);
+    let mut first = BytesMut::from(&bytes[..first_len]);
+    batch::set_base_offset(&mut first, base_offset);
+    batch::set_leader_epoch(&mut first, 0);
+    let mut b = sled::Batch::default();
+    b.insert(&chunk_key(pid, base_offset, 0)[..], first.as_ref());
+    for (i, chunk) in bytes[first_len..].chunks(CHUNK_BYTES).enumerate() {
+        b.insert(&chunk_key(pid, base_offset, (i + 1) as u16)[..], chunk);
+    }
+    Ok(b)
+}
+
 /// Number of chunks a batch of `len` bytes is stored in.
 fn chunk_count(len: usize) -> usize {
     len.div_ceil(CHUNK_BYTES).max(1)
@@ -492,24 +514,7 @@ impl Store {
             producer_update = Some(updated);
         }
         let base_offset = st.next_offset;
-        let chunks = chunk_count(bytes.len());
-        if chunks > usize::from(u16::MAX) + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "batch of {} bytes is too large to store",
-                bytes.len()
-            ))
-            .into());
-        }
-        // Only the first chunk differs from the client's bytes: base offset and leader epoch.
-        let first_len = bytes.len().min(CHUNK_BYTES);
-        let mut first = BytesMut::from(&bytes[..first_len]);
-        batch::set_base_offset(&mut first, base_offset);
-        batch::set_leader_epoch(&mut first, 0);
-        let mut b = sled::Batch::default();
-        b.insert(&chunk_key(part.id, base_offset, 0)[..], first.as_ref());
-        for (i, chunk) in bytes[first_len..].chunks(CHUNK_BYTES).enumerate() {
-            b.insert(&chunk_key(part.id, base_offset, (i + 1) as u16)[..], chunk);
-        }
+        let mut b = chunk_writes(part.id, base_offset, bytes)?;
         if let Some(entry) = &producer_update {
             b.insert(&producer_key(part.id, h.producer_id)[..], entry.encode());
         }
@@ -771,6 +776,46 @@ impl Store {
             &(next_offset as u64).to_be_bytes(),
         )?;
         Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Appends a broker-made batch (not idempotent: no producer id) to `part` and, in the same
+    /// atomic write, commits `next_offset` for consumer `name` on `source`. A crash keeps both
+    /// or neither: the dead-letter stage never writes a record twice or forgets one.
+    pub fn append_and_commit(
+        &self,
+        part: &Partition,
+        bytes: &[u8],
+        h: &BatchHeader,
+        source: &Partition,
+        name: &str,
+        next_offset: i64,
+    ) -> Result<Appended, AppendError> {
+        if h.is_idempotent() {
+            return Err(StoreError::Corrupt(
+                "append_and_commit takes non-idempotent batches".into(),
+            )
+            .into());
+        }
+        let inner = &self.inner;
+        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let base_offset = st.next_offset;
+        let mut b = chunk_writes(part.id, base_offset, bytes)?;
+        b.insert(
+            consumer_key(source.id, name),
+            &(next_offset as u64).to_be_bytes(),
+        );
+        inner.log.apply_batch(b).map_err(StoreError::from)?;
+        st.next_offset = base_offset + i64::from(h.last_offset_delta) + 1;
+        let write_seq = inner.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let log_start_offset = st.log_start;
+        drop(st);
+        inner.appends.send_modify(|n| *n += 1);
+        Ok(Appended {
+            base_offset,
+            log_start_offset,
+            duplicate: false,
+            write_seq,
+        })
     }
 
     /// Number of producers with state on `part`.
