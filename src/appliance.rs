@@ -40,6 +40,7 @@ impl Appliance {
             settings: Vec::new(),
             handlers: Vec::new(),
             contracts: vec![(CUSTOMER_EVENTS.to_string(), None)],
+            profiles: Vec::new(),
         }
     }
 }
@@ -59,6 +60,8 @@ pub struct ApplianceBuilder {
     handlers: Vec<(String, Arc<dyn Handler>)>,
     /// Topics with a contract; `None` means the shipped customer-events schema.
     contracts: Vec<(String, Option<Contract>)>,
+    /// Topics whose valid events update customer profiles.
+    profiles: Vec<String>,
 }
 
 impl std::fmt::Debug for ApplianceBuilder {
@@ -116,6 +119,14 @@ impl ApplianceBuilder {
         self
     }
 
+    /// Keeps customer profiles ([`crate::profile`]) from the valid events of `topic`.
+    pub fn profiles(mut self, topic: &str) -> Self {
+        if !self.profiles.iter().any(|t| t == topic) {
+            self.profiles.push(topic.to_string());
+        }
+        self
+    }
+
     /// No contract for `topic` (e.g. to turn off the default one for `customer-events`).
     pub fn without_contract(mut self, topic: &str) -> Self {
         self.contracts.retain(|(t, _)| t != topic);
@@ -163,6 +174,15 @@ impl ApplianceBuilder {
                 &shutdown_rx,
             );
             contracts.insert(topic, contract);
+        }
+        let profile_lock = Arc::new(tokio::sync::Mutex::new(()));
+        for topic in self.profiles {
+            let t = ensure_topic(&store, &topic, partitions).await?;
+            let contract = contracts.get(&topic).cloned();
+            let stage = Stage::Profile {
+                lock: profile_lock.clone(),
+            };
+            pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
         }
         for (topic, handler) in self.handlers {
             let t = ensure_topic(&store, &topic, partitions).await?;
@@ -231,6 +251,14 @@ impl ApplianceHandle {
 
     pub fn store(&self) -> &Store {
         self.server.store()
+    }
+
+    /// The profile of `customer_id`, if any event of theirs was handled.
+    pub fn profile(&self, customer_id: &str) -> Result<Option<serde_json::Value>> {
+        let raw = self
+            .store()
+            .state(&crate::profile::profile_key(customer_id))?;
+        Ok(raw.map(|b| serde_json::from_slice(&b)).transpose()?)
     }
 
     /// Per-source ingest status of the topics with a contract.

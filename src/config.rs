@@ -55,6 +55,8 @@ pub struct Config {
     pub flush_on_acks_all: bool,
     /// `storage.cache.bytes`: sled page cache.
     pub cache_bytes: u64,
+    /// `customer.events.profiles`: keep customer profiles from the valid customer-events.
+    pub customer_profiles: bool,
     /// `validate.compressed.batches`: inflate compressed batches on produce to check their
     /// records, as Kafka does (bounded by `max.inflated.batch.bytes`).
     pub validate_compressed: bool,
@@ -82,6 +84,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             flush_on_acks_all: true,
             cache_bytes: 256 * 1024 * 1024,
+            customer_profiles: true,
             validate_compressed: true,
             max_inflated_batch_bytes: 64 * 1024 * 1024,
         }
@@ -108,6 +111,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),
     ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
     ("storage.cache.bytes", "sled page cache size (default 268435456)"),
+    ("customer.events.profiles", "keep customer profiles from the valid customer-events (default true)"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
     ("max.inflated.batch.bytes", "the most one compressed batch may inflate to (default 67108864)"),
 ];
@@ -218,6 +222,7 @@ impl Config {
                     Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
             }
             "flush.on.acks.all" => self.flush_on_acks_all = parse_bool(k, value)?,
+            "customer.events.profiles" => self.customer_profiles = parse_bool(k, value)?,
             "validate.compressed.batches" => self.validate_compressed = parse_bool(k, value)?,
             "max.inflated.batch.bytes" => {
                 self.max_inflated_batch_bytes = positive(k, parse_num(k, value)?)?

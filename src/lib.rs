@@ -13,6 +13,7 @@ pub mod broker;
 pub mod config;
 pub mod contract;
 pub mod pipeline;
+pub mod profile;
 
 pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};
 pub use broker::Server;

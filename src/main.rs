@@ -114,7 +114,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(&args)?;
     // The broker plus the built-in customer-events contract (invalid events go to
     // customer-events.dlq).
-    let app = Appliance::builder().config(config).start().await?;
+    let profiles = config.customer_profiles;
+    let mut builder = Appliance::builder().config(config);
+    if profiles {
+        builder = builder.profiles(kafkabox::appliance::CUSTOMER_EVENTS);
+    }
+    let app = builder.start().await?;
     let signal = wait_for_signal().await?;
     tracing::info!(
         signal,

@@ -104,6 +104,10 @@ pub enum Stage {
     /// Checks every record against the topic's contract and appends the invalid ones to the
     /// dead-letter topic, in the same atomic write as its own offset commit. Counts per source.
     DeadLetter { dlq: Arc<Topic>, stats: IngestStats },
+    /// Updates customer profiles ([`crate::profile`]) from the valid records, in the same
+    /// atomic write as its offset commit. `lock` serialises updates across partitions (one
+    /// customer's events may arrive on several).
+    Profile { lock: Arc<tokio::sync::Mutex<()>> },
 }
 
 impl Stage {
@@ -111,12 +115,15 @@ impl Stage {
         match self {
             Stage::Handler(h) => h.name(),
             Stage::DeadLetter { .. } => DEAD_LETTER_STAGE,
+            Stage::Profile { .. } => PROFILE_STAGE,
         }
     }
 }
 
 /// The dead-letter stage's consumer name (its offsets are kept under it).
 pub const DEAD_LETTER_STAGE: &str = "contract";
+/// The profile stage's consumer name.
+pub const PROFILE_STAGE: &str = "profile";
 
 /// Per-source ingest status: what a team checks after sending a few test events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -266,6 +273,10 @@ impl Worker {
                         .map(|_| ())
                 }
                 Stage::DeadLetter { dlq, stats } => self.dead_letter(&dlq, &stats, &events, end),
+                Stage::Profile { lock } => {
+                    let _serial = lock.lock().await;
+                    self.update_profiles(&events, end)
+                }
             };
             if let Err(e) = committed {
                 tracing::error!(error = %e, "cannot commit the pipeline offset; retrying");
@@ -412,6 +423,44 @@ impl Worker {
                 kafkabox_storage::AppendError::Store(s) => s,
                 other => kafkabox_storage::StoreError::Corrupt(other.to_string()),
             })
+    }
+
+    /// Applies the valid events to the customer profiles and commits them with `end`.
+    fn update_profiles(
+        &self,
+        events: &[Event],
+        end: i64,
+    ) -> Result<(), kafkabox_storage::StoreError> {
+        let valid: Vec<(serde_json::Value, i32, i64)> = events
+            .iter()
+            .filter_map(|e| {
+                let parsed = match &self.contract {
+                    Some(c) => c.check(e.value.as_deref()).ok(),
+                    None => e
+                        .value
+                        .as_deref()
+                        .and_then(|v| serde_json::from_slice(v).ok()),
+                };
+                parsed.map(|v| (v, e.partition, e.offset))
+            })
+            .collect();
+        let profiles = crate::profile::apply_all(&valid, |customer| {
+            self.store
+                .state(&crate::profile::profile_key(customer))
+                .map(|v| v.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+        })?;
+        let writes: Vec<(Vec<u8>, Vec<u8>)> = profiles
+            .iter()
+            .map(|(customer, doc)| {
+                (
+                    crate::profile::profile_key(customer),
+                    doc.to_string().into_bytes(),
+                )
+            })
+            .collect();
+        self.store
+            .commit_with_state(&self.part, PROFILE_STAGE, end, &writes)
+            .map(|_| ())
     }
 
     /// Runs the handler until it succeeds or fails permanently. Returns false when shutdown

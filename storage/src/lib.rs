@@ -231,6 +231,18 @@ fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
     k
 }
 
+/// Prefix of the appliance's own state in the `log` tree (profiles and the like): a partition
+/// id no partition will have, so such state can be committed in the same `apply_batch` as a
+/// consumer offset.
+const APP_STATE_PREFIX: [u8; 4] = [0xff; 4];
+
+fn app_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&APP_STATE_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 const META_NEXT_PARTITION: &[u8] = b"next_partition_id";
 const META_NEXT_PRODUCER: &[u8] = b"next_producer_id";
@@ -816,6 +828,46 @@ impl Store {
             duplicate: false,
             write_seq,
         })
+    }
+
+    /// Commits `next_offset` for consumer `name` on `part` together with appliance-state
+    /// writes (`key`, `value`), in one atomic write: a crash keeps all or none.
+    pub fn commit_with_state(
+        &self,
+        part: &Partition,
+        name: &str,
+        next_offset: i64,
+        state: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<u64, StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in state {
+            b.insert(app_key(k), v.as_slice());
+        }
+        b.insert(
+            consumer_key(part.id, name),
+            &(next_offset as u64).to_be_bytes(),
+        );
+        self.inner.log.apply_batch(b)?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Appliance state stored under `key` by [`Store::commit_with_state`].
+    pub fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.log.get(app_key(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Appliance state whose keys start with `prefix`, in key order, at most `limit` entries.
+    pub fn state_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.log.scan_prefix(app_key(prefix)).take(limit) {
+            let (k, v) = item?;
+            out.push((k[APP_STATE_PREFIX.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Number of producers with state on `part`.

@@ -340,3 +340,37 @@ async fn consumer_offsets_persist_beside_the_log() {
         .unwrap();
     assert_eq!(batch::split_batches(&out).count(), 1);
 }
+
+#[tokio::test]
+async fn appliance_state_commits_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+        let state = vec![
+            (b"profile/a".to_vec(), b"1".to_vec()),
+            (b"profile/b".to_vec(), b"2".to_vec()),
+        ];
+        let seq = s
+            .commit_with_state(&t.partitions[0], "profile", 7, &state)
+            .unwrap();
+        s.wait_durable(seq).await.unwrap();
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    let t = s.topic("t").unwrap();
+    assert_eq!(s.consumer_offset(&t.partitions[0], "profile").unwrap(), 7);
+    assert_eq!(s.state(b"profile/a").unwrap(), Some(b"1".to_vec()));
+    let all = s.state_prefix(b"profile/", 10).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1], (b"profile/b".to_vec(), b"2".to_vec()));
+    // The state keys never look like a partition's log.
+    assert_eq!(
+        s.offsets(&t.partitions[0]),
+        Offsets {
+            log_start: 0,
+            log_end: 0
+        }
+    );
+}
