@@ -209,15 +209,24 @@ async fn valid_events_reach_handlers_invalid_ones_the_dead_letter_topic() {
     assert!(reasons[5].contains("null"), "{reasons:?}");
 
     // Profiles from the valid events only.
-    let p = app.profile("1234567890").unwrap().expect("the guide's customer has a profile");
+    let p = app
+        .profile("1234567890")
+        .unwrap()
+        .expect("the guide's customer has a profile");
     assert_eq!(p["events"], 2);
     assert_eq!(p["by_type"]["data_usage"]["value_sum"], 500.0);
     assert_eq!(p["by_type"]["recharge"]["value_sum"], 50.0);
     assert_eq!(p["last_by_source"]["in"]["event"]["event_type"], "recharge");
     let p = app.profile("42").unwrap().expect("profile of 42");
-    assert_eq!(p["events"], 2, "the invalid events of customer 42 are not counted: {p}");
+    assert_eq!(
+        p["events"], 2,
+        "the invalid events of customer 42 are not counted: {p}"
+    );
     assert_eq!(p["by_type"]["kyc_update"]["count"], 1);
-    assert_eq!(p["last_by_source"]["billing"]["event"]["timestamp"], "2024-01-15T10:30:00.1234567Z");
+    assert_eq!(
+        p["last_by_source"]["billing"]["event"]["timestamp"],
+        "2024-01-15T10:30:00.1234567Z"
+    );
     assert_eq!(p["recent"].as_array().unwrap().len(), 2);
 
     // Counted per source.
@@ -256,7 +265,11 @@ async fn valid_events_reach_handlers_invalid_ones_the_dead_letter_topic() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.lag().total(), 0);
     assert!(rec2.0.lock().unwrap().is_empty());
-    assert_eq!(app.profile("1234567890").unwrap().unwrap()["events"], 2, "not counted twice");
+    assert_eq!(
+        app.profile("1234567890").unwrap().unwrap()["events"],
+        2,
+        "not counted twice"
+    );
     let t = app.store().topic("customer-events.dlq").unwrap();
     assert_eq!(app.store().offsets(&t.partitions[0]).log_end, dlq_end);
     app.shutdown().await.unwrap();

@@ -20,7 +20,10 @@ fn progress(data: &std::path::Path) -> (i64, i64) {
     let store = Store::open(StoreConfig::new(data)).unwrap();
     let t = store.topic("customer-events").unwrap();
     let p = &t.partitions[0];
-    let r = (store.consumer_offset(p, "profile").unwrap(), store.offsets(p).log_end);
+    let r = (
+        store.consumer_offset(p, "profile").unwrap(),
+        store.offsets(p).log_end,
+    );
     store.close().unwrap();
     r
 }
@@ -43,8 +46,12 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
             r#"{{"source":"billing","customer_id":"{customer}","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":{value}}}"#
         );
         futs.push(
-            p.send_result(FutureRecord::to("customer-events").key(&customer).payload(&event))
-                .expect("queued"),
+            p.send_result(
+                FutureRecord::to("customer-events")
+                    .key(&customer)
+                    .payload(&event),
+            )
+            .expect("queued"),
         );
     }
     for f in futs {
@@ -68,17 +75,33 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
             break;
         }
         attempts += 1;
-        assert!(attempts < 20, "the profile handler did not resume: at {handled} of {end}");
+        assert!(
+            attempts < 20,
+            "the profile handler did not resume: at {handled} of {end}"
+        );
     }
 
     let store = Store::open(StoreConfig::new(&data)).unwrap();
     let mut total = 0;
     for (customer, (count, sum)) in &expected {
-        let raw = store.state(format!("profile/{customer}").as_bytes()).unwrap().expect("profile");
+        let raw = store
+            .state(format!("profile/{customer}").as_bytes())
+            .unwrap()
+            .expect("profile");
         let profile: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-        assert_eq!(profile["events"].as_u64(), Some(*count), "{customer}: each event exactly once");
-        assert_eq!(profile["by_type"]["recharge"]["count"].as_u64(), Some(*count));
-        assert_eq!(profile["by_type"]["recharge"]["value_sum"].as_f64(), Some(*sum));
+        assert_eq!(
+            profile["events"].as_u64(),
+            Some(*count),
+            "{customer}: each event exactly once"
+        );
+        assert_eq!(
+            profile["by_type"]["recharge"]["count"].as_u64(),
+            Some(*count)
+        );
+        assert_eq!(
+            profile["by_type"]["recharge"]["value_sum"].as_f64(),
+            Some(*sum)
+        );
         total += count;
     }
     assert_eq!(total, EVENTS as u64);

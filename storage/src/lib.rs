@@ -231,6 +231,9 @@ fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
     k
 }
 
+/// One appliance-state entry: key and value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
 /// Prefix of the appliance's own state in the `log` tree (profiles and the like): a partition
 /// id no partition will have, so such state can be committed in the same `apply_batch` as a
 /// consumer offset.
@@ -837,7 +840,7 @@ impl Store {
         part: &Partition,
         name: &str,
         next_offset: i64,
-        state: &[(Vec<u8>, Vec<u8>)],
+        state: &[StateEntry],
     ) -> Result<u64, StoreError> {
         let mut b = sled::Batch::default();
         for (k, v) in state {
@@ -857,11 +860,7 @@ impl Store {
     }
 
     /// Appliance state whose keys start with `prefix`, in key order, at most `limit` entries.
-    pub fn state_prefix(
-        &self,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn state_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<StateEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.inner.log.scan_prefix(app_key(prefix)).take(limit) {
             let (k, v) = item?;
