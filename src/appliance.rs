@@ -186,16 +186,15 @@ impl ApplianceBuilder {
         }
         for (topic, handler) in self.handlers {
             let t = ensure_topic(&store, &topic, partitions).await?;
-            let contract = contracts.get(&topic).cloned();
-            pipeline::spawn(
-                &mut tasks,
+            let dlq = ensure_topic(
                 &store,
-                &t,
-                Stage::Handler(handler),
-                contract,
-                &lag,
-                &shutdown_rx,
-            );
+                &dead_letter_topic(&topic),
+                t.partitions.len() as u32,
+            )
+            .await?;
+            let contract = contracts.get(&topic).cloned();
+            let stage = Stage::Handler { handler, dlq };
+            pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
         }
         Ok(ApplianceHandle {
             server,

@@ -99,8 +99,12 @@ impl Lag {
 /// What a worker does with the records it reads.
 #[derive(Clone)]
 pub enum Stage {
-    /// Hands the records (only the valid ones when the topic has a contract) to a handler.
-    Handler(Arc<dyn Handler>),
+    /// Hands the records (only the valid ones when the topic has a contract) to a handler;
+    /// records it refuses permanently go to `dlq` with its reason.
+    Handler {
+        handler: Arc<dyn Handler>,
+        dlq: Arc<Topic>,
+    },
     /// Checks every record against the topic's contract and appends the invalid ones to the
     /// dead-letter topic, in the same atomic write as its own offset commit. Counts per source.
     DeadLetter { dlq: Arc<Topic>, stats: IngestStats },
@@ -113,7 +117,7 @@ pub enum Stage {
 impl Stage {
     fn name(&self) -> &str {
         match self {
-            Stage::Handler(h) => h.name(),
+            Stage::Handler { handler, .. } => handler.name(),
             Stage::DeadLetter { .. } => DEAD_LETTER_STAGE,
             Stage::Profile { .. } => PROFILE_STAGE,
         }
@@ -200,6 +204,19 @@ pub fn spawn(
     }
 }
 
+/// How a delivery to a handler ended.
+enum Delivery {
+    Done,
+    Refused(String),
+    Interrupted,
+}
+
+/// The `source` field of an event's JSON value, when it has one.
+fn source_of(e: &Event) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(e.value.as_deref()?).ok()?;
+    v.get("source")?.as_str().map(str::to_string)
+}
+
 struct Worker {
     store: Store,
     topic: String,
@@ -256,8 +273,8 @@ impl Worker {
                 }
             };
             let committed = match self.stage.clone() {
-                Stage::Handler(handler) => {
-                    let events = match &self.contract {
+                Stage::Handler { handler, dlq } => {
+                    let events: Vec<Event> = match &self.contract {
                         // Invalid records are the dead-letter stage's; handlers see valid ones.
                         Some(c) => events
                             .into_iter()
@@ -265,12 +282,26 @@ impl Worker {
                             .collect(),
                         None => events,
                     };
-                    if !events.is_empty() && !self.deliver(handler.as_ref(), &events).await {
-                        return; // shutting down with these events unhandled: handled next time
+                    let outcome = if events.is_empty() {
+                        Delivery::Done
+                    } else {
+                        self.deliver(handler.as_ref(), &events).await
+                    };
+                    match outcome {
+                        Delivery::Done => self
+                            .store
+                            .commit_consumer_offset(&self.part, &name, end)
+                            .map(|_| ()),
+                        Delivery::Refused(reason) => {
+                            let reason = format!("handler {name}: {reason}");
+                            let rejected: Vec<(&Event, String, Option<String>)> = events
+                                .iter()
+                                .map(|e| (e, reason.clone(), source_of(e)))
+                                .collect();
+                            self.append_dead_letters(&dlq, &rejected, &name, end)
+                        }
+                        Delivery::Interrupted => return, // unhandled events are handled next time
                     }
-                    self.store
-                        .commit_consumer_offset(&self.part, &name, end)
-                        .map(|_| ())
                 }
                 Stage::DeadLetter { dlq, stats } => self.dead_letter(&dlq, &stats, &events, end),
                 Stage::Profile { lock } => {
@@ -364,31 +395,45 @@ impl Worker {
                 }
             }
         }
+        let rejected: Vec<(&Event, String, Option<String>)> = rejected
+            .into_iter()
+            .map(|(e, r)| (e, r.reason, r.source))
+            .collect();
+        self.append_dead_letters(dlq, &rejected, DEAD_LETTER_STAGE, end)
+    }
+
+    /// Appends `rejected` (event, reason, source) to the dead-letter topic with the original
+    /// key, value and headers plus `kafkabox.dlq.*` headers, in the same atomic write as the
+    /// commit of `end` for consumer `name`; just commits when there is nothing to append.
+    fn append_dead_letters(
+        &self,
+        dlq: &Topic,
+        rejected: &[(&Event, String, Option<String>)],
+        name: &str,
+        end: i64,
+    ) -> Result<(), kafkabox_storage::StoreError> {
         if rejected.is_empty() {
             return self
                 .store
-                .commit_consumer_offset(&self.part, DEAD_LETTER_STAGE, end)
+                .commit_consumer_offset(&self.part, name, end)
                 .map(|_| ());
         }
         let partition = self.part.index.to_string();
         let meta: Vec<[String; 2]> = rejected
             .iter()
-            .map(|(e, _)| [e.offset.to_string(), e.timestamp.to_string()])
+            .map(|(e, _, _)| [e.offset.to_string(), e.timestamp.to_string()])
             .collect();
         let headers: Vec<Vec<batch::HeaderRef<'_>>> = rejected
             .iter()
             .zip(meta.iter())
-            .map(|((e, r), [offset, timestamp])| {
+            .map(|((e, reason, source), [offset, timestamp])| {
                 let mut h: Vec<batch::HeaderRef<'_>> = e
                     .headers
                     .iter()
                     .map(|(k, v)| (k.as_ref(), v.as_deref()))
                     .collect();
-                h.push((b"kafkabox.dlq.reason", Some(r.reason.as_bytes())));
-                h.push((
-                    b"kafkabox.dlq.source",
-                    r.source.as_deref().map(str::as_bytes),
-                ));
+                h.push((b"kafkabox.dlq.reason", Some(reason.as_bytes())));
+                h.push((b"kafkabox.dlq.source", source.as_deref().map(str::as_bytes)));
                 h.push((b"kafkabox.dlq.topic", Some(self.topic.as_bytes())));
                 h.push((b"kafkabox.dlq.partition", Some(partition.as_bytes())));
                 h.push((b"kafkabox.dlq.offset", Some(offset.as_bytes())));
@@ -399,7 +444,7 @@ impl Worker {
         let records: Vec<OutRecord<'_>> = rejected
             .iter()
             .zip(headers.iter())
-            .map(|((e, _), h)| OutRecord {
+            .map(|((e, _, _), h)| OutRecord {
                 key: e.key.as_deref(),
                 value: e.value.as_deref(),
                 headers: h,
@@ -417,7 +462,7 @@ impl Worker {
             )));
         };
         self.store
-            .append_and_commit(target, &bytes, &header, &self.part, DEAD_LETTER_STAGE, end)
+            .append_and_commit(target, &bytes, &header, &self.part, name, end)
             .map(|_| ())
             .map_err(|e| match e {
                 kafkabox_storage::AppendError::Store(s) => s,
@@ -463,26 +508,26 @@ impl Worker {
             .map(|_| ())
     }
 
-    /// Runs the handler until it succeeds or fails permanently. Returns false when shutdown
-    /// interrupted the retries.
-    async fn deliver(&mut self, handler: &dyn Handler, events: &[Event]) -> bool {
+    /// Runs the handler until it succeeds, refuses the events permanently, or shutdown
+    /// interrupts its retries.
+    async fn deliver(&mut self, handler: &dyn Handler, events: &[Event]) -> Delivery {
         let mut backoff = BACKOFF_FIRST;
         loop {
             match handler.handle(events).await {
-                Ok(()) => return true,
+                Ok(()) => return Delivery::Done,
                 Err(HandlerError::Permanent(reason)) => {
                     tracing::warn!(
                         first = events.first().map(|e| e.offset),
                         last = events.last().map(|e| e.offset),
                         %reason,
-                        "handler refused these events permanently; moving on"
+                        "handler refused these events permanently; they go to the dead-letter topic"
                     );
-                    return true;
+                    return Delivery::Refused(reason);
                 }
                 Err(HandlerError::Transient(reason)) => {
                     tracing::warn!(retry_in_ms = backoff.as_millis() as u64, %reason, "handler failed; retrying the same events");
                     if !self.sleep(backoff).await {
-                        return false;
+                        return Delivery::Interrupted;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

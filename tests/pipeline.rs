@@ -204,3 +204,48 @@ async fn transient_failures_are_retried_in_order_without_loss() {
     assert_eq!(rec.offsets(0), (0..300).collect::<Vec<i64>>());
     app.shutdown().await.unwrap();
 }
+
+struct Refuser;
+
+#[async_trait::async_trait]
+impl Handler for Refuser {
+    fn name(&self) -> &str {
+        "refuser"
+    }
+    async fn handle(&self, _events: &[Event]) -> Result<(), HandlerError> {
+        Err(HandlerError::Permanent("HTTP 400: no such customer".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Appliance::builder()
+        .data_dir(dir.path())
+        .listen("127.0.0.1:0")
+        .handler("events", Refuser)
+        .start()
+        .await
+        .unwrap();
+    produce(&app, 0, 40).await;
+    wait_until("the refused events to be dead-lettered", || {
+        app.lag().get("refuser", "events", 0) == Some(0)
+            && app.store().offsets(&app.store().topic("events.dlq").unwrap().partitions[0]).log_end == 40
+    })
+    .await;
+    let dlq = common::consume_async(app.kafka_addr(), "events.dlq", 0, 0, 40).await;
+    assert_eq!(dlq.len(), 40);
+    for (i, m) in dlq.iter().enumerate() {
+        use rdkafka::message::Headers;
+        use rdkafka::Message;
+        assert_eq!(m.payload(), Some(format!("event-{i}").as_bytes()));
+        let h = m.headers().unwrap();
+        let reason = (0..h.count())
+            .map(|j| h.get(j))
+            .find(|x| x.key == "kafkabox.dlq.reason")
+            .and_then(|x| x.value)
+            .unwrap();
+        assert_eq!(reason, b"handler refuser: HTTP 400: no such customer");
+    }
+    app.shutdown().await.unwrap();
+}
