@@ -230,7 +230,11 @@ async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
     produce(&app, 0, 40).await;
     wait_until("the refused events to be dead-lettered", || {
         app.lag().get("refuser", "events", 0) == Some(0)
-            && app.store().offsets(&app.store().topic("events.dlq").unwrap().partitions[0]).log_end == 40
+            && app
+                .store()
+                .offsets(&app.store().topic("events.dlq").unwrap().partitions[0])
+                .log_end
+                == 40
     })
     .await;
     let dlq = common::consume_async(app.kafka_addr(), "events.dlq", 0, 0, 40).await;

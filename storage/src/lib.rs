@@ -47,6 +47,8 @@ pub enum StoreError {
     Flush(String),
     #[error("store is shut down")]
     Closed,
+    #[error("the data directory {0} is in use by another kafkabox (or other sled user)")]
+    InUse(String),
 }
 
 /// Why an append was refused.
@@ -304,12 +306,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `config.path` and starts its flusher thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_db(&config)?;
         let log = db.open_tree("log")?;
         let catalog = db.open_tree("catalog")?;
         let meta = db.open_tree("meta")?;
@@ -962,6 +959,31 @@ fn run_flusher(store: std::sync::Weak<Inner>, signal: Arc<FlushSignal>, interval
         }
         let Some(inner) = store.upgrade() else { return };
         inner.flush_once();
+    }
+}
+
+/// How long opening waits for another holder of the data dir's lock to let go (a process that
+/// is still exiting, or sled's own IO threads of a store just closed in this process).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse(config.path.display().to_string()));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -374,3 +374,12 @@ async fn appliance_state_commits_with_the_offset() {
         }
     );
 }
+
+#[test]
+fn a_data_dir_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let second = Store::open(StoreConfig::new(dir.path()));
+    assert!(matches!(second, Err(StoreError::InUse(_))), "{second:?}");
+    first.close().unwrap();
+}
