@@ -12,6 +12,7 @@ pub mod appliance;
 pub mod broker;
 pub mod config;
 pub mod contract;
+pub mod handlers;
 pub mod pipeline;
 pub mod profile;
 
