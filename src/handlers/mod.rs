@@ -1,6 +1,8 @@
 //! Built-in handlers: webhook, exec, log. (The profile handler is a pipeline stage of its own,
 //! `crate::profile`, because it commits its state with its offset.)
 
+pub mod exec;
+pub mod log;
 pub mod webhook;
 
 use serde_json::{json, Value};
