@@ -55,8 +55,13 @@ pub struct Config {
     pub flush_on_acks_all: bool,
     /// `storage.cache.bytes`: sled page cache.
     pub cache_bytes: u64,
-    /// `customer.events.profiles`: keep customer profiles from the valid customer-events.
-    pub customer_profiles: bool,
+    /// `customer.events.handlers`: the built-in handlers run over the valid customer-events
+    /// (`profile`, `webhook`, `exec`, `log`), each with its own committed offsets.
+    pub customer_handlers: Vec<String>,
+    /// `webhook.url`: where the webhook handler POSTs.
+    pub webhook_url: Option<String>,
+    /// `exec.command`: the exec handler's command line (run with `sh -c`).
+    pub exec_command: Option<String>,
     /// `validate.compressed.batches`: inflate compressed batches on produce to check their
     /// records, as Kafka does (bounded by `max.inflated.batch.bytes`).
     pub validate_compressed: bool,
@@ -84,7 +89,9 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             flush_on_acks_all: true,
             cache_bytes: 256 * 1024 * 1024,
-            customer_profiles: true,
+            customer_handlers: vec!["profile".to_string()],
+            webhook_url: None,
+            exec_command: None,
             validate_compressed: true,
             max_inflated_batch_bytes: 64 * 1024 * 1024,
         }
@@ -111,10 +118,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),
     ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
     ("storage.cache.bytes", "sled page cache size (default 268435456)"),
-    ("customer.events.profiles", "keep customer profiles from the valid customer-events (default true)"),
+    ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
+    ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
+    ("exec.command", "command line the exec handler runs per batch, events as JSON lines on stdin"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
     ("max.inflated.batch.bytes", "the most one compressed batch may inflate to (default 67108864)"),
 ];
+
+/// The built-in handlers `customer.events.handlers` may name.
+pub const HANDLERS: &[&str] = &["profile", "webhook", "exec", "log"];
 
 /// Other names [`Config::set`] accepts for a key of [`KEYS`].
 const ALIASES: &[&str] = &[
@@ -222,7 +234,26 @@ impl Config {
                     Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
             }
             "flush.on.acks.all" => self.flush_on_acks_all = parse_bool(k, value)?,
-            "customer.events.profiles" => self.customer_profiles = parse_bool(k, value)?,
+            "customer.events.handlers" => {
+                let names: Vec<String> = value
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if let Some(bad) = names.iter().find(|n| !HANDLERS.contains(&n.as_str())) {
+                    bail!(
+                        "{k}: unknown handler '{bad}'; built-in handlers: {}",
+                        HANDLERS.join(", ")
+                    );
+                }
+                self.customer_handlers = names;
+            }
+            "webhook.url" => {
+                self.webhook_url = Some(value.trim().to_string()).filter(|v| !v.is_empty())
+            }
+            "exec.command" => {
+                self.exec_command = Some(value.trim().to_string()).filter(|v| !v.is_empty())
+            }
             "validate.compressed.batches" => self.validate_compressed = parse_bool(k, value)?,
             "max.inflated.batch.bytes" => {
                 self.max_inflated_batch_bytes = positive(k, parse_num(k, value)?)?
@@ -326,6 +357,16 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) ->
         toml::Value::Float(f) => {
             out.insert(prefix.to_string(), f.to_string());
         }
+        toml::Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    toml::Value::String(s) => parts.push(s.clone()),
+                    other => bail!("{prefix}: lists may hold strings only, found {other}"),
+                }
+            }
+            out.insert(prefix.to_string(), parts.join(","));
+        }
         other => bail!("{prefix}: unsupported value {other}"),
     }
     Ok(())
@@ -358,6 +399,26 @@ mod tests {
         assert_eq!(
             c.advertised_listener,
             Some(("box.local".to_string(), 19092))
+        );
+    }
+
+    #[test]
+    fn handler_lists_from_toml_arrays_or_commas() {
+        let mut c = Config::default();
+        assert_eq!(c.customer_handlers, vec!["profile"]);
+        c.apply_toml("customer.events.handlers = [\"profile\", \"webhook\"]\nwebhook.url = \"http://crm:8080/hook\"\n")
+            .unwrap();
+        assert_eq!(c.customer_handlers, vec!["profile", "webhook"]);
+        assert_eq!(c.webhook_url.as_deref(), Some("http://crm:8080/hook"));
+        c.set("customer.events.handlers", "log, exec").unwrap();
+        assert_eq!(c.customer_handlers, vec!["log", "exec"]);
+        let e = c
+            .set("customer.events.handlers", "profile,email")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown handler 'email'") && e.contains("webhook"),
+            "{e}"
         );
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use kafkabox::{Appliance, Config};
+use kafkabox::Config;
 
 mod bench;
 
@@ -114,12 +114,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(&args)?;
     // The broker plus the built-in customer-events contract (invalid events go to
     // customer-events.dlq).
-    let profiles = config.customer_profiles;
-    let mut builder = Appliance::builder().config(config);
-    if profiles {
-        builder = builder.profiles(kafkabox::appliance::CUSTOMER_EVENTS);
-    }
-    let app = builder.start().await?;
+    let app = kafkabox::appliance::from_config(config)?.start().await?;
     let signal = wait_for_signal().await?;
     tracing::info!(
         signal,

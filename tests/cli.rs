@@ -93,6 +93,16 @@ fn bad_settings_fail_with_a_clear_message() {
     );
 
     let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("d2"))
+        .args(["--set", "customer.events.handlers=profile,webhook"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("webhook.url is not set"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["serve", "--listen", "not-an-address"])
         .output()
         .unwrap();
