@@ -1,6 +1,7 @@
 //! Crash and restart with a backlog: `kill -9` of `kafkabox serve` while its profile handler
-//! works through 20,000 events; after restarts every event is reflected in the profiles exactly
-//! once, and the handler resumed where it stopped.
+//! and dead-letter stage work through 20,000 events (every 100th invalid); after restarts every
+//! valid event is reflected in the profiles exactly once, every invalid one is in the
+//! dead-letter topic exactly once, and both resumed where they stopped.
 
 mod common;
 
@@ -36,7 +37,19 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
     let p = common::producer(broker.addr, &[("acks", "all")]);
     let mut futs = Vec::with_capacity(EVENTS);
     let mut expected: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    let mut invalid = 0;
     for i in 0..EVENTS {
+        if i % 100 == 99 {
+            invalid += 1;
+            let bad = format!(
+                r#"{{"source":"billing","customer_id":"c0","event_type":"refund","n":{i}}}"#
+            );
+            futs.push(
+                p.send_result(FutureRecord::to("customer-events").key("c0").payload(&bad))
+                    .expect("queued"),
+            );
+            continue;
+        }
         let customer = format!("c{}", i % CUSTOMERS);
         let value = (i % 100) as f64;
         let e = expected.entry(customer.clone()).or_default();
@@ -62,7 +75,7 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
     broker.kill9();
     let (handled, end) = progress(&data);
     assert_eq!(end, EVENTS as i64, "every acknowledged event is in the log");
-    eprintln!("profile handler at offset {handled} of {end} when killed");
+    eprintln!("profile and dead-letter stages at offset {handled} of {end} when killed");
 
     // Restart until the handler has caught up (bounded), stopping cleanly each time.
     let mut attempts = 0;
@@ -104,6 +117,12 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
         );
         total += count;
     }
-    assert_eq!(total, EVENTS as u64);
+    assert_eq!(total, (EVENTS - invalid) as u64);
+    let dlq = store.topic("customer-events.dlq").unwrap();
+    assert_eq!(
+        store.offsets(&dlq.partitions[0]).log_end,
+        invalid as i64,
+        "every invalid event dead-lettered exactly once"
+    );
     store.close().unwrap();
 }
