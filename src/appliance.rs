@@ -180,7 +180,7 @@ impl ApplianceBuilder {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let lag = Lag::default();
         let mut tasks = JoinSet::new();
-        let stats = IngestStats::default();
+        let stats = IngestStats::new(store.clone());
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();
         for (topic, contract) in self.contracts {
@@ -297,8 +297,10 @@ impl ApplianceHandle {
     }
 
     /// Per-source ingest status of the topics with a contract.
-    pub fn ingest_status(&self) -> std::collections::BTreeMap<String, pipeline::SourceStatus> {
-        self.stats.snapshot()
+    pub fn ingest_status(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, pipeline::SourceStatus>> {
+        Ok(self.stats.snapshot()?)
     }
 
     /// Per-partition lag of the handlers.

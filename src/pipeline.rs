@@ -130,7 +130,7 @@ pub const DEAD_LETTER_STAGE: &str = "contract";
 pub const PROFILE_STAGE: &str = "profile";
 
 /// Per-source ingest status: what a team checks after sending a few test events.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceStatus {
     pub received: u64,
     pub valid: u64,
@@ -140,37 +140,85 @@ pub struct SourceStatus {
     pub last_rejection: Option<String>,
 }
 
-/// Ingest status by source (`"unknown"` when a record's source cannot be read).
-#[derive(Debug, Clone, Default)]
+/// Ingest status by source (`"unknown"` when a record's source cannot be read), kept in the
+/// store and updated in the same atomic write as the dead-letter stage's offset, so it counts
+/// every record once across restarts and crashes.
+#[derive(Debug, Clone)]
 pub struct IngestStats {
-    inner: Arc<Mutex<std::collections::BTreeMap<String, SourceStatus>>>,
+    store: Store,
+    /// Serialises read-modify-write of the counters across partitions.
+    lock: Arc<Mutex<()>>,
 }
 
+const INGEST_PREFIX: &str = "ingest/";
+/// Most sources reported.
+const MAX_SOURCES: usize = 10_000;
+
 impl IngestStats {
-    pub fn snapshot(&self) -> std::collections::BTreeMap<String, SourceStatus> {
-        match self.inner.lock() {
-            Ok(m) => m.clone(),
-            Err(p) => p.into_inner().clone(),
+    pub fn new(store: Store) -> IngestStats {
+        IngestStats {
+            store,
+            lock: Arc::default(),
         }
     }
 
-    fn record(&self, source: Option<&str>, rejection: Option<&str>) {
-        let mut m = match self.inner.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let s = m
-            .entry(source.unwrap_or("unknown").to_string())
-            .or_default();
-        s.received += 1;
-        s.last_seen_ms = crate::api::now_ms();
-        match rejection {
-            None => s.valid += 1,
-            Some(r) => {
-                s.rejected += 1;
-                s.last_rejection = Some(r.to_string());
+    /// The status of every source seen.
+    pub fn snapshot(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, SourceStatus>, kafkabox_storage::StoreError>
+    {
+        let mut out = std::collections::BTreeMap::new();
+        for (k, v) in self
+            .store
+            .state_prefix(INGEST_PREFIX.as_bytes(), MAX_SOURCES)?
+        {
+            let source = String::from_utf8_lossy(&k[INGEST_PREFIX.len()..]).into_owned();
+            if let Ok(status) = serde_json::from_slice(&v) {
+                out.insert(source, status);
             }
         }
+        Ok(out)
+    }
+
+    /// The state writes that add `observed` (source, rejection reason if rejected) to the
+    /// stored counters. Call with `lock` held until the writes are committed.
+    fn writes(
+        &self,
+        observed: &[(Option<String>, Option<String>)],
+    ) -> Result<Vec<kafkabox_storage::StateEntry>, kafkabox_storage::StoreError> {
+        let now = crate::api::now_ms();
+        let mut touched: std::collections::BTreeMap<String, SourceStatus> =
+            std::collections::BTreeMap::new();
+        for (source, rejection) in observed {
+            let source = source.as_deref().unwrap_or("unknown").to_string();
+            if !touched.contains_key(&source) {
+                let key = format!("{INGEST_PREFIX}{source}");
+                let current = self
+                    .store
+                    .state(key.as_bytes())?
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .unwrap_or_default();
+                touched.insert(source.clone(), current);
+            }
+            if let Some(s) = touched.get_mut(&source) {
+                s.received += 1;
+                s.last_seen_ms = now;
+                match rejection {
+                    None => s.valid += 1,
+                    Some(r) => {
+                        s.rejected += 1;
+                        s.last_rejection = Some(r.clone());
+                    }
+                }
+            }
+        }
+        Ok(touched
+            .into_iter()
+            .map(|(source, status)| {
+                let value = serde_json::to_vec(&status).unwrap_or_default();
+                (format!("{INGEST_PREFIX}{source}").into_bytes(), value)
+            })
+            .collect())
     }
 }
 
@@ -298,7 +346,7 @@ impl Worker {
                                 .iter()
                                 .map(|e| (e, reason.clone(), source_of(e)))
                                 .collect();
-                            self.append_dead_letters(&dlq, &rejected, &name, end)
+                            self.append_dead_letters(&dlq, &rejected, &name, end, &[])
                         }
                         Delivery::Interrupted => return, // unhandled events are handled next time
                     }
@@ -379,11 +427,18 @@ impl Worker {
                 .map(|_| ());
         };
         let mut rejected = Vec::new();
+        let mut observed = Vec::with_capacity(events.len());
         for e in events {
             match contract.check(e.value.as_deref()) {
-                Ok(event) => stats.record(event.get("source").and_then(|s| s.as_str()), None),
+                Ok(event) => observed.push((
+                    event
+                        .get("source")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_string),
+                    None,
+                )),
                 Err(r) => {
-                    stats.record(r.source.as_deref(), Some(&r.reason));
+                    observed.push((r.source.clone(), Some(r.reason.clone())));
                     tracing::warn!(
                         offset = e.offset,
                         source = r.source.as_deref().unwrap_or("unknown"),
@@ -391,15 +446,16 @@ impl Worker {
                         "invalid event: sent to the dead-letter topic {}",
                         dlq.meta.name
                     );
-                    rejected.push((e, r));
+                    rejected.push((e, r.reason, r.source));
                 }
             }
         }
-        let rejected: Vec<(&Event, String, Option<String>)> = rejected
-            .into_iter()
-            .map(|(e, r)| (e, r.reason, r.source))
-            .collect();
-        self.append_dead_letters(dlq, &rejected, DEAD_LETTER_STAGE, end)
+        let _serial = match stats.lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let state = stats.writes(&observed)?;
+        self.append_dead_letters(dlq, &rejected, DEAD_LETTER_STAGE, end, &state)
     }
 
     /// Appends `rejected` (event, reason, source) to the dead-letter topic with the original
@@ -411,11 +467,12 @@ impl Worker {
         rejected: &[(&Event, String, Option<String>)],
         name: &str,
         end: i64,
+        state: &[kafkabox_storage::StateEntry],
     ) -> Result<(), kafkabox_storage::StoreError> {
         if rejected.is_empty() {
             return self
                 .store
-                .commit_consumer_offset(&self.part, name, end)
+                .commit_with_state(&self.part, name, end, state)
                 .map(|_| ());
         }
         let partition = self.part.index.to_string();
@@ -462,7 +519,17 @@ impl Worker {
             )));
         };
         self.store
-            .append_and_commit(target, &bytes, &header, &self.part, name, end)
+            .append_and_commit(
+                target,
+                &bytes,
+                &header,
+                kafkabox_storage::ConsumerCommit {
+                    source: &self.part,
+                    name,
+                    next_offset: end,
+                    state,
+                },
+            )
             .map(|_| ())
             .map_err(|e| match e {
                 kafkabox_storage::AppendError::Store(s) => s,

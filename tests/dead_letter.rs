@@ -230,7 +230,7 @@ async fn valid_events_reach_handlers_invalid_ones_the_dead_letter_topic() {
     assert_eq!(p["recent"].as_array().unwrap().len(), 2);
 
     // Counted per source.
-    let status = app.ingest_status();
+    let status = app.ingest_status().unwrap();
     assert_eq!(
         (
             status["in"].received,

@@ -233,6 +233,16 @@ fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
     k
 }
 
+/// An in-process consumer's offset commit, with the appliance state written alongside it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerCommit<'a> {
+    /// The partition the consumer reads.
+    pub source: &'a Partition,
+    pub name: &'a str,
+    pub next_offset: i64,
+    pub state: &'a [StateEntry],
+}
+
 /// One appliance-state entry: key and value.
 pub type StateEntry = (Vec<u8>, Vec<u8>);
 
@@ -791,17 +801,22 @@ impl Store {
     }
 
     /// Appends a broker-made batch (not idempotent: no producer id) to `part` and, in the same
-    /// atomic write, commits `next_offset` for consumer `name` on `source`. A crash keeps both
+    /// atomic write, commits `next_offset` for consumer `name` on `source` and writes the
+    /// appliance `state` entries. A crash keeps both
     /// or neither: the dead-letter stage never writes a record twice or forgets one.
     pub fn append_and_commit(
         &self,
         part: &Partition,
         bytes: &[u8],
         h: &BatchHeader,
-        source: &Partition,
-        name: &str,
-        next_offset: i64,
+        commit: ConsumerCommit<'_>,
     ) -> Result<Appended, AppendError> {
+        let ConsumerCommit {
+            source,
+            name,
+            next_offset,
+            state,
+        } = commit;
         if h.is_idempotent() {
             return Err(StoreError::Corrupt(
                 "append_and_commit takes non-idempotent batches".into(),
@@ -816,6 +831,9 @@ impl Store {
             consumer_key(source.id, name),
             &(next_offset as u64).to_be_bytes(),
         );
+        for (k, v) in state {
+            b.insert(app_key(k), v.as_slice());
+        }
         inner.log.apply_batch(b).map_err(StoreError::from)?;
         st.next_offset = base_offset + i64::from(h.last_offset_delta) + 1;
         let write_seq = inner.written.fetch_add(1, Ordering::SeqCst) + 1;
