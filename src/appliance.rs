@@ -49,9 +49,12 @@ impl Appliance {
 /// built-in handlers named by `customer.events.handlers`.
 pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
     let names = config.customer_handlers.clone();
+    let contract = config.customer_contract()?;
     let webhook_url = config.webhook_url.clone();
     let exec_command = config.exec_command.clone();
-    let mut builder = Appliance::builder().config(config);
+    let mut builder = Appliance::builder()
+        .config(config)
+        .contract(CUSTOMER_EVENTS, contract);
     for name in &names {
         builder = match name.as_str() {
             "profile" => builder.profiles(CUSTOMER_EVENTS),

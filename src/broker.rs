@@ -64,6 +64,9 @@ pub fn respond<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, 
 pub struct Broker {
     pub store: Store,
     pub config: Arc<Config>,
+    /// Topics whose produce requests are checked record by record against a contract
+    /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
+    pub reject_contracts: std::collections::HashMap<String, Arc<crate::contract::Contract>>,
     request_bytes: Arc<Semaphore>,
     /// Flips to true at shutdown; long polls end early on it.
     pub shutdown: watch::Receiver<bool>,
@@ -123,8 +126,16 @@ impl Server {
         let addr = listener.local_addr()?;
         info!(%addr, "Kafka listener ready");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut reject_contracts = std::collections::HashMap::new();
+        if config.reject_invalid {
+            reject_contracts.insert(
+                crate::appliance::CUSTOMER_EVENTS.to_string(),
+                Arc::new(config.customer_contract()?),
+            );
+        }
         let broker = Arc::new(Broker {
             store: store.clone(),
+            reject_contracts,
             request_bytes: Arc::new(Semaphore::new(config.queued_max_request_bytes)),
             config: Arc::new(config),
             shutdown: shutdown_rx,

@@ -58,6 +58,11 @@ pub struct Config {
     /// `customer.events.handlers`: the built-in handlers run over the valid customer-events
     /// (`profile`, `webhook`, `exec`, `log`), each with its own committed offsets.
     pub customer_handlers: Vec<String>,
+    /// `customer.events.schema`: a JSON Schema file replacing the shipped contract.
+    pub customer_schema: Option<PathBuf>,
+    /// `customer.events.on.invalid`: `dlq` (log, skip, keep in customer-events.dlq) or
+    /// `reject` (the produce request fails with INVALID_RECORD).
+    pub reject_invalid: bool,
     /// `webhook.url`: where the webhook handler POSTs.
     pub webhook_url: Option<String>,
     /// `exec.command`: the exec handler's command line (run with `sh -c`).
@@ -92,6 +97,8 @@ impl Default for Config {
             customer_handlers: vec!["profile".to_string()],
             webhook_url: None,
             exec_command: None,
+            customer_schema: None,
+            reject_invalid: false,
             validate_compressed: true,
             max_inflated_batch_bytes: 64 * 1024 * 1024,
         }
@@ -119,6 +126,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
     ("storage.cache.bytes", "sled page cache size (default 268435456)"),
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
+    ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
+    ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
     ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
     ("exec.command", "command line the exec handler runs per batch, events as JSON lines on stdin"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
@@ -248,6 +257,17 @@ impl Config {
                 }
                 self.customer_handlers = names;
             }
+            "customer.events.schema" => {
+                self.customer_schema =
+                    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
+            }
+            "customer.events.on.invalid" => {
+                self.reject_invalid = match value.trim() {
+                    "dlq" => false,
+                    "reject" => true,
+                    other => bail!("{k}: expected dlq or reject, got '{other}'"),
+                }
+            }
             "webhook.url" => {
                 self.webhook_url = Some(value.trim().to_string()).filter(|v| !v.is_empty())
             }
@@ -306,6 +326,20 @@ impl Config {
                 .with_context(|| format!("in environment variable {name}"))?;
         }
         Ok(ignored)
+    }
+
+    /// The customer-events contract: the configured schema file, or the shipped one.
+    pub fn customer_contract(&self) -> Result<crate::contract::Contract> {
+        match &self.customer_schema {
+            None => crate::contract::Contract::default_contract(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("customer.events.schema: cannot read {}", path.display())
+                })?;
+                crate::contract::Contract::new(&text)
+                    .with_context(|| format!("customer.events.schema: {}", path.display()))
+            }
+        }
     }
 
     /// The inflation bound for produce validation, `None` when compressed batches are stored

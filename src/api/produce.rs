@@ -70,6 +70,13 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             ),
         );
     }
+    if let Some(contract) = broker.reject_contracts.get(topic) {
+        if let Err(message) =
+            check_records(contract, records, broker.config.max_inflated_batch_bytes)
+        {
+            return Outcome::err(ResponseError::InvalidRecord, message);
+        }
+    }
     if header.is_transactional() {
         return Outcome::err(
             ResponseError::InvalidRecord,
@@ -104,6 +111,25 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             )
         }
     }
+}
+
+/// The reject policy: every record of the batch must satisfy the contract; the first that does
+/// not fails the whole batch, as Kafka fails a batch with an invalid record.
+fn check_records(
+    contract: &crate::contract::Contract,
+    batch: &[u8],
+    inflate_limit: usize,
+) -> Result<(), String> {
+    let (_, records) = batch::decode_batch(batch, inflate_limit).map_err(|e| e.to_string())?;
+    for (i, r) in records.iter().enumerate() {
+        if let Err(rejection) = contract.check(r.value.as_deref()) {
+            return Err(format!(
+                "record {i} breaks the customer-events contract: {}",
+                rejection.reason
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn handle(
