@@ -20,7 +20,12 @@ impl Handler for PrintEvents {
     async fn handle(&self, events: &[Event]) -> Result<(), HandlerError> {
         for e in events {
             let value = e.value.as_deref().map(String::from_utf8_lossy);
-            println!("partition {} offset {}: {}", e.partition, e.offset, value.unwrap_or_default());
+            println!(
+                "partition {} offset {}: {}",
+                e.partition,
+                e.offset,
+                value.unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -47,13 +52,19 @@ async fn main() -> anyhow::Result<()> {
         r#"{"source":"in","customer_id":"1234567890","event_type":"no_such_type","timestamp":"2024-01-15T10:31:00Z"}"#,
     ] {
         producer
-            .send(FutureRecord::<(), _>::to("customer-events").payload(value), std::time::Duration::from_secs(10))
+            .send(
+                FutureRecord::<(), _>::to("customer-events").payload(value),
+                std::time::Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)?;
     }
     // Give the pipeline a moment, then show what it made of the events.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    println!("profile: {}", app.profile("1234567890")?.unwrap_or_default());
+    println!(
+        "profile: {}",
+        app.profile("1234567890")?.unwrap_or_default()
+    );
     println!("ingest status: {:?}", app.ingest_status()?);
     println!("lag: {}", app.lag().total());
 

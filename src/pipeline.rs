@@ -30,6 +30,10 @@ pub struct Event {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<(Bytes, Option<Bytes>)>,
+    /// Set when the stored batch at `offset` could not be decoded (a codec failure): `value`
+    /// then holds the whole stored batch, and the event goes to the dead-letter topic with
+    /// this reason instead of to handlers.
+    pub decode_error: Option<String>,
 }
 
 /// How a handler failed.
@@ -322,6 +326,18 @@ impl Worker {
             };
             let committed = match self.stage.clone() {
                 Stage::Handler { handler, dlq } => {
+                    // Undecodable batches: the dead-letter stage's when the topic has a
+                    // contract, this stage's to dead-letter otherwise.
+                    let (broken, events): (Vec<Event>, Vec<Event>) =
+                        events.into_iter().partition(|e| e.decode_error.is_some());
+                    let broken: Vec<(&Event, String, Option<String>)> = if self.contract.is_some() {
+                        Vec::new()
+                    } else {
+                        broken
+                            .iter()
+                            .map(|e| (e, e.decode_error.clone().unwrap_or_default(), None))
+                            .collect()
+                    };
                     let events: Vec<Event> = match &self.contract {
                         // Invalid records are the dead-letter stage's; handlers see valid ones.
                         Some(c) => events
@@ -336,16 +352,15 @@ impl Worker {
                         self.deliver(handler.as_ref(), &events).await
                     };
                     match outcome {
-                        Delivery::Done => self
-                            .store
-                            .commit_consumer_offset(&self.part, &name, end)
-                            .map(|_| ()),
+                        Delivery::Done => self.append_dead_letters(&dlq, &broken, &name, end, &[]),
                         Delivery::Refused(reason) => {
                             let reason = format!("handler {name}: {reason}");
-                            let rejected: Vec<(&Event, String, Option<String>)> = events
+                            let mut rejected: Vec<(&Event, String, Option<String>)> = events
                                 .iter()
                                 .map(|e| (e, reason.clone(), source_of(e)))
                                 .collect();
+                            rejected.extend(broken);
+                            rejected.sort_by_key(|(e, _, _)| e.offset);
                             self.append_dead_letters(&dlq, &rejected, &name, end, &[])
                         }
                         Delivery::Interrupted => return, // unhandled events are handled next time
@@ -398,14 +413,31 @@ impl Worker {
                             key: r.key,
                             value: r.value,
                             headers: r.headers,
+                            decode_error: None,
                         }),
                 ),
-                Err(e) => tracing::error!(
-                    base_offset = h.base_offset,
-                    last_offset = h.last_offset(),
-                    error = %e,
-                    "stored batch cannot be decoded; its records are skipped"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        base_offset = h.base_offset,
+                        last_offset = h.last_offset(),
+                        error = %e,
+                        "stored batch cannot be decoded; it goes to the dead-letter topic whole"
+                    );
+                    events.push(Event {
+                        topic: self.topic.clone(),
+                        partition: self.part.index,
+                        offset: h.base_offset,
+                        timestamp: h.max_timestamp,
+                        key: None,
+                        value: Some(Bytes::copy_from_slice(bytes)),
+                        headers: Vec::new(),
+                        decode_error: Some(format!(
+                            "undecodable batch (offsets {} to {}): {e}",
+                            h.base_offset,
+                            h.last_offset()
+                        )),
+                    });
+                }
             }
         }
         Ok((events, end))
@@ -429,6 +461,11 @@ impl Worker {
         let mut rejected = Vec::new();
         let mut observed = Vec::with_capacity(events.len());
         for e in events {
+            if let Some(reason) = &e.decode_error {
+                observed.push((None, Some(reason.clone())));
+                rejected.push((e, reason.clone(), None));
+                continue;
+            }
             match contract.check(e.value.as_deref()) {
                 Ok(event) => observed.push((
                     event

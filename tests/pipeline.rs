@@ -253,3 +253,35 @@ async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
     }
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_moves_on() {
+    use kafkabox_protocol::batch::{encode_uncompressed, parse_header, ProducerFields};
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, _open) = Recorder::new(true, 0);
+    let app = start(dir.path(), "1", Some(rec.clone())).await;
+    // A batch flagged gzip whose payload is not gzip, as a broker with
+    // validate.compressed.batches=false would have stored it.
+    let mut bad = encode_uncompressed(&[(None, Some(b"payload"))], 1_900_000_000_000, ProducerFields::NONE);
+    bad[21..23].copy_from_slice(&1i16.to_be_bytes());
+    let crc = crc32c::crc32c(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let t = app.store().topic("events").unwrap();
+    app.store().append(&t.partitions[0], &bad, &parse_header(&bad).unwrap()).unwrap();
+    produce(&app, 0, 5).await;
+    wait_until("the valid events", || rec.count() == 5).await;
+    assert_eq!(rec.offsets(0), vec![1, 2, 3, 4, 5]);
+    let dlq = common::consume_async(app.kafka_addr(), "events.dlq", 0, 0, 1).await;
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let h = dlq[0].headers().unwrap();
+    let reason = (0..h.count())
+        .map(|j| h.get(j))
+        .find(|x| x.key == "kafkabox.dlq.reason")
+        .and_then(|x| x.value)
+        .unwrap();
+    let reason = String::from_utf8_lossy(reason);
+    assert!(reason.contains("undecodable batch (offsets 0 to 0)") && reason.contains("Gzip"), "{reason}");
+    assert_eq!(&dlq[0].payload().unwrap()[21..], &bad[21..], "the stored batch is kept whole");
+    app.shutdown().await.unwrap();
+}
