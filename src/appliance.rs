@@ -48,38 +48,37 @@ impl Appliance {
 /// The appliance `kafkabox serve` runs: the broker, the customer-events contract and the
 /// built-in handlers named by `customer.events.handlers`.
 pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
-    let names = config.customer_handlers.clone();
-    let contract = config.customer_contract()?;
+    let chains = config.handlers.clone();
     let webhook_url = config.webhook_url.clone();
     let exec_command = config.exec_command.clone();
+    let contract = config.customer_contract()?;
     let mut builder = Appliance::builder()
         .config(config)
         .contract(CUSTOMER_EVENTS, contract);
-    for name in &names {
-        builder = match name.as_str() {
-            "profile" => builder.profiles(CUSTOMER_EVENTS),
-            "webhook" => {
-                let url = webhook_url
-                    .as_deref()
-                    .context("customer.events.handlers names webhook but webhook.url is not set")?;
-                builder.handler(
-                    CUSTOMER_EVENTS,
-                    crate::handlers::webhook::Webhook::new("webhook", url)?,
-                )
-            }
-            "exec" => {
-                let cmd = exec_command
-                    .as_deref()
-                    .context("customer.events.handlers names exec but exec.command is not set")?;
-                let argv = vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
-                builder.handler(
-                    CUSTOMER_EVENTS,
-                    crate::handlers::exec::Exec::new("exec", argv)?,
-                )
-            }
-            "log" => builder.handler(CUSTOMER_EVENTS, crate::handlers::log::Log::new("log")),
-            other => anyhow::bail!("unknown handler '{other}'"),
-        };
+    for (topic, names) in &chains {
+        for name in names {
+            builder = match name.as_str() {
+                "profile" => builder.profiles(topic),
+                "webhook" => {
+                    let url = webhook_url.as_deref().with_context(|| {
+                        format!("handlers for {topic} name webhook but webhook.url is not set")
+                    })?;
+                    builder.handler(
+                        topic,
+                        crate::handlers::webhook::Webhook::new("webhook", url)?,
+                    )
+                }
+                "exec" => {
+                    let cmd = exec_command.as_deref().with_context(|| {
+                        format!("handlers for {topic} name exec but exec.command is not set")
+                    })?;
+                    let argv = vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
+                    builder.handler(topic, crate::handlers::exec::Exec::new("exec", argv)?)
+                }
+                "log" => builder.handler(topic, crate::handlers::log::Log::new("log")),
+                other => anyhow::bail!("unknown handler '{other}'"),
+            };
+        }
     }
     Ok(builder)
 }

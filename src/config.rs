@@ -55,9 +55,10 @@ pub struct Config {
     pub flush_on_acks_all: bool,
     /// `storage.cache.bytes`: sled page cache.
     pub cache_bytes: u64,
-    /// `customer.events.handlers`: the built-in handlers run over the valid customer-events
-    /// (`profile`, `webhook`, `exec`, `log`), each with its own committed offsets.
-    pub customer_handlers: Vec<String>,
+    /// `handlers.<topic>`: the built-in handlers run over a topic's records (`profile`,
+    /// `webhook`, `exec`, `log`), each with its own committed offsets. `customer.events.handlers`
+    /// is `handlers.customer-events`; on customer-events handlers see only valid events.
+    pub handlers: BTreeMap<String, Vec<String>>,
     /// `customer.events.schema`: a JSON Schema file replacing the shipped contract.
     pub customer_schema: Option<PathBuf>,
     /// `customer.events.on.invalid`: `dlq` (log, skip, keep in customer-events.dlq) or
@@ -94,7 +95,10 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             flush_on_acks_all: true,
             cache_bytes: 256 * 1024 * 1024,
-            customer_handlers: vec!["profile".to_string()],
+            handlers: BTreeMap::from([(
+                "customer-events".to_string(),
+                vec!["profile".to_string()],
+            )]),
             webhook_url: None,
             exec_command: None,
             customer_schema: None,
@@ -126,6 +130,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
     ("storage.cache.bytes", "sled page cache size (default 268435456)"),
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
+    ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
     ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
@@ -243,30 +248,9 @@ impl Config {
                     Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
             }
             "flush.on.acks.all" => self.flush_on_acks_all = parse_bool(k, value)?,
-            "customer.events.handlers" => {
-                let names: Vec<String> = value
-                    .split(',')
-                    .map(|n| n.trim().to_string())
-                    .filter(|n| !n.is_empty())
-                    .collect();
-                if let Some(bad) = names.iter().find(|n| !HANDLERS.contains(&n.as_str())) {
-                    bail!(
-                        "{k}: unknown handler '{bad}'; built-in handlers: {}",
-                        HANDLERS.join(", ")
-                    );
-                }
-                self.customer_handlers = names;
-            }
-            "customer.events.schema" => {
-                self.customer_schema =
-                    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
-            }
-            "customer.events.on.invalid" => {
-                self.reject_invalid = match value.trim() {
-                    "dlq" => false,
-                    "reject" => true,
-                    other => bail!("{k}: expected dlq or reject, got '{other}'"),
-                }
+            "customer.events.handlers" => self.set_handlers("customer-events", k, value)?,
+            _ if k.starts_with("handlers.") => {
+                self.set_handlers(&k["handlers.".len()..], k, value)?
             }
             "webhook.url" => {
                 self.webhook_url = Some(value.trim().to_string()).filter(|v| !v.is_empty())
@@ -326,6 +310,23 @@ impl Config {
                 .with_context(|| format!("in environment variable {name}"))?;
         }
         Ok(ignored)
+    }
+
+    fn set_handlers(&mut self, topic: &str, key: &str, value: &str) -> Result<()> {
+        crate::api::validate_topic_name(topic).map_err(|e| anyhow!("{key}: {e}"))?;
+        let names: Vec<String> = value
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let Some(bad) = names.iter().find(|n| !HANDLERS.contains(&n.as_str())) {
+            bail!(
+                "{key}: unknown handler '{bad}'; built-in handlers: {}",
+                HANDLERS.join(", ")
+            );
+        }
+        self.handlers.insert(topic.to_string(), names);
+        Ok(())
     }
 
     /// The customer-events contract: the configured schema file, or the shipped one.
@@ -439,13 +440,17 @@ mod tests {
     #[test]
     fn handler_lists_from_toml_arrays_or_commas() {
         let mut c = Config::default();
-        assert_eq!(c.customer_handlers, vec!["profile"]);
+        assert_eq!(c.handlers["customer-events"], vec!["profile"]);
         c.apply_toml("customer.events.handlers = [\"profile\", \"webhook\"]\nwebhook.url = \"http://crm:8080/hook\"\n")
             .unwrap();
-        assert_eq!(c.customer_handlers, vec!["profile", "webhook"]);
+        assert_eq!(c.handlers["customer-events"], vec!["profile", "webhook"]);
         assert_eq!(c.webhook_url.as_deref(), Some("http://crm:8080/hook"));
         c.set("customer.events.handlers", "log, exec").unwrap();
-        assert_eq!(c.customer_handlers, vec!["log", "exec"]);
+        assert_eq!(c.handlers["customer-events"], vec!["log", "exec"]);
+        c.apply_toml("[handlers]\n\"orders.v2\" = [\"webhook\", \"log\"]\n")
+            .unwrap();
+        assert_eq!(c.handlers["orders.v2"], vec!["webhook", "log"]);
+        assert!(c.set("handlers.bad name", "log").is_err());
         let e = c
             .set("customer.events.handlers", "profile,email")
             .unwrap_err()

@@ -100,7 +100,7 @@ fn bad_settings_fail_with_a_clear_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("webhook.url is not set"), "{err}");
+    assert!(err.contains("webhook but webhook.url is not set"), "{err}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["serve", "--listen", "not-an-address"])
@@ -108,4 +108,39 @@ fn bad_settings_fail_with_a_clear_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-address"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_chains_per_topic_from_the_config() {
+    use rdkafka::producer::FutureRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kafkabox.toml");
+    std::fs::write(&config, "[handlers]\norders = [\"log\"]\n").unwrap();
+    let mut broker = common::BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let p = common::producer(broker.addr, &[("acks", "all")]);
+    p.send(
+        FutureRecord::to("orders")
+            .key("k1")
+            .payload("order-17"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !broker.log_text().contains("order-17") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = broker.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("order-17"))
+        .expect("the log handler printed the event");
+    assert!(
+        line.contains("topic=orders") && line.contains("offset=0"),
+        "{line}"
+    );
+    assert_eq!(broker.terminate().code(), Some(0));
 }

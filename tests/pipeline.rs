@@ -262,12 +262,18 @@ async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_mov
     let app = start(dir.path(), "1", Some(rec.clone())).await;
     // A batch flagged gzip whose payload is not gzip, as a broker with
     // validate.compressed.batches=false would have stored it.
-    let mut bad = encode_uncompressed(&[(None, Some(b"payload"))], 1_900_000_000_000, ProducerFields::NONE);
+    let mut bad = encode_uncompressed(
+        &[(None, Some(b"payload"))],
+        1_900_000_000_000,
+        ProducerFields::NONE,
+    );
     bad[21..23].copy_from_slice(&1i16.to_be_bytes());
     let crc = crc32c::crc32c(&bad[21..]);
     bad[17..21].copy_from_slice(&crc.to_be_bytes());
     let t = app.store().topic("events").unwrap();
-    app.store().append(&t.partitions[0], &bad, &parse_header(&bad).unwrap()).unwrap();
+    app.store()
+        .append(&t.partitions[0], &bad, &parse_header(&bad).unwrap())
+        .unwrap();
     produce(&app, 0, 5).await;
     wait_until("the valid events", || rec.count() == 5).await;
     assert_eq!(rec.offsets(0), vec![1, 2, 3, 4, 5]);
@@ -281,7 +287,14 @@ async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_mov
         .and_then(|x| x.value)
         .unwrap();
     let reason = String::from_utf8_lossy(reason);
-    assert!(reason.contains("undecodable batch (offsets 0 to 0)") && reason.contains("Gzip"), "{reason}");
-    assert_eq!(&dlq[0].payload().unwrap()[21..], &bad[21..], "the stored batch is kept whole");
+    assert!(
+        reason.contains("undecodable batch (offsets 0 to 0)") && reason.contains("Gzip"),
+        "{reason}"
+    );
+    assert_eq!(
+        &dlq[0].payload().unwrap()[21..],
+        &bad[21..],
+        "the stored batch is kept whole"
+    );
     app.shutdown().await.unwrap();
 }
