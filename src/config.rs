@@ -462,6 +462,37 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_key_is_accepted() {
+        let samples = [
+            ("customer.events.schema", "/tmp/schema.json"),
+            ("customer.events.on.invalid", "reject"),
+            ("handlers.<topic>", ""),
+            ("webhook.url", "http://127.0.0.1:1/"),
+            ("exec.command", "true"),
+            ("customer.events.handlers", "profile"),
+            ("advertised.listener", "host:1"),
+            ("listen", "127.0.0.1:0"),
+            ("data.dir", "/tmp/x"),
+        ];
+        for (key, _) in KEYS {
+            if *key == "handlers.<topic>" {
+                continue;
+            }
+            let value = samples
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| match Config::default().set(key, "true") {
+                    Ok(()) => "true",
+                    Err(_) => "1000",
+                });
+            let mut c = Config::default();
+            c.set(key, value)
+                .unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+        }
+    }
+
+    #[test]
     fn errors_are_clear() {
         let mut c = Config::default();
         let e = c.set("num.partitons", "3").unwrap_err().to_string();

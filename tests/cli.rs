@@ -122,9 +122,7 @@ async fn handler_chains_per_topic_from_the_config() {
     );
     let p = common::producer(broker.addr, &[("acks", "all")]);
     p.send(
-        FutureRecord::to("orders")
-            .key("k1")
-            .payload("order-17"),
+        FutureRecord::to("orders").key("k1").payload("order-17"),
         Duration::from_secs(30),
     )
     .await
