@@ -252,6 +252,17 @@ impl Config {
             _ if k.starts_with("handlers.") => {
                 self.set_handlers(&k["handlers.".len()..], k, value)?
             }
+            "customer.events.schema" => {
+                self.customer_schema =
+                    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
+            }
+            "customer.events.on.invalid" => {
+                self.reject_invalid = match value.trim() {
+                    "dlq" => false,
+                    "reject" => true,
+                    other => bail!("{k}: expected dlq or reject, got '{other}'"),
+                }
+            }
             "webhook.url" => {
                 self.webhook_url = Some(value.trim().to_string()).filter(|v| !v.is_empty())
             }
