@@ -41,6 +41,7 @@ impl Appliance {
             handlers: Vec::new(),
             contracts: vec![(CUSTOMER_EVENTS.to_string(), None)],
             profiles: Vec::new(),
+            reject: Vec::new(),
         }
     }
 }
@@ -100,6 +101,8 @@ pub struct ApplianceBuilder {
     contracts: Vec<(String, Option<Contract>)>,
     /// Topics whose valid events update customer profiles.
     profiles: Vec<String>,
+    /// Topics with the `reject` policy: produce fails with INVALID_RECORD for invalid records.
+    reject: Vec<String>,
 }
 
 impl std::fmt::Debug for ApplianceBuilder {
@@ -165,19 +168,49 @@ impl ApplianceBuilder {
         self
     }
 
+    /// The `reject` policy for `topic`'s contract: a produce request with an invalid record
+    /// fails with INVALID_RECORD instead of the record going to the dead-letter topic.
+    pub fn reject_invalid(mut self, topic: &str) -> Self {
+        if !self.reject.iter().any(|t| t == topic) {
+            self.reject.push(topic.to_string());
+        }
+        self
+    }
+
     /// No contract for `topic` (e.g. to turn off the default one for `customer-events`).
     pub fn without_contract(mut self, topic: &str) -> Self {
         self.contracts.retain(|(t, _)| t != topic);
         self
     }
 
-    pub async fn start(self) -> Result<ApplianceHandle> {
+    pub async fn start(mut self) -> Result<ApplianceHandle> {
         let mut config = self.config;
         for (k, v) in &self.settings {
             config.set(k, v).with_context(|| format!("setting {k}"))?;
         }
         let partitions = config.num_partitions;
-        let server = Server::start(config).await?;
+        if config.reject_invalid && !self.reject.iter().any(|t| t == CUSTOMER_EVENTS) {
+            self.reject.push(CUSTOMER_EVENTS.to_string());
+        }
+        // Compile every contract once: the dead-letter stage and the reject check share it.
+        let mut compiled: Vec<(String, Arc<Contract>)> = Vec::new();
+        for (topic, contract) in self.contracts {
+            let contract = match contract {
+                Some(c) => c,
+                None => Contract::default_contract()?,
+            };
+            compiled.push((topic, Arc::new(contract)));
+        }
+        let mut reject_contracts = std::collections::HashMap::new();
+        for topic in &self.reject {
+            let c = compiled
+                .iter()
+                .find(|(t, _)| t == topic)
+                .map(|(_, c)| c.clone())
+                .with_context(|| format!("reject policy for {topic}, which has no contract"))?;
+            reject_contracts.insert(topic.clone(), c);
+        }
+        let server = Server::start_with(config, reject_contracts).await?;
         let store = server.store().clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let lag = Lag::default();
@@ -185,11 +218,7 @@ impl ApplianceBuilder {
         let stats = IngestStats::new(store.clone());
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();
-        for (topic, contract) in self.contracts {
-            let contract = match contract {
-                Some(c) => c,
-                None => Contract::default_contract()?,
-            };
+        for (topic, contract) in compiled {
             let t = ensure_topic(&store, &topic, partitions).await?;
             let dlq = ensure_topic(
                 &store,
@@ -197,7 +226,6 @@ impl ApplianceBuilder {
                 t.partitions.len() as u32,
             )
             .await?;
-            let contract = Arc::new(contract);
             let stage = Stage::DeadLetter {
                 dlq,
                 stats: stats.clone(),

@@ -103,6 +103,22 @@ pub struct Server {
 impl Server {
     /// Opens the store, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Server> {
+        let mut reject = std::collections::HashMap::new();
+        if config.reject_invalid {
+            reject.insert(
+                crate::appliance::CUSTOMER_EVENTS.to_string(),
+                Arc::new(config.customer_contract()?),
+            );
+        }
+        Server::start_with(config, reject).await
+    }
+
+    /// Like [`Server::start`], with the topics whose produce requests are refused with
+    /// INVALID_RECORD when a record breaks the topic's contract (the `reject` policy).
+    pub async fn start_with(
+        config: Config,
+        reject_contracts: std::collections::HashMap<String, Arc<crate::contract::Contract>>,
+    ) -> Result<Server> {
         let mut sc = StoreConfig::new(&config.data_dir);
         sc.cache_capacity_bytes = config.cache_bytes;
         sc.flush_interval = config.flush_interval;
@@ -126,13 +142,6 @@ impl Server {
         let addr = listener.local_addr()?;
         info!(%addr, "Kafka listener ready");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut reject_contracts = std::collections::HashMap::new();
-        if config.reject_invalid {
-            reject_contracts.insert(
-                crate::appliance::CUSTOMER_EVENTS.to_string(),
-                Arc::new(config.customer_contract()?),
-            );
-        }
         let broker = Arc::new(Broker {
             store: store.clone(),
             reject_contracts,

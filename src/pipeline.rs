@@ -91,6 +91,21 @@ impl Lag {
             .map(|a| a.load(Ordering::SeqCst))
     }
 
+    /// Every (stage, topic, partition, lag) the pipelines track.
+    pub fn snapshot(&self) -> Vec<(String, String, i32, i64)> {
+        match self.inner.lock() {
+            Ok(m) => {
+                let mut v: Vec<_> = m
+                    .iter()
+                    .map(|((s, t, p), a)| (s.clone(), t.clone(), *p, a.load(Ordering::SeqCst)))
+                    .collect();
+                v.sort();
+                v
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Sum over all partitions of all handlers.
     pub fn total(&self) -> i64 {
         match self.inner.lock() {

@@ -298,3 +298,58 @@ async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_mov
     );
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_policy_on_any_topic_through_the_builder() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let dir = tempfile::tempdir().unwrap();
+    let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"integer"}}}"#;
+    let app = Appliance::builder()
+        .data_dir(dir.path())
+        .listen("127.0.0.1:0")
+        .contract("orders", kafkabox::contract::Contract::new(schema).unwrap())
+        .reject_invalid("orders")
+        .start()
+        .await
+        .unwrap();
+    let p = common::producer(
+        app.kafka_addr(),
+        &[("acks", "all"), ("message.timeout.ms", "10000")],
+    );
+    let ok = p
+        .send(
+            FutureRecord::<(), _>::to("orders").payload(r#"{"id":1}"#),
+            T,
+        )
+        .await
+        .expect("valid");
+    assert_eq!(ok.offset, 0);
+    match p
+        .send(
+            FutureRecord::<(), _>::to("orders").payload(r#"{"id":"one"}"#),
+            T,
+        )
+        .await
+    {
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord), _)) => {}
+        other => panic!("expected INVALID_RECORD, got {other:?}"),
+    }
+    wait_until("the contract stage", || {
+        app.lag().get("contract", "orders", 0) == Some(0)
+    })
+    .await;
+    let snapshot = app.lag().snapshot();
+    assert!(
+        snapshot
+            .iter()
+            .any(|(s, t, p, l)| s == "contract" && t == "orders" && *p == 0 && *l == 0),
+        "{snapshot:?}"
+    );
+    let t = app.store().topic("orders").unwrap();
+    assert_eq!(
+        app.store().offsets(&t.partitions[0]).log_end,
+        1,
+        "the invalid record was not stored"
+    );
+    app.shutdown().await.unwrap();
+}
