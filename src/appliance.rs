@@ -42,6 +42,7 @@ impl Appliance {
             contracts: vec![(CUSTOMER_EVENTS.to_string(), None)],
             profiles: Vec::new(),
             reject: Vec::new(),
+            http: None,
         }
     }
 }
@@ -103,6 +104,8 @@ pub struct ApplianceBuilder {
     profiles: Vec<String>,
     /// Topics with the `reject` policy: produce fails with INVALID_RECORD for invalid records.
     reject: Vec<String>,
+    /// The HTTP listener's address, if any.
+    http: Option<String>,
 }
 
 impl std::fmt::Debug for ApplianceBuilder {
@@ -174,6 +177,12 @@ impl ApplianceBuilder {
         if !self.reject.iter().any(|t| t == topic) {
             self.reject.push(topic.to_string());
         }
+        self
+    }
+
+    /// Serves `/health` and `/metrics` over HTTP on `addr` (e.g. `127.0.0.1:0`).
+    pub fn http(mut self, addr: &str) -> Self {
+        self.http = Some(addr.to_string());
         self
     }
 
@@ -262,12 +271,32 @@ impl ApplianceBuilder {
             let stage = Stage::Handler { handler, dlq };
             pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
         }
+        let mut http_addr = None;
+        if let Some(addr) = &self.http {
+            use std::net::ToSocketAddrs;
+            let sock = addr
+                .to_socket_addrs()
+                .with_context(|| format!("http.listen '{addr}'"))?
+                .next()
+                .with_context(|| format!("http.listen '{addr}' resolves to nothing"))?;
+            let sources = crate::http::Sources {
+                store: store.clone(),
+                lag: lag.clone(),
+                stats: stats.clone(),
+            };
+            let (bound, task) = crate::http::serve(sock, sources, shutdown_rx.clone()).await?;
+            http_addr = Some(bound);
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
         Ok(ApplianceHandle {
             server,
             lag,
             stats,
             tasks,
             shutdown_tx,
+            http_addr,
         })
     }
 }
@@ -306,9 +335,15 @@ pub struct ApplianceHandle {
     stats: IngestStats,
     tasks: JoinSet<()>,
     shutdown_tx: watch::Sender<bool>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl ApplianceHandle {
+    /// The bound HTTP address, when the HTTP listener runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The bound Kafka address (`bootstrap.servers`).
     pub fn kafka_addr(&self) -> SocketAddr {
         self.server.kafka_addr()

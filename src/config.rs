@@ -64,6 +64,8 @@ pub struct Config {
     /// `customer.events.on.invalid`: `dlq` (log, skip, keep in customer-events.dlq) or
     /// `reject` (the produce request fails with INVALID_RECORD).
     pub reject_invalid: bool,
+    /// `http.listen`: the HTTP listener (/health, /metrics); empty turns it off.
+    pub http_listen: Option<String>,
     /// `webhook.url`: where the webhook handler POSTs.
     pub webhook_url: Option<String>,
     /// `exec.command`: the exec handler's command line (run with `sh -c`).
@@ -101,6 +103,7 @@ impl Default for Config {
             )]),
             webhook_url: None,
             exec_command: None,
+            http_listen: Some("127.0.0.1:8080".to_string()),
             customer_schema: None,
             reject_invalid: false,
             validate_compressed: true,
@@ -133,6 +136,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
+    ("http.listen", "HTTP listener for /health and /metrics (default 127.0.0.1:8080; empty: off)"),
     ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
     ("exec.command", "command line the exec handler runs per batch, events as JSON lines on stdin"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
@@ -251,6 +255,19 @@ impl Config {
             "customer.events.handlers" => self.set_handlers("customer-events", k, value)?,
             _ if k.starts_with("handlers.") => {
                 self.set_handlers(&k["handlers.".len()..], k, value)?
+            }
+            "http.listen" => {
+                let v = value.trim();
+                self.http_listen = if v.is_empty() {
+                    None
+                } else {
+                    let (h, p) = parse_host_port(v)?;
+                    Some(if h.contains(':') {
+                        format!("[{h}]:{p}")
+                    } else {
+                        format!("{h}:{p}")
+                    })
+                }
             }
             "customer.events.schema" => {
                 self.customer_schema =
@@ -484,6 +501,7 @@ mod tests {
             ("advertised.listener", "host:1"),
             ("listen", "127.0.0.1:0"),
             ("data.dir", "/tmp/x"),
+            ("http.listen", "127.0.0.1:0"),
         ];
         for (key, _) in KEYS {
             if *key == "handlers.<topic>" {

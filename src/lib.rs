@@ -13,6 +13,7 @@ pub mod broker;
 pub mod config;
 pub mod contract;
 pub mod handlers;
+pub mod http;
 pub mod pipeline;
 pub mod profile;
 

@@ -119,6 +119,7 @@ impl BrokerProcess {
             .arg(data_dir)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(["--set", "http.listen=127.0.0.1:0"])
             .args(extra)
             .envs(env.iter().copied())
             .env("KAFKABOX_LOG", "info")
