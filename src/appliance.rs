@@ -229,12 +229,7 @@ impl ApplianceBuilder {
             std::collections::HashMap::new();
         for (topic, contract) in compiled {
             let t = ensure_topic(&store, &topic, partitions).await?;
-            let dlq = ensure_topic(
-                &store,
-                &dead_letter_topic(&topic),
-                t.partitions.len() as u32,
-            )
-            .await?;
+            let dlq = ensure_dead_letter_topic(&store, &t).await?;
             let stage = Stage::DeadLetter {
                 dlq,
                 stats: stats.clone(),
@@ -261,12 +256,7 @@ impl ApplianceBuilder {
         }
         for (topic, handler) in self.handlers {
             let t = ensure_topic(&store, &topic, partitions).await?;
-            let dlq = ensure_topic(
-                &store,
-                &dead_letter_topic(&topic),
-                t.partitions.len() as u32,
-            )
-            .await?;
+            let dlq = ensure_dead_letter_topic(&store, &t).await?;
             let contract = contracts.get(&topic).cloned();
             let stage = Stage::Handler { handler, dlq };
             pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
@@ -299,6 +289,19 @@ impl ApplianceBuilder {
             http_addr,
         })
     }
+}
+
+/// `<topic>.dlq`, with as many partitions as `topic` (record i of partition p goes to p).
+async fn ensure_dead_letter_topic(
+    store: &Store,
+    topic: &kafkabox_storage::Topic,
+) -> Result<Arc<kafkabox_storage::Topic>> {
+    ensure_topic(
+        store,
+        &dead_letter_topic(&topic.meta.name),
+        topic.partitions.len() as u32,
+    )
+    .await
 }
 
 /// The topic `name`, created with `partitions` partitions if it does not exist.

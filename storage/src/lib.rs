@@ -544,17 +544,28 @@ impl Store {
         if let Some(entry) = producer_update {
             st.producers.insert(h.producer_id, entry);
         }
+        Ok(self.appended(st, base_offset, h))
+    }
+
+    /// Bookkeeping after a batch at `base_offset` was written under the partition lock `st`:
+    /// advance the log end, count the write, release the lock, wake long polls.
+    fn appended(
+        &self,
+        mut st: std::sync::MutexGuard<'_, PartitionState>,
+        base_offset: i64,
+        h: &BatchHeader,
+    ) -> Appended {
         st.next_offset = base_offset + i64::from(h.last_offset_delta) + 1;
-        let write_seq = inner.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let write_seq = self.inner.written.fetch_add(1, Ordering::SeqCst) + 1;
         let log_start_offset = st.log_start;
         drop(st);
-        inner.appends.send_modify(|n| *n += 1);
-        Ok(Appended {
+        self.inner.appends.send_modify(|n| *n += 1);
+        Appended {
             base_offset,
             log_start_offset,
             duplicate: false,
             write_seq,
-        })
+        }
     }
 
     /// Sequence number of the latest write (for waiting on durability of metadata changes).
@@ -824,7 +835,7 @@ impl Store {
             .into());
         }
         let inner = &self.inner;
-        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let st = part.state.lock().map_err(|_| StoreError::Closed)?;
         let base_offset = st.next_offset;
         let mut b = chunk_writes(part.id, base_offset, bytes)?;
         b.insert(
@@ -835,17 +846,7 @@ impl Store {
             b.insert(app_key(k), v.as_slice());
         }
         inner.log.apply_batch(b).map_err(StoreError::from)?;
-        st.next_offset = base_offset + i64::from(h.last_offset_delta) + 1;
-        let write_seq = inner.written.fetch_add(1, Ordering::SeqCst) + 1;
-        let log_start_offset = st.log_start;
-        drop(st);
-        inner.appends.send_modify(|n| *n += 1);
-        Ok(Appended {
-            base_offset,
-            log_start_offset,
-            duplicate: false,
-            write_seq,
-        })
+        Ok(self.appended(st, base_offset, h))
     }
 
     /// Commits `next_offset` for consumer `name` on `part` together with appliance-state
