@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafkabox::pipeline::{Event, Handler, HandlerError};
 use kafkabox::{Appliance, ApplianceHandle};
@@ -37,14 +37,6 @@ async fn start(dir: &std::path::Path, rec: &Recorder) -> ApplianceHandle {
         .start()
         .await
         .expect("appliance starts")
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn ev(source: &str, event_type: &str, timestamp: &str) -> String {
@@ -147,7 +139,7 @@ async fn valid_events_reach_handlers_invalid_ones_the_dead_letter_topic() {
     }
 
     let invalid: Vec<&str> = cases.iter().filter(|c| !c.1).map(|c| c.2).collect();
-    wait_until("handlers and the dead-letter stage to catch up", || {
+    common::wait_until("handlers and the dead-letter stage to catch up", || {
         rec.0.lock().unwrap().len() == 4 && app.lag().total() == 0
     })
     .await;

@@ -3,21 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafkabox::handlers::exec::Exec;
 use kafkabox::Appliance;
-use rdkafka::message::Headers;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_handler_runs_a_real_command() {
@@ -57,7 +48,7 @@ async fn exec_handler_runs_a_real_command() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    wait_until("50 events through the command", || handled().len() == 50).await;
+    common::wait_until("50 events through the command", || handled().len() == 50).await;
     assert!(
         !fail_once.exists(),
         "the transient failure happened and was retried"
@@ -79,21 +70,16 @@ async fn exec_handler_runs_a_real_command() {
     )
     .await
     .unwrap();
-    wait_until("the bad event in crm.dlq", || {
+    common::wait_until("the bad event in crm.dlq", || {
         let t = app.store().topic("crm.dlq").unwrap();
         app.store().offsets(&t.partitions[0]).log_end == 1
     })
     .await;
     let dlq = common::consume_async(app.kafka_addr(), "crm.dlq", 0, 0, 1).await;
-    let h = dlq[0].headers().unwrap();
-    let reason = (0..h.count())
-        .map(|j| h.get(j))
-        .find(|x| x.key == "kafkabox.dlq.reason")
-        .and_then(|x| x.value)
-        .unwrap();
+    let reason = common::header(&dlq[0], "kafkabox.dlq.reason").unwrap();
     assert_eq!(
         reason,
-        b"handler crm-sync: exit 65: customer unknown to the CRM"
+        "handler crm-sync: exit 65: customer unknown to the CRM"
     );
     assert_eq!(dlq[0].payload(), Some(&br#"{"n":"PERMANENT"}"#[..]));
     app.shutdown().await.unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafkabox::pipeline::{Event, Handler, HandlerError};
 use kafkabox::{Appliance, ApplianceHandle};
@@ -107,21 +107,13 @@ async fn produce(app: &ApplianceHandle, from: usize, n: usize) {
     }
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_in_order_per_partition_then_resume_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (rec, _open) = Recorder::new(true, 0);
     let app = start(dir.path(), "3", Some(rec.clone())).await;
     produce(&app, 0, 600).await;
-    wait_until("600 events", || rec.count() == 600).await;
+    common::wait_until("600 events", || rec.count() == 600).await;
     let mut total = 0;
     for p in 0..3 {
         let offs = rec.offsets(p);
@@ -145,7 +137,7 @@ async fn every_record_in_order_per_partition_then_resume_after_restart() {
     // ... and handled, exactly those, when it runs again.
     let (rec2, _open2) = Recorder::new(true, 0);
     let app = start(dir.path(), "3", Some(rec2.clone())).await;
-    wait_until("the 150 new events", || rec2.count() == 150).await;
+    common::wait_until("the 150 new events", || rec2.count() == 150).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rec2.count(), 150, "nothing handled twice");
     let values: std::collections::BTreeSet<String> = rec2
@@ -168,7 +160,7 @@ async fn a_stuck_handler_never_blocks_producers_and_its_lag_drains() {
     let app = start(dir.path(), "1", Some(rec.clone())).await;
     // The handler is stuck: every produce is still acknowledged.
     produce(&app, 0, 2_000).await;
-    wait_until("the handler to be called", || {
+    common::wait_until("the handler to be called", || {
         rec.calls.load(Ordering::SeqCst) > 0
     })
     .await;
@@ -176,13 +168,13 @@ async fn a_stuck_handler_never_blocks_producers_and_its_lag_drains() {
     assert!(lag > 0, "lag is visible while stuck: {lag}");
     assert_eq!(rec.count(), 0);
     produce(&app, 2_000, 500).await;
-    wait_until("the lag to show the new records", || {
+    common::wait_until("the lag to show the new records", || {
         app.lag().get("recorder", "events", 0).unwrap_or(0) >= 500
     })
     .await;
     // Unstuck: everything is handled, in order, and the lag drains to zero.
     open.send(true).unwrap();
-    wait_until("the lag to drain", || {
+    common::wait_until("the lag to drain", || {
         rec.count() == 2_500 && app.lag().get("recorder", "events", 0) == Some(0)
     })
     .await;
@@ -196,7 +188,7 @@ async fn transient_failures_are_retried_in_order_without_loss() {
     let (rec, _open) = Recorder::new(true, 3);
     let app = start(dir.path(), "1", Some(rec.clone())).await;
     produce(&app, 0, 300).await;
-    wait_until("300 events after retries", || rec.count() == 300).await;
+    common::wait_until("300 events after retries", || rec.count() == 300).await;
     assert!(
         rec.calls.load(Ordering::SeqCst) >= 4,
         "three failures, then success"
@@ -228,7 +220,7 @@ async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
         .await
         .unwrap();
     produce(&app, 0, 40).await;
-    wait_until("the refused events to be dead-lettered", || {
+    common::wait_until("the refused events to be dead-lettered", || {
         app.lag().get("refuser", "events", 0) == Some(0)
             && app
                 .store()
@@ -240,16 +232,10 @@ async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
     let dlq = common::consume_async(app.kafka_addr(), "events.dlq", 0, 0, 40).await;
     assert_eq!(dlq.len(), 40);
     for (i, m) in dlq.iter().enumerate() {
-        use rdkafka::message::Headers;
         use rdkafka::Message;
         assert_eq!(m.payload(), Some(format!("event-{i}").as_bytes()));
-        let h = m.headers().unwrap();
-        let reason = (0..h.count())
-            .map(|j| h.get(j))
-            .find(|x| x.key == "kafkabox.dlq.reason")
-            .and_then(|x| x.value)
-            .unwrap();
-        assert_eq!(reason, b"handler refuser: HTTP 400: no such customer");
+        let reason = common::header(m, "kafkabox.dlq.reason").unwrap();
+        assert_eq!(reason, "handler refuser: HTTP 400: no such customer");
     }
     app.shutdown().await.unwrap();
 }
@@ -275,18 +261,11 @@ async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_mov
         .append(&t.partitions[0], &bad, &parse_header(&bad).unwrap())
         .unwrap();
     produce(&app, 0, 5).await;
-    wait_until("the valid events", || rec.count() == 5).await;
+    common::wait_until("the valid events", || rec.count() == 5).await;
     assert_eq!(rec.offsets(0), vec![1, 2, 3, 4, 5]);
     let dlq = common::consume_async(app.kafka_addr(), "events.dlq", 0, 0, 1).await;
-    use rdkafka::message::Headers;
     use rdkafka::Message;
-    let h = dlq[0].headers().unwrap();
-    let reason = (0..h.count())
-        .map(|j| h.get(j))
-        .find(|x| x.key == "kafkabox.dlq.reason")
-        .and_then(|x| x.value)
-        .unwrap();
-    let reason = String::from_utf8_lossy(reason);
+    let reason = common::header(&dlq[0], "kafkabox.dlq.reason").unwrap();
     assert!(
         reason.contains("undecodable batch (offsets 0 to 0)") && reason.contains("Gzip"),
         "{reason}"
@@ -334,7 +313,7 @@ async fn reject_policy_on_any_topic_through_the_builder() {
         Err((KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord), _)) => {}
         other => panic!("expected INVALID_RECORD, got {other:?}"),
     }
-    wait_until("the contract stage", || {
+    common::wait_until("the contract stage", || {
         app.lag().get("contract", "orders", 0) == Some(0)
     })
     .await;

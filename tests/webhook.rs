@@ -5,11 +5,10 @@
 mod common;
 
 use std::io::BufRead;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafkabox::handlers::webhook::Webhook;
 use kafkabox::{Appliance, ApplianceHandle};
-use rdkafka::message::Headers;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 
@@ -52,14 +51,6 @@ async fn produce(app: &ApplianceHandle, values: &[String]) {
     }
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn posts(log: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -88,7 +79,7 @@ async fn down_then_503_then_200_loses_nothing_and_400_dead_letters() {
         .unwrap();
     let values: Vec<String> = (0..30).map(|i| format!(r#"{{"order":{i}}}"#)).collect();
     produce(&app, &values).await;
-    wait_until("lag while the target is down", || {
+    common::wait_until("lag while the target is down", || {
         app.lag().get("webhook", "orders", 0).unwrap_or(0) > 0
     })
     .await;
@@ -100,7 +91,7 @@ async fn down_then_503_then_200_loses_nothing_and_400_dead_letters() {
 
     // The target comes up answering 503 twice, then 200.
     let _server = start_server(port, "503,503", &log);
-    wait_until("the webhook to drain", || {
+    common::wait_until("the webhook to drain", || {
         app.lag().get("webhook", "orders", 0) == Some(0)
     })
     .await;
@@ -127,23 +118,18 @@ async fn down_then_503_then_200_loses_nothing_and_400_dead_letters() {
 
     // A 400 is permanent: the batch goes to the dead-letter topic with status and body.
     produce(&app, &[r#"{"order":"REJECT-ME"}"#.to_string()]).await;
-    wait_until("the rejected event to be dead-lettered", || {
+    common::wait_until("the rejected event to be dead-lettered", || {
         let t = app.store().topic("orders.dlq").unwrap();
         app.store().offsets(&t.partitions[0]).log_end == 1
     })
     .await;
     let dlq = common::consume_async(app.kafka_addr(), "orders.dlq", 0, 0, 1).await;
     assert_eq!(dlq[0].payload(), Some(&br#"{"order":"REJECT-ME"}"#[..]));
-    let h = dlq[0].headers().unwrap();
-    let reason = (0..h.count())
-        .map(|j| h.get(j))
-        .find(|x| x.key == "kafkabox.dlq.reason")
-        .and_then(|x| x.value)
-        .unwrap();
-    assert_eq!(reason, b"handler webhook: HTTP 400: unknown customer");
+    let reason = common::header(&dlq[0], "kafkabox.dlq.reason").unwrap();
+    assert_eq!(reason, "handler webhook: HTTP 400: unknown customer");
     // And the pipeline moved on.
     produce(&app, &[r#"{"order":31}"#.to_string()]).await;
-    wait_until("the next event", || {
+    common::wait_until("the next event", || {
         posts(&log)
             .iter()
             .any(|p| p["status"] == 200 && p["body"][0]["offset"] == 31)

@@ -155,22 +155,9 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     })
 }
 
-/// Checks that `buf` holds exactly one well-formed v2 batch as a producer sends it:
-/// size within `max_batch_bytes`, lengths consistent, magic 2, CRC-32C correct, a known codec,
-/// not a control batch, `records_count == last_offset_delta + 1`, and every record parses within
-/// its declared length. A compressed payload is inflated (at most `inflate_limit` bytes) to
-/// check its records, as Kafka does; `None` skips that check. The batch itself is never changed.
-pub fn validate_produce_batch(
-    buf: &[u8],
-    max_batch_bytes: usize,
-    inflate_limit: Option<usize>,
-) -> Result<BatchHeader, BatchError> {
-    if buf.len() > max_batch_bytes {
-        return Err(BatchError::TooLarge {
-            size: buf.len(),
-            max: max_batch_bytes,
-        });
-    }
+/// Reads the header of the single batch in `buf` and checks what every reader needs: magic 2,
+/// a length that covers exactly `buf`, and the CRC-32C.
+fn check_frame(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let h = parse_header(buf)?;
     if h.magic != 2 {
         return Err(BatchError::BadMagic(h.magic));
@@ -189,6 +176,26 @@ pub fn validate_produce_batch(
             computed,
         });
     }
+    Ok(h)
+}
+
+/// Checks that `buf` holds exactly one well-formed v2 batch as a producer sends it:
+/// size within `max_batch_bytes`, lengths consistent, magic 2, CRC-32C correct, a known codec,
+/// not a control batch, `records_count == last_offset_delta + 1`, and every record parses within
+/// its declared length. A compressed payload is inflated (at most `inflate_limit` bytes) to
+/// check its records, as Kafka does; `None` skips that check. The batch itself is never changed.
+pub fn validate_produce_batch(
+    buf: &[u8],
+    max_batch_bytes: usize,
+    inflate_limit: Option<usize>,
+) -> Result<BatchHeader, BatchError> {
+    if buf.len() > max_batch_bytes {
+        return Err(BatchError::TooLarge {
+            size: buf.len(),
+            max: max_batch_bytes,
+        });
+    }
+    let h = check_frame(buf)?;
     let Some(codec) = h.codec() else {
         return Err(BatchError::BadCodec(h.attributes & 0x07));
     };
@@ -385,23 +392,7 @@ pub fn decode_batch(
     buf: &[u8],
     inflate_limit: usize,
 ) -> Result<(BatchHeader, Vec<Record>), BatchError> {
-    let h = parse_header(buf)?;
-    if h.magic != 2 {
-        return Err(BatchError::BadMagic(h.magic));
-    }
-    if i64::from(h.batch_length) + LOG_OVERHEAD as i64 != buf.len() as i64 {
-        return Err(BatchError::LengthMismatch {
-            declared: i64::from(h.batch_length) + LOG_OVERHEAD as i64,
-            actual: buf.len(),
-        });
-    }
-    let computed = crc32c::crc32c(&buf[21..]);
-    if computed != h.crc {
-        return Err(BatchError::CrcMismatch {
-            stored: h.crc,
-            computed,
-        });
-    }
+    let h = check_frame(buf)?;
     let codec = h.codec().ok_or(BatchError::BadCodec(h.attributes & 0x07))?;
     let inflated;
     let payload: &[u8] = match codec {

@@ -204,3 +204,23 @@ pub fn python() -> std::path::PathBuf {
     );
     p
 }
+
+/// Polls `done` every 20 ms until it holds; fails the test after 60 s.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of header `key` of a consumed message, as text.
+pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let h = m.headers()?;
+    (0..h.count())
+        .map(|j| h.get(j))
+        .find(|x| x.key == key)
+        .and_then(|x| x.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
