@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::contract::Contract;
 use crate::pipeline::{self, Handler, IngestStats, Lag, Stage};
+use crate::services::Topics;
 use crate::{Config, Server};
 
 /// Entry point of the embedding API.
@@ -221,6 +222,8 @@ impl ApplianceBuilder {
         }
         let server = Server::start_with(config, reject_contracts).await?;
         let store = server.store().clone();
+        let topics = server.services().topics.clone();
+        let groups = server.services().groups.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let lag = Lag::default();
         let mut tasks = JoinSet::new();
@@ -228,12 +231,13 @@ impl ApplianceBuilder {
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();
         for (topic, contract) in compiled {
-            let t = ensure_topic(&store, &topic, partitions).await?;
-            let dlq = ensure_dead_letter_topic(&store, &t).await?;
+            let t = ensure_topic(&topics, &topic, partitions).await?;
+            let dlq = ensure_dead_letter_topic(&topics, &t).await?;
             let stage = Stage::DeadLetter {
                 dlq,
                 stats: stats.clone(),
             };
+            groups.register_pipeline(stage.name(), &t.meta.name);
             pipeline::spawn(
                 &mut tasks,
                 &store,
@@ -247,18 +251,20 @@ impl ApplianceBuilder {
         }
         let profile_lock = Arc::new(tokio::sync::Mutex::new(()));
         for topic in self.profiles {
-            let t = ensure_topic(&store, &topic, partitions).await?;
+            let t = ensure_topic(&topics, &topic, partitions).await?;
             let contract = contracts.get(&topic).cloned();
             let stage = Stage::Profile {
                 lock: profile_lock.clone(),
             };
+            groups.register_pipeline(stage.name(), &t.meta.name);
             pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
         }
         for (topic, handler) in self.handlers {
-            let t = ensure_topic(&store, &topic, partitions).await?;
-            let dlq = ensure_dead_letter_topic(&store, &t).await?;
+            let t = ensure_topic(&topics, &topic, partitions).await?;
+            let dlq = ensure_dead_letter_topic(&topics, &t).await?;
             let contract = contracts.get(&topic).cloned();
             let stage = Stage::Handler { handler, dlq };
+            groups.register_pipeline(stage.name(), &t.meta.name);
             pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
         }
         let mut http_addr = None;
@@ -293,11 +299,11 @@ impl ApplianceBuilder {
 
 /// `<topic>.dlq`, with as many partitions as `topic` (record i of partition p goes to p).
 async fn ensure_dead_letter_topic(
-    store: &Store,
+    topics: &Topics,
     topic: &kafkabox_storage::Topic,
 ) -> Result<Arc<kafkabox_storage::Topic>> {
     ensure_topic(
-        store,
+        topics,
         &dead_letter_topic(&topic.meta.name),
         topic.partitions.len() as u32,
     )
@@ -306,27 +312,23 @@ async fn ensure_dead_letter_topic(
 
 /// The topic `name`, created with `partitions` partitions if it does not exist.
 async fn ensure_topic(
-    store: &Store,
+    topics: &Topics,
     name: &str,
     partitions: u32,
 ) -> Result<Arc<kafkabox_storage::Topic>> {
-    if let Some(t) = store.topic(name) {
+    if let Some(t) = topics.get(name) {
         return Ok(t);
     }
-    let s = store.clone();
+    let t = topics.clone();
     let n = name.to_string();
-    match tokio::task::spawn_blocking(move || {
-        crate::api::create_topics::create(&s, &n, partitions, BTreeMap::new())
-    })
-    .await
-    .context("topic creation task")?
+    match tokio::task::spawn_blocking(move || t.create(&n, partitions, BTreeMap::new()))
+        .await
+        .context("topic creation task")?
     {
         Ok(t) => Ok(t),
         // Created meanwhile by a producer's Metadata request.
-        Err(_) if store.topic(name).is_some() => store.topic(name).context("topic vanished"),
-        Err((code, msg)) => Err(anyhow::anyhow!(
-            "cannot create topic {name}: {msg} ({code:?})"
-        )),
+        Err(_) if topics.get(name).is_some() => topics.get(name).context("topic vanished"),
+        Err(e) => Err(anyhow::anyhow!("cannot create topic {name}: {e}")),
     }
 }
 

@@ -75,6 +75,14 @@ pub struct Config {
     pub validate_compressed: bool,
     /// `max.inflated.batch.bytes`: the most a compressed batch may inflate to.
     pub max_inflated_batch_bytes: usize,
+    /// `group.min.session.timeout.ms`: the shortest session timeout a group member may ask for.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`: the longest.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`: members (and member ids handed out) per group.
+    pub group_max_size: usize,
+    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit may carry.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -108,6 +116,10 @@ impl Default for Config {
             reject_invalid: false,
             validate_compressed: true,
             max_inflated_batch_bytes: 64 * 1024 * 1024,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -141,6 +153,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("exec.command", "command line the exec handler runs per batch, events as JSON lines on stdin"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
     ("max.inflated.batch.bytes", "the most one compressed batch may inflate to (default 67108864)"),
+    ("group.min.session.timeout.ms", "shortest session timeout a consumer group member may ask for (default 6000)"),
+    ("group.max.session.timeout.ms", "longest session timeout a consumer group member may ask for (default 1800000)"),
+    ("group.max.size", "members per consumer group (default 1000)"),
+    ("offset.metadata.max.bytes", "longest metadata string of a committed offset (default 4096)"),
 ];
 
 /// The built-in handlers `customer.events.handlers` may name.
@@ -291,6 +307,16 @@ impl Config {
                 self.max_inflated_batch_bytes = positive(k, parse_num(k, value)?)?
             }
             "storage.cache.bytes" => self.cache_bytes = positive::<u64>(k, parse_num(k, value)?)?,
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = positive(k, parse_num(k, value)?)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = positive(k, parse_num(k, value)?)?
+            }
+            "group.max.size" => self.group_max_size = positive(k, parse_num(k, value)?)?,
+            "offset.metadata.max.bytes" => {
+                self.offset_metadata_max_bytes = positive(k, parse_num(k, value)?)?
+            }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 bail!(
@@ -341,7 +367,7 @@ impl Config {
     }
 
     fn set_handlers(&mut self, topic: &str, key: &str, value: &str) -> Result<()> {
-        crate::api::validate_topic_name(topic).map_err(|e| anyhow!("{key}: {e}"))?;
+        crate::services::topics::validate_topic_name(topic).map_err(|e| anyhow!("{key}: {e}"))?;
         let names: Vec<String> = value
             .split(',')
             .map(|n| n.trim().to_string())

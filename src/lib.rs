@@ -2,21 +2,23 @@
 //! listener; every record batch is kept in sled (`kafkabox-storage`) exactly as sent.
 //!
 //! - [`config`]: settings from defaults, a TOML file, `KAFKABOX_*` variables and flags.
-//! - [`broker`]: the listener, connection loop and ordered responses.
-//! - [`api`]: one module per Kafka API.
+//! - [`listener`]: the Kafka listener: accept, frames, ordered responses, per-connection session.
+//! - [`api`]: one file per Kafka API, translating to the domain services.
+//! - [`services`]: the domain services (topics, retention, groups) every front end calls.
 //! - [`pipeline`]: in-process handlers fed from the log, with their own committed offsets.
 //! - [`appliance`]: the embedding API (`Appliance::builder()`).
 
 pub mod api;
 pub mod appliance;
-pub mod broker;
 pub mod config;
 pub mod contract;
 pub mod handlers;
 pub mod http;
+pub mod listener;
 pub mod pipeline;
 pub mod profile;
+pub mod services;
 
 pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};
-pub use broker::Server;
+pub use listener::Server;
 pub use config::Config;

@@ -70,17 +70,38 @@ type LagKey = (String, String, i32);
 /// Lag of every partition the pipelines handle: log end minus the next offset to handle.
 #[derive(Debug, Default, Clone)]
 pub struct Lag {
-    inner: Arc<Mutex<HashMap<LagKey, Arc<AtomicI64>>>>,
+    inner: Arc<Mutex<HashMap<LagKey, Arc<LagSlot>>>>,
+}
+
+/// A worker's position; its lag is the partition's log end minus it, read when asked, so it
+/// grows with every append even while the worker is stuck in a handler.
+#[derive(Debug)]
+struct LagSlot {
+    next: AtomicI64,
+    part: Arc<Partition>,
+    store: Store,
+}
+
+impl LagSlot {
+    fn lag(&self) -> i64 {
+        (self.store.offsets(&self.part).log_end - self.next.load(Ordering::SeqCst)).max(0)
+    }
 }
 
 impl Lag {
-    fn slot(&self, handler: &str, topic: &str, partition: i32) -> Arc<AtomicI64> {
+    fn slot(&self, handler: &str, part: &Arc<Partition>, store: &Store) -> Arc<LagSlot> {
         let mut m = match self.inner.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        m.entry((handler.to_string(), topic.to_string(), partition))
-            .or_default()
+        m.entry((handler.to_string(), part.topic.clone(), part.index))
+            .or_insert_with(|| {
+                Arc::new(LagSlot {
+                    next: AtomicI64::new(0),
+                    part: part.clone(),
+                    store: store.clone(),
+                })
+            })
             .clone()
     }
 
@@ -88,7 +109,7 @@ impl Lag {
     pub fn get(&self, handler: &str, topic: &str, partition: i32) -> Option<i64> {
         let m = self.inner.lock().ok()?;
         m.get(&(handler.to_string(), topic.to_string(), partition))
-            .map(|a| a.load(Ordering::SeqCst))
+            .map(|a| a.lag())
     }
 
     /// Every (stage, topic, partition, lag) the pipelines track.
@@ -97,7 +118,7 @@ impl Lag {
             Ok(m) => {
                 let mut v: Vec<_> = m
                     .iter()
-                    .map(|((s, t, p), a)| (s.clone(), t.clone(), *p, a.load(Ordering::SeqCst)))
+                    .map(|((s, t, p), a)| (s.clone(), t.clone(), *p, a.lag()))
                     .collect();
                 v.sort();
                 v
@@ -109,7 +130,7 @@ impl Lag {
     /// Sum over all partitions of all handlers.
     pub fn total(&self) -> i64 {
         match self.inner.lock() {
-            Ok(m) => m.values().map(|a| a.load(Ordering::SeqCst)).sum(),
+            Ok(m) => m.values().map(|a| a.lag()).sum(),
             Err(_) => 0,
         }
     }
@@ -134,7 +155,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         match self {
             Stage::Handler { handler, .. } => handler.name(),
             Stage::DeadLetter { .. } => DEAD_LETTER_STAGE,
@@ -205,7 +226,7 @@ impl IngestStats {
         &self,
         observed: &[(Option<String>, Option<String>)],
     ) -> Result<Vec<kafkabox_storage::StateEntry>, kafkabox_storage::StoreError> {
-        let now = crate::api::now_ms();
+        let now = crate::services::now_ms();
         let mut touched: std::collections::BTreeMap<String, SourceStatus> =
             std::collections::BTreeMap::new();
         for (source, rejection) in observed {
@@ -258,7 +279,7 @@ pub fn spawn(
             part: part.clone(),
             stage: stage.clone(),
             contract: contract.clone(),
-            lag: lag.slot(stage.name(), &topic.meta.name, part.index),
+            lag: lag.slot(stage.name(), part, store),
             shutdown: shutdown.clone(),
         };
         let span = tracing::info_span!(
@@ -290,7 +311,7 @@ struct Worker {
     part: Arc<Partition>,
     stage: Stage,
     contract: Option<Arc<Contract>>,
-    lag: Arc<AtomicI64>,
+    lag: Arc<LagSlot>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -323,7 +344,7 @@ impl Worker {
                 );
                 next = offsets.log_start;
             }
-            self.lag.store(offsets.log_end - next, Ordering::SeqCst);
+            self.lag.next.store(next, Ordering::SeqCst);
             if next >= offsets.log_end {
                 tokio::select! {
                     _ = appends.changed() => {}
@@ -559,7 +580,7 @@ impl Worker {
                 headers: h,
             })
             .collect();
-        let bytes = batch::encode_records(&records, crate::api::now_ms(), ProducerFields::NONE);
+        let bytes = batch::encode_records(&records, crate::services::now_ms(), ProducerFields::NONE);
         let header = batch::parse_header(&bytes).map_err(|e| {
             kafkabox_storage::StoreError::Corrupt(format!("dead-letter batch: {e}"))
         })?;

@@ -15,7 +15,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
-use kafkabox_protocol::SUPPORTED_APIS;
+use kafkabox::api::APIS as SUPPORTED_APIS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,6 +60,53 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+fn join_request(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"meta"))])
+}
+
+/// A member of a new group at generation 1 (JoinGroup v5: MEMBER_ID_REQUIRED, then join).
+async fn join_member(addr: SocketAddr, group: &str) -> (String, i32) {
+    let r: JoinGroupResponse = call(addr, ApiKey::JoinGroup, 5, &join_request(group, "")).await;
+    let r: JoinGroupResponse =
+        call(addr, ApiKey::JoinGroup, 5, &join_request(group, r.member_id.as_str())).await;
+    assert_eq!(r.error_code, 0);
+    (r.member_id.to_string(), r.generation_id)
+}
+
+fn sync_request(group: &str, member: &str, generation: i32) -> SyncGroupRequest {
+    SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_generation_id(generation)
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_assignment(Bytes::from_static(b"A"))])
+}
+
+/// A simple (generation -1) commit of `offset` on sweep/0.
+async fn commit(addr: SocketAddr, v: i16, group: &str, offset: i64) -> OffsetCommitResponse {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+            .with_name(name("sweep"))
+            .with_partitions(vec![
+                offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+            ])]);
+    call(addr, ApiKey::OffsetCommit, v, &req).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_is_answered() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,15 +118,16 @@ async fn every_advertised_version_is_answered() {
         .unwrap();
     let mut checked = 0;
     for api in SUPPORTED_APIS {
+        let key = ApiKey::try_from(api.key).unwrap();
         for v in api.min..=api.max {
-            match api.key {
+            match key {
                 ApiKey::ApiVersions => {
                     let mut req = ApiVersionsRequest::default();
                     if v >= 3 {
                         req.client_software_name = StrBytes::from_static_str("sweep");
                         req.client_software_version = StrBytes::from_static_str("1.0");
                     }
-                    let r: ApiVersionsResponse = call(addr, api.key, v, &req).await;
+                    let r: ApiVersionsResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.error_code, 0);
                     assert_eq!(r.api_keys.len(), SUPPORTED_APIS.len());
                 }
@@ -87,7 +135,7 @@ async fn every_advertised_version_is_answered() {
                     let req = MetadataRequest::default().with_topics(Some(vec![
                         MetadataRequestTopic::default().with_name(Some(name("sweep"))),
                     ]));
-                    let r: MetadataResponse = call(addr, api.key, v, &req).await;
+                    let r: MetadataResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.topics[0].error_code, 0, "Metadata v{v}");
                     assert_eq!(r.brokers.len(), 1);
                 }
@@ -106,7 +154,7 @@ async fn every_advertised_version_is_answered() {
                             .with_partition_data(vec![PartitionProduceData::default()
                                 .with_index(0)
                                 .with_records(Some(Bytes::from(batch)))])]);
-                    let r: ProduceResponse = call(addr, api.key, v, &req).await;
+                    let r: ProduceResponse = call(addr, key, v, &req).await;
                     assert_eq!(
                         r.responses[0].partition_responses[0].error_code, 0,
                         "Produce v{v}"
@@ -123,7 +171,7 @@ async fn every_advertised_version_is_answered() {
                                 .with_partition(0)
                                 .with_fetch_offset(0)
                                 .with_partition_max_bytes(1 << 20)])]);
-                    let r: FetchResponse = call(addr, api.key, v, &req).await;
+                    let r: FetchResponse = call(addr, key, v, &req).await;
                     let p = &r.responses[0].partitions[0];
                     assert_eq!(p.error_code, 0, "Fetch v{v}");
                     assert!(
@@ -139,7 +187,7 @@ async fn every_advertised_version_is_answered() {
                             .with_partitions(vec![ListOffsetsPartition::default()
                                 .with_partition_index(0)
                                 .with_timestamp(-1)])]);
-                    let r: ListOffsetsResponse = call(addr, api.key, v, &req).await;
+                    let r: ListOffsetsResponse = call(addr, key, v, &req).await;
                     let p = &r.topics[0].partitions[0];
                     assert_eq!(p.error_code, 0, "ListOffsets v{v}");
                     assert!(p.offset > 0);
@@ -151,14 +199,14 @@ async fn every_advertised_version_is_answered() {
                             .with_name(name(&format!("created-v{v}")))
                             .with_num_partitions(-1)
                             .with_replication_factor(-1)]);
-                    let r: CreateTopicsResponse = call(addr, api.key, v, &req).await;
+                    let r: CreateTopicsResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}");
                 }
                 ApiKey::InitProducerId => {
                     let req = InitProducerIdRequest::default()
                         .with_transactional_id(None)
                         .with_transaction_timeout_ms(60_000);
-                    let r: InitProducerIdResponse = call(addr, api.key, v, &req).await;
+                    let r: InitProducerIdResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.error_code, 0, "InitProducerId v{v}");
                 }
                 ApiKey::FindCoordinator => {
@@ -170,13 +218,136 @@ async fn every_advertised_version_is_answered() {
                         FindCoordinatorRequest::default()
                             .with_key(StrBytes::from_static_str("group"))
                     };
-                    let r: FindCoordinatorResponse = call(addr, api.key, v, &req).await;
+                    let r: FindCoordinatorResponse = call(addr, key, v, &req).await;
                     let code = if v >= 4 {
                         r.coordinators[0].error_code
                     } else {
                         r.error_code
                     };
-                    assert_eq!(code, 15, "FindCoordinator v{v}: COORDINATOR_NOT_AVAILABLE");
+                    assert_eq!(code, 0, "FindCoordinator v{v}");
+                }
+                ApiKey::JoinGroup => {
+                    let group = format!("join-v{v}");
+                    let req = join_request(&group, "");
+                    let r: JoinGroupResponse = call(addr, key, v, &req).await;
+                    let r = if v >= 4 {
+                        assert_eq!(r.error_code, 79, "JoinGroup v{v}: MEMBER_ID_REQUIRED");
+                        let req = join_request(&group, r.member_id.as_str());
+                        call::<_, JoinGroupResponse>(addr, key, v, &req).await
+                    } else {
+                        r
+                    };
+                    assert_eq!(r.error_code, 0, "JoinGroup v{v}");
+                    assert_eq!(r.generation_id, 1, "JoinGroup v{v}");
+                    assert_eq!(r.leader, r.member_id, "JoinGroup v{v}");
+                    assert_eq!(r.members.len(), 1, "JoinGroup v{v}");
+                }
+                ApiKey::SyncGroup => {
+                    let (member, generation) = join_member(addr, &format!("sync-v{v}")).await;
+                    let req = sync_request(&format!("sync-v{v}"), &member, generation);
+                    let r: SyncGroupResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "SyncGroup v{v}");
+                    assert_eq!(&r.assignment[..], b"A", "SyncGroup v{v}");
+                }
+                ApiKey::Heartbeat => {
+                    let group = format!("hb-v{v}");
+                    let (member, generation) = join_member(addr, &group).await;
+                    let _: SyncGroupResponse =
+                        call(addr, ApiKey::SyncGroup, 3, &sync_request(&group, &member, generation)).await;
+                    let req = HeartbeatRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group)))
+                        .with_member_id(StrBytes::from_string(member))
+                        .with_generation_id(generation);
+                    let r: HeartbeatResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "Heartbeat v{v}");
+                }
+                ApiKey::LeaveGroup => {
+                    let group = format!("leave-v{v}");
+                    let (member, _) = join_member(addr, &group).await;
+                    let mut req = LeaveGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group)));
+                    if v >= 3 {
+                        req.members = vec![leave_group_request::MemberIdentity::default()
+                            .with_member_id(StrBytes::from_string(member))];
+                    } else {
+                        req.member_id = StrBytes::from_string(member);
+                    }
+                    let r: LeaveGroupResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "LeaveGroup v{v}");
+                    if v >= 3 {
+                        assert_eq!(r.members[0].error_code, 0, "LeaveGroup v{v}");
+                    }
+                }
+                ApiKey::OffsetCommit => {
+                    let r = commit(addr, v, &format!("commit-v{v}"), 5).await;
+                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetCommit v{v}");
+                }
+                ApiKey::OffsetFetch => {
+                    let group = format!("fetch-v{v}");
+                    commit(addr, 2, &group, 5).await;
+                    let topics = vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(name("sweep"))
+                        .with_partition_indexes(vec![0])];
+                    let req = if v >= 8 {
+                        OffsetFetchRequest::default().with_groups(vec![
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(GroupId(StrBytes::from_string(group)))
+                                .with_topics(Some(vec![
+                                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                                        .with_name(name("sweep"))
+                                        .with_partition_indexes(vec![0]),
+                                ])),
+                        ])
+                    } else {
+                        OffsetFetchRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_string(group)))
+                            .with_topics(Some(topics))
+                    };
+                    let r: OffsetFetchResponse = call(addr, key, v, &req).await;
+                    let offset = if v >= 8 {
+                        r.groups[0].topics[0].partitions[0].committed_offset
+                    } else {
+                        r.topics[0].partitions[0].committed_offset
+                    };
+                    assert_eq!(offset, 5, "OffsetFetch v{v}");
+                }
+                ApiKey::DescribeGroups => {
+                    let group = format!("describe-v{v}");
+                    commit(addr, 2, &group, 1).await;
+                    let req = DescribeGroupsRequest::default()
+                        .with_groups(vec![GroupId(StrBytes::from_string(group))]);
+                    let r: DescribeGroupsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.groups[0].error_code, 0, "DescribeGroups v{v}");
+                    assert_eq!(r.groups[0].group_state.as_str(), "Empty", "DescribeGroups v{v}");
+                }
+                ApiKey::ListGroups => {
+                    commit(addr, 2, "listed", 1).await;
+                    let r: ListGroupsResponse =
+                        call(addr, key, v, &ListGroupsRequest::default()).await;
+                    assert_eq!(r.error_code, 0, "ListGroups v{v}");
+                    assert!(r.groups.iter().any(|g| g.group_id.0.as_str() == "listed"));
+                }
+                ApiKey::DeleteGroups => {
+                    let group = format!("delete-v{v}");
+                    commit(addr, 2, &group, 1).await;
+                    let req = DeleteGroupsRequest::default()
+                        .with_groups_names(vec![GroupId(StrBytes::from_string(group))]);
+                    let r: DeleteGroupsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.results[0].error_code, 0, "DeleteGroups v{v}");
+                }
+                ApiKey::OffsetDelete => {
+                    commit(addr, 2, "offset-delete", 1).await;
+                    let req = OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("offset-delete")))
+                        .with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default()
+                                    .with_partition_index(0),
+                            ])]);
+                    let r: OffsetDeleteResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "OffsetDelete v{v}");
+                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetDelete v{v}");
                 }
                 other => panic!("no sweep case for {other:?}"),
             }

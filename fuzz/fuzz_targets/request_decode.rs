@@ -3,7 +3,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use kafkabox_protocol::{decode_request, SUPPORTED_APIS};
+use kafka_protocol::messages::ApiKey;
+use kafkabox::api::{decode_frame, APIS as SUPPORTED_APIS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,15 +20,16 @@ fuzz_target!(|data: &[u8]| {
         let span = (api.max - api.min + 1) as u8;
         let version = api.min + (data[1] % span) as i16;
         let mut f = Vec::with_capacity(data.len() + 12);
-        f.extend_from_slice(&(api.key as i16).to_be_bytes());
+        f.extend_from_slice(&api.key.to_be_bytes());
         f.extend_from_slice(&version.to_be_bytes());
         f.extend_from_slice(&1i32.to_be_bytes());
         f.extend_from_slice(&[0, 1, b'f']);
-        if api.key.request_header_version(version) >= 2 {
+        let key = ApiKey::try_from(api.key).expect("a known key");
+        if key.request_header_version(version) >= 2 {
             f.push(0);
         }
         f.extend_from_slice(&data[3..]);
         Bytes::from(f)
     };
-    let _ = decode_request(frame);
+    let _ = decode_frame(frame);
 });

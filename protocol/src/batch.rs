@@ -248,6 +248,20 @@ pub fn set_leader_epoch(buf: &mut [u8], epoch: i32) {
     buf[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Turns a batch into a LogAppendTime batch stamped `now_ms`: sets attribute bit 3, writes
+/// `now_ms` as the max timestamp and recomputes the CRC (both lie inside it), as Kafka's
+/// `setMaxTimestamp` does. `buf` must be a whole checked batch.
+pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
+    if buf.len() < HEADER_LEN {
+        return;
+    }
+    let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
+    buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+    buf[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// One record of an uncompressed batch, as slices of the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView<'a> {

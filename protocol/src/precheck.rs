@@ -12,7 +12,7 @@
 
 /// One field of a request struct, present for versions `since..=until`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Field {
+pub struct Field {
     ty: Ty,
     since: i16,
     until: i16,
@@ -21,7 +21,7 @@ pub(crate) struct Field {
 /// Wire types. Strings, bytes and arrays may be null (-1 / compact 0) everywhere: the crate
 /// rejects a null where the spec forbids one, cleanly, so the walk need not.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Ty {
+pub enum Ty {
     I8,
     I16,
     I32,
@@ -29,8 +29,8 @@ pub(crate) enum Ty {
     Uuid,
     Str,
     Bytes,
-    /// Array of int32.
-    ArrayI32,
+    /// Array of fixed-size elements of this many bytes (int8/16/32/64, uuid).
+    ArrayFixed(u8),
     /// Array of strings (no per-element tagged fields).
     ArrayStr,
     /// Array of structs.
@@ -45,10 +45,25 @@ pub struct Schema {
     flexible_since: i16,
 }
 
-const fn f(ty: Ty, since: i16, until: i16) -> Field {
+/// A field of type `ty` present in versions `since..=until`.
+pub const fn f(ty: Ty, since: i16, until: i16) -> Field {
     Field { ty, since, until }
 }
-const ALL: i16 = i16::MAX;
+/// `until` of a field still present in the newest version.
+pub const ALL: i16 = i16::MAX;
+/// `flexible_since` of a request that never uses flexible encodings.
+pub const NEVER: i16 = i16::MAX;
+
+impl Schema {
+    /// The schema of a request body whose top-level fields are `fields` and whose versions from
+    /// `flexible_since` on use compact encodings and tagged fields.
+    pub const fn new(fields: &'static [Field], flexible_since: i16) -> Schema {
+        Schema {
+            fields,
+            flexible_since,
+        }
+    }
+}
 
 /// Why a body was refused before decoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,8 +222,8 @@ impl<'a> Walker<'a> {
                 Some(n) => self.skip(n, "bytes"),
                 None => Ok(()),
             },
-            Ty::ArrayI32 => match self.length(false, "array")? {
-                Some(n) => self.skip(n.saturating_mul(4), "int32 array"),
+            Ty::ArrayFixed(width) => match self.length(false, "array")? {
+                Some(n) => self.skip(n.saturating_mul(u64::from(width)), "fixed-size array"),
                 None => Ok(()),
             },
             Ty::ArrayStr => self.walk_array(|w| w.walk_ty(Ty::Str)),
@@ -249,135 +264,30 @@ pub fn check_header_tail(buf: &[u8], flexible: bool) -> Result<usize, PrecheckEr
     Ok(w.pos)
 }
 
-// --- Schemas of the accepted requests (apache/kafka clients/src/main/resources/common/message) ---
-
-pub const API_VERSIONS: Schema = Schema {
-    fields: &[f(Ty::Str, 3, ALL), f(Ty::Str, 3, ALL)],
-    flexible_since: 3,
-};
-
-const METADATA_TOPIC: &[Field] = &[f(Ty::Uuid, 10, ALL), f(Ty::Str, 0, ALL)];
-pub const METADATA: Schema = Schema {
-    fields: &[
-        f(Ty::Array(METADATA_TOPIC), 0, ALL),
-        f(Ty::I8, 4, ALL), // allow_auto_topic_creation
-        f(Ty::I8, 8, 10),  // include_cluster_authorized_operations
-        f(Ty::I8, 8, ALL), // include_topic_authorized_operations
-    ],
-    flexible_since: 9,
-};
-
-const PRODUCE_PARTITION: &[Field] = &[f(Ty::I32, 0, ALL), f(Ty::Bytes, 0, ALL)];
-const PRODUCE_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, 12),
-    f(Ty::Uuid, 13, ALL),
-    f(Ty::Array(PRODUCE_PARTITION), 0, ALL),
-];
-pub const PRODUCE: Schema = Schema {
-    fields: &[
-        f(Ty::Str, 3, ALL), // transactional_id
-        f(Ty::I16, 0, ALL), // acks
-        f(Ty::I32, 0, ALL), // timeout_ms
-        f(Ty::Array(PRODUCE_TOPIC), 0, ALL),
-    ],
-    flexible_since: 9,
-};
-
-pub const INIT_PRODUCER_ID: Schema = Schema {
-    fields: &[
-        f(Ty::Str, 0, ALL), // transactional_id
-        f(Ty::I32, 0, ALL), // transaction_timeout_ms
-        f(Ty::I64, 3, ALL), // producer_id
-        f(Ty::I16, 3, ALL), // producer_epoch
-        f(Ty::I8, 6, ALL),  // enable_2pc
-        f(Ty::I8, 6, ALL),  // keep_prepared_txn
-    ],
-    flexible_since: 2,
-};
-
-const CREATABLE_ASSIGNMENT: &[Field] = &[f(Ty::I32, 0, ALL), f(Ty::ArrayI32, 0, ALL)];
-const CREATABLE_CONFIG: &[Field] = &[f(Ty::Str, 0, ALL), f(Ty::Str, 0, ALL)];
-const CREATABLE_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL),
-    f(Ty::I32, 0, ALL),
-    f(Ty::I16, 0, ALL),
-    f(Ty::Array(CREATABLE_ASSIGNMENT), 0, ALL),
-    f(Ty::Array(CREATABLE_CONFIG), 0, ALL),
-];
-pub const CREATE_TOPICS: Schema = Schema {
-    fields: &[
-        f(Ty::Array(CREATABLE_TOPIC), 0, ALL),
-        f(Ty::I32, 0, ALL), // timeout_ms
-        f(Ty::I8, 1, ALL),  // validate_only
-    ],
-    flexible_since: 5,
-};
-
-const FETCH_PARTITION: &[Field] = &[
-    f(Ty::I32, 0, ALL),  // partition
-    f(Ty::I32, 9, ALL),  // current_leader_epoch
-    f(Ty::I64, 0, ALL),  // fetch_offset
-    f(Ty::I32, 12, ALL), // last_fetched_epoch
-    f(Ty::I64, 5, ALL),  // log_start_offset
-    f(Ty::I32, 0, ALL),  // partition_max_bytes
-];
-const FETCH_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, 12),
-    f(Ty::Uuid, 13, ALL),
-    f(Ty::Array(FETCH_PARTITION), 0, ALL),
-];
-const FORGOTTEN_TOPIC: &[Field] = &[
-    f(Ty::Str, 7, 12),
-    f(Ty::Uuid, 13, ALL),
-    f(Ty::ArrayI32, 7, ALL),
-];
-pub const FETCH: Schema = Schema {
-    fields: &[
-        f(Ty::I32, 0, 14),  // replica_id
-        f(Ty::I32, 0, ALL), // max_wait_ms
-        f(Ty::I32, 0, ALL), // min_bytes
-        f(Ty::I32, 3, ALL), // max_bytes
-        f(Ty::I8, 4, ALL),  // isolation_level
-        f(Ty::I32, 7, ALL), // session_id
-        f(Ty::I32, 7, ALL), // session_epoch
-        f(Ty::Array(FETCH_TOPIC), 0, ALL),
-        f(Ty::Array(FORGOTTEN_TOPIC), 7, ALL),
-        f(Ty::Str, 11, ALL), // rack_id
-    ],
-    flexible_since: 12,
-};
-
-const LIST_OFFSETS_PARTITION: &[Field] = &[
-    f(Ty::I32, 0, ALL), // partition_index
-    f(Ty::I32, 4, ALL), // current_leader_epoch
-    f(Ty::I64, 0, ALL), // timestamp
-];
-const LIST_OFFSETS_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL),
-    f(Ty::Array(LIST_OFFSETS_PARTITION), 0, ALL),
-];
-pub const LIST_OFFSETS: Schema = Schema {
-    fields: &[
-        f(Ty::I32, 0, ALL), // replica_id
-        f(Ty::I8, 2, ALL),  // isolation_level
-        f(Ty::Array(LIST_OFFSETS_TOPIC), 0, ALL),
-        f(Ty::I32, 10, ALL), // timeout_ms
-    ],
-    flexible_since: 6,
-};
-
-pub const FIND_COORDINATOR: Schema = Schema {
-    fields: &[
-        f(Ty::Str, 0, 3),        // key
-        f(Ty::I8, 1, ALL),       // key_type
-        f(Ty::ArrayStr, 4, ALL), // coordinator_keys
-    ],
-    flexible_since: 3,
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const METADATA: Schema = Schema::new(
+        &[
+            f(Ty::Array(&[f(Ty::Uuid, 10, ALL), f(Ty::Str, 0, ALL)]), 0, ALL),
+            f(Ty::I8, 4, ALL),
+            f(Ty::I8, 8, 10),
+            f(Ty::I8, 8, ALL),
+        ],
+        9,
+    );
+    const CREATABLE_TOPIC: &[Field] = &[
+        f(Ty::Str, 0, ALL),
+        f(Ty::I32, 0, ALL),
+        f(Ty::I16, 0, ALL),
+        f(Ty::Array(&[f(Ty::I32, 0, ALL), f(Ty::ArrayFixed(4), 0, ALL)]), 0, ALL),
+        f(Ty::Array(&[f(Ty::Str, 0, ALL), f(Ty::Str, 0, ALL)]), 0, ALL),
+    ];
+    const CREATE_TOPICS: Schema = Schema::new(
+        &[f(Ty::Array(CREATABLE_TOPIC), 0, ALL), f(Ty::I32, 0, ALL), f(Ty::I8, 1, ALL)],
+        5,
+    );
 
     #[test]
     fn metadata_v1_huge_topic_count_is_refused() {

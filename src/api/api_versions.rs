@@ -1,11 +1,13 @@
-//! ApiVersions: advertises exactly the table in `kafkabox_protocol::SUPPORTED_APIS`.
+//! ApiVersions: advertises exactly the table in `kafkabox_protocol::APIS`.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
-use kafkabox_protocol::SUPPORTED_APIS;
+use super::APIS;
 
-use crate::broker::{ready, respond, Pending};
+use crate::api::{Call, KafkaApi, Pending};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 /// Kafka's pattern for client_software_name/version (ApiVersionsRequest.java).
 fn valid_software_field(s: &str) -> bool {
@@ -17,18 +19,41 @@ fn valid_software_field(s: &str) -> bool {
         && b.iter().all(inner_ok)
 }
 
-pub fn handle(correlation_id: i32, version: i16, req: &ApiVersionsRequest) -> Pending {
+/// ApiVersions, declared for the API table.
+pub struct ApiVersions;
+
+impl KafkaApi for ApiVersions {
+    type Request = ApiVersionsRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 4;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: ApiVersionsRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Str, 3, ALL), // client_software_name
+    f(Ty::Str, 3, ALL), // client_software_version
+    ],
+    3,
+);
+
+
+fn handle(_session: &mut Session, call: Call, req: ApiVersionsRequest) -> Pending {
     let mut resp = ApiVersionsResponse::default();
-    resp.api_keys = SUPPORTED_APIS
+    resp.api_keys = APIS
         .iter()
         .map(|a| {
             ApiVersion::default()
-                .with_api_key(a.key as i16)
+                .with_api_key(a.key)
                 .with_min_version(a.min)
                 .with_max_version(a.max)
         })
         .collect();
-    if version >= 3
+    if call.version >= 3
         && !(valid_software_field(&req.client_software_name)
             && valid_software_field(&req.client_software_version))
     {
@@ -39,7 +64,7 @@ pub fn handle(correlation_id: i32, version: i16, req: &ApiVersionsRequest) -> Pe
         );
         resp.error_code = ResponseError::InvalidRequest.code();
     }
-    ready(respond(correlation_id, version, &resp))
+    call.ready(&resp)
 }
 
 #[cfg(test)]

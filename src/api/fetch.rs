@@ -4,7 +4,6 @@
 //! returned whole even past the limits, then batches stop at them. No fetch sessions: the
 //! response's session id is always 0, which clients treat as "full fetches only".
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -12,7 +11,9 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::{respond, Broker, ConnCtx, Pending};
+use crate::api::{Call, KafkaApi, Pending};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 /// Kafka's broker-side `fetch.max.bytes` default: the most one response carries.
 const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
@@ -25,7 +26,7 @@ struct Built {
     has_error: bool,
 }
 
-fn build(broker: &Broker, req: &FetchRequest) -> Built {
+fn build(broker: &crate::services::Services, req: &FetchRequest) -> Built {
     let store = &broker.store;
     let mut remaining = usize::try_from(req.max_bytes)
         .unwrap_or(0)
@@ -108,14 +109,63 @@ fn build(broker: &Broker, req: &FetchRequest) -> Built {
     }
 }
 
-pub fn handle(ctx: &Arc<ConnCtx>, correlation_id: i32, version: i16, req: FetchRequest) -> Pending {
-    let broker = ctx.broker.clone();
+/// Fetch, declared for the API table.
+pub struct Fetch;
+
+impl KafkaApi for Fetch {
+    type Request = FetchRequest;
+    const MIN: i16 = 4;
+    const MAX: i16 = 12;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const FETCH_PARTITION: &[Field] = &[
+    f(Ty::I32, 0, ALL), // partition
+    f(Ty::I32, 9, ALL), // current_leader_epoch
+    f(Ty::I64, 0, ALL), // fetch_offset
+    f(Ty::I32, 12, ALL), // last_fetched_epoch
+    f(Ty::I64, 5, ALL), // log_start_offset
+    f(Ty::I32, 0, ALL), // partition_max_bytes
+];
+const FETCH_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, 12), // topic
+    f(Ty::Uuid, 13, ALL), // topic_id
+    f(Ty::Array(FETCH_PARTITION), 0, ALL), // partitions
+];
+const FORGOTTEN_TOPIC: &[Field] = &[
+    f(Ty::Str, 7, 12), // topic
+    f(Ty::Uuid, 13, ALL), // topic_id
+    f(Ty::ArrayFixed(4), 7, ALL), // partitions
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::I32, 0, 14), // replica_id
+    f(Ty::I32, 0, ALL), // max_wait_ms
+    f(Ty::I32, 0, ALL), // min_bytes
+    f(Ty::I32, 0, ALL), // max_bytes
+    f(Ty::I8, 0, ALL), // isolation_level
+    f(Ty::I32, 7, ALL), // session_id
+    f(Ty::I32, 7, ALL), // session_epoch
+    f(Ty::Array(FETCH_TOPIC), 0, ALL), // topics
+    f(Ty::Array(FORGOTTEN_TOPIC), 7, ALL), // forgotten_topics_data
+    f(Ty::Str, 11, ALL), // rack_id
+    ],
+    12,
+);
+
+
+fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
+    let broker = session.services.clone();
     Box::pin(async move {
-        if version >= 7 && (req.session_id != 0 || req.session_epoch > 0) {
+        if call.version >= 7 && (req.session_id != 0 || req.session_epoch > 0) {
             // kafkabox never hands out a session, so an incremental fetch cannot be one of ours.
             let resp = FetchResponse::default()
                 .with_error_code(ResponseError::FetchSessionIdNotFound.code());
-            return respond(correlation_id, version, &resp);
+            return call.respond(&resp);
         }
         let mut appends = broker.store.subscribe_appends();
         let mut shutdown = broker.shutdown.clone();
@@ -131,10 +181,10 @@ pub fn handle(ctx: &Arc<ConnCtx>, correlation_id: i32, version: i16, req: FetchR
                 || tokio::time::Instant::now() >= deadline
                 || *shutdown.borrow()
             {
-                return respond(correlation_id, version, &built.resp);
+                return call.respond(&built.resp);
             }
             tokio::select! {
-                r = appends.changed() => if r.is_err() { return respond(correlation_id, version, &built.resp) },
+                r = appends.changed() => if r.is_err() { return call.respond(&built.resp) },
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => {}
             }

@@ -1,40 +1,93 @@
-//! FindCoordinator: kafkabox has no group or transaction coordinator yet, so every key gets
-//! COORDINATOR_NOT_AVAILABLE (retriable) with a message saying why. The API is advertised only
-//! because librdkafka turns lz4 compression on just for brokers that list it.
+//! FindCoordinator (v0-6): kafkabox is the coordinator of every group (and answers for
+//! transactional ids too, so that a transactional producer reaches InitProducerId and gets its
+//! clear refusal there). Batched keys from v4.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
-use crate::broker::{ready, respond, Pending};
+use super::{str_bytes, NODE_ID};
+use crate::api::{Call, KafkaApi, Pending};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
-const WHY: &str = "kafkabox does not support consumer groups or transactions yet; use assign() with explicit offsets";
+/// FindCoordinator, declared for the API table.
+pub struct FindCoordinator;
 
-pub fn handle(correlation_id: i32, version: i16, req: &FindCoordinatorRequest) -> Pending {
-    let code = ResponseError::CoordinatorNotAvailable.code();
+impl KafkaApi for FindCoordinator {
+    type Request = FindCoordinatorRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 6;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Str, 0, 3), // key
+    f(Ty::I8, 1, ALL), // key_type
+    f(Ty::ArrayStr, 4, ALL), // coordinator_keys
+    ],
+    3,
+);
+
+
+fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pending {
+    let (host, port) = session.advertised();
     let mut resp = FindCoordinatorResponse::default();
-    if version >= 4 {
+    let answer = |key: &str| -> (i16, Option<String>) {
+        match req.key_type {
+            0 | 1 if key.is_empty() => (
+                ResponseError::InvalidRequest.code(),
+                Some("The coordinator key is empty.".into()),
+            ),
+            0 | 1 => (0, None),
+            other => (
+                ResponseError::InvalidRequest.code(),
+                Some(format!(
+                    "kafkabox coordinates consumer groups (key type 0) only, not key type {other}."
+                )),
+            ),
+        }
+    };
+    if call.version >= 4 {
         resp.coordinators = req
             .coordinator_keys
             .iter()
             .map(|k| {
-                Coordinator::default()
+                let (code, message) = answer(k.as_str());
+                let mut c = Coordinator::default()
                     .with_key(k.clone())
-                    .with_node_id(BrokerId(-1))
-                    .with_port(-1)
                     .with_error_code(code)
-                    .with_error_message(Some(str_bytes(WHY)))
+                    .with_error_message(message.as_deref().map(str_bytes));
+                if code == 0 {
+                    c.node_id = BrokerId(NODE_ID);
+                    c.host = str_bytes(&host);
+                    c.port = i32::from(port);
+                } else {
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                }
+                c
             })
             .collect();
     } else {
+        let (code, message) = answer(req.key.as_str());
         resp.error_code = code;
-        resp.node_id = BrokerId(-1);
-        resp.port = -1;
-        if version >= 1 {
-            resp.error_message = Some(str_bytes(WHY));
+        if code == 0 {
+            resp.node_id = BrokerId(NODE_ID);
+            resp.host = str_bytes(&host);
+            resp.port = i32::from(port);
+        } else {
+            resp.node_id = BrokerId(-1);
+            resp.port = -1;
+        }
+        if call.version >= 1 {
+            resp.error_message = message.as_deref().map(str_bytes);
         }
     }
-    tracing::debug!(key = %req.key.as_str(), "FindCoordinator: {WHY}");
-    ready(respond(correlation_id, version, &resp))
+    call.ready(&resp)
 }

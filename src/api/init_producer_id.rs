@@ -1,20 +1,41 @@
 //! InitProducerId: a new, persisted producer id (epoch 0) for every idempotent producer.
 //! Transactions are not supported.
 
-use std::sync::Arc;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use crate::broker::{respond, ConnCtx, Pending};
+use crate::api::{Call, KafkaApi, Pending};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
-pub fn handle(
-    ctx: &Arc<ConnCtx>,
-    correlation_id: i32,
-    version: i16,
-    req: InitProducerIdRequest,
-) -> Pending {
-    let store = ctx.broker.store.clone();
+/// InitProducerId, declared for the API table.
+pub struct InitProducerId;
+
+impl KafkaApi for InitProducerId {
+    type Request = InitProducerIdRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 5;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Str, 0, ALL), // transactional_id
+    f(Ty::I32, 0, ALL), // transaction_timeout_ms
+    f(Ty::I64, 3, ALL), // producer_id
+    f(Ty::I16, 3, ALL), // producer_epoch
+    ],
+    2,
+);
+
+
+fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
+    let store = session.services.store.clone();
     Box::pin(async move {
         let mut resp = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
@@ -23,7 +44,7 @@ pub fn handle(
             // Kafka's TransactionCoordinator: an empty transactional id is an invalid request.
             tracing::warn!(transactional_id = %txn.0.as_str(), "InitProducerId with an empty transactional id");
             resp.error_code = ResponseError::InvalidRequest.code();
-            return respond(correlation_id, version, &resp);
+            return call.respond(&resp);
         }
         if let Some(txn) = &req.transactional_id {
             tracing::warn!(
@@ -31,7 +52,7 @@ pub fn handle(
                 "InitProducerId for a transactional producer: kafkabox does not support transactions"
             );
             resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-            return respond(correlation_id, version, &resp);
+            return call.respond(&resp);
         }
         match tokio::task::spawn_blocking(move || store.new_producer_id()).await {
             Ok(Ok(id)) => {
@@ -47,6 +68,6 @@ pub fn handle(
                 resp.error_code = ResponseError::UnknownServerError.code();
             }
         }
-        respond(correlation_id, version, &resp)
+        call.respond(&resp)
     })
 }

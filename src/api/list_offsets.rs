@@ -3,7 +3,6 @@
 //! granularity: the answer is the base offset of the first batch whose max timestamp reaches
 //! the target, and the client skips earlier records while consuming.
 
-use std::sync::Arc;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -12,15 +11,46 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::LEADER_EPOCH;
-use crate::broker::{ready, respond, ConnCtx, Pending};
+use crate::api::{Call, KafkaApi, Pending};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
-pub fn handle(
-    ctx: &Arc<ConnCtx>,
-    correlation_id: i32,
-    version: i16,
-    req: ListOffsetsRequest,
-) -> Pending {
-    let store = &ctx.broker.store;
+/// ListOffsets, declared for the API table.
+pub struct ListOffsets;
+
+impl KafkaApi for ListOffsets {
+    type Request = ListOffsetsRequest;
+    const MIN: i16 = 1;
+    const MAX: i16 = 10;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const LIST_OFFSETS_PARTITION: &[Field] = &[
+    f(Ty::I32, 0, ALL), // partition_index
+    f(Ty::I32, 4, ALL), // current_leader_epoch
+    f(Ty::I64, 0, ALL), // timestamp
+];
+const LIST_OFFSETS_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, ALL), // name
+    f(Ty::Array(LIST_OFFSETS_PARTITION), 0, ALL), // partitions
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::I32, 0, ALL), // replica_id
+    f(Ty::I8, 2, ALL), // isolation_level
+    f(Ty::Array(LIST_OFFSETS_TOPIC), 0, ALL), // topics
+    f(Ty::I32, 10, ALL), // timeout_ms
+    ],
+    6,
+);
+
+
+fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
+    let store = &session.services.store;
     let mut topics = Vec::with_capacity(req.topics.len());
     for lt in &req.topics {
         let name = lt.name.0.as_str();
@@ -31,7 +61,7 @@ pub fn handle(
                 .with_partition_index(lp.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            if version >= 4 {
+            if call.version >= 4 {
                 r.leader_epoch = LEADER_EPOCH;
             }
             let part = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
@@ -76,9 +106,5 @@ pub fn handle(
                 .with_partitions(parts),
         );
     }
-    ready(respond(
-        correlation_id,
-        version,
-        &ListOffsetsResponse::default().with_topics(topics),
-    ))
+    call.ready(&ListOffsetsResponse::default().with_topics(topics))
 }

@@ -2,18 +2,29 @@
 //! stable for the data dir, and topic auto-creation when both the broker setting
 //! (`auto.create.topics.enable`) and the request's `allow_auto_topic_creation` allow it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
-use kafkabox_storage::{Store, Topic};
+use kafkabox_storage::Topic;
 
-use super::{create_topics, str_bytes, topic_name, topic_uuid, LEADER_EPOCH, NODE_ID};
-use crate::broker::{respond, ConnCtx, Pending, Reply};
+use super::{errors, str_bytes, topic_name, topic_uuid, LEADER_EPOCH, NODE_ID};
+use crate::services::topics::{validate_topic_name, Topics};
+
+/// KIP-430 authorized operations: kafkabox has no ACLs, so every client may do everything a
+/// topic allows: READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8) DESCRIBE_CONFIGS(10)
+/// ALTER_CONFIGS(11), as bits.
+pub const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// ... and everything on the cluster: CREATE(5) ALTER(7) DESCRIBE(8) CLUSTER_ACTION(9)
+/// DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11) IDEMPOTENT_WRITE(12).
+pub const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+use crate::api::{Call, KafkaApi, Pending, Reply};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 fn describe(topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
@@ -44,26 +55,25 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, code: ResponseError) -> Metad
 
 /// Answers for the requested topics, creating missing ones when allowed (blocking).
 fn resolve(
-    store: &Store,
+    topics: &Topics,
     req: &MetadataRequest,
     version: i16,
     auto_create: bool,
-    partitions: u32,
 ) -> Vec<MetadataResponseTopic> {
     let all = match &req.topics {
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
     if all {
-        return store.topics().iter().map(|t| describe(t)).collect();
+        return topics.list().iter().map(|t| describe(t)).collect();
     }
     let allow_create = auto_create && req.allow_auto_topic_creation;
     let mut out = Vec::new();
     for rt in req.topics.iter().flatten() {
         let Some(name) = rt.name.as_ref().map(|n| n.0.as_str()) else {
             // Lookup by topic id (v10+).
-            match store
-                .topics()
+            match topics
+                .list()
                 .into_iter()
                 .find(|t| topic_uuid(t) == rt.topic_id)
             {
@@ -76,11 +86,11 @@ fn resolve(
             }
             continue;
         };
-        if let Some(t) = store.topic(name) {
+        if let Some(t) = topics.get(name) {
             out.push(describe(&t));
             continue;
         }
-        if let Err(msg) = super::validate_topic_name(name) {
+        if let Err(msg) = validate_topic_name(name) {
             tracing::info!(topic = name, error = %msg, "Metadata for an invalid topic name");
             out.push(error_topic(
                 Some(name),
@@ -97,51 +107,67 @@ fn resolve(
             ));
             continue;
         }
-        match create_topics::create(store, name, partitions, BTreeMap::new()) {
+        match topics.ensure(name) {
             Ok(t) => out.push(describe(&t)),
-            // Lost a race with another creator: it exists now.
-            Err((ResponseError::TopicAlreadyExists, _)) => match store.topic(name) {
-                Some(t) => out.push(describe(&t)),
-                None => out.push(error_topic(
-                    Some(name),
-                    uuid::Uuid::nil(),
-                    ResponseError::LeaderNotAvailable,
-                )),
-            },
-            Err((code, _)) => out.push(error_topic(Some(name), uuid::Uuid::nil(), code)),
+            Err(e) => out.push(error_topic(Some(name), uuid::Uuid::nil(), errors::code(&e))),
         }
     }
     out
 }
 
-pub fn handle(
-    ctx: &Arc<ConnCtx>,
-    correlation_id: i32,
-    version: i16,
-    req: MetadataRequest,
-) -> Pending {
-    let store = ctx.broker.store.clone();
-    let config = ctx.broker.config.clone();
-    let (host, port) = ctx.advertised();
+/// Metadata, declared for the API table.
+pub struct Metadata;
+
+impl KafkaApi for Metadata {
+    type Request = MetadataRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 13;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const METADATA_REQUEST_TOPIC: &[Field] = &[
+    f(Ty::Uuid, 10, ALL), // topic_id
+    f(Ty::Str, 0, ALL), // name
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Array(METADATA_REQUEST_TOPIC), 0, ALL), // topics
+    f(Ty::I8, 4, ALL), // allow_auto_topic_creation
+    f(Ty::I8, 8, 10), // include_cluster_authorized_operations
+    f(Ty::I8, 8, ALL), // include_topic_authorized_operations
+    ],
+    9,
+);
+
+
+fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
+    let topics = session.services.topics.clone();
+    let auto_create = session.services.config.auto_create_topics;
+    let cluster_id = session.services.store.cluster_id().to_string();
+    let (host, port) = session.advertised();
     Box::pin(async move {
-        let cluster_id = store.cluster_id().to_string();
+        let include_cluster_ops = req.include_cluster_authorized_operations;
+        let include_topic_ops = req.include_topic_authorized_operations;
         let job = tokio::task::spawn_blocking(move || {
-            resolve(
-                &store,
-                &req,
-                version,
-                config.auto_create_topics,
-                config.num_partitions,
-            )
+            resolve(&topics, &req, call.version, auto_create)
         });
-        let topics = match job.await {
+        let mut topics = match job.await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "metadata task failed");
                 return Reply::Close;
             }
         };
-        let resp = MetadataResponse::default()
+        if include_topic_ops && call.version >= 8 {
+            for t in &mut topics {
+                t.topic_authorized_operations = TOPIC_OPERATIONS;
+            }
+        }
+        let mut resp = MetadataResponse::default()
             .with_brokers(vec![MetadataResponseBroker::default()
                 .with_node_id(BrokerId(NODE_ID))
                 .with_host(str_bytes(&host))
@@ -149,6 +175,9 @@ pub fn handle(
             .with_cluster_id(Some(str_bytes(&cluster_id)))
             .with_controller_id(BrokerId(NODE_ID))
             .with_topics(topics);
-        respond(correlation_id, version, &resp)
+        if include_cluster_ops && (8..=10).contains(&call.version) {
+            resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        }
+        call.respond(&resp)
     })
 }

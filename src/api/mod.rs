@@ -1,49 +1,283 @@
-//! One module per Kafka API: each turns a decoded request into a (possibly pending) response.
+//! The Kafka API layer: one file per Kafka API. Each file declares its versions and the
+//! precheck schema of its request next to its handler (a [`KafkaApi`] impl); [`APIS`] lists
+//! them once, and ApiVersions, the decoder and the dispatch are all derived from that table.
+//! Handlers translate between wire types and the domain services (`crate::services`); they hold
+//! no domain logic of their own. Domain errors become Kafka error codes in [`errors`].
+
+pub mod errors;
 
 pub mod api_versions;
+// pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
+// pub mod delete_records;
+// pub mod delete_topics;
+// pub mod describe_cluster;
+// pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
+// pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
+// pub mod alter_configs;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
+// pub mod offset_for_leader_epoch;
 pub mod produce;
-pub mod retention;
+pub mod sync_group;
 
-use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, Message, Request, StrBytes};
+use kafkabox_protocol::precheck::Schema;
+use kafkabox_protocol::{DecodeError, RequestPrefix};
 use kafkabox_storage::Topic;
+use tracing::{debug, warn, Instrument};
 
-/// The only node of the cluster.
-pub const NODE_ID: i32 = 0;
+use crate::listener::Session;
 
-/// The leader epoch stamped into stored batches and reported by Metadata / ListOffsets.
-pub const LEADER_EPOCH: i32 = 0;
+pub use crate::services::{LEADER_EPOCH, NODE_ID};
 
-/// Kafka's topic name rules (clients/.../internals/Topic.java): 1 to 249 characters of
-/// `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
+/// What a request turns into once handled.
+#[derive(Debug)]
+pub enum Reply {
+    /// A response frame, size prefix included.
+    Frame(BytesMut),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Close the connection (Kafka's answer to what it cannot parse, and to a failed acks=0
+    /// produce).
+    Close,
+}
+
+/// A response still being worked on (waiting for a flush, a long poll, a rebalance ...). The
+/// listener awaits them in request order.
+pub type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Wraps a finished reply.
+pub fn ready(r: Reply) -> Pending {
+    Box::pin(std::future::ready(r))
+}
+
+/// The header fields a handler needs to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub correlation_id: i32,
+    pub version: i16,
+}
+
+impl Call {
+    /// Encodes a response; an encoding failure is a bug, logged, and closes the connection.
+    pub fn respond<R: Encodable + HeaderVersion>(self, body: &R) -> Reply {
+        match kafkabox_protocol::encode_response(self.correlation_id, self.version, body) {
+            Ok(b) => Reply::Frame(b),
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode a response; closing the connection");
+                Reply::Close
+            }
+        }
     }
-    if name == "." || name == ".." {
-        return Err(format!("topic name cannot be '{name}'"));
+
+    /// [`Call::respond`], already finished.
+    pub fn ready<R: Encodable + HeaderVersion>(self, body: &R) -> Pending {
+        ready(self.respond(body))
     }
-    if name.len() > 249 {
-        return Err(format!(
-            "topic name is {} characters long; the limit is 249",
-            name.len()
-        ));
+}
+
+/// One Kafka API: its request type (which fixes the API key), the versions kafkabox answers,
+/// the schema its request bodies are walked with before decoding, and the handler.
+pub trait KafkaApi {
+    type Request: Request + Send + 'static;
+    /// Lowest and highest version answered; within the crate's range (checked at compile time).
+    const MIN: i16;
+    const MAX: i16;
+    /// The bounded pre-check of a request body (see `kafkabox_protocol::precheck`).
+    const SCHEMA: Schema;
+    /// Runs in request order on the connection's task; long work goes into the returned future
+    /// (or `spawn_blocking` inside it).
+    fn handle(session: &mut Session, call: Call, req: Self::Request) -> Pending;
+}
+
+/// A row of [`APIS`].
+#[derive(Clone, Copy)]
+pub struct ApiEntry {
+    pub key: i16,
+    pub min: i16,
+    pub max: i16,
+    run: fn(&mut Session, Call, Bytes) -> Result<Pending, DecodeError>,
+    decode: fn(i16, Bytes) -> Result<(), DecodeError>,
+}
+
+impl std::fmt::Debug for ApiEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiEntry({}, {}..={})", self.key, self.min, self.max)
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
-    {
-        return Err(format!(
-            "topic name '{name}' contains '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"
-        ));
+}
+
+const fn entry<A: KafkaApi>() -> ApiEntry {
+    let range = <A::Request as Message>::VERSIONS;
+    assert!(A::MIN >= range.min && A::MAX <= range.max && A::MIN <= A::MAX);
+    ApiEntry {
+        key: <A::Request as Request>::KEY,
+        min: A::MIN,
+        max: A::MAX,
+        run: run::<A>,
+        decode: decode::<A>,
     }
-    Ok(())
+}
+
+fn decode<A: KafkaApi>(version: i16, body: Bytes) -> Result<(), DecodeError> {
+    let key = ApiKey::try_from(<A::Request as Request>::KEY)
+        .map_err(|()| DecodeError::UnknownApiKey(<A::Request as Request>::KEY))?;
+    kafkabox_protocol::decode_body::<A::Request>(key, &A::SCHEMA, body, version).map(|_| ())
+}
+
+/// Decodes a whole request frame exactly as [`dispatch`] does, without handling it (for the
+/// fuzz targets).
+pub fn decode_frame(frame: Bytes) -> Result<(), DecodeError> {
+    let prefix = RequestPrefix::parse(&frame).ok_or(DecodeError::TooShort(frame.len()))?;
+    let key = ApiKey::try_from(prefix.api_key)
+        .map_err(|()| DecodeError::UnknownApiKey(prefix.api_key))?;
+    let api = supported(prefix.api_key).ok_or(DecodeError::UnsupportedApi { key })?;
+    if prefix.api_version < api.min || prefix.api_version > api.max {
+        return Err(DecodeError::UnsupportedVersion {
+            key,
+            version: prefix.api_version,
+            min: api.min,
+            max: api.max,
+        });
+    }
+    let framed = kafkabox_protocol::decode_header(frame, key)?;
+    (api.decode)(prefix.api_version, framed.body)
+}
+
+fn run<A: KafkaApi>(session: &mut Session, call: Call, body: Bytes) -> Result<Pending, DecodeError> {
+    let key = ApiKey::try_from(<A::Request as Request>::KEY)
+        .map_err(|()| DecodeError::UnknownApiKey(<A::Request as Request>::KEY))?;
+    let req = kafkabox_protocol::decode_body::<A::Request>(key, &A::SCHEMA, body, call.version)?;
+    Ok(A::handle(session, call, req))
+}
+
+/// Every API kafkabox answers: ApiVersions advertises exactly this table.
+pub static APIS: &[ApiEntry] = &[
+    entry::<produce::Produce>(),
+    entry::<fetch::Fetch>(),
+    entry::<list_offsets::ListOffsets>(),
+    entry::<metadata::Metadata>(),
+    entry::<offset_commit::OffsetCommit>(),
+    entry::<offset_fetch::OffsetFetch>(),
+    entry::<find_coordinator::FindCoordinator>(),
+    entry::<join_group::JoinGroup>(),
+    entry::<heartbeat::Heartbeat>(),
+    entry::<leave_group::LeaveGroup>(),
+    entry::<sync_group::SyncGroup>(),
+    entry::<describe_groups::DescribeGroups>(),
+    entry::<list_groups::ListGroups>(),
+    entry::<api_versions::ApiVersions>(),
+    entry::<create_topics::CreateTopics>(),
+    // entry::<delete_topics>
+    // entry::<delete_records>
+    entry::<init_producer_id::InitProducerId>(),
+    // entry::<offset_for_leader_epoch>
+    // entry::<describe_configs>
+    // entry::<alter_configs>
+    // entry::<create_partitions>
+    entry::<delete_groups::DeleteGroups>(),
+    // entry::<incremental_alter_configs>
+    entry::<offset_delete::OffsetDelete>(),
+    // entry::<describe_cluster>
+];
+
+/// The row of an API key, if kafkabox answers it.
+pub fn supported(key: i16) -> Option<&'static ApiEntry> {
+    APIS.iter().find(|a| a.key == key)
+}
+
+/// Decodes a frame and runs the synchronous part of its handler, in arrival order. Returns the
+/// pending response and whether to close the connection after it.
+pub fn dispatch(session: &mut Session, frame: Bytes) -> (Pending, bool) {
+    let prefix = RequestPrefix::parse(&frame);
+    match decode_and_run(session, frame) {
+        Ok(pending) => (pending, false),
+        Err(DecodeError::UnsupportedVersion {
+            key: ApiKey::ApiVersions,
+            version,
+            ..
+        }) => {
+            let correlation_id = prefix.map(|p| p.correlation_id).unwrap_or(0);
+            debug!(
+                version,
+                "ApiVersions at an unsupported version; answering v0 UNSUPPORTED_VERSION"
+            );
+            let range = supported(ApiKey::ApiVersions as i16)
+                .map(|a| (a.min, a.max))
+                .unwrap_or((0, 0));
+            (
+                ready(Reply::Frame(kafkabox_protocol::api_versions_fallback(
+                    correlation_id,
+                    range,
+                ))),
+                false,
+            )
+        }
+        Err(e) => {
+            warn!(
+                api_key = prefix.map(|p| p.api_key),
+                api_version = prefix.map(|p| p.api_version),
+                correlation_id = prefix.map(|p| p.correlation_id),
+                error = %e,
+                "cannot handle request; closing the connection as Kafka does"
+            );
+            (ready(Reply::Close), true)
+        }
+    }
+}
+
+fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<Pending, DecodeError> {
+    let prefix = RequestPrefix::parse(&frame).ok_or(DecodeError::TooShort(frame.len()))?;
+    let key = ApiKey::try_from(prefix.api_key)
+        .map_err(|()| DecodeError::UnknownApiKey(prefix.api_key))?;
+    let api = supported(prefix.api_key).ok_or(DecodeError::UnsupportedApi { key })?;
+    let version = prefix.api_version;
+    if version < api.min || version > api.max {
+        return Err(DecodeError::UnsupportedVersion {
+            key,
+            version,
+            min: api.min,
+            max: api.max,
+        });
+    }
+    let framed = kafkabox_protocol::decode_header(frame, key)?;
+    if let Some(c) = framed.client_id {
+        if c != session.client_id {
+            session.client_id = c;
+        }
+    }
+    session.requests += 1;
+    let span = tracing::debug_span!(
+        "request",
+        api_key = ?key,
+        api_version = version,
+        correlation_id = prefix.correlation_id,
+        client_id = %session.client_id
+    );
+    let _enter = span.enter();
+    let call = Call {
+        correlation_id: prefix.correlation_id,
+        version,
+    };
+    let pending = (api.run)(session, call, framed.body)?;
+    Ok(Box::pin(pending.instrument(span.clone())))
 }
 
 pub fn str_bytes(s: &str) -> StrBytes {
@@ -58,26 +292,15 @@ pub fn topic_uuid(t: &Topic) -> uuid::Uuid {
     uuid::Uuid::from_bytes(t.meta.id)
 }
 
-/// Current time in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn topic_names() {
-        assert!(validate_topic_name("customer-events").is_ok());
-        assert!(validate_topic_name("customer-events.dlq").is_ok());
-        assert!(validate_topic_name("").is_err());
-        assert!(validate_topic_name("..").is_err());
-        assert!(validate_topic_name("a b").is_err());
-        assert!(validate_topic_name(&"x".repeat(250)).is_err());
-        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    fn one_row_per_key() {
+        let mut keys: Vec<i16> = APIS.iter().map(|a| a.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), APIS.len());
     }
 }

@@ -3,22 +3,28 @@
 //! that covers the batch (group commit, `flush.on.acks.all`); acks=1 after the append; acks=0
 //! never, and a failed acks=0 request closes the connection as Kafka does.
 
-use std::sync::Arc;
-
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::batch;
-use kafkabox_storage::{AppendError, StoreError};
+use kafkabox_storage::StoreError;
 
-use super::str_bytes;
-use crate::broker::{ready, respond, ConnCtx, Pending, Reply};
+use super::{errors, str_bytes};
+use crate::services::Services;
+use crate::api::{ready, Call, KafkaApi, Pending, Reply};
+use crate::listener::Session;
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
-/// Result of one partition: (error, base offset, log start offset, message).
+/// Result of one partition.
 struct Outcome {
     error: Option<(ResponseError, String)>,
+    /// Records refused individually (index in the batch, why), as Kafka reports them (v8+).
+    record_errors: Vec<(i32, String)>,
     base_offset: i64,
     log_start_offset: i64,
+    log_append_time: i64,
     write_seq: Option<u64>,
 }
 
@@ -26,16 +32,22 @@ impl Outcome {
     fn err(code: ResponseError, message: String) -> Outcome {
         Outcome {
             error: Some((code, message)),
+            record_errors: Vec::new(),
             base_offset: -1,
             log_start_offset: -1,
+            log_append_time: -1,
             write_seq: None,
         }
     }
 }
 
-fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::Bytes>) -> Outcome {
-    let broker = &ctx.broker;
-    let Some(t) = broker.store.topic(topic) else {
+fn produce_one(
+    services: &Services,
+    topic: &str,
+    index: i32,
+    records: Option<&bytes::Bytes>,
+) -> Outcome {
+    let Some(t) = services.topics.get(topic) else {
         return Outcome::err(
             ResponseError::UnknownTopicOrPartition,
             format!("This server does not host topic '{topic}'."),
@@ -53,10 +65,11 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             "Produce request without records.".into(),
         );
     };
+    let settings = services.topics.settings(&t);
     let header = match batch::validate_produce_batch(
         records,
-        broker.config.message_max_bytes,
-        broker.config.inflate_limit(),
+        settings.max_message_bytes,
+        services.config.inflate_limit(),
     ) {
         Ok(h) => h,
         Err(e) => return Outcome::err(e.kafka_error(), e.to_string()),
@@ -70,12 +83,8 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             ),
         );
     }
-    if let Some(contract) = broker.reject_contracts.get(topic) {
-        if let Err(message) =
-            check_records(contract, records, broker.config.max_inflated_batch_bytes)
-        {
-            return Outcome::err(ResponseError::InvalidRecord, message);
-        }
+    if let Err(message) = services.check_contract(topic, records) {
+        return Outcome::err(ResponseError::InvalidRecord, message);
     }
     if header.is_transactional() {
         return Outcome::err(
@@ -83,61 +92,91 @@ fn produce_one(ctx: &ConnCtx, topic: &str, index: i32, records: Option<&bytes::B
             "Transactional record batches are not supported by kafkabox.".into(),
         );
     }
-    match broker.store.append(part, records, &header) {
+    if settings.compacted {
+        let keyless = match batch::decode_batch(records, services.config.max_inflated_batch_bytes)
+        {
+            Ok((_, recs)) => recs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.key.is_none())
+                .map(|(i, _)| {
+                    (
+                        i as i32,
+                        format!("Compacted topic cannot accept message without key in topic partition {topic}-{index}."),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => return Outcome::err(e.kafka_error(), e.to_string()),
+        };
+        if !keyless.is_empty() {
+            let mut o = Outcome::err(
+                ResponseError::InvalidRecord,
+                "One or more records have been rejected".to_string(),
+            );
+            o.record_errors = keyless;
+            return o;
+        }
+    }
+    let mut log_append_time = -1;
+    let appended = if settings.log_append_time {
+        let mut stamped = records.to_vec();
+        log_append_time = crate::services::now_ms();
+        batch::set_log_append_time(&mut stamped, log_append_time);
+        services.store.append(part, &stamped, &header)
+    } else {
+        services.store.append(part, records, &header)
+    };
+    match appended {
         Ok(a) => Outcome {
             error: None,
+            record_errors: Vec::new(),
             base_offset: a.base_offset,
             log_start_offset: a.log_start_offset,
+            log_append_time,
             write_seq: Some(a.write_seq),
         },
-        Err(AppendError::OutOfOrderSequence { expected, got }) => Outcome::err(
-            ResponseError::OutOfOrderSequenceNumber,
-            format!(
-                "Out of order sequence number for producer {}: expected {expected}, got {got}.",
-                header.producer_id
-            ),
-        ),
-        Err(e @ AppendError::InvalidProducerEpoch { .. }) => {
-            Outcome::err(ResponseError::InvalidProducerEpoch, e.to_string())
-        }
-        Err(e @ AppendError::UnknownProducerId(_)) => {
-            Outcome::err(ResponseError::UnknownProducerId, e.to_string())
-        }
-        Err(AppendError::Store(e)) => {
-            tracing::error!(topic, partition = index, error = %e, "append failed");
-            Outcome::err(
-                ResponseError::KafkaStorageError,
-                format!("Storage error: {e}"),
-            )
+        Err(e) => {
+            let (code, message) = errors::append(&e, header.producer_id);
+            Outcome::err(code, message)
         }
     }
 }
 
-/// The reject policy: every record of the batch must satisfy the contract; the first that does
-/// not fails the whole batch, as Kafka fails a batch with an invalid record.
-fn check_records(
-    contract: &crate::contract::Contract,
-    batch: &[u8],
-    inflate_limit: usize,
-) -> Result<(), String> {
-    let (_, records) = batch::decode_batch(batch, inflate_limit).map_err(|e| e.to_string())?;
-    for (i, r) in records.iter().enumerate() {
-        if let Err(rejection) = contract.check(r.value.as_deref()) {
-            return Err(format!(
-                "record {i} breaks the customer-events contract: {}",
-                rejection.reason
-            ));
-        }
+/// Produce, declared for the API table.
+pub struct Produce;
+
+impl KafkaApi for Produce {
+    type Request = ProduceRequest;
+    const MIN: i16 = 3;
+    const MAX: i16 = 12;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
+        handle(session, call, req)
     }
-    Ok(())
 }
 
-pub fn handle(
-    ctx: &Arc<ConnCtx>,
-    correlation_id: i32,
-    version: i16,
-    req: ProduceRequest,
-) -> Pending {
+const PARTITION_PRODUCE_DATA: &[Field] = &[
+    f(Ty::I32, 0, ALL), // index
+    f(Ty::Bytes, 0, ALL), // records
+];
+const TOPIC_PRODUCE_DATA: &[Field] = &[
+    f(Ty::Str, 0, 12), // name
+    f(Ty::Uuid, 13, ALL), // topic_id
+    f(Ty::Array(PARTITION_PRODUCE_DATA), 0, ALL), // partition_data
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Str, 0, ALL), // transactional_id
+    f(Ty::I16, 0, ALL), // acks
+    f(Ty::I32, 0, ALL), // timeout_ms
+    f(Ty::Array(TOPIC_PRODUCE_DATA), 0, ALL), // topic_data
+    ],
+    9,
+);
+
+
+fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
     let acks = req.acks;
     let refuse_all = if !matches!(acks, -1..=1) {
         Some((
@@ -161,18 +200,29 @@ pub fn handle(
         for pd in &td.partition_data {
             let o = match &refuse_all {
                 Some((code, msg)) => Outcome::err(*code, msg.clone()),
-                None => produce_one(ctx, topic, pd.index, pd.records.as_ref()),
+                None => produce_one(&session.services, topic, pd.index, pd.records.as_ref()),
             };
             let mut r = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(o.base_offset)
-                .with_log_append_time_ms(-1)
+                .with_log_append_time_ms(o.log_append_time)
                 .with_log_start_offset(o.log_start_offset);
             if let Some((code, msg)) = &o.error {
                 any_error = true;
                 tracing::warn!(topic, partition = pd.index, error = ?code, "{msg}");
                 r.error_code = code.code();
                 r.error_message = Some(str_bytes(msg));
+                if call.version >= 8 {
+                    r.record_errors = o
+                        .record_errors
+                        .iter()
+                        .map(|(i, m)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(*i)
+                                .with_batch_index_error_message(Some(str_bytes(m)))
+                        })
+                        .collect();
+                }
             }
             if let Some(s) = o.write_seq {
                 max_seq = Some(max_seq.map_or(s, |m| m.max(s)));
@@ -194,17 +244,17 @@ pub fn handle(
     }
     let resp = ProduceResponse::default().with_responses(responses);
     match max_seq {
-        Some(seq) if acks == -1 && ctx.broker.config.flush_on_acks_all => {
-            let store = ctx.broker.store.clone();
+        Some(seq) if acks == -1 && session.services.config.flush_on_acks_all => {
+            let store = session.services.store.clone();
             Box::pin(async move {
                 let mut resp = resp;
                 if let Err(e) = store.wait_durable(seq).await {
                     mark_unflushed(&mut resp, &e);
                 }
-                respond(correlation_id, version, &resp)
+                call.respond(&resp)
             })
         }
-        _ => ready(respond(correlation_id, version, &resp)),
+        _ => call.ready(&resp),
     }
 }
 

@@ -43,6 +43,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
     #[error("flush failed: {0}")]
     Flush(String),
     #[error("store is shut down")]
@@ -147,6 +149,21 @@ pub struct Partition {
     state: Mutex<PartitionState>,
 }
 
+impl Partition {
+    fn empty(id: u32, topic: &str, index: i32) -> Partition {
+        Partition {
+            id,
+            topic: topic.to_string(),
+            index,
+            state: Mutex::new(PartitionState {
+                next_offset: 0,
+                log_start: 0,
+                producers: HashMap::new(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PartitionState {
     next_offset: i64,
@@ -233,6 +250,66 @@ fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
     k
 }
 
+/// Key of partition `pid`'s log start offset when it was moved past the first stored batch
+/// (DeleteRecords): between the chunk keys and the consumer keys.
+fn log_start_key(pid: u32) -> [u8; 12] {
+    let mut k = [0xfdu8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// Every key of partition `pid` (chunks, log start, consumer offsets, producer state) starts
+/// with these four bytes.
+fn partition_prefix(pid: u32) -> [u8; 4] {
+    pid.to_be_bytes()
+}
+
+/// A consumer's committed position on a partition, as stored: the next offset to read, the
+/// leader epoch of the record before it, when it was committed and the client's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub commit_ms: i64,
+    pub metadata: String,
+}
+
+impl CommittedOffset {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(20 + self.metadata.len());
+        v.extend_from_slice(&(self.offset as u64).to_be_bytes());
+        v.extend_from_slice(&self.leader_epoch.to_be_bytes());
+        v.extend_from_slice(&self.commit_ms.to_be_bytes());
+        v.extend_from_slice(self.metadata.as_bytes());
+        v
+    }
+
+    /// Reads a stored position: 8 bytes (the pipeline's own commits) or the full form.
+    fn decode(v: &[u8]) -> Result<CommittedOffset, StoreError> {
+        if v.len() < 8 {
+            return Err(StoreError::Corrupt(format!(
+                "committed offset of {} bytes",
+                v.len()
+            )));
+        }
+        let offset = read_u64(&v[..8])? as i64;
+        if v.len() < 20 {
+            return Ok(CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                commit_ms: 0,
+                metadata: String::new(),
+            });
+        }
+        Ok(CommittedOffset {
+            offset,
+            leader_epoch: i32::from_be_bytes([v[8], v[9], v[10], v[11]]),
+            commit_ms: read_u64(&v[12..20])? as i64,
+            metadata: String::from_utf8_lossy(&v[20..]).into_owned(),
+        })
+    }
+}
+
 /// An in-process consumer's offset commit, with the appliance state written alongside it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsumerCommit<'a> {
@@ -293,6 +370,8 @@ struct Inner {
     log: sled::Tree,
     catalog: sled::Tree,
     meta: sled::Tree,
+    /// Consumer group records, owned by the group coordinator (opaque here).
+    groups: sled::Tree,
     cluster_id: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation and producer id allocation.
@@ -320,6 +399,7 @@ impl Store {
         let log = db.open_tree("log")?;
         let catalog = db.open_tree("catalog")?;
         let meta = db.open_tree("meta")?;
+        let groups = db.open_tree("groups")?;
         let cluster_id = match meta.get(META_CLUSTER_ID)? {
             Some(v) => String::from_utf8(v.to_vec())
                 .map_err(|_| StoreError::Corrupt("cluster id is not UTF-8".into()))?,
@@ -357,6 +437,7 @@ impl Store {
             log,
             catalog,
             meta,
+            groups,
             cluster_id,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
@@ -433,18 +514,7 @@ impl Store {
             .partition_ids
             .iter()
             .enumerate()
-            .map(|(i, &pid)| {
-                Arc::new(Partition {
-                    id: pid,
-                    topic: name.to_string(),
-                    index: i as i32,
-                    state: Mutex::new(PartitionState {
-                        next_offset: 0,
-                        log_start: 0,
-                        producers: HashMap::new(),
-                    }),
-                })
-            })
+            .map(|(i, &pid)| Arc::new(Partition::empty(pid, name, i as i32)))
             .collect();
         let topic = Arc::new(Topic {
             meta: tm,
@@ -456,6 +526,120 @@ impl Store {
             .map_err(|_| StoreError::Closed)?
             .insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: it leaves the catalog durably first, then its partitions' keys (batches,
+    /// offsets, producer state) are removed in slices. Partition ids are never reused, so keys
+    /// a crash leaves behind are unreachable.
+    pub fn delete_topic(&self, name: &str) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let topic = {
+            let _admin = inner.admin.lock().map_err(|_| StoreError::Closed)?;
+            let Some(topic) = self.topic(name) else {
+                return Err(StoreError::UnknownTopic(name.to_string()));
+            };
+            inner.catalog.remove(name.as_bytes())?;
+            inner.db.flush()?;
+            inner
+                .topics
+                .write()
+                .map_err(|_| StoreError::Closed)?
+                .remove(name);
+            topic
+        };
+        for part in &topic.partitions {
+            // Hold the partition lock so no append lands after the sweep.
+            let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+            loop {
+                let mut b = sled::Batch::default();
+                let mut n = 0;
+                for item in inner.log.scan_prefix(partition_prefix(part.id)).take(10_000) {
+                    let (k, _) = item?;
+                    b.remove(k);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                inner.log.apply_batch(b)?;
+            }
+            st.producers.clear();
+            st.log_start = st.next_offset;
+        }
+        inner.written.fetch_add(1, Ordering::SeqCst);
+        inner.appends.send_modify(|n| *n += 1);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows `name` to `count` partitions. Durable when this returns.
+    pub fn add_partitions(&self, name: &str, count: u32) -> Result<Arc<Topic>, StoreError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock().map_err(|_| StoreError::Closed)?;
+        let Some(old) = self.topic(name) else {
+            return Err(StoreError::UnknownTopic(name.to_string()));
+        };
+        let have = old.partitions.len() as u32;
+        if count <= have {
+            return Ok(old);
+        }
+        let first = match inner.meta.get(META_NEXT_PARTITION)? {
+            Some(v) => read_u64(&v)? as u32,
+            None => 0,
+        };
+        let mut tm = old.meta.clone();
+        tm.partition_ids
+            .extend((0..count - have).map(|i| first + i));
+        let json = serde_json::to_vec(&tm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        inner.meta.insert(
+            META_NEXT_PARTITION,
+            &u64::from(first + count - have).to_be_bytes(),
+        )?;
+        inner.catalog.insert(name.as_bytes(), json)?;
+        inner.db.flush()?;
+        let mut parts = old.partitions.clone();
+        for (i, &pid) in tm.partition_ids.iter().enumerate().skip(have as usize) {
+            parts.push(Arc::new(Partition::empty(pid, name, i as i32)));
+        }
+        let topic = Arc::new(Topic {
+            meta: tm,
+            partitions: parts,
+        });
+        inner
+            .topics
+            .write()
+            .map_err(|_| StoreError::Closed)?
+            .insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions = count, "added partitions");
+        Ok(topic)
+    }
+
+    /// Replaces the configs of `name`. Durable when this returns.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StoreError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock().map_err(|_| StoreError::Closed)?;
+        let Some(old) = self.topic(name) else {
+            return Err(StoreError::UnknownTopic(name.to_string()));
+        };
+        let mut tm = old.meta.clone();
+        tm.configs = configs;
+        let json = serde_json::to_vec(&tm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        inner.catalog.insert(name.as_bytes(), json)?;
+        inner.db.flush()?;
+        let topic = Arc::new(Topic {
+            meta: tm,
+            partitions: old.partitions.clone(),
+        });
+        inner
+            .topics
+            .write()
+            .map_err(|_| StoreError::Closed)?
+            .insert(name.to_string(), topic.clone());
         Ok(topic)
     }
 
@@ -721,7 +905,7 @@ impl Store {
         let offsets = self.offsets(part);
         self.inner
             .log
-            .range(chunk_key(part.id, offsets.log_start, 0)..chunk_key(part.id, offsets.log_end, 0))
+            .range(chunk_key(part.id, 0, 0)..chunk_key(part.id, offsets.log_end, 0))
             .filter_map(|item| match item {
                 Err(e) => Some(Err(e.into())),
                 Ok((k, v)) => match parse_chunk_key(&k) {
@@ -791,9 +975,100 @@ impl Store {
     /// committed, or 0.
     pub fn consumer_offset(&self, part: &Partition, name: &str) -> Result<i64, StoreError> {
         match self.inner.log.get(consumer_key(part.id, name))? {
-            Some(v) => Ok(read_u64(&v)? as i64),
+            Some(v) => Ok(CommittedOffset::decode(&v)?.offset),
             None => Ok(0),
         }
+    }
+
+    /// What consumer (group) `name` last committed on `part`, if anything.
+    pub fn committed_offset(
+        &self,
+        part: &Partition,
+        name: &str,
+    ) -> Result<Option<CommittedOffset>, StoreError> {
+        match self.inner.log.get(consumer_key(part.id, name))? {
+            Some(v) => Ok(Some(CommittedOffset::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits positions of consumer (group) `name` on several partitions in one atomic
+    /// write. Returns the write sequence number for [`Store::wait_durable`].
+    pub fn commit_offsets(
+        &self,
+        name: &str,
+        entries: &[(&Partition, CommittedOffset)],
+    ) -> Result<u64, StoreError> {
+        let mut b = sled::Batch::default();
+        for (part, c) in entries {
+            b.insert(consumer_key(part.id, name), c.encode());
+        }
+        self.inner.log.apply_batch(b)?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Forgets the positions of consumer (group) `name` on `parts`, atomically.
+    pub fn delete_offsets(&self, name: &str, parts: &[&Partition]) -> Result<u64, StoreError> {
+        let mut b = sled::Batch::default();
+        for part in parts {
+            b.remove(consumer_key(part.id, name));
+        }
+        self.inner.log.apply_batch(b)?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Every stored consumer-group record (id, opaque bytes), in id order.
+    pub fn group_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.groups.iter() {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stores a consumer-group record. Returns the write sequence for [`Store::wait_durable`].
+    pub fn put_group_record(&self, id: &str, record: &[u8]) -> Result<u64, StoreError> {
+        self.inner.groups.insert(id.as_bytes(), record)?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Removes a consumer-group record.
+    pub fn remove_group_record(&self, id: &str) -> Result<u64, StoreError> {
+        self.inner.groups.remove(id.as_bytes())?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Moves the log start offset of `part` to `offset` (DeleteRecords): whole batches that
+    /// end before it are removed and the new start is stored, so it survives a restart even
+    /// inside a batch. `offset` must lie between the log start and the log end.
+    pub fn delete_records_before(&self, part: &Partition, offset: i64) -> Result<i64, StoreError> {
+        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        if offset <= st.log_start {
+            return Ok(st.log_start);
+        }
+        let offset = offset.min(st.next_offset);
+        let log = &self.inner.log;
+        let mut b = sled::Batch::default();
+        for item in log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, offset, 0)) {
+            let (k, v) = item?;
+            let (base, chunk) = parse_chunk_key(&k)?;
+            if chunk != 0 {
+                continue;
+            }
+            let h = stored_header(&v)?;
+            if h.last_offset() >= offset {
+                break;
+            }
+            for c in 0..chunk_count(h.total_len()) {
+                b.remove(&chunk_key(part.id, base, c as u16)[..]);
+            }
+        }
+        b.insert(&log_start_key(part.id)[..], &(offset as u64).to_be_bytes());
+        log.apply_batch(b)?;
+        st.log_start = offset;
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(offset)
     }
 
     /// Commits `next_offset` for in-process consumer `name` on `part`. Durable with the next
@@ -890,6 +1165,46 @@ impl Store {
         part.state.lock().map(|st| st.producers.len()).unwrap_or(0)
     }
 
+    /// Removes the oldest whole batches of `part` while the partition holds more than
+    /// `max_bytes` of batches (a topic's `retention.bytes`), at most 10,000 per call. The last
+    /// batch is kept. Returns the number of batches removed.
+    pub fn expire_over_size(&self, part: &Partition, max_bytes: u64) -> Result<usize, StoreError> {
+        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let log = &self.inner.log;
+        let mut batches = Vec::new();
+        let mut total: u64 = 0;
+        for item in log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, st.next_offset, 0)) {
+            let (k, v) = item?;
+            let (base, chunk) = parse_chunk_key(&k)?;
+            if chunk != 0 {
+                continue;
+            }
+            let h = stored_header(&v)?;
+            total += h.total_len() as u64;
+            batches.push((base, h.total_len(), h.last_offset()));
+        }
+        let mut b = sled::Batch::default();
+        let mut removed = 0;
+        let mut new_start = st.log_start;
+        for (base, len, last) in batches.iter().take(batches.len().saturating_sub(1)) {
+            if total <= max_bytes || removed >= 10_000 {
+                break;
+            }
+            for c in 0..chunk_count(*len) {
+                b.remove(&chunk_key(part.id, *base, c as u16)[..]);
+            }
+            total -= *len as u64;
+            removed += 1;
+            new_start = new_start.max(last + 1);
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        log.apply_batch(b)?;
+        st.log_start = new_start;
+        Ok(removed)
+    }
+
     /// Removes whole batches from the front of `part` whose records are all older than
     /// `cutoff_ms` (max timestamp below it), at most 10,000 per call. The last batch is kept so
     /// the log end offset survives a restart. Returns the number of batches removed.
@@ -900,7 +1215,7 @@ impl Store {
         let mut removed = 0;
         let mut b = sled::Batch::default();
         for item in
-            log.range(chunk_key(part.id, st.log_start, 0)..chunk_key(part.id, st.next_offset, 0))
+            log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, st.next_offset, 0))
         {
             let (k, v) = item?;
             let (base, chunk) = parse_chunk_key(&k)?;
@@ -918,7 +1233,7 @@ impl Store {
                 b.remove(&chunk_key(part.id, base, c as u16)[..]);
             }
             removed += 1;
-            new_start = h.last_offset() + 1;
+            new_start = new_start.max(h.last_offset() + 1);
         }
         if removed == 0 {
             return Ok(0);
@@ -1039,6 +1354,13 @@ fn load_partition(
             (first, h.last_offset() + 1)
         }
         None => (0, 0),
+    };
+    let (log_start, next_offset) = match log.get(log_start_key(pid))? {
+        Some(v) => {
+            let marker = read_u64(&v).map_err(corrupt)? as i64;
+            (log_start.max(marker), next_offset.max(marker))
+        }
+        None => (log_start, next_offset),
     };
     let mut producers = HashMap::new();
     for item in log.scan_prefix(producer_prefix(pid)) {

@@ -1,15 +1,17 @@
-//! Time-based retention (`log.retention.ms`, or a topic's `retention.ms`): every
-//! `log.retention.check.interval.ms`, whole batches older than the limit are removed from the
-//! front of each partition. The newest batch always stays. The same sweep forgets idempotent
+//! Retention: every `log.retention.check.interval.ms`, whole batches older than
+//! `log.retention.ms` (or the topic's `retention.ms`) are removed from the front of each
+//! partition, and so are the oldest batches of a partition larger than the topic's
+//! `retention.bytes`. The newest batch always stays. The same sweep forgets idempotent
 //! producers idle for `producer.id.expiration.ms`.
 
 use std::sync::Arc;
 
-use crate::broker::Broker;
+use super::topics::TopicSettings;
+use super::Services;
 
 /// Runs until shutdown; a sweep in progress finishes first, so the store is free when this
 /// returns.
-pub async fn run(broker: Arc<Broker>) {
+pub async fn run(broker: Arc<Services>) {
     let mut tick = tokio::time::interval(broker.config.retention_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = broker.shutdown.clone();
@@ -26,7 +28,7 @@ pub async fn run(broker: Arc<Broker>) {
     }
 }
 
-fn sweep(broker: &Broker) {
+fn sweep(broker: &Services) {
     let now = super::now_ms();
     for topic in broker.store.topics() {
         for part in &topic.partitions {
@@ -43,12 +45,21 @@ fn sweep(broker: &Broker) {
                 }
             }
         }
-        let retention_ms = topic
-            .meta
-            .configs
-            .get("retention.ms")
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(broker.config.retention_ms);
+        let settings = TopicSettings::of(&topic, &broker.config);
+        if settings.retention_bytes >= 0 {
+            for part in &topic.partitions {
+                match broker.store.expire_over_size(part, settings.retention_bytes as u64) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(topic = %topic.meta.name, partition = part.index, batches = n, "retention.bytes removed old batches")
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.meta.name, partition = part.index, error = %e, "size retention failed")
+                    }
+                }
+            }
+        }
+        let retention_ms = settings.retention_ms;
         if retention_ms < 0 {
             continue;
         }

@@ -1,22 +1,18 @@
-//! The Kafka listener: accepts connections, reads size-prefixed frames, hands each request to
-//! its API module (`crate::api`) and writes the responses back in request order.
+//! The Kafka listener: accepts connections, reads size-prefixed frames, hands each frame to the
+//! Kafka API layer (`crate::api::dispatch`) with the connection's [`Session`] and writes the
+//! responses back in request order. It knows no Kafka API.
 //!
 //! Limits: `max.connections` (a permit taken before accept), `socket.request.max.bytes` (a larger
 //! frame closes the connection before anything is buffered), `queued.max.request.bytes` (request
 //! bytes held across all connections), `max.inflight.requests.per.connection` (pending responses
 //! per connection before the broker stops reading from it).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Encodable, HeaderVersion};
-use kafkabox_protocol::{DecodeError, Decoded, Request, RequestPrefix};
 use kafkabox_storage::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,67 +20,28 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::api;
+use crate::api::{self, Pending, Reply};
 use crate::config::Config;
+use crate::services::Services;
 
-/// What a request turns into once handled.
+/// Per-connection state: who is on the other end, and what the connection has negotiated.
+/// The API handlers get it mutably, in request order.
 #[derive(Debug)]
-pub enum Reply {
-    /// A response frame, size prefix included.
-    Frame(BytesMut),
-    /// No response (acks=0 produce).
-    Nothing,
-    /// Close the connection (Kafka's answer to what it cannot parse, and to a failed acks=0
-    /// produce).
-    Close,
-}
-
-/// A response still being worked on (waiting for a flush, a long poll ...). The writer awaits
-/// them in request order.
-pub type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
-
-/// Wraps a finished reply.
-pub fn ready(r: Reply) -> Pending {
-    Box::pin(std::future::ready(r))
-}
-
-/// Encodes a response; an encoding failure is a bug, logged, and closes the connection.
-pub fn respond<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, body: &R) -> Reply {
-    match kafkabox_protocol::encode_response(correlation_id, version, body) {
-        Ok(b) => Reply::Frame(b),
-        Err(e) => {
-            tracing::error!(error = %e, "could not encode a response; closing the connection");
-            Reply::Close
-        }
-    }
-}
-
-/// State shared by every connection.
-#[derive(Debug)]
-pub struct Broker {
-    pub store: Store,
-    pub config: Arc<Config>,
-    /// Topics whose produce requests are checked record by record against a contract
-    /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
-    pub reject_contracts: std::collections::HashMap<String, Arc<crate::contract::Contract>>,
-    request_bytes: Arc<Semaphore>,
-    /// Flips to true at shutdown; long polls end early on it.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-/// Per-connection context handed to the API modules.
-#[derive(Debug)]
-pub struct ConnCtx {
-    pub broker: Arc<Broker>,
+pub struct Session {
+    pub services: Arc<Services>,
     /// The local address the client reached: advertised when `advertised.listener` is unset.
     pub local: SocketAddr,
     pub peer: SocketAddr,
+    /// The client id of the latest request (Kafka reports it for group members).
+    pub client_id: String,
+    /// Requests answered on this connection.
+    pub requests: u64,
 }
 
-impl ConnCtx {
+impl Session {
     /// The host and port Metadata gives for node 0.
     pub fn advertised(&self) -> (String, u16) {
-        match &self.broker.config.advertised_listener {
+        match &self.services.config.advertised_listener {
             Some((h, p)) => (h.clone(), *p),
             None => (self.local.ip().to_string(), self.local.port()),
         }
@@ -96,6 +53,7 @@ impl ConnCtx {
 pub struct Server {
     addr: SocketAddr,
     store: Store,
+    services: Arc<Services>,
     shutdown_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -142,17 +100,15 @@ impl Server {
         let addr = listener.local_addr()?;
         info!(%addr, "Kafka listener ready");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let broker = Arc::new(Broker {
-            store: store.clone(),
-            reject_contracts,
-            request_bytes: Arc::new(Semaphore::new(config.queued_max_request_bytes)),
-            config: Arc::new(config),
-            shutdown: shutdown_rx,
-        });
-        let task = tokio::spawn(run(listener, broker));
+        let request_bytes = Arc::new(Semaphore::new(config.queued_max_request_bytes));
+        let services = Services::start(store.clone(), Arc::new(config), reject_contracts, shutdown_rx)
+            .await
+            .context("starting the broker's services")?;
+        let task = tokio::spawn(run(listener, services.clone(), request_bytes));
         Ok(Server {
             addr,
             store,
+            services,
             shutdown_tx,
             task,
         })
@@ -165,6 +121,12 @@ impl Server {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The domain services (topics, groups ...) the Kafka API, the HTTP API and the appliance
+    /// share.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     /// Stops accepting, lets every connection answer what it has read, flushes the store.
@@ -182,11 +144,11 @@ impl Server {
 }
 
 /// Accept loop; returns once shutdown is signalled and every connection has finished.
-async fn run(listener: TcpListener, broker: Arc<Broker>) {
-    let conn_permits = Arc::new(Semaphore::new(broker.config.max_connections));
-    let mut shutdown = broker.shutdown.clone();
+async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<Semaphore>) {
+    let conn_permits = Arc::new(Semaphore::new(services.config.max_connections));
+    let mut shutdown = services.shutdown.clone();
     let mut conns = JoinSet::new();
-    let retention = tokio::spawn(api::retention::run(broker.clone()));
+    let background = tokio::spawn(services.clone().run_background());
     loop {
         let permit = tokio::select! {
             _ = shutdown.changed() => break,
@@ -210,16 +172,19 @@ async fn run(listener: TcpListener, broker: Arc<Broker>) {
                         continue;
                     }
                 };
-                let ctx = Arc::new(ConnCtx {
-                    broker: broker.clone(),
+                let session = Session {
+                    services: services.clone(),
                     local,
                     peer,
-                });
+                    client_id: String::new(),
+                    requests: 0,
+                };
+                let request_bytes = request_bytes.clone();
                 let span = tracing::info_span!("conn", %peer);
                 conns.spawn(
                     async move {
                         debug!("connected");
-                        serve_connection(stream, ctx).await;
+                        serve_connection(stream, session, request_bytes).await;
                         debug!("disconnected");
                         drop(permit);
                     }
@@ -234,7 +199,7 @@ async fn run(listener: TcpListener, broker: Arc<Broker>) {
         }
     }
     drop(listener);
-    let _ = retention.await;
+    let _ = background.await;
     // Connections stop reading at shutdown and finish what they have read; bound the wait.
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
         while conns.join_next().await.is_some() {}
@@ -257,7 +222,8 @@ enum FrameError {
 /// Reads one frame. `Ok(None)` is a clean end of stream.
 async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    broker: &Broker,
+    config: &Config,
+    request_bytes: &Arc<Semaphore>,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, FrameError> {
     let mut len = [0u8; 4];
     match rd.read_exact(&mut len).await {
@@ -266,7 +232,7 @@ async fn read_frame(
         Err(e) => return Err(e.into()),
     }
     let size = i32::from_be_bytes(len);
-    let max = broker.config.socket_request_max_bytes;
+    let max = config.socket_request_max_bytes;
     if size < 0 || size as usize > max {
         return Err(FrameError::TooLarge {
             size: i64::from(size),
@@ -275,9 +241,8 @@ async fn read_frame(
     }
     let size = size as usize;
     // Never ask for more permits than exist, or a large frame would wait forever.
-    let want = size.clamp(1, broker.config.queued_max_request_bytes) as u32;
-    let permit = broker
-        .request_bytes
+    let want = size.clamp(1, config.queued_max_request_bytes) as u32;
+    let permit = request_bytes
         .clone()
         .acquire_many_owned(want)
         .await
@@ -295,10 +260,11 @@ async fn read_frame(
     Ok(Some((buf.freeze(), permit)))
 }
 
-async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
+async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes: Arc<Semaphore>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Pending>(ctx.broker.config.max_inflight_per_connection);
+    let config = session.services.config.clone();
+    let (tx, mut rx) = mpsc::channel::<Pending>(config.max_inflight_per_connection);
     let writer = tokio::spawn(
         async move {
             while let Some(pending) = rx.recv().await {
@@ -316,13 +282,13 @@ async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
         }
         .in_current_span(),
     );
-    let mut shutdown = ctx.broker.shutdown.clone();
+    let mut shutdown = session.services.shutdown.clone();
     loop {
-        let idle = ctx.broker.config.connections_max_idle;
+        let idle = config.connections_max_idle;
         let frame = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            f = tokio::time::timeout(idle, read_frame(&mut rd, &ctx.broker)) => match f {
+            f = tokio::time::timeout(idle, read_frame(&mut rd, &config, &request_bytes)) => match f {
                 Ok(f) => f,
                 Err(_) => {
                     debug!(idle_ms = idle.as_millis() as u64, "no complete request within connections.max.idle.ms; closing");
@@ -342,7 +308,7 @@ async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
                 break;
             }
         };
-        let (pending, close) = dispatch(&ctx, frame);
+        let (pending, close) = api::dispatch(&mut session, frame);
         drop(permit);
         if tx.send(pending).await.is_err() || close {
             break;
@@ -350,66 +316,4 @@ async fn serve_connection(stream: TcpStream, ctx: Arc<ConnCtx>) {
     }
     drop(tx);
     let _ = writer.await;
-}
-
-/// Decodes a frame and runs the synchronous part of its handler, in arrival order. Returns the
-/// pending response and whether to close the connection after it.
-fn dispatch(ctx: &Arc<ConnCtx>, frame: Bytes) -> (Pending, bool) {
-    let prefix = RequestPrefix::parse(&frame);
-    match kafkabox_protocol::decode_request(frame) {
-        Ok(decoded) => {
-            let span = tracing::debug_span!(
-                "request",
-                api_key = ?decoded.api_key,
-                api_version = decoded.prefix.api_version,
-                correlation_id = decoded.prefix.correlation_id,
-                client_id = decoded.client_id.as_deref().unwrap_or("")
-            );
-            let _enter = span.enter();
-            let pending = handle(ctx, decoded);
-            (Box::pin(pending.instrument(span.clone())), false)
-        }
-        Err(DecodeError::UnsupportedVersion {
-            key: ApiKey::ApiVersions,
-            version,
-            ..
-        }) => {
-            let correlation_id = prefix.map(|p| p.correlation_id).unwrap_or(0);
-            debug!(
-                version,
-                "ApiVersions at an unsupported version; answering v0 UNSUPPORTED_VERSION"
-            );
-            (
-                ready(Reply::Frame(kafkabox_protocol::api_versions_fallback(
-                    correlation_id,
-                ))),
-                false,
-            )
-        }
-        Err(e) => {
-            warn!(
-                api_key = prefix.map(|p| p.api_key),
-                api_version = prefix.map(|p| p.api_version),
-                correlation_id = prefix.map(|p| p.correlation_id),
-                error = %e,
-                "cannot handle request; closing the connection as Kafka does"
-            );
-            (ready(Reply::Close), true)
-        }
-    }
-}
-
-fn handle(ctx: &Arc<ConnCtx>, d: Decoded) -> Pending {
-    let v = d.prefix.api_version;
-    let c = d.prefix.correlation_id;
-    match d.request {
-        Request::ApiVersions(r) => api::api_versions::handle(c, v, &r),
-        Request::Metadata(r) => api::metadata::handle(ctx, c, v, r),
-        Request::Produce(r) => api::produce::handle(ctx, c, v, r),
-        Request::InitProducerId(r) => api::init_producer_id::handle(ctx, c, v, r),
-        Request::CreateTopics(r) => api::create_topics::handle(ctx, c, v, r),
-        Request::Fetch(r) => api::fetch::handle(ctx, c, v, r),
-        Request::ListOffsets(r) => api::list_offsets::handle(ctx, c, v, r),
-        Request::FindCoordinator(r) => api::find_coordinator::handle(c, v, &r),
-    }
 }

@@ -1,0 +1,67 @@
+//! Domain and storage errors as Kafka error codes: the one place where they are mapped.
+
+use kafka_protocol::ResponseError;
+use kafkabox_storage::{AppendError, StoreError};
+
+use crate::services::Error;
+
+/// Kafka's error code for a domain error.
+pub fn code(e: &Error) -> ResponseError {
+    use ResponseError as R;
+    match e {
+        Error::InvalidTopic(_) => R::InvalidTopicException,
+        Error::TopicExists(_) => R::TopicAlreadyExists,
+        Error::UnknownTopic(_) | Error::UnknownTopicOrPartition(_) => R::UnknownTopicOrPartition,
+        Error::InvalidPartitions(_) => R::InvalidPartitions,
+        Error::InvalidReplicationFactor(_) => R::InvalidReplicationFactor,
+        Error::InvalidReplicaAssignment(_) => R::InvalidReplicaAssignment,
+        Error::InvalidConfig(_) => R::InvalidConfig,
+        Error::InvalidRequest(_) => R::InvalidRequest,
+        Error::OffsetOutOfRange(_) => R::OffsetOutOfRange,
+        Error::PolicyViolation(_) => R::PolicyViolation,
+        Error::InvalidGroupId(_) => R::InvalidGroupId,
+        Error::GroupIdNotFound(_) => R::GroupIdNotFound,
+        Error::NonEmptyGroup(_) => R::NonEmptyGroup,
+        Error::GroupAuthorization(_) => R::GroupAuthorizationFailed,
+        Error::UnknownMemberId(_) => R::UnknownMemberId,
+        Error::MemberIdRequired(_) => R::MemberIdRequired,
+        Error::IllegalGeneration { .. } => R::IllegalGeneration,
+        Error::RebalanceInProgress => R::RebalanceInProgress,
+        Error::InconsistentGroupProtocol(_) => R::InconsistentGroupProtocol,
+        Error::InvalidSessionTimeout(_) => R::InvalidSessionTimeout,
+        Error::FencedInstanceId(_) => R::FencedInstanceId,
+        Error::GroupMaxSizeReached(_) => R::GroupMaxSizeReached,
+        Error::CoordinatorNotAvailable(_) => R::CoordinatorNotAvailable,
+        Error::OffsetMetadataTooLarge(_) => R::OffsetMetadataTooLarge,
+        Error::GroupSubscribedToTopic(_) => R::GroupSubscribedToTopic,
+        Error::Unsupported(_) => R::UnsupportedVersion,
+        Error::Storage(e) => storage(e),
+    }
+}
+
+/// Kafka's error code for a storage failure (logged here, once).
+pub fn storage(e: &StoreError) -> ResponseError {
+    tracing::error!(error = %e, "storage failure");
+    match e {
+        StoreError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        StoreError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        _ => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Kafka's error code and message for a refused append.
+pub fn append(e: &AppendError, producer_id: i64) -> (ResponseError, String) {
+    match e {
+        AppendError::OutOfOrderSequence { expected, got } => (
+            ResponseError::OutOfOrderSequenceNumber,
+            format!(
+                "Out of order sequence number for producer {producer_id}: expected {expected}, got {got}."
+            ),
+        ),
+        AppendError::InvalidProducerEpoch { .. } => {
+            (ResponseError::InvalidProducerEpoch, e.to_string())
+        }
+        AppendError::UnknownProducerId(_) => (ResponseError::UnknownProducerId, e.to_string()),
+        AppendError::Store(s) => (storage(s), format!("Storage error: {s}")),
+    }
+}

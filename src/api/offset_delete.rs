@@ -1,0 +1,93 @@
+//! OffsetDelete (v0): forgets a group's offsets on partitions it does not subscribe to.
+
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL, NEVER};
+
+use super::{errors, Call, KafkaApi, Pending, Reply};
+use crate::listener::Session;
+
+/// OffsetDelete, declared for the API table.
+pub struct OffsetDelete;
+
+impl KafkaApi for OffsetDelete {
+    type Request = OffsetDeleteRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 0;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: OffsetDeleteRequest) -> Pending {
+        let groups = session.services.groups.clone();
+        Box::pin(async move {
+            let job = tokio::task::spawn_blocking(move || {
+                let parts: Vec<(String, i32)> = req
+                    .topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.name.0.to_string(), p.partition_index))
+                    })
+                    .collect();
+                let mut resp = OffsetDeleteResponse::default();
+                match groups.delete_offsets(req.group_id.0.as_str(), parts) {
+                    Ok(results) => {
+                        resp.topics = req
+                            .topics
+                            .iter()
+                            .map(|t| {
+                                let name = t.name.0.as_str();
+                                OffsetDeleteResponseTopic::default()
+                                    .with_name(t.name.clone())
+                                    .with_partitions(
+                                        t.partitions
+                                            .iter()
+                                            .map(|p| {
+                                                let code = results
+                                                    .iter()
+                                                    .find(|(tn, pi, _)| tn == name && *pi == p.partition_index)
+                                                    .map(|(_, _, r)| match r {
+                                                        Ok(()) => 0,
+                                                        Err(e) => errors::code(e).code(),
+                                                    })
+                                                    .unwrap_or(0);
+                                                OffsetDeleteResponsePartition::default()
+                                                    .with_partition_index(p.partition_index)
+                                                    .with_error_code(code)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect();
+                    }
+                    Err(e) => resp.error_code = errors::code(&e).code(),
+                }
+                resp
+            });
+            match job.await {
+                Ok(resp) => call.respond(&resp),
+                Err(e) => {
+                    tracing::error!(error = %e, "OffsetDelete task failed");
+                    Reply::Close
+                }
+            }
+        })
+    }
+}
+
+const OFFSET_DELETE_REQUEST_PARTITION: &[Field] = &[
+    f(Ty::I32, 0, ALL), // partition_index
+];
+const OFFSET_DELETE_REQUEST_TOPIC: &[Field] = &[
+    f(Ty::Str, 0, ALL), // name
+    f(Ty::Array(OFFSET_DELETE_REQUEST_PARTITION), 0, ALL), // partitions
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Str, 0, ALL), // group_id
+    f(Ty::Array(OFFSET_DELETE_REQUEST_TOPIC), 0, ALL), // topics
+    ],
+    NEVER,
+);

@@ -1,0 +1,84 @@
+//! SyncGroup (v0-5): the leader's assignment in, each member's assignment out. Followers wait
+//! for the leader.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
+
+use super::{errors, str_bytes, Call, KafkaApi, Pending};
+use crate::listener::Session;
+use crate::services::groups::{Answer, SyncResult};
+use crate::services::{mono_ms, Error};
+
+/// SyncGroup, declared for the API table.
+pub struct SyncGroup;
+
+impl KafkaApi for SyncGroup {
+    type Request = SyncGroupRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 5;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
+        handle(session, call, req)
+    }
+}
+
+const SYNC_GROUP_REQUEST_ASSIGNMENT: &[Field] = &[
+    f(Ty::Str, 0, ALL), // member_id
+    f(Ty::Bytes, 0, ALL), // assignment
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Str, 0, ALL), // group_id
+    f(Ty::I32, 0, ALL), // generation_id
+    f(Ty::Str, 0, ALL), // member_id
+    f(Ty::Str, 3, ALL), // group_instance_id
+    f(Ty::Str, 5, ALL), // protocol_type
+    f(Ty::Str, 5, ALL), // protocol_name
+    f(Ty::Array(SYNC_GROUP_REQUEST_ASSIGNMENT), 0, ALL), // assignments
+    ],
+    4,
+);
+
+fn response(call: Call, r: SyncResult) -> SyncGroupResponse {
+    match r {
+        Ok((protocol_type, protocol, assignment)) => {
+            let mut resp = SyncGroupResponse::default().with_assignment(assignment);
+            if call.version >= 5 {
+                resp.protocol_type = protocol_type.as_deref().map(str_bytes);
+                resp.protocol_name = protocol.as_deref().map(str_bytes);
+            }
+            resp
+        }
+        Err(e) => SyncGroupResponse::default().with_error_code(errors::code(&e).code()),
+    }
+}
+
+fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
+    let assignments: Vec<(String, Bytes)> = req
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let answer = session.services.groups.sync(
+        req.group_id.0.as_str(),
+        req.member_id.as_str(),
+        req.group_instance_id.as_deref(),
+        req.generation_id,
+        req.protocol_type.as_deref(),
+        req.protocol_name.as_deref(),
+        assignments,
+        mono_ms(),
+    );
+    Box::pin(async move {
+        let r = match answer {
+            Ok(Answer::Now(r)) => r,
+            Ok(Answer::Wait(rx)) => rx.await.unwrap_or_else(|_| {
+                Err(Error::CoordinatorNotAvailable("shutting down".into()))
+            }),
+            Err(e) => Err(e),
+        };
+        call.respond(&response(call, r))
+    })
+}

@@ -1,0 +1,69 @@
+//! The one error type of the domain services. Each variant is a reason a user can act on; the
+//! Kafka API layer maps it to Kafka's error code in one place (`api::errors`), the HTTP API to a
+//! status.
+
+use kafkabox_storage::StoreError;
+
+/// Why a service refused or failed an operation. The text is the message clients see.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    TopicExists(String),
+    #[error("{0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    OffsetOutOfRange(String),
+    #[error("{0}")]
+    PolicyViolation(String),
+    // Consumer groups.
+    #[error("invalid group id '{0}'")]
+    InvalidGroupId(String),
+    #[error("group '{0}' does not exist")]
+    GroupIdNotFound(String),
+    #[error("group '{0}' is not empty")]
+    NonEmptyGroup(String),
+    #[error("group '{0}' is kafkabox's own and read-only to clients")]
+    GroupAuthorization(String),
+    #[error("unknown member id '{0}'")]
+    UnknownMemberId(String),
+    #[error("the member must rejoin with the member id the broker gave it")]
+    MemberIdRequired(String),
+    #[error("generation {got} is not the group's current generation {current}")]
+    IllegalGeneration { current: i32, got: i32 },
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("{0}")]
+    InconsistentGroupProtocol(String),
+    #[error("{0}")]
+    InvalidSessionTimeout(String),
+    #[error("static member '{0}' was replaced by a newer instance")]
+    FencedInstanceId(String),
+    #[error("group '{0}' has reached group.max.size members")]
+    GroupMaxSizeReached(String),
+    #[error("the group coordinator is not available: {0}")]
+    CoordinatorNotAvailable(String),
+    #[error("offset metadata of {0} bytes is over offset.metadata.max.bytes")]
+    OffsetMetadataTooLarge(usize),
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    #[error("the group is subscribed to topic '{0}'")]
+    GroupSubscribedToTopic(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

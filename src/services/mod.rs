@@ -1,0 +1,118 @@
+//! Domain services: what kafkabox does, in its own terms. They know no wire types; the Kafka API
+//! layer (`crate::api`), the HTTP API, the CLI and the appliance all call them.
+//!
+//! - [`topics`]: name rules, creation, deletion, partitions, topic configs.
+//! - [`groups`]: the group coordinator and committed offsets.
+//! - [`retention`]: the background sweep (time and size retention, idle producers).
+//! - [`error`]: the one error type, mapped to Kafka codes in `api::errors`.
+
+pub mod error;
+pub mod groups;
+pub mod retention;
+pub mod topics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kafkabox_protocol::batch;
+use kafkabox_storage::Store;
+use tokio::sync::watch;
+
+pub use error::{Error, Result};
+pub use topics::Topics;
+
+use crate::config::Config;
+use crate::contract::Contract;
+
+/// The only node of the cluster.
+pub const NODE_ID: i32 = 0;
+
+/// The leader epoch stamped into stored batches and reported by Metadata / ListOffsets.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// Current time in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds on a monotonic clock (the group coordinator's time).
+pub fn mono_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
+}
+
+/// Everything the broker's connections share.
+#[derive(Debug)]
+pub struct Services {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub topics: Topics,
+    pub groups: Arc<groups::Coordinator>,
+    /// Topics whose produce requests are checked record by record against a contract
+    /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
+    contracts: HashMap<String, Arc<Contract>>,
+    /// Flips to true at shutdown; long polls and background tasks end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Services {
+    pub async fn start(
+        store: Store,
+        config: Arc<Config>,
+        contracts: HashMap<String, Arc<Contract>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Services>> {
+        let (s, c) = (store.clone(), config.clone());
+        let groups = tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
+            .await??;
+        Ok(Arc::new(Services {
+            topics: Topics::new(store.clone(), config.clone()),
+            groups: Arc::new(groups),
+            store,
+            config,
+            contracts,
+            shutdown,
+        }))
+    }
+
+    /// Background work until shutdown: retention sweeps and the group coordinator's clock.
+    pub async fn run_background(self: Arc<Self>) {
+        let groups = self.groups.clone();
+        let mut shutdown = self.shutdown.clone();
+        let clock = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => groups.tick(mono_ms()),
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+        retention::run(self).await;
+        let _ = clock.await;
+    }
+
+    /// The reject policy: when `topic` has a contract, every record of `batch` must satisfy it;
+    /// the first that does not fails the whole batch, as Kafka fails a batch with an invalid
+    /// record. Returns the reason.
+    pub fn check_contract(&self, topic: &str, batch: &[u8]) -> Result<(), String> {
+        let Some(contract) = self.contracts.get(topic) else {
+            return Ok(());
+        };
+        let (_, records) = batch::decode_batch(batch, self.config.max_inflated_batch_bytes)
+            .map_err(|e| e.to_string())?;
+        for (i, r) in records.iter().enumerate() {
+            if let Err(rejection) = contract.check(r.value.as_deref()) {
+                return Err(format!(
+                    "record {i} breaks the customer-events contract: {}",
+                    rejection.reason
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,590 @@
+//! Topics: Kafka's name rules, creation (CreateTopics, auto-creation, the appliance's own
+//! topics), deletion, new partitions, and topic configs with Kafka's names, defaults and broker
+//! synonyms. Knows no wire types.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafkabox_storage::{Store, StoreError, Topic};
+
+use super::error::{Error, Result};
+use crate::config::Config;
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: i32 = 10_000;
+
+/// Kafka's topic name rules (clients/.../internals/Topic.java): 1 to 249 characters of
+/// `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be '{name}'"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters long; the limit is 249",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "topic name '{name}' contains '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The value type of a config, as DescribeConfigs v3+ reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Short,
+    Long,
+    Double,
+    List,
+    Class,
+    Password,
+}
+
+impl ConfigType {
+    /// Kafka's numbering (DescribeConfigsResponse.ConfigType).
+    pub fn code(self) -> i8 {
+        match self {
+            ConfigType::Boolean => 1,
+            ConfigType::String => 2,
+            ConfigType::Int => 3,
+            ConfigType::Short => 4,
+            ConfigType::Long => 5,
+            ConfigType::Double => 6,
+            ConfigType::List => 7,
+            ConfigType::Class => 8,
+            ConfigType::Password => 9,
+        }
+    }
+}
+
+/// A topic config Kafka knows: its name, type, default and the broker setting that supplies
+/// the default (its synonym).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    pub default: &'static str,
+    pub broker_synonym: Option<&'static str>,
+    /// Whether kafkabox acts on it (the others are stored and reported).
+    pub in_effect: bool,
+}
+
+const fn def(
+    name: &'static str,
+    ty: ConfigType,
+    default: &'static str,
+    broker_synonym: Option<&'static str>,
+    in_effect: bool,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        ty,
+        default,
+        broker_synonym,
+        in_effect,
+    }
+}
+
+use ConfigType as T;
+
+/// Every topic config of Kafka 4.1 (TopicConfig.java, LogConfig), in Kafka's order of names.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def("cleanup.policy", T::List, "delete", Some("log.cleanup.policy"), true),
+    def("compression.gzip.level", T::Int, "-1", Some("compression.gzip.level"), false),
+    def("compression.lz4.level", T::Int, "9", Some("compression.lz4.level"), false),
+    def("compression.type", T::String, "producer", Some("compression.type"), false),
+    def("compression.zstd.level", T::Int, "3", Some("compression.zstd.level"), false),
+    def("delete.retention.ms", T::Long, "86400000", Some("log.cleaner.delete.retention.ms"), false),
+    def("file.delete.delay.ms", T::Long, "60000", Some("log.segment.delete.delay.ms"), false),
+    def("flush.messages", T::Long, "9223372036854775807", Some("log.flush.interval.messages"), false),
+    def("flush.ms", T::Long, "9223372036854775807", Some("log.flush.interval.ms"), false),
+    def("follower.replication.throttled.replicas", T::List, "", None, false),
+    def("index.interval.bytes", T::Int, "4096", Some("log.index.interval.bytes"), false),
+    def("leader.replication.throttled.replicas", T::List, "", None, false),
+    def("local.retention.bytes", T::Long, "-2", Some("log.local.retention.bytes"), false),
+    def("local.retention.ms", T::Long, "-2", Some("log.local.retention.ms"), false),
+    def("max.compaction.lag.ms", T::Long, "9223372036854775807", Some("log.cleaner.max.compaction.lag.ms"), false),
+    def("max.message.bytes", T::Int, "1048588", Some("message.max.bytes"), true),
+    def("message.timestamp.after.max.ms", T::Long, "3600000", Some("log.message.timestamp.after.max.ms"), false),
+    def("message.timestamp.before.max.ms", T::Long, "9223372036854775807", Some("log.message.timestamp.before.max.ms"), false),
+    def("message.timestamp.type", T::String, "CreateTime", Some("log.message.timestamp.type"), true),
+    def("min.cleanable.dirty.ratio", T::Double, "0.5", Some("log.cleaner.min.cleanable.ratio"), false),
+    def("min.compaction.lag.ms", T::Long, "0", Some("log.cleaner.min.compaction.lag.ms"), false),
+    def("min.insync.replicas", T::Int, "1", Some("min.insync.replicas"), false),
+    def("preallocate", T::Boolean, "false", Some("log.preallocate"), false),
+    def("remote.log.copy.disable", T::Boolean, "false", None, false),
+    def("remote.log.delete.on.disable", T::Boolean, "false", None, false),
+    def("remote.storage.enable", T::Boolean, "false", None, false),
+    def("retention.bytes", T::Long, "-1", Some("log.retention.bytes"), true),
+    def("retention.ms", T::Long, "604800000", Some("log.retention.ms"), true),
+    def("segment.bytes", T::Int, "1073741824", Some("log.segment.bytes"), false),
+    def("segment.index.bytes", T::Int, "10485760", Some("log.index.size.max.bytes"), false),
+    def("segment.jitter.ms", T::Long, "0", Some("log.roll.jitter.ms"), false),
+    def("segment.ms", T::Long, "604800000", Some("log.roll.ms"), false),
+    def("unclean.leader.election.enable", T::Boolean, "false", Some("unclean.leader.election.enable"), false),
+];
+
+/// Topic configs of Kafka 3.x that 4.0 removed; older admin tools still send them, so they are
+/// accepted and kept, and reported only when set.
+const LEGACY_TOPIC_CONFIGS: &[&str] = &[
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.difference.max.ms",
+];
+
+pub fn config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// A topic config's effective value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigValue {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+    pub ty: ConfigType,
+    /// The broker setting that supplies the default, with its value.
+    pub synonym: Option<(&'static str, String, ConfigSource)>,
+}
+
+/// Where a config value comes from (Kafka's DescribeConfigs sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic (DYNAMIC_TOPIC_CONFIG).
+    Topic,
+    /// From kafkabox's settings file, environment or flags (STATIC_BROKER_CONFIG).
+    Broker,
+    /// Kafka's default (DEFAULT_CONFIG).
+    Default,
+}
+
+impl ConfigSource {
+    pub fn code(self) -> i8 {
+        match self {
+            ConfigSource::Topic => 1,
+            ConfigSource::Broker => 4,
+            ConfigSource::Default => 5,
+        }
+    }
+}
+
+/// The value kafkabox's own settings give a broker-level key, when it has one that differs from
+/// Kafka's default.
+fn broker_value(config: &Config, key: &str) -> Option<String> {
+    let d = Config::default();
+    match key {
+        "message.max.bytes" if config.message_max_bytes != d.message_max_bytes => {
+            Some(config.message_max_bytes.to_string())
+        }
+        "log.retention.ms" if config.retention_ms != d.retention_ms => {
+            Some(config.retention_ms.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Checks one topic config against Kafka's rules for its type and values.
+pub fn validate_config(name: &str, value: &str) -> Result<()> {
+    if LEGACY_TOPIC_CONFIGS.contains(&name) {
+        return Ok(());
+    }
+    let Some(d) = config_def(name) else {
+        return Err(Error::InvalidConfig(format!(
+            "Unknown topic config name: {name}"
+        )));
+    };
+    let bad = |why: &str| {
+        Err(Error::InvalidConfig(format!(
+            "Invalid value {value} for configuration {name}: {why}"
+        )))
+    };
+    match d.ty {
+        T::Boolean if !matches!(value.to_ascii_lowercase().as_str(), "true" | "false") => {
+            return bad("Expected value to be either true or false")
+        }
+        T::Int if value.trim().parse::<i32>().is_err() => return bad("Not a number of type INT"),
+        T::Long if value.trim().parse::<i64>().is_err() => return bad("Not a number of type LONG"),
+        T::Double if value.trim().parse::<f64>().is_err() => {
+            return bad("Not a number of type DOUBLE")
+        }
+        _ => {}
+    }
+    match name {
+        "cleanup.policy" => {
+            for p in value.split(',').map(str::trim) {
+                if p != "delete" && p != "compact" {
+                    return bad("String must be one of: compact, delete");
+                }
+            }
+        }
+        "message.timestamp.type" if value != "CreateTime" && value != "LogAppendTime" => {
+            return bad("String must be one of: CreateTime, LogAppendTime")
+        }
+        "compression.type"
+            if !matches!(
+                value,
+                "uncompressed" | "zstd" | "lz4" | "snappy" | "gzip" | "producer"
+            ) =>
+        {
+            return bad("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer")
+        }
+        "retention.ms" | "retention.bytes" => {
+            if value.trim().parse::<i64>().map(|v| v < -1).unwrap_or(true) {
+                return bad("Value must be at least -1");
+            }
+        }
+        "max.message.bytes" | "segment.bytes" => {
+            if value.trim().parse::<i32>().map(|v| v < 0).unwrap_or(true) {
+                return bad("Value must be at least 0");
+            }
+        }
+        "min.insync.replicas" => {
+            if value.trim().parse::<i32>().map(|v| v < 1).unwrap_or(true) {
+                return bad("Value must be at least 1");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Settings of a topic that kafkabox acts on, read from its configs (defaults from the broker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub compacted: bool,
+}
+
+impl TopicSettings {
+    pub fn of(topic: &Topic, config: &Config) -> TopicSettings {
+        let c = &topic.meta.configs;
+        let num = |k: &str| c.get(k).and_then(|v| v.trim().parse::<i64>().ok());
+        TopicSettings {
+            retention_ms: num("retention.ms").unwrap_or(config.retention_ms),
+            retention_bytes: num("retention.bytes").unwrap_or(-1),
+            max_message_bytes: num("max.message.bytes")
+                .and_then(|v| usize::try_from(v).ok())
+                .unwrap_or(config.message_max_bytes),
+            log_append_time: c.get("message.timestamp.type").map(String::as_str)
+                == Some("LogAppendTime"),
+            compacted: c
+                .get("cleanup.policy")
+                .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact")),
+        }
+    }
+}
+
+/// What a CreateTopics entry asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's `num.partitions` (or the number of assignments).
+    pub partitions: i32,
+    /// -1: the broker's default (1).
+    pub replication_factor: i16,
+    /// Replica assignments: partition -> brokers.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    /// Configs; a `None` value means "the default".
+    pub configs: Vec<(String, Option<String>)>,
+}
+
+/// The topics service.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    store: Store,
+    config: Arc<Config>,
+}
+
+impl Topics {
+    pub fn new(store: Store, config: Arc<Config>) -> Topics {
+        Topics { store, config }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.store.topic(name)
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.store.topics()
+    }
+
+    pub fn settings(&self, topic: &Topic) -> TopicSettings {
+        TopicSettings::of(topic, &self.config)
+    }
+
+    /// Checks a CreateTopics entry; returns the partition count and configs it would create.
+    pub fn check_new(&self, t: &NewTopic) -> Result<(u32, BTreeMap<String, String>)> {
+        let name = t.name.as_str();
+        validate_topic_name(name).map_err(Error::InvalidTopic)?;
+        if self.store.topic(name).is_some() {
+            return Err(Error::TopicExists(format!("Topic '{name}' already exists.")));
+        }
+        let partitions = match t.partitions {
+            -1 if t.assignments.is_empty() => self.config.num_partitions,
+            -1 => t.assignments.len() as u32,
+            n if (1..=MAX_PARTITIONS).contains(&n) => n as u32,
+            n => {
+                return Err(Error::InvalidPartitions(format!(
+                    "Number of partitions must be between 1 and {MAX_PARTITIONS}, got {n}."
+                )))
+            }
+        };
+        if t.replication_factor != -1 && t.replication_factor != 1 {
+            return Err(Error::InvalidReplicationFactor(format!(
+                "Replication factor {} is larger than the number of brokers (1): kafkabox is a single broker.",
+                t.replication_factor
+            )));
+        }
+        if t.assignments
+            .iter()
+            .any(|(_, brokers)| brokers.iter().any(|b| *b != super::NODE_ID))
+        {
+            return Err(Error::InvalidReplicaAssignment(
+                "Replica assignments may only name broker 0.".into(),
+            ));
+        }
+        let mut configs = BTreeMap::new();
+        for (key, value) in &t.configs {
+            match value {
+                Some(v) => {
+                    validate_config(key, v)?;
+                    configs.insert(key.clone(), v.clone());
+                }
+                None => {
+                    validate_config(key, config_def(key).map(|d| d.default).unwrap_or(""))?;
+                }
+            }
+        }
+        Ok((partitions, configs))
+    }
+
+    /// Creates a topic (blocking: it flushes the catalog).
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>> {
+        validate_topic_name(name).map_err(Error::InvalidTopic)?;
+        self.store
+            .create_topic(name, partitions, configs)
+            .map_err(|e| match e {
+                StoreError::TopicExists(_) => {
+                    Error::TopicExists(format!("Topic '{name}' already exists."))
+                }
+                other => other.into(),
+            })
+    }
+
+    /// Creates `name` with the broker's defaults unless it exists (auto-creation, the
+    /// appliance's topics). Losing a race with another creator is success.
+    pub fn ensure(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.store.topic(name) {
+            return Ok(t);
+        }
+        match self.create(name, self.config.num_partitions, BTreeMap::new()) {
+            Err(Error::TopicExists(m)) => self.store.topic(name).ok_or(Error::TopicExists(m)),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic and all its data, offsets and producer state (blocking).
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.store.delete_topic(name).map_err(|e| match e {
+            StoreError::UnknownTopic(_) => Error::UnknownTopic(format!(
+                "This server does not host topic '{name}'."
+            )),
+            other => other.into(),
+        })
+    }
+
+    /// Grows a topic to `count` partitions (blocking). Kafka never shrinks a topic.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
+        let Some(t) = self.store.topic(name) else {
+            return Err(Error::UnknownTopic(format!(
+                "This server does not host topic '{name}'."
+            )));
+        };
+        let have = t.partitions.len() as i32;
+        if count <= have {
+            return Err(Error::InvalidPartitions(format!(
+                "Topic currently has {have} partitions, which is higher than the requested {count}."
+            )));
+        }
+        if count > MAX_PARTITIONS {
+            return Err(Error::InvalidPartitions(format!(
+                "Number of partitions must be at most {MAX_PARTITIONS}, got {count}."
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.store.add_partitions(name, count as u32)?;
+        Ok(())
+    }
+
+    /// Every config of a topic with its effective value and source, in name order; `only`
+    /// restricts the names (unknown names are left out, as Kafka does).
+    pub fn describe_configs(&self, topic: &Topic, only: Option<&[String]>) -> Vec<ConfigValue> {
+        let mut out = Vec::new();
+        let wanted = |n: &str| only.is_none_or(|o| o.iter().any(|x| x == n));
+        for d in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
+            let broker = d.broker_synonym.map(|s| {
+                match broker_value(&self.config, s) {
+                    Some(v) => (s, v, ConfigSource::Broker),
+                    None => (s, d.default.to_string(), ConfigSource::Default),
+                }
+            });
+            let (value, source) = match topic.meta.configs.get(d.name) {
+                Some(v) => (v.clone(), ConfigSource::Topic),
+                None => match &broker {
+                    Some((_, v, src)) => (v.clone(), *src),
+                    None => (d.default.to_string(), ConfigSource::Default),
+                },
+            };
+            out.push(ConfigValue {
+                name: d.name.to_string(),
+                value,
+                source,
+                ty: d.ty,
+                synonym: broker,
+            });
+        }
+        for (k, v) in &topic.meta.configs {
+            if LEGACY_TOPIC_CONFIGS.contains(&k.as_str()) && wanted(k) {
+                out.push(ConfigValue {
+                    name: k.clone(),
+                    value: v.clone(),
+                    source: ConfigSource::Topic,
+                    ty: ConfigType::String,
+                    synonym: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Replaces or edits a topic's configs (blocking). `ops` are (name, op, value): op 0 set,
+    /// 1 delete (back to the default), 2 append to a list, 3 subtract from a list. With
+    /// `replace` every config not named goes back to its default (AlterConfigs).
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        ops: &[(String, u8, Option<String>)],
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<()> {
+        let Some(t) = self.store.topic(name) else {
+            return Err(Error::UnknownTopic(format!(
+                "This server does not host topic '{name}'."
+            )));
+        };
+        let mut configs = if replace {
+            BTreeMap::new()
+        } else {
+            t.meta.configs.clone()
+        };
+        for (key, op, value) in ops {
+            if config_def(key).is_none() && !LEGACY_TOPIC_CONFIGS.contains(&key.as_str()) {
+                return Err(Error::InvalidConfig(format!(
+                    "Unknown topic config name: {key}"
+                )));
+            }
+            match op {
+                0 => {
+                    let v = value.clone().ok_or_else(|| {
+                        Error::InvalidRequest(format!("Null value not supported for {key}"))
+                    })?;
+                    validate_config(key, &v)?;
+                    configs.insert(key.clone(), v);
+                }
+                1 => {
+                    configs.remove(key);
+                }
+                2 | 3 => {
+                    let d = config_def(key);
+                    if d.map(|d| d.ty) != Some(ConfigType::List) {
+                        return Err(Error::InvalidConfig(format!(
+                            "Config {key} is not a list; APPEND and SUBTRACT apply to lists only"
+                        )));
+                    }
+                    let current = configs
+                        .get(key)
+                        .cloned()
+                        .unwrap_or_else(|| d.map(|d| d.default.to_string()).unwrap_or_default());
+                    let mut items: Vec<String> = current
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    for v in value.as_deref().unwrap_or("").split(',').map(str::trim) {
+                        if v.is_empty() {
+                            continue;
+                        }
+                        if *op == 2 && !items.iter().any(|i| i == v) {
+                            items.push(v.to_string());
+                        } else if *op == 3 {
+                            items.retain(|i| i != v);
+                        }
+                    }
+                    let joined = items.join(",");
+                    validate_config(key, &joined)?;
+                    configs.insert(key.clone(), joined);
+                }
+                other => {
+                    return Err(Error::InvalidRequest(format!(
+                        "Unknown config operation {other}"
+                    )))
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.store.set_topic_configs(name, configs)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("customer-events").is_ok());
+        assert!(validate_topic_name("customer-events.dlq").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn configs_are_checked_by_type() {
+        assert!(validate_config("retention.ms", "1000").is_ok());
+        assert!(validate_config("retention.ms", "soon").is_err());
+        assert!(validate_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_config("cleanup.policy", "shred").is_err());
+        assert!(validate_config("segment.jitter.ms", "0").is_ok());
+        assert!(validate_config("no.such.config", "1").is_err());
+        assert!(validate_config("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+}
