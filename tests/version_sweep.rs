@@ -349,6 +349,130 @@ async fn every_advertised_version_is_answered() {
                     assert_eq!(r.error_code, 0, "OffsetDelete v{v}");
                     assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetDelete v{v}");
                 }
+                ApiKey::DeleteTopics => {
+                    let t = format!("del-v{v}");
+                    server.store().create_topic(&t, 1, Default::default()).unwrap();
+                    let mut req = DeleteTopicsRequest::default().with_timeout_ms(5000);
+                    if v >= 6 {
+                        req.topics = vec![delete_topics_request::DeleteTopicState::default()
+                            .with_name(Some(name(&t)))];
+                    } else {
+                        req.topic_names = vec![name(&t)];
+                    }
+                    let r: DeleteTopicsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
+                    assert!(server.store().topic(&t).is_none(), "DeleteTopics v{v}");
+                }
+                ApiKey::CreatePartitions => {
+                    let t = format!("cp-v{v}");
+                    server.store().create_topic(&t, 1, Default::default()).unwrap();
+                    let req = CreatePartitionsRequest::default()
+                        .with_timeout_ms(5000)
+                        .with_topics(vec![create_partitions_request::CreatePartitionsTopic::default()
+                            .with_name(name(&t))
+                            .with_count(3)]);
+                    let r: CreatePartitionsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{v}");
+                    assert_eq!(server.store().topic(&t).unwrap().partitions.len(), 3);
+                }
+                ApiKey::DescribeConfigs => {
+                    let req = DescribeConfigsRequest::default()
+                        .with_include_synonyms(true)
+                        .with_resources(vec![
+                            describe_configs_request::DescribeConfigsResource::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("sweep"))
+                                .with_configuration_keys(None),
+                            describe_configs_request::DescribeConfigsResource::default()
+                                .with_resource_type(4)
+                                .with_resource_name(StrBytes::from_static_str("0"))
+                                .with_configuration_keys(None),
+                        ]);
+                    let r: DescribeConfigsResponse = call(addr, key, v, &req).await;
+                    for res in &r.results {
+                        assert_eq!(res.error_code, 0, "DescribeConfigs v{v}: {:?}", res.error_message);
+                        assert!(!res.configs.is_empty(), "DescribeConfigs v{v}");
+                    }
+                }
+                ApiKey::AlterConfigs => {
+                    let req = AlterConfigsRequest::default().with_resources(vec![
+                        alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("sweep"))
+                            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("-1")))]),
+                    ]);
+                    let r: AlterConfigsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{v}");
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                        incremental_alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("sweep"))
+                            .with_configs(vec![
+                                incremental_alter_configs_request::AlterableConfig::default()
+                                    .with_name(StrBytes::from_static_str("cleanup.policy"))
+                                    .with_config_operation(0)
+                                    .with_value(Some(StrBytes::from_static_str("delete"))),
+                            ]),
+                    ]);
+                    let r: IncrementalAlterConfigsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+                }
+                ApiKey::DeleteRecords => {
+                    let req = DeleteRecordsRequest::default()
+                        .with_timeout_ms(5000)
+                        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![
+                                delete_records_request::DeleteRecordsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_offset(0),
+                            ])]);
+                    let r: DeleteRecordsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "DeleteRecords v{v}");
+                }
+                ApiKey::DescribeCluster => {
+                    let req = DescribeClusterRequest::default()
+                        .with_include_cluster_authorized_operations(true);
+                    let r: DescribeClusterResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "DescribeCluster v{v}");
+                    assert_eq!(r.brokers.len(), 1, "DescribeCluster v{v}");
+                    assert!(!r.cluster_id.is_empty());
+                }
+                ApiKey::OffsetForLeaderEpoch => {
+                    let req = OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                            .with_topic(name("sweep"))
+                            .with_partitions(vec![
+                                offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                    .with_partition(0)
+                                    .with_current_leader_epoch(0)
+                                    .with_leader_epoch(0),
+                            ])]);
+                    let r: OffsetForLeaderEpochResponse = call(addr, key, v, &req).await;
+                    let p = &r.topics[0].partitions[0];
+                    assert_eq!(p.error_code, 0, "OffsetForLeaderEpoch v{v}");
+                    assert_eq!(p.leader_epoch, 0, "OffsetForLeaderEpoch v{v}");
+                }
+                ApiKey::DescribeLogDirs => {
+                    let r: DescribeLogDirsResponse =
+                        call(addr, key, v, &DescribeLogDirsRequest::default().with_topics(None)).await;
+                    assert_eq!(r.error_code, 0, "DescribeLogDirs v{v}");
+                    assert!(!r.results[0].topics.is_empty(), "DescribeLogDirs v{v}");
+                }
+                ApiKey::DescribeProducers => {
+                    let req = DescribeProducersRequest::default().with_topics(vec![
+                        describe_producers_request::TopicRequest::default()
+                            .with_name(name("sweep"))
+                            .with_partition_indexes(vec![0]),
+                    ]);
+                    let r: DescribeProducersResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "DescribeProducers v{v}");
+                }
                 other => panic!("no sweep case for {other:?}"),
             }
             checked += 1;

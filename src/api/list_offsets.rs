@@ -1,7 +1,7 @@
 //! ListOffsets (v1-10): earliest (-2), latest (-1), max timestamp (-3), earliest local (-4),
-//! latest tiered (-5, no tiered storage: -1), and by timestamp. Lookups by timestamp have batch
-//! granularity: the answer is the base offset of the first batch whose max timestamp reaches
-//! the target, and the client skips earlier records while consuming.
+//! latest tiered (-5, no tiered storage: -1), and by timestamp. Lookups by time are exact to
+//! the record, as Kafka's: the earliest offset whose record timestamp reaches the target, and
+//! for -3 the record with the largest timestamp.
 
 
 use kafka_protocol::messages::list_offsets_response::{
@@ -10,7 +10,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::LEADER_EPOCH;
+use super::{errors, Reply, LEADER_EPOCH};
+use crate::services::Services;
 use crate::api::{Call, KafkaApi, Pending};
 use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
@@ -50,7 +51,22 @@ const SCHEMA: Schema = Schema::new(
 
 
 fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
-    let store = &session.services.store;
+    let services = session.services.clone();
+    Box::pin(async move {
+        let job = tokio::task::spawn_blocking(move || answer(&services, call, &req));
+        match job.await {
+            Ok(topics) => call.respond(&ListOffsetsResponse::default().with_topics(topics)),
+            Err(e) => {
+                tracing::error!(error = %e, "ListOffsets task failed");
+                Reply::Close
+            }
+        }
+    })
+}
+
+/// Looks every partition up (blocking: lookups by time read and decode batches).
+fn answer(services: &Services, call: Call, req: &ListOffsetsRequest) -> Vec<ListOffsetsTopicResponse> {
+    let store = &services.store;
     let mut topics = Vec::with_capacity(req.topics.len());
     for lt in &req.topics {
         let name = lt.name.0.as_str();
@@ -74,9 +90,9 @@ fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending
             let found = match lp.timestamp {
                 -1 => Ok(Some((offsets.log_end, -1))),
                 -2 | -4 => Ok(Some((offsets.log_start, -1))),
-                -3 => store.max_timestamp(part),
+                -3 => services.topics.max_timestamp(part),
                 -5 => Ok(None),
-                ts if ts >= 0 => store.offset_for_timestamp(part, ts),
+                ts if ts >= 0 => services.topics.offset_for_timestamp(part, ts),
                 other => {
                     tracing::info!(
                         timestamp = other,
@@ -95,7 +111,7 @@ fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(topic = name, error = %e, "ListOffsets read failed");
-                    r.error_code = ResponseError::KafkaStorageError.code();
+                    r.error_code = errors::code(&e).code();
                 }
             }
             parts.push(r);
@@ -106,5 +122,5 @@ fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending
                 .with_partitions(parts),
         );
     }
-    call.ready(&ListOffsetsResponse::default().with_topics(topics))
+    topics
 }

@@ -7,29 +7,31 @@
 pub mod errors;
 
 pub mod api_versions;
-// pub mod create_partitions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
-// pub mod delete_records;
-// pub mod delete_topics;
-// pub mod describe_cluster;
-// pub mod describe_configs;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
-// pub mod incremental_alter_configs;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
-// pub mod alter_configs;
+pub mod alter_configs;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
-// pub mod offset_for_leader_epoch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -185,17 +187,19 @@ pub static APIS: &[ApiEntry] = &[
     entry::<list_groups::ListGroups>(),
     entry::<api_versions::ApiVersions>(),
     entry::<create_topics::CreateTopics>(),
-    // entry::<delete_topics>
-    // entry::<delete_records>
+    entry::<delete_topics::DeleteTopics>(),
+    entry::<delete_records::DeleteRecords>(),
     entry::<init_producer_id::InitProducerId>(),
-    // entry::<offset_for_leader_epoch>
-    // entry::<describe_configs>
-    // entry::<alter_configs>
-    // entry::<create_partitions>
+    entry::<offset_for_leader_epoch::OffsetForLeaderEpoch>(),
+    entry::<describe_configs::DescribeConfigs>(),
+    entry::<alter_configs::AlterConfigs>(),
+    entry::<create_partitions::CreatePartitions>(),
     entry::<delete_groups::DeleteGroups>(),
-    // entry::<incremental_alter_configs>
+    entry::<incremental_alter_configs::IncrementalAlterConfigs>(),
     entry::<offset_delete::OffsetDelete>(),
-    // entry::<describe_cluster>
+    entry::<describe_log_dirs::DescribeLogDirs>(),
+    entry::<describe_cluster::DescribeCluster>(),
+    entry::<describe_producers::DescribeProducers>(),
 ];
 
 /// The row of an API key, if kafkabox answers it.

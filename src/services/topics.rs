@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafkabox_storage::{Store, StoreError, Topic};
+use kafkabox_protocol::batch;
+use kafkabox_storage::{Partition, Store, StoreError, Topic};
 
 use super::error::{Error, Result};
 use crate::config::Config;
@@ -196,6 +197,60 @@ fn broker_value(config: &Config, key: &str) -> Option<String> {
     }
 }
 
+/// The broker's configs as DescribeConfigs reports them (resource type BROKER): Kafka's names,
+/// kafkabox's values, read-only (they are set at start-up by file, environment or flags).
+pub fn broker_configs(config: &Config) -> Vec<ConfigValue> {
+    let d = Config::default();
+    let dir = config.data_dir.display().to_string();
+    let listen = config.listen.clone();
+    let advertised = config
+        .advertised_listener
+        .as_ref()
+        .map(|(h, p)| format!("PLAINTEXT://{h}:{p}"))
+        .unwrap_or_default();
+    let rows: Vec<(&str, ConfigType, String, bool)> = vec![
+        ("advertised.listeners", T::String, advertised, config.advertised_listener.is_some()),
+        ("auto.create.topics.enable", T::Boolean, config.auto_create_topics.to_string(), config.auto_create_topics != d.auto_create_topics),
+        ("broker.id", T::Int, "0".into(), false),
+        ("compression.type", T::String, "producer".into(), false),
+        ("connections.max.idle.ms", T::Long, config.connections_max_idle.as_millis().to_string(), config.connections_max_idle != d.connections_max_idle),
+        ("default.replication.factor", T::Int, "1".into(), false),
+        ("group.max.session.timeout.ms", T::Int, config.group_max_session_timeout_ms.to_string(), config.group_max_session_timeout_ms != d.group_max_session_timeout_ms),
+        ("group.max.size", T::Int, config.group_max_size.to_string(), config.group_max_size != d.group_max_size),
+        ("group.min.session.timeout.ms", T::Int, config.group_min_session_timeout_ms.to_string(), config.group_min_session_timeout_ms != d.group_min_session_timeout_ms),
+        ("listeners", T::String, format!("PLAINTEXT://{listen}"), config.listen != d.listen),
+        ("log.cleanup.policy", T::List, "delete".into(), false),
+        ("log.dirs", T::String, dir, config.data_dir != d.data_dir),
+        ("log.flush.interval.ms", T::Long, config.flush_interval.as_millis().to_string(), config.flush_interval != d.flush_interval),
+        ("log.message.timestamp.type", T::String, "CreateTime".into(), false),
+        ("log.retention.bytes", T::Long, "-1".into(), false),
+        ("log.retention.check.interval.ms", T::Long, config.retention_check_interval.as_millis().to_string(), config.retention_check_interval != d.retention_check_interval),
+        ("log.retention.ms", T::Long, config.retention_ms.to_string(), config.retention_ms != d.retention_ms),
+        ("max.connections", T::Int, config.max_connections.to_string(), config.max_connections != d.max_connections),
+        ("message.max.bytes", T::Int, config.message_max_bytes.to_string(), config.message_max_bytes != d.message_max_bytes),
+        ("min.insync.replicas", T::Int, "1".into(), false),
+        ("num.partitions", T::Int, config.num_partitions.to_string(), config.num_partitions != d.num_partitions),
+        ("offset.metadata.max.bytes", T::Int, config.offset_metadata_max_bytes.to_string(), config.offset_metadata_max_bytes != d.offset_metadata_max_bytes),
+        ("offsets.topic.replication.factor", T::Short, "1".into(), false),
+        ("producer.id.expiration.ms", T::Int, config.producer_id_expiration_ms.to_string(), config.producer_id_expiration_ms != d.producer_id_expiration_ms),
+        ("queued.max.request.bytes", T::Long, config.queued_max_request_bytes.to_string(), config.queued_max_request_bytes != d.queued_max_request_bytes),
+        ("socket.request.max.bytes", T::Int, config.socket_request_max_bytes.to_string(), config.socket_request_max_bytes != d.socket_request_max_bytes),
+        ("transaction.state.log.replication.factor", T::Short, "1".into(), false),
+    ];
+    rows.into_iter()
+        .map(|(name, ty, value, set)| {
+            let source = if set { ConfigSource::Broker } else { ConfigSource::Default };
+            ConfigValue {
+                name: name.to_string(),
+                value: value.clone(),
+                source,
+                ty,
+                synonym: None,
+            }
+        })
+        .collect()
+}
+
 /// Checks one topic config against Kafka's rules for its type and values.
 pub fn validate_config(name: &str, value: &str) -> Result<()> {
     if LEGACY_TOPIC_CONFIGS.contains(&name) {
@@ -322,6 +377,15 @@ impl Topics {
 
     pub fn list(&self) -> Vec<Arc<Topic>> {
         self.store.topics()
+    }
+
+    /// The topic with this id (DeleteTopics v6+, Metadata v10+).
+    pub fn by_id(&self, id: [u8; 16]) -> Option<Arc<Topic>> {
+        self.store.topics().into_iter().find(|t| t.meta.id == id)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn settings(&self, topic: &Topic) -> TopicSettings {
@@ -559,6 +623,78 @@ impl Topics {
         }
         self.store.set_topic_configs(name, configs)?;
         Ok(())
+    }
+}
+
+impl Topics {
+    /// The first record in the batch at `base` (or later) that satisfies `want`, at or after
+    /// the log start.
+    fn find_record(
+        &self,
+        part: &Partition,
+        base: i64,
+        want: impl Fn(i64) -> bool,
+    ) -> Result<Option<(i64, i64)>> {
+        let log_start = self.store.offsets(part).log_start;
+        let mut buf = bytes::BytesMut::new();
+        if self.store.read(part, base.max(log_start), 1, true, &mut buf)?.is_none() {
+            return Ok(None);
+        }
+        for b in batch::split_batches(&buf) {
+            let (_, bytes) = b.map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
+            let (_, records) = batch::decode_batch(bytes, self.config.max_inflated_batch_bytes)
+                .map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))?;
+            for r in records {
+                if r.offset >= log_start && want(r.timestamp) {
+                    return Ok(Some((r.offset, r.timestamp)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets by time: the earliest offset whose record timestamp is at or after
+    /// `timestamp`, with that record's timestamp, exact to the record.
+    pub fn offset_for_timestamp(&self, part: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let mut from = self.store.offsets(part).log_start;
+        // The first batch whose max timestamp reaches the target holds the answer, unless the
+        // log start cut it: then look further.
+        loop {
+            let Some((base, _)) = self.store.offset_for_timestamp_from(part, timestamp, from)? else {
+                return Ok(None);
+            };
+            if let Some(found) = self.find_record(part, base, |ts| ts >= timestamp)? {
+                return Ok(Some(found));
+            }
+            let end = self.store.offsets(part).log_end;
+            let next = self.store.batch_end(part, base)?;
+            if next <= from || next >= end {
+                return Ok(None);
+            }
+            from = next;
+        }
+    }
+
+    /// ListOffsets -3: the offset and timestamp of the record with the largest timestamp.
+    pub fn max_timestamp(&self, part: &Partition) -> Result<Option<(i64, i64)>> {
+        let Some((base, max)) = self.store.max_timestamp(part)? else {
+            return Ok(None);
+        };
+        self.find_record(part, base, |ts| ts == max)
+    }
+
+    /// DeleteRecords: moves the log start of `part` to `offset` (-1: the high watermark).
+    /// Returns the new low watermark.
+    pub fn delete_records(&self, part: &Partition, offset: i64) -> Result<i64> {
+        let o = self.store.offsets(part);
+        let target = if offset == -1 { o.log_end } else { offset };
+        if target < 0 || target > o.log_end {
+            return Err(Error::OffsetOutOfRange(format!(
+                "Cannot delete records of {}-{} before offset {offset}: the log ends at {}.",
+                part.topic, part.index, o.log_end
+            )));
+        }
+        Ok(self.store.delete_records_before(part, target)?)
     }
 }
 

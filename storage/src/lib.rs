@@ -933,16 +933,65 @@ impl Store {
         Ok(None)
     }
 
-    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    /// Like [`Store::offset_for_timestamp`], among the batches that end after `from`.
+    pub fn offset_for_timestamp_from(
+        &self,
+        part: &Partition,
+        timestamp: i64,
+        from: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        for h in self.headers(part) {
+            let h = h?;
+            if h.last_offset() >= from && h.max_timestamp >= timestamp {
+                return Ok(Some((h.base_offset, h.max_timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset after the batch that starts at `base`.
+    pub fn batch_end(&self, part: &Partition, base: i64) -> Result<i64, StoreError> {
+        Ok(self.header_at(part, base)?.last_offset() + 1)
+    }
+
+    /// The base offset and max timestamp of the first batch holding the largest timestamp
+    /// (ListOffsets -3 looks inside it for the record).
     pub fn max_timestamp(&self, part: &Partition) -> Result<Option<(i64, i64)>, StoreError> {
         let mut best: Option<(i64, i64)> = None;
         for h in self.headers(part) {
             let h = h?;
             if best.is_none_or(|(_, ts)| h.max_timestamp > ts) {
-                best = Some((h.last_offset(), h.max_timestamp));
+                best = Some((h.base_offset, h.max_timestamp));
             }
         }
         Ok(best)
+    }
+
+    /// Bytes of stored batches in `part` (DescribeLogDirs, retention.bytes).
+    pub fn partition_size(&self, part: &Partition) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for h in self.headers(part) {
+            total += h?.total_len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// The idempotent producers of `part`: (producer id, epoch, last sequence, last append
+    /// time in ms), ordered by id.
+    pub fn producer_states(&self, part: &Partition) -> Vec<(i64, i16, i32, i64)> {
+        let mut v: Vec<(i64, i16, i32, i64)> = match part.state.lock() {
+            Ok(st) => st
+                .producers
+                .iter()
+                .map(|(id, e)| {
+                    let last = e.batches.last().map(|b| b.last_seq).unwrap_or(-1);
+                    (*id, e.epoch, last, e.last_append_ms)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
     }
 
     /// Forgets the producers of `part` whose last append was before `cutoff_ms` (Kafka's

@@ -1,0 +1,47 @@
+//! DescribeCluster (v0-2): one broker, also the controller; authorized operations (KIP-430)
+//! when asked.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
+
+use super::metadata::CLUSTER_OPERATIONS;
+use super::{str_bytes, Call, KafkaApi, Pending, NODE_ID};
+use crate::listener::Session;
+
+/// DescribeCluster, declared for the API table.
+pub struct DescribeCluster;
+
+impl KafkaApi for DescribeCluster {
+    type Request = DescribeClusterRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 2;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: DescribeClusterRequest) -> Pending {
+        let (host, port) = session.advertised();
+        let mut resp = DescribeClusterResponse::default()
+            .with_cluster_id(str_bytes(session.services.store.cluster_id()))
+            .with_controller_id(BrokerId(NODE_ID))
+            .with_brokers(vec![DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(NODE_ID))
+                .with_host(str_bytes(&host))
+                .with_port(i32::from(port))]);
+        if call.version >= 1 {
+            resp.endpoint_type = req.endpoint_type;
+        }
+        if req.include_cluster_authorized_operations {
+            resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        }
+        call.ready(&resp)
+    }
+}
+
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::I8, 0, ALL), // include_cluster_authorized_operations
+    f(Ty::I8, 1, ALL), // endpoint_type
+    f(Ty::I8, 2, ALL), // include_fenced_brokers
+    ],
+    0,
+);

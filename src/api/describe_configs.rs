@@ -1,0 +1,137 @@
+//! DescribeConfigs (v1-4): every config of a topic (Kafka's names, values, sources, synonyms,
+//! types) and the broker's configs (read-only: kafkabox takes them at start-up).
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::ResponseError;
+use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
+
+use super::{str_bytes, Call, KafkaApi, Pending};
+use crate::listener::Session;
+use crate::services::topics::{broker_configs, ConfigValue};
+
+/// Kafka's resource types (ConfigResource.Type).
+pub const TOPIC: i8 = 2;
+pub const BROKER: i8 = 4;
+pub const BROKER_LOGGER: i8 = 8;
+
+/// DescribeConfigs, declared for the API table.
+pub struct DescribeConfigs;
+
+impl KafkaApi for DescribeConfigs {
+    type Request = DescribeConfigsRequest;
+    const MIN: i16 = 1;
+    const MAX: i16 = 4;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: DescribeConfigsRequest) -> Pending {
+        let topics = &session.services.topics;
+        let results = req
+            .resources
+            .iter()
+            .map(|res| {
+                let mut r = DescribeConfigsResult::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                let name = res.resource_name.as_str();
+                let keys: Option<Vec<String>> = res
+                    .configuration_keys
+                    .as_ref()
+                    .map(|k| k.iter().map(|s| s.to_string()).collect());
+                let values: Result<(Vec<ConfigValue>, bool), (ResponseError, String)> =
+                    match res.resource_type {
+                        TOPIC => match topics.get(name) {
+                            Some(t) => Ok((topics.describe_configs(&t, keys.as_deref()), false)),
+                            None => Err((
+                                ResponseError::UnknownTopicOrPartition,
+                                format!("Topic {name} does not exist."),
+                            )),
+                        },
+                        BROKER if name.is_empty() || name == "0" => {
+                            let all = broker_configs(topics.config());
+                            Ok((
+                                all.into_iter()
+                                    .filter(|c| {
+                                        keys.as_ref().is_none_or(|k| k.contains(&c.name))
+                                    })
+                                    .collect(),
+                                true,
+                            ))
+                        }
+                        BROKER => Err((
+                            ResponseError::InvalidRequest,
+                            format!("Broker {name} does not exist; kafkabox is broker 0."),
+                        )),
+                        BROKER_LOGGER => Ok((Vec::new(), true)),
+                        other => Err((
+                            ResponseError::InvalidRequest,
+                            format!("Unsupported resource type {other}."),
+                        )),
+                    };
+                match values {
+                    Ok((values, read_only)) => {
+                        r.configs = values
+                            .iter()
+                            .map(|c| describe(c, read_only, req.include_synonyms, call.version))
+                            .collect();
+                    }
+                    Err((code, message)) => {
+                        r.error_code = code.code();
+                        r.error_message = Some(str_bytes(&message));
+                    }
+                }
+                r
+            })
+            .collect();
+        call.ready(&DescribeConfigsResponse::default().with_results(results))
+    }
+}
+
+fn describe(c: &ConfigValue, read_only: bool, synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
+    let mut r = DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(&c.name))
+        .with_value(Some(str_bytes(&c.value)))
+        .with_read_only(read_only)
+        .with_config_source(c.source.code())
+        .with_is_sensitive(false);
+    if synonyms {
+        let mut syn = Vec::new();
+        if c.source == crate::services::topics::ConfigSource::Topic {
+            syn.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(&c.name))
+                    .with_value(Some(str_bytes(&c.value)))
+                    .with_source(c.source.code()),
+            );
+        }
+        if let Some((name, value, source)) = &c.synonym {
+            syn.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(name))
+                    .with_value(Some(str_bytes(value)))
+                    .with_source(source.code()),
+            );
+        }
+        r.synonyms = syn;
+    }
+    if version >= 3 {
+        r.config_type = c.ty.code();
+    }
+    r
+}
+
+const DESCRIBE_CONFIGS_RESOURCE: &[Field] = &[
+    f(Ty::I8, 0, ALL), // resource_type
+    f(Ty::Str, 0, ALL), // resource_name
+    f(Ty::ArrayStr, 0, ALL), // configuration_keys
+];
+const SCHEMA: Schema = Schema::new(
+    &[
+    f(Ty::Array(DESCRIBE_CONFIGS_RESOURCE), 0, ALL), // resources
+    f(Ty::I8, 0, ALL), // include_synonyms
+    f(Ty::I8, 3, ALL), // include_documentation
+    ],
+    4,
+);
