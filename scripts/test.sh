@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of kafkabox: unit tests, and end-to-end tests with real Kafka clients
-# (rdkafka/librdkafka, kafka-python, confluent-kafka, kcat). Installs what they need first:
-# kcat and the Python venv tooling from Debian, the Python clients into ./.venv.
+# (rdkafka/librdkafka, kafka-python, confluent-kafka, kafkajs, kcat). Installs what they need
+# first: kcat, Node.js and the Python venv tooling from Debian, the Python clients into ./.venv,
+# kafkajs (pinned by tests/js/package-lock.json) into tests/js/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc g++)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq
@@ -25,6 +28,9 @@ fi
 echo "== installing Python test clients"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 export KB_TEST_PYTHON="$PWD/.venv/bin/python"
+
+echo "== installing kafkajs (tests/js)"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== cargo test"
 cargo test --workspace -j2 "$@"

@@ -6,55 +6,18 @@ mod common;
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
 use kafkabox::api::APIS as SUPPORTED_APIS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
-    addr: SocketAddr,
-    key: ApiKey,
-    version: i16,
-    req: &Q,
-) -> R {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(version as i32 + 100)
-        .with_client_id(Some(StrBytes::from_static_str("sweep")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    req.encode(&mut buf, version)
-        .unwrap_or_else(|e| panic!("{key:?} v{version}: encoding the request: {e}"));
-    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buf);
-    s.write_all(&frame).await.unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)
-        .await
-        .unwrap_or_else(|e| panic!("{key:?} v{version}: no response ({e})"));
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).await.unwrap();
-    let mut body = Bytes::from(body);
-    let rh = ResponseHeader::decode(&mut body, R::header_version(version)).unwrap();
-    assert_eq!(
-        rh.correlation_id,
-        version as i32 + 100,
-        "{key:?} v{version}"
-    );
-    R::decode(&mut body, version).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
-}
+use common::call;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))

@@ -5,7 +5,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafkabox::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
@@ -122,7 +126,7 @@ impl BrokerProcess {
             .args(["--set", "http.listen=127.0.0.1:0"])
             .args(extra)
             .envs(env.iter().copied())
-            .env("KAFKABOX_LOG", "info")
+            .env("KAFKABOX_LOG", std::env::var("KB_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
             .stderr(log_file)
@@ -224,3 +228,43 @@ pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
         .and_then(|x| x.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
+
+/// Sends one request on a new connection and decodes the answer at the same version (the
+/// correlation id is checked).
+pub async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
+    addr: std::net::SocketAddr,
+    key: ApiKey,
+    version: i16,
+    req: &Q,
+) -> R {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(version as i32 + 100)
+        .with_client_id(Some(StrBytes::from_static_str("sweep")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version)
+        .unwrap_or_else(|e| panic!("{key:?} v{version}: encoding the request: {e}"));
+    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    s.write_all(&frame).await.unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)
+        .await
+        .unwrap_or_else(|e| panic!("{key:?} v{version}: no response ({e})"));
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    let mut body = Bytes::from(body);
+    let rh = ResponseHeader::decode(&mut body, R::header_version(version)).unwrap();
+    assert_eq!(
+        rh.correlation_id,
+        version as i32 + 100,
+        "{key:?} v{version}"
+    );
+    R::decode(&mut body, version).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+}
+
