@@ -83,6 +83,10 @@ pub struct Config {
     pub group_max_size: usize,
     /// `offset.metadata.max.bytes`: the longest metadata string an offset commit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.session.timeout.ms`: KIP-848 members silent this long are removed.
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for Config {
@@ -120,6 +124,8 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1000,
             offset_metadata_max_bytes: 4096,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -157,6 +163,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("group.max.session.timeout.ms", "longest session timeout a consumer group member may ask for (default 1800000)"),
     ("group.max.size", "members per consumer group (default 1000)"),
     ("offset.metadata.max.bytes", "longest metadata string of a committed offset (default 4096)"),
+    ("group.consumer.session.timeout.ms", "KIP-848 consumer group members silent this long are removed (default 45000)"),
+    ("group.consumer.heartbeat.interval.ms", "heartbeat interval given to KIP-848 consumer group members (default 5000)"),
 ];
 
 /// The built-in handlers `customer.events.handlers` may name.
@@ -314,6 +322,12 @@ impl Config {
                 self.group_max_session_timeout_ms = positive(k, parse_num(k, value)?)?
             }
             "group.max.size" => self.group_max_size = positive(k, parse_num(k, value)?)?,
+            "group.consumer.session.timeout.ms" => {
+                self.group_consumer_session_timeout_ms = positive(k, parse_num(k, value)?)?
+            }
+            "group.consumer.heartbeat.interval.ms" => {
+                self.group_consumer_heartbeat_interval_ms = positive(k, parse_num(k, value)?)?
+            }
             "offset.metadata.max.bytes" => {
                 self.offset_metadata_max_bytes = positive(k, parse_num(k, value)?)?
             }

@@ -20,5 +20,5 @@ pub mod profile;
 pub mod services;
 
 pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};
-pub use listener::Server;
 pub use config::Config;
+pub use listener::Server;

@@ -101,9 +101,14 @@ impl Server {
         info!(%addr, "Kafka listener ready");
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let request_bytes = Arc::new(Semaphore::new(config.queued_max_request_bytes));
-        let services = Services::start(store.clone(), Arc::new(config), reject_contracts, shutdown_rx)
-            .await
-            .context("starting the broker's services")?;
+        let services = Services::start(
+            store.clone(),
+            Arc::new(config),
+            reject_contracts,
+            shutdown_rx,
+        )
+        .await
+        .context("starting the broker's services")?;
         let task = tokio::spawn(run(listener, services.clone(), request_bytes));
         Ok(Server {
             addr,

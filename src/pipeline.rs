@@ -580,7 +580,8 @@ impl Worker {
                 headers: h,
             })
             .collect();
-        let bytes = batch::encode_records(&records, crate::services::now_ms(), ProducerFields::NONE);
+        let bytes =
+            batch::encode_records(&records, crate::services::now_ms(), ProducerFields::NONE);
         let header = batch::parse_header(&bytes).map_err(|e| {
             kafkabox_storage::StoreError::Corrupt(format!("dead-letter batch: {e}"))
         })?;

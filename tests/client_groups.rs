@@ -15,7 +15,9 @@ fn root() -> &'static Path {
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -69,7 +71,11 @@ fn kafkajs_producer_consumer_group_and_admin() {
     );
     let s = last_json(&out);
     assert_eq!(s["partitions"], 3, "{s}");
-    assert_eq!(s["split"], serde_json::json!([1, 2]), "two members share three partitions: {s}");
+    assert_eq!(
+        s["split"],
+        serde_json::json!([1, 2]),
+        "two members share three partitions: {s}"
+    );
     assert_eq!(s["consumed"], 60, "{s}");
     assert_eq!(s["values"], 60, "{s}");
     assert_eq!(s["committed"], 60, "{s}");
@@ -80,7 +86,11 @@ fn kafkajs_producer_consumer_group_and_admin() {
     assert_eq!(s["retention"], "604800000", "{s}");
     assert_eq!(s["topicsAfter"], false, "{s}");
     assert!(
-        s["groups"].as_array().unwrap().iter().any(|g| g == "js-group"),
+        s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "js-group"),
         "{s}"
     );
 }
@@ -108,8 +118,20 @@ fn kcat_balanced_consumer_reads_and_resumes() {
     let consume = |what: &str| {
         run(
             Command::new("timeout").args([
-                "60", "kcat", "-b", &addr, "-G", "kg", "-e", "-q", "-X", "auto.offset.reset=earliest",
-                "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=100",
+                "60",
+                "kcat",
+                "-b",
+                &addr,
+                "-G",
+                "kg",
+                "-e",
+                "-q",
+                "-X",
+                "auto.offset.reset=earliest",
+                "-X",
+                "enable.auto.commit=true",
+                "-X",
+                "auto.commit.interval.ms=100",
                 "kcat-group",
             ]),
             what,

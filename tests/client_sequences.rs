@@ -529,3 +529,72 @@ async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::FutureRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(dir.path(), &[("log.retention.check.interval.ms", "50")]).await;
+    let addr = server.kafka_addr();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .create()
+        .unwrap();
+    let batch = encode_uncompressed(
+        &[(None, Some(&[1u8; 500][..]))],
+        1_000,
+        ProducerFields::NONE,
+    );
+    let two_batches = (2 * batch.len()).to_string();
+    let r = admin
+        .create_topics(
+            &[
+                NewTopic::new("sized", 1, TopicReplication::Fixed(1))
+                    .set("retention.bytes", &two_batches)
+                    .set("retention.ms", "-1"),
+                NewTopic::new("small-messages", 1, TopicReplication::Fixed(1))
+                    .set("max.message.bytes", "200"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(r.iter().all(|t| t.is_ok()), "{r:?}");
+    // retention.bytes: the oldest batches go until two remain.
+    let store = server.store().clone();
+    let sized = store.topic("sized").unwrap();
+    let h = kafkabox_protocol::batch::validate_produce_batch(&batch, 1 << 20, None).unwrap();
+    for _ in 0..5 {
+        store.append(&sized.partitions[0], &batch, &h).unwrap();
+    }
+    common::wait_until("retention.bytes to trim the partition", || {
+        store.offsets(&sized.partitions[0]).log_start == 3
+    })
+    .await;
+    assert_eq!(store.offsets(&sized.partitions[0]).log_end, 5);
+    // max.message.bytes: a batch over the topic's limit is refused with MESSAGE_TOO_LARGE, one
+    // under it is stored.
+    let p = common::producer(addr, &[("message.timeout.ms", "5000")]);
+    let big = vec![b'x'; 400];
+    let err = p
+        .send(
+            FutureRecord::<(), _>::to("small-messages").payload(&big),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect_err("over max.message.bytes");
+    assert_eq!(
+        err.0.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+        "{err:?}"
+    );
+    p.send(
+        FutureRecord::<(), _>::to("small-messages").payload("small"),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("under max.message.bytes");
+    drop((p, admin, store, sized));
+    server.shutdown().await.unwrap();
+}

@@ -103,17 +103,29 @@ async fn members_share_a_topic_and_rebalance_when_one_leaves_or_dies() {
         a.subscribe(&["shared"]).unwrap();
         b.subscribe(&["shared"]).unwrap();
         let mut seen = BTreeSet::new();
-        poll_until(&[&a, &b], &mut seen, 60, "both members to own partitions", |_| {
-            let (pa, pb) = (partitions_of(&a), partitions_of(&b));
-            !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 3 && pa.is_disjoint(&pb)
+        poll_until(
+            &[&a, &b],
+            &mut seen,
+            60,
+            "both members to own partitions",
+            |_| {
+                let (pa, pb) = (partitions_of(&a), partitions_of(&b));
+                !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 3 && pa.is_disjoint(&pb)
+            },
+        );
+        poll_until(&[&a, &b], &mut seen, 60, "all 300 records", |s| {
+            s.len() == 300
         });
-        poll_until(&[&a, &b], &mut seen, 60, "all 300 records", |s| s.len() == 300);
 
         // b leaves (close sends LeaveGroup): a takes every partition.
         drop(b);
-        poll_until(&[&a], &mut seen, 30, "a to own all three after b left", |_| {
-            partitions_of(&a).len() == 3
-        });
+        poll_until(
+            &[&a],
+            &mut seen,
+            30,
+            "a to own all three after b left",
+            |_| partitions_of(&a).len() == 3,
+        );
 
         // A confluent-kafka member joins from another process, then dies (SIGKILL): after its
         // session timeout a owns everything again.
@@ -134,16 +146,23 @@ async fn members_share_a_topic_and_rebalance_when_one_leaves_or_dies() {
             if partitions_of(&a).len() < 3 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the python member never got partitions");
+            assert!(
+                Instant::now() < deadline,
+                "the python member never got partitions"
+            );
         }
         let first = lines.next().expect("python output").expect("line");
         assert!(first.starts_with("assigned"), "{first}");
         py.kill().unwrap();
         py.wait().unwrap();
         let died = Instant::now();
-        poll_until(&[&a], &mut seen, 60, "a to own all three after the member died", |_| {
-            partitions_of(&a).len() == 3
-        });
+        poll_until(
+            &[&a],
+            &mut seen,
+            60,
+            "a to own all three after the member died",
+            |_| partitions_of(&a).len() == 3,
+        );
         assert!(
             died.elapsed() >= Duration::from_secs(3),
             "a dead member is noticed by its session timeout, not earlier"
@@ -213,7 +232,11 @@ async fn committed_offsets_survive_kill_9() {
         for (p, from) in &committed {
             let first = seen.iter().filter(|(sp, _)| sp == p).map(|(_, o)| *o).min();
             if let Some(first) = first {
-                assert_eq!(first, (*from).max(0), "partition {p} resumes at its committed offset");
+                assert_eq!(
+                    first,
+                    (*from).max(0),
+                    "partition {p} resumes at its committed offset"
+                );
             }
         }
         let mut tpl = TopicPartitionList::new();
@@ -222,7 +245,11 @@ async fn committed_offsets_survive_kill_9() {
         }
         let again = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
         for e in again.elements() {
-            let before = committed.iter().find(|(p, _)| *p == e.partition()).unwrap().1;
+            let before = committed
+                .iter()
+                .find(|(p, _)| *p == e.partition())
+                .unwrap()
+                .1;
             if before >= 0 {
                 assert_eq!(e.offset(), Offset::Offset(before));
             } else {
@@ -256,9 +283,13 @@ async fn cooperative_sticky_members_share_and_take_over() {
             let (pa, pb) = (partitions_of(&a), partitions_of(&b));
             !pb.is_empty() && pa.len() + pb.len() == 3 && pa.is_disjoint(&pb)
         });
-        poll_until(&[&a, &b], &mut seen, 60, "all 90 records", |s| s.len() == 90);
+        poll_until(&[&a, &b], &mut seen, 60, "all 90 records", |s| {
+            s.len() == 90
+        });
         drop(a);
-        poll_until(&[&b], &mut seen, 30, "b to take over", |_| partitions_of(&b).len() == 3);
+        poll_until(&[&b], &mut seen, 30, "b to take over", |_| {
+            partitions_of(&b).len() == 3
+        });
     })
     .await
     .unwrap();
@@ -278,13 +309,20 @@ fn join_req(group: &str, member: &str, session_ms: i32, protocol_type: &str) -> 
         .with_session_timeout_ms(session_ms)
         .with_rebalance_timeout_ms(session_ms)
         .with_protocol_type(s(protocol_type))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
-            .with_name(s("range"))
-            .with_metadata(Bytes::from_static(b"m"))])
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(s("range"))
+        .with_metadata(Bytes::from_static(b"m"))])
 }
 
 async fn join(addr: SocketAddr, group: &str, member: &str, session_ms: i32) -> JoinGroupResponse {
-    call(addr, ApiKey::JoinGroup, 5, &join_req(group, member, session_ms, "consumer")).await
+    call(
+        addr,
+        ApiKey::JoinGroup,
+        5,
+        &join_req(group, member, session_ms, "consumer"),
+    )
+    .await
 }
 
 /// A single member at generation 1, synced.
@@ -323,14 +361,16 @@ async fn commit(
         .with_group_id(GroupId(s(group)))
         .with_member_id(s(member))
         .with_generation_id_or_member_epoch(generation)
-        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
-            .with_name(TopicName(s("errors")))
-            .with_partitions(vec![
-                offset_commit_request::OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(1)
-                    .with_committed_metadata(Some(s(metadata))),
-            ])]);
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("errors")))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1)
+                        .with_committed_metadata(Some(s(metadata))),
+                ]),
+        ]);
     let r: OffsetCommitResponse = call(addr, ApiKey::OffsetCommit, 8, &req).await;
     r.topics[0].partitions[0].error_code
 }
@@ -345,7 +385,10 @@ async fn group_errors_are_kafkas_and_a_join_storm_is_bounded() {
     // Heartbeats, syncs and joins from members nobody knows.
     assert_eq!(heartbeat(addr, "no-such-group", "m", 1).await, 25);
     let (m, generation) = lone_member(addr, "g").await;
-    assert_eq!(join(addr, "g", "made-up-member", 10_000).await.error_code, 25);
+    assert_eq!(
+        join(addr, "g", "made-up-member", 10_000).await.error_code,
+        25
+    );
     assert_eq!(heartbeat(addr, "g", "made-up-member", generation).await, 25);
     // Stale generations.
     assert_eq!(heartbeat(addr, "g", &m, generation - 1).await, 22);
@@ -353,8 +396,13 @@ async fn group_errors_are_kafkas_and_a_join_storm_is_bounded() {
     assert_eq!(heartbeat(addr, "g", &m, generation).await, 0);
     assert_eq!(commit(addr, "g", &m, generation, "meta").await, 0);
     // A member of another protocol type; a session timeout below the minimum.
-    let other: JoinGroupResponse =
-        call(addr, ApiKey::JoinGroup, 5, &join_req("g", "", 10_000, "connect")).await;
+    let other: JoinGroupResponse = call(
+        addr,
+        ApiKey::JoinGroup,
+        5,
+        &join_req("g", "", 10_000, "connect"),
+    )
+    .await;
     assert_eq!(other.error_code, 23);
     assert_eq!(join(addr, "fresh", "", 10).await.error_code, 26);
     // A group with members cannot be deleted; an unknown one is not found.
@@ -371,7 +419,10 @@ async fn group_errors_are_kafkas_and_a_join_storm_is_bounded() {
     assert_eq!(r6.groups[0].error_code, 69);
     // The pipeline's groups are read-only.
     assert_eq!(commit(addr, "kafkabox.profile", "", -1, "").await, 30);
-    assert_eq!(join(addr, "kafkabox.profile", "", 10_000).await.error_code, 30);
+    assert_eq!(
+        join(addr, "kafkabox.profile", "", 10_000).await.error_code,
+        30
+    );
 
     // A join storm: 1,100 new members. group.max.size (1000) of them get a member id, the rest
     // GROUP_MAX_SIZE_REACHED; the group holds no more than that.
@@ -441,8 +492,15 @@ async fn pipeline_stages_show_as_read_only_groups() {
     .expect("produce");
     let listed: ListGroupsResponse =
         call(addr, ApiKey::ListGroups, 4, &ListGroupsRequest::default()).await;
-    let names: BTreeSet<String> = listed.groups.iter().map(|g| g.group_id.0.to_string()).collect();
-    assert!(names.contains("kafkabox.contract") && names.contains("kafkabox.profile"), "{names:?}");
+    let names: BTreeSet<String> = listed
+        .groups
+        .iter()
+        .map(|g| g.group_id.0.to_string())
+        .collect();
+    assert!(
+        names.contains("kafkabox.contract") && names.contains("kafkabox.profile"),
+        "{names:?}"
+    );
     // OffsetFetch shows each stage's position: both reach the log end (6).
     let deadline = Instant::now() + Duration::from_secs(30);
     for group in ["kafkabox.contract", "kafkabox.profile"] {
@@ -459,7 +517,10 @@ async fn pipeline_stages_show_as_read_only_groups() {
             if offset == Some(6) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{group} never reached 6: {offset:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{group} never reached 6: {offset:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -467,5 +528,144 @@ async fn pipeline_stages_show_as_read_only_groups() {
     let r: DescribeGroupsResponse = call(addr, ApiKey::DescribeGroups, 5, &d).await;
     assert_eq!(r.groups[0].group_state.as_str(), "Stable");
     assert_eq!(r.groups[0].members.len(), 1);
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip_848_consumer_protocol_assigns_reconciles_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let settings = ["--set", "group.consumer.heartbeat.interval.ms=500"];
+    let mut broker = BrokerProcess::spawn(&data, &settings);
+    create_topic(broker.addr, "kip848", 4).await;
+    produce(broker.addr, "kip848", 200).await;
+    let addr = broker.addr;
+    let consumer_protocol = [
+        ("group.protocol", "consumer"),
+        ("enable.auto.commit", "false"),
+    ];
+    let committed = tokio::task::spawn_blocking(move || {
+        // librdkafka refuses session/heartbeat settings with the consumer protocol.
+        let mk = || -> BaseConsumer {
+            let mut c = ClientConfig::new();
+            c.set("bootstrap.servers", addr.to_string())
+                .set("group.id", "kip848-group")
+                .set("auto.offset.reset", "earliest");
+            for (k, v) in consumer_protocol {
+                c.set(k, v);
+            }
+            c.create().expect("consumer")
+        };
+        let a = mk();
+        a.subscribe(&["kip848"]).unwrap();
+        let mut seen = BTreeSet::new();
+        poll_until(&[&a], &mut seen, 60, "a alone to own all four", |_| {
+            partitions_of(&a).len() == 4
+        });
+        // b joins: the broker moves two partitions, after a has revoked them.
+        let b = mk();
+        b.subscribe(&["kip848"]).unwrap();
+        poll_until(
+            &[&a, &b],
+            &mut seen,
+            60,
+            "the broker to split the partitions",
+            |_| {
+                let (pa, pb) = (partitions_of(&a), partitions_of(&b));
+                pa.len() == 2 && pb.len() == 2 && pa.is_disjoint(&pb)
+            },
+        );
+        poll_until(&[&a, &b], &mut seen, 60, "all 200 records", |s| {
+            s.len() == 200
+        });
+        a.commit_consumer_state(CommitMode::Sync).expect("commit a");
+        b.commit_consumer_state(CommitMode::Sync).expect("commit b");
+        drop(b);
+        poll_until(&[&a], &mut seen, 60, "a to own all four again", |_| {
+            partitions_of(&a).len() == 4
+        });
+        drop(a);
+        seen.len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(committed, 200);
+    // ConsumerGroupDescribe and ListGroups see a consumer-type group.
+    let listed: ListGroupsResponse = call(
+        broker.addr,
+        ApiKey::ListGroups,
+        5,
+        &ListGroupsRequest::default().with_types_filter(vec![s("consumer")]),
+    )
+    .await;
+    assert!(listed
+        .groups
+        .iter()
+        .any(|g| g.group_id.0.as_str() == "kip848-group"));
+    let d: ConsumerGroupDescribeResponse = call(
+        broker.addr,
+        ApiKey::ConsumerGroupDescribe,
+        0,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("kip848-group"))]),
+    )
+    .await;
+    assert_eq!(d.groups[0].error_code, 0);
+    assert_eq!(d.groups[0].group_state.as_str(), "Empty");
+
+    // Offsets committed by the consumer protocol survive kill -9.
+    broker.kill9();
+    let broker = BrokerProcess::spawn(&data, &settings);
+    let addr = broker.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", addr.to_string())
+            .set("group.id", "kip848-group")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in consumer_protocol {
+            c.set(k, v);
+        }
+        let c: BaseConsumer = c.create().expect("consumer");
+        c.subscribe(&["kip848"]).unwrap();
+        let mut seen = BTreeSet::new();
+        poll_until(
+            &[&c],
+            &mut seen,
+            60,
+            "the restarted member to own all four",
+            |_| partitions_of(&c).len() == 4,
+        );
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                seen.insert((m.partition(), m.offset()));
+            }
+        }
+        assert!(
+            seen.is_empty(),
+            "everything was committed, yet {seen:?} came again"
+        );
+    })
+    .await
+    .unwrap();
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_membership_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = BrokerProcess::spawn(&data, &[]);
+    let (m, generation) = lone_member(broker.addr, "kept").await;
+    broker.kill9();
+    let broker = BrokerProcess::spawn(&data, &[]);
+    let addr = broker.addr;
+    // The member, its generation and the group's state come back; its session restarts, so
+    // a heartbeat within the session timeout keeps it.
+    let d = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("kept"))]);
+    let r: DescribeGroupsResponse = call(addr, ApiKey::DescribeGroups, 5, &d).await;
+    assert_eq!(r.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(r.groups[0].members.len(), 1);
+    assert_eq!(r.groups[0].members[0].member_id.as_str(), m);
+    assert_eq!(heartbeat(addr, "kept", &m, generation).await, 0);
     drop(broker);
 }

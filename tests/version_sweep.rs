@@ -14,8 +14,8 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
 use kafkabox::api::APIS as SUPPORTED_APIS;
+use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
 
 use common::call;
 
@@ -30,16 +30,22 @@ fn join_request(group: &str, member: &str) -> JoinGroupRequest {
         .with_session_timeout_ms(10_000)
         .with_rebalance_timeout_ms(10_000)
         .with_protocol_type(StrBytes::from_static_str("consumer"))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
-            .with_name(StrBytes::from_static_str("range"))
-            .with_metadata(Bytes::from_static(b"meta"))])
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(Bytes::from_static(b"meta"))])
 }
 
 /// A member of a new group at generation 1 (JoinGroup v5: MEMBER_ID_REQUIRED, then join).
 async fn join_member(addr: SocketAddr, group: &str) -> (String, i32) {
     let r: JoinGroupResponse = call(addr, ApiKey::JoinGroup, 5, &join_request(group, "")).await;
-    let r: JoinGroupResponse =
-        call(addr, ApiKey::JoinGroup, 5, &join_request(group, r.member_id.as_str())).await;
+    let r: JoinGroupResponse = call(
+        addr,
+        ApiKey::JoinGroup,
+        5,
+        &join_request(group, r.member_id.as_str()),
+    )
+    .await;
     assert_eq!(r.error_code, 0);
     (r.member_id.to_string(), r.generation_id)
 }
@@ -49,9 +55,11 @@ fn sync_request(group: &str, member: &str, generation: i32) -> SyncGroupRequest 
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
         .with_member_id(StrBytes::from_string(member.to_string()))
         .with_generation_id(generation)
-        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
-            .with_member_id(StrBytes::from_string(member.to_string()))
-            .with_assignment(Bytes::from_static(b"A"))])
+        .with_assignments(vec![
+            sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_assignment(Bytes::from_static(b"A")),
+        ])
 }
 
 /// A simple (generation -1) commit of `offset` on sweep/0.
@@ -59,14 +67,16 @@ async fn commit(addr: SocketAddr, v: i16, group: &str, offset: i64) -> OffsetCom
     let req = OffsetCommitRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
         .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
-            .with_name(name("sweep"))
-            .with_partitions(vec![
-                offset_commit_request::OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(offset)
-                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
-            ])]);
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("sweep"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                ]),
+        ]);
     call(addr, ApiKey::OffsetCommit, v, &req).await
 }
 
@@ -215,8 +225,13 @@ async fn every_advertised_version_is_answered() {
                 ApiKey::Heartbeat => {
                     let group = format!("hb-v{v}");
                     let (member, generation) = join_member(addr, &group).await;
-                    let _: SyncGroupResponse =
-                        call(addr, ApiKey::SyncGroup, 3, &sync_request(&group, &member, generation)).await;
+                    let _: SyncGroupResponse = call(
+                        addr,
+                        ApiKey::SyncGroup,
+                        3,
+                        &sync_request(&group, &member, generation),
+                    )
+                    .await;
                     let req = HeartbeatRequest::default()
                         .with_group_id(GroupId(StrBytes::from_string(group)))
                         .with_member_id(StrBytes::from_string(member))
@@ -281,7 +296,11 @@ async fn every_advertised_version_is_answered() {
                         .with_groups(vec![GroupId(StrBytes::from_string(group))]);
                     let r: DescribeGroupsResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.groups[0].error_code, 0, "DescribeGroups v{v}");
-                    assert_eq!(r.groups[0].group_state.as_str(), "Empty", "DescribeGroups v{v}");
+                    assert_eq!(
+                        r.groups[0].group_state.as_str(),
+                        "Empty",
+                        "DescribeGroups v{v}"
+                    );
                 }
                 ApiKey::ListGroups => {
                     commit(addr, 2, "listed", 1).await;
@@ -302,19 +321,24 @@ async fn every_advertised_version_is_answered() {
                     commit(addr, 2, "offset-delete", 1).await;
                     let req = OffsetDeleteRequest::default()
                         .with_group_id(GroupId(StrBytes::from_static_str("offset-delete")))
-                        .with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
-                            .with_name(name("sweep"))
-                            .with_partitions(vec![
-                                offset_delete_request::OffsetDeleteRequestPartition::default()
-                                    .with_partition_index(0),
-                            ])]);
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(name("sweep"))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]);
                     let r: OffsetDeleteResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.error_code, 0, "OffsetDelete v{v}");
                     assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetDelete v{v}");
                 }
                 ApiKey::DeleteTopics => {
                     let t = format!("del-v{v}");
-                    server.store().create_topic(&t, 1, Default::default()).unwrap();
+                    server
+                        .store()
+                        .create_topic(&t, 1, Default::default())
+                        .unwrap();
                     let mut req = DeleteTopicsRequest::default().with_timeout_ms(5000);
                     if v >= 6 {
                         req.topics = vec![delete_topics_request::DeleteTopicState::default()
@@ -328,12 +352,17 @@ async fn every_advertised_version_is_answered() {
                 }
                 ApiKey::CreatePartitions => {
                     let t = format!("cp-v{v}");
-                    server.store().create_topic(&t, 1, Default::default()).unwrap();
+                    server
+                        .store()
+                        .create_topic(&t, 1, Default::default())
+                        .unwrap();
                     let req = CreatePartitionsRequest::default()
                         .with_timeout_ms(5000)
-                        .with_topics(vec![create_partitions_request::CreatePartitionsTopic::default()
-                            .with_name(name(&t))
-                            .with_count(3)]);
+                        .with_topics(vec![
+                            create_partitions_request::CreatePartitionsTopic::default()
+                                .with_name(name(&t))
+                                .with_count(3),
+                        ]);
                     let r: CreatePartitionsResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{v}");
                     assert_eq!(server.store().topic(&t).unwrap().partitions.len(), 3);
@@ -353,7 +382,11 @@ async fn every_advertised_version_is_answered() {
                         ]);
                     let r: DescribeConfigsResponse = call(addr, key, v, &req).await;
                     for res in &r.results {
-                        assert_eq!(res.error_code, 0, "DescribeConfigs v{v}: {:?}", res.error_message);
+                        assert_eq!(
+                            res.error_code, 0,
+                            "DescribeConfigs v{v}: {:?}",
+                            res.error_message
+                        );
                         assert!(!res.configs.is_empty(), "DescribeConfigs v{v}");
                     }
                 }
@@ -395,7 +428,10 @@ async fn every_advertised_version_is_answered() {
                                     .with_offset(0),
                             ])]);
                     let r: DeleteRecordsResponse = call(addr, key, v, &req).await;
-                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "DeleteRecords v{v}");
+                    assert_eq!(
+                        r.topics[0].partitions[0].error_code, 0,
+                        "DeleteRecords v{v}"
+                    );
                 }
                 ApiKey::DescribeCluster => {
                     let req = DescribeClusterRequest::default()
@@ -408,22 +444,29 @@ async fn every_advertised_version_is_answered() {
                 ApiKey::OffsetForLeaderEpoch => {
                     let req = OffsetForLeaderEpochRequest::default()
                         .with_replica_id(BrokerId(-1))
-                        .with_topics(vec![offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
-                            .with_topic(name("sweep"))
-                            .with_partitions(vec![
+                        .with_topics(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                                .with_topic(name("sweep"))
+                                .with_partitions(vec![
                                 offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
                                     .with_partition(0)
                                     .with_current_leader_epoch(0)
                                     .with_leader_epoch(0),
-                            ])]);
+                            ]),
+                        ]);
                     let r: OffsetForLeaderEpochResponse = call(addr, key, v, &req).await;
                     let p = &r.topics[0].partitions[0];
                     assert_eq!(p.error_code, 0, "OffsetForLeaderEpoch v{v}");
                     assert_eq!(p.leader_epoch, 0, "OffsetForLeaderEpoch v{v}");
                 }
                 ApiKey::DescribeLogDirs => {
-                    let r: DescribeLogDirsResponse =
-                        call(addr, key, v, &DescribeLogDirsRequest::default().with_topics(None)).await;
+                    let r: DescribeLogDirsResponse = call(
+                        addr,
+                        key,
+                        v,
+                        &DescribeLogDirsRequest::default().with_topics(None),
+                    )
+                    .await;
                     assert_eq!(r.error_code, 0, "DescribeLogDirs v{v}");
                     assert!(!r.results[0].topics.is_empty(), "DescribeLogDirs v{v}");
                 }
@@ -434,7 +477,35 @@ async fn every_advertised_version_is_answered() {
                             .with_partition_indexes(vec![0]),
                     ]);
                     let r: DescribeProducersResponse = call(addr, key, v, &req).await;
-                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "DescribeProducers v{v}");
+                    assert_eq!(
+                        r.topics[0].partitions[0].error_code, 0,
+                        "DescribeProducers v{v}"
+                    );
+                }
+                ApiKey::ConsumerGroupHeartbeat => {
+                    let req = ConsumerGroupHeartbeatRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(format!("kip848-v{v}"))))
+                        .with_member_id(StrBytes::from_string(format!("member-v{v}")))
+                        .with_member_epoch(0)
+                        .with_rebalance_timeout_ms(30_000)
+                        .with_subscribed_topic_names(Some(vec![name("sweep")]))
+                        .with_topic_partitions(Some(vec![]));
+                    let r: ConsumerGroupHeartbeatResponse = call(addr, key, v, &req).await;
+                    assert_eq!(
+                        r.error_code, 0,
+                        "ConsumerGroupHeartbeat v{v}: {:?}",
+                        r.error_message
+                    );
+                    assert_eq!(r.member_epoch, 1, "ConsumerGroupHeartbeat v{v}");
+                    let a = r.assignment.expect("an assignment on join");
+                    assert_eq!(a.topic_partitions[0].partitions, vec![0]);
+                }
+                ApiKey::ConsumerGroupDescribe => {
+                    let req = ConsumerGroupDescribeRequest::default()
+                        .with_group_ids(vec![GroupId(StrBytes::from_static_str("kip848-v0"))]);
+                    let r: ConsumerGroupDescribeResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.groups[0].error_code, 0, "ConsumerGroupDescribe v{v}");
+                    assert_eq!(r.groups[0].members.len(), 1, "ConsumerGroupDescribe v{v}");
                 }
                 other => panic!("no sweep case for {other:?}"),
             }

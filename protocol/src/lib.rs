@@ -169,10 +169,14 @@ mod tests {
 
     const METADATA: precheck::Schema = precheck::Schema::new(
         &[
-            precheck::f(precheck::Ty::Array(&[
-                precheck::f(precheck::Ty::Uuid, 10, precheck::ALL),
-                precheck::f(precheck::Ty::Str, 0, precheck::ALL),
-            ]), 0, precheck::ALL),
+            precheck::f(
+                precheck::Ty::Array(&[
+                    precheck::f(precheck::Ty::Uuid, 10, precheck::ALL),
+                    precheck::f(precheck::Ty::Str, 0, precheck::ALL),
+                ]),
+                0,
+                precheck::ALL,
+            ),
             precheck::f(precheck::Ty::I8, 4, precheck::ALL),
             precheck::f(precheck::Ty::I8, 8, 10),
             precheck::f(precheck::Ty::I8, 8, precheck::ALL),

@@ -270,7 +270,11 @@ mod tests {
 
     const METADATA: Schema = Schema::new(
         &[
-            f(Ty::Array(&[f(Ty::Uuid, 10, ALL), f(Ty::Str, 0, ALL)]), 0, ALL),
+            f(
+                Ty::Array(&[f(Ty::Uuid, 10, ALL), f(Ty::Str, 0, ALL)]),
+                0,
+                ALL,
+            ),
             f(Ty::I8, 4, ALL),
             f(Ty::I8, 8, 10),
             f(Ty::I8, 8, ALL),
@@ -281,11 +285,19 @@ mod tests {
         f(Ty::Str, 0, ALL),
         f(Ty::I32, 0, ALL),
         f(Ty::I16, 0, ALL),
-        f(Ty::Array(&[f(Ty::I32, 0, ALL), f(Ty::ArrayFixed(4), 0, ALL)]), 0, ALL),
+        f(
+            Ty::Array(&[f(Ty::I32, 0, ALL), f(Ty::ArrayFixed(4), 0, ALL)]),
+            0,
+            ALL,
+        ),
         f(Ty::Array(&[f(Ty::Str, 0, ALL), f(Ty::Str, 0, ALL)]), 0, ALL),
     ];
     const CREATE_TOPICS: Schema = Schema::new(
-        &[f(Ty::Array(CREATABLE_TOPIC), 0, ALL), f(Ty::I32, 0, ALL), f(Ty::I8, 1, ALL)],
+        &[
+            f(Ty::Array(CREATABLE_TOPIC), 0, ALL),
+            f(Ty::I32, 0, ALL),
+            f(Ty::I8, 1, ALL),
+        ],
         5,
     );
 

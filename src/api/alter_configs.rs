@@ -29,9 +29,22 @@ impl KafkaApi for AlterConfigs {
                         let ops: Vec<(String, u8, Option<String>)> = res
                             .configs
                             .iter()
-                            .map(|c| (c.name.to_string(), 0, c.value.as_ref().map(|v| v.to_string())))
+                            .map(|c| {
+                                (
+                                    c.name.to_string(),
+                                    0,
+                                    c.value.as_ref().map(|v| v.to_string()),
+                                )
+                            })
                             .collect();
-                        let outcome = alter(&topics, res.resource_type, res.resource_name.as_str(), &ops, true, req.validate_only);
+                        let outcome = alter(
+                            &topics,
+                            res.resource_type,
+                            res.resource_name.as_str(),
+                            &ops,
+                            true,
+                            req.validate_only,
+                        );
                         let mut r = AlterConfigsResourceResponse::default()
                             .with_resource_type(res.resource_type)
                             .with_resource_name(res.resource_name.clone());
@@ -86,14 +99,14 @@ const ALTERABLE_CONFIG: &[Field] = &[
     f(Ty::Str, 0, ALL), // value
 ];
 const ALTER_CONFIGS_RESOURCE: &[Field] = &[
-    f(Ty::I8, 0, ALL), // resource_type
-    f(Ty::Str, 0, ALL), // resource_name
+    f(Ty::I8, 0, ALL),                      // resource_type
+    f(Ty::Str, 0, ALL),                     // resource_name
     f(Ty::Array(ALTERABLE_CONFIG), 0, ALL), // configs
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(ALTER_CONFIGS_RESOURCE), 0, ALL), // resources
-    f(Ty::I8, 0, ALL), // validate_only
+        f(Ty::Array(ALTER_CONFIGS_RESOURCE), 0, ALL), // resources
+        f(Ty::I8, 0, ALL),                            // validate_only
     ],
     2,
 );

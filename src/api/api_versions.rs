@@ -1,9 +1,9 @@
 //! ApiVersions: advertises exactly the table in `kafkabox_protocol::APIS`.
 
+use super::APIS;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
-use super::APIS;
 
 use crate::api::{Call, KafkaApi, Pending};
 use crate::listener::Session;
@@ -35,12 +35,11 @@ impl KafkaApi for ApiVersions {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 3, ALL), // client_software_name
-    f(Ty::Str, 3, ALL), // client_software_version
+        f(Ty::Str, 3, ALL), // client_software_name
+        f(Ty::Str, 3, ALL), // client_software_version
     ],
     3,
 );
-
 
 fn handle(_session: &mut Session, call: Call, req: ApiVersionsRequest) -> Pending {
     let mut resp = ApiVersionsResponse::default();

@@ -59,15 +59,15 @@ const CREATE_PARTITIONS_ASSIGNMENT: &[Field] = &[
     f(Ty::ArrayFixed(4), 0, ALL), // broker_ids
 ];
 const CREATE_PARTITIONS_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
-    f(Ty::I32, 0, ALL), // count
+    f(Ty::Str, 0, ALL),                                 // name
+    f(Ty::I32, 0, ALL),                                 // count
     f(Ty::Array(CREATE_PARTITIONS_ASSIGNMENT), 0, ALL), // assignments
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(CREATE_PARTITIONS_TOPIC), 0, ALL), // topics
-    f(Ty::I32, 0, ALL), // timeout_ms
-    f(Ty::I8, 0, ALL), // validate_only
+        f(Ty::Array(CREATE_PARTITIONS_TOPIC), 0, ALL), // topics
+        f(Ty::I32, 0, ALL),                            // timeout_ms
+        f(Ty::I8, 0, ALL),                             // validate_only
     ],
     2,
 );

@@ -26,7 +26,7 @@ impl KafkaApi for CreateTopics {
 }
 
 const CREATABLE_REPLICA_ASSIGNMENT: &[Field] = &[
-    f(Ty::I32, 0, ALL), // partition_index
+    f(Ty::I32, 0, ALL),           // partition_index
     f(Ty::ArrayFixed(4), 0, ALL), // broker_ids
 ];
 const CREATABLE_TOPIC_CONFIG: &[Field] = &[
@@ -34,21 +34,20 @@ const CREATABLE_TOPIC_CONFIG: &[Field] = &[
     f(Ty::Str, 0, ALL), // value
 ];
 const CREATABLE_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
-    f(Ty::I32, 0, ALL), // num_partitions
-    f(Ty::I16, 0, ALL), // replication_factor
+    f(Ty::Str, 0, ALL),                                 // name
+    f(Ty::I32, 0, ALL),                                 // num_partitions
+    f(Ty::I16, 0, ALL),                                 // replication_factor
     f(Ty::Array(CREATABLE_REPLICA_ASSIGNMENT), 0, ALL), // assignments
-    f(Ty::Array(CREATABLE_TOPIC_CONFIG), 0, ALL), // configs
+    f(Ty::Array(CREATABLE_TOPIC_CONFIG), 0, ALL),       // configs
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(CREATABLE_TOPIC), 0, ALL), // topics
-    f(Ty::I32, 0, ALL), // timeout_ms
-    f(Ty::I8, 0, ALL), // validate_only
+        f(Ty::Array(CREATABLE_TOPIC), 0, ALL), // topics
+        f(Ty::I32, 0, ALL),                    // timeout_ms
+        f(Ty::I8, 0, ALL),                     // validate_only
     ],
     5,
 );
-
 
 fn new_topic(t: &kafka_protocol::messages::create_topics_request::CreatableTopic) -> NewTopic {
     NewTopic {
@@ -58,7 +57,12 @@ fn new_topic(t: &kafka_protocol::messages::create_topics_request::CreatableTopic
         assignments: t
             .assignments
             .iter()
-            .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
             .collect(),
         configs: t
             .configs
@@ -68,7 +72,11 @@ fn new_topic(t: &kafka_protocol::messages::create_topics_request::CreatableTopic
     }
 }
 
-fn create_all(topics: &Topics, req: &CreateTopicsRequest, version: i16) -> Vec<CreatableTopicResult> {
+fn create_all(
+    topics: &Topics,
+    req: &CreateTopicsRequest,
+    version: i16,
+) -> Vec<CreatableTopicResult> {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name = t.name.0.as_str();

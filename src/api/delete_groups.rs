@@ -18,6 +18,7 @@ impl KafkaApi for DeleteGroups {
 
     fn handle(session: &mut Session, call: Call, req: DeleteGroupsRequest) -> Pending {
         let groups = session.services.groups.clone();
+        let services = session.services.clone();
         Box::pin(async move {
             let job = tokio::task::spawn_blocking(move || {
                 req.groups_names
@@ -34,7 +35,19 @@ impl KafkaApi for DeleteGroups {
                     .collect::<Vec<_>>()
             });
             match job.await {
-                Ok(results) => call.respond(&DeleteGroupsResponse::default().with_results(results)),
+                Ok(mut results) => {
+                    if let Err(e) = services
+                        .store
+                        .wait_durable(services.groups.persisted_seq())
+                        .await
+                    {
+                        let code = errors::storage(&e).code();
+                        for r in results.iter_mut().filter(|r| r.error_code == 0) {
+                            r.error_code = code;
+                        }
+                    }
+                    call.respond(&DeleteGroupsResponse::default().with_results(results))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "DeleteGroups task failed");
                     Reply::Close
@@ -46,7 +59,7 @@ impl KafkaApi for DeleteGroups {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::ArrayStr, 0, ALL), // groups_names
+        f(Ty::ArrayStr, 0, ALL), // groups_names
     ],
     2,
 );

@@ -37,8 +37,7 @@ impl KafkaApi for DeleteRecords {
                                     .with_low_watermark(-1);
                                 match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                                     None => {
-                                        r.error_code =
-                                            ResponseError::UnknownTopicOrPartition.code()
+                                        r.error_code = ResponseError::UnknownTopicOrPartition.code()
                                     }
                                     Some(part) => match s.topics.delete_records(part, p.offset) {
                                         Ok(low) => r.low_watermark = low,
@@ -65,7 +64,11 @@ impl KafkaApi for DeleteRecords {
                 }
             };
             // Durable before the answer, as Kafka's is replicated.
-            if let Err(e) = services.store.wait_durable(services.store.last_write_seq()).await {
+            if let Err(e) = services
+                .store
+                .wait_durable(services.store.last_write_seq())
+                .await
+            {
                 tracing::error!(error = %e, "DeleteRecords flush failed");
             }
             call.respond(&DeleteRecordsResponse::default().with_topics(topics))
@@ -78,13 +81,13 @@ const DELETE_RECORDS_PARTITION: &[Field] = &[
     f(Ty::I64, 0, ALL), // offset
 ];
 const DELETE_RECORDS_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),                             // name
     f(Ty::Array(DELETE_RECORDS_PARTITION), 0, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(DELETE_RECORDS_TOPIC), 0, ALL), // topics
-    f(Ty::I32, 0, ALL), // timeout_ms
+        f(Ty::Array(DELETE_RECORDS_TOPIC), 0, ALL), // topics
+        f(Ty::I32, 0, ALL),                         // timeout_ms
     ],
     2,
 );

@@ -35,14 +35,14 @@ impl KafkaApi for DeleteTopics {
 }
 
 const DELETE_TOPIC_STATE: &[Field] = &[
-    f(Ty::Str, 6, ALL), // name
+    f(Ty::Str, 6, ALL),  // name
     f(Ty::Uuid, 6, ALL), // topic_id
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(DELETE_TOPIC_STATE), 6, ALL), // topics
-    f(Ty::ArrayStr, 0, 5), // topic_names
-    f(Ty::I32, 0, ALL), // timeout_ms
+        f(Ty::Array(DELETE_TOPIC_STATE), 6, ALL), // topics
+        f(Ty::ArrayStr, 0, 5),                    // topic_names
+        f(Ty::I32, 0, ALL),                       // timeout_ms
     ],
     4,
 );
@@ -76,7 +76,9 @@ fn delete_all(topics: &Topics, call: Call, req: &DeleteTopicsRequest) -> Vec<Del
                             r.name = Some(topic_name(&n));
                         }
                     }
-                    topics.delete(&n).map_err(|e| (errors::code(&e), e.to_string()))
+                    topics
+                        .delete(&n)
+                        .map_err(|e| (errors::code(&e), e.to_string()))
                 }
                 None => Err((
                     ResponseError::UnknownTopicId,

@@ -39,9 +39,9 @@ impl KafkaApi for DescribeCluster {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::I8, 0, ALL), // include_cluster_authorized_operations
-    f(Ty::I8, 1, ALL), // endpoint_type
-    f(Ty::I8, 2, ALL), // include_fenced_brokers
+        f(Ty::I8, 0, ALL), // include_cluster_authorized_operations
+        f(Ty::I8, 1, ALL), // endpoint_type
+        f(Ty::I8, 2, ALL), // include_fenced_brokers
     ],
     0,
 );

@@ -53,9 +53,7 @@ impl KafkaApi for DescribeConfigs {
                             let all = broker_configs(topics.config());
                             Ok((
                                 all.into_iter()
-                                    .filter(|c| {
-                                        keys.as_ref().is_none_or(|k| k.contains(&c.name))
-                                    })
+                                    .filter(|c| keys.as_ref().is_none_or(|k| k.contains(&c.name)))
                                     .collect(),
                                 true,
                             ))
@@ -89,7 +87,12 @@ impl KafkaApi for DescribeConfigs {
     }
 }
 
-fn describe(c: &ConfigValue, read_only: bool, synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
+fn describe(
+    c: &ConfigValue,
+    read_only: bool,
+    synonyms: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(&c.name))
         .with_value(Some(str_bytes(&c.value)))
@@ -123,15 +126,15 @@ fn describe(c: &ConfigValue, read_only: bool, synonyms: bool, version: i16) -> D
 }
 
 const DESCRIBE_CONFIGS_RESOURCE: &[Field] = &[
-    f(Ty::I8, 0, ALL), // resource_type
-    f(Ty::Str, 0, ALL), // resource_name
+    f(Ty::I8, 0, ALL),       // resource_type
+    f(Ty::Str, 0, ALL),      // resource_name
     f(Ty::ArrayStr, 0, ALL), // configuration_keys
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(DESCRIBE_CONFIGS_RESOURCE), 0, ALL), // resources
-    f(Ty::I8, 0, ALL), // include_synonyms
-    f(Ty::I8, 3, ALL), // include_documentation
+        f(Ty::Array(DESCRIBE_CONFIGS_RESOURCE), 0, ALL), // resources
+        f(Ty::I8, 0, ALL),                               // include_synonyms
+        f(Ty::I8, 3, ALL),                               // include_documentation
     ],
     4,
 );

@@ -70,8 +70,8 @@ impl KafkaApi for DescribeGroups {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::ArrayStr, 0, ALL), // groups
-    f(Ty::I8, 3, ALL), // include_authorized_operations
+        f(Ty::ArrayStr, 0, ALL), // groups
+        f(Ty::I8, 3, ALL),       // include_authorized_operations
     ],
     5,
 );

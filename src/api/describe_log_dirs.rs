@@ -39,8 +39,12 @@ impl KafkaApi for DescribeLogDirs {
                     };
                     let mut partitions = Vec::new();
                     for index in parts {
-                        let Some(part) = t.partition(index) else { continue };
-                        let size = store.partition_size(part).map_err(|e| errors::storage(&e))?;
+                        let Some(part) = t.partition(index) else {
+                            continue;
+                        };
+                        let size = store
+                            .partition_size(part)
+                            .map_err(|e| errors::storage(&e))?;
                         partitions.push(
                             DescribeLogDirsPartition::default()
                                 .with_partition_index(index)
@@ -76,12 +80,12 @@ impl KafkaApi for DescribeLogDirs {
 }
 
 const DESCRIBABLE_LOG_DIR_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // topic
+    f(Ty::Str, 0, ALL),           // topic
     f(Ty::ArrayFixed(4), 0, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(DESCRIBABLE_LOG_DIR_TOPIC), 0, ALL), // topics
+        f(Ty::Array(DESCRIBABLE_LOG_DIR_TOPIC), 0, ALL), // topics
     ],
     2,
 );

@@ -26,35 +26,37 @@ impl KafkaApi for DescribeProducers {
             .iter()
             .map(|t| {
                 let topic = store.topic(t.name.0.as_str());
-                TopicResponse::default().with_name(t.name.clone()).with_partitions(
-                    t.partition_indexes
-                        .iter()
-                        .map(|&p| {
-                            let mut r = PartitionResponse::default().with_partition_index(p);
-                            match topic.as_ref().and_then(|t| t.partition(p)) {
-                                None => {
-                                    r.error_code = ResponseError::UnknownTopicOrPartition.code()
+                TopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|&p| {
+                                let mut r = PartitionResponse::default().with_partition_index(p);
+                                match topic.as_ref().and_then(|t| t.partition(p)) {
+                                    None => {
+                                        r.error_code = ResponseError::UnknownTopicOrPartition.code()
+                                    }
+                                    Some(part) => {
+                                        r.active_producers = store
+                                            .producer_states(part)
+                                            .into_iter()
+                                            .map(|(id, epoch, seq, ts)| {
+                                                ProducerState::default()
+                                                    .with_producer_id(ProducerId(id))
+                                                    .with_producer_epoch(i32::from(epoch))
+                                                    .with_last_sequence(seq)
+                                                    .with_last_timestamp(ts)
+                                                    .with_coordinator_epoch(-1)
+                                                    .with_current_txn_start_offset(-1)
+                                            })
+                                            .collect()
+                                    }
                                 }
-                                Some(part) => {
-                                    r.active_producers = store
-                                        .producer_states(part)
-                                        .into_iter()
-                                        .map(|(id, epoch, seq, ts)| {
-                                            ProducerState::default()
-                                                .with_producer_id(ProducerId(id))
-                                                .with_producer_epoch(i32::from(epoch))
-                                                .with_last_sequence(seq)
-                                                .with_last_timestamp(ts)
-                                                .with_coordinator_epoch(-1)
-                                                .with_current_txn_start_offset(-1)
-                                        })
-                                        .collect()
-                                }
-                            }
-                            r
-                        })
-                        .collect(),
-                )
+                                r
+                            })
+                            .collect(),
+                    )
             })
             .collect();
         call.ready(&DescribeProducersResponse::default().with_topics(topics))
@@ -62,12 +64,12 @@ impl KafkaApi for DescribeProducers {
 }
 
 const TOPIC_REQUEST: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),           // name
     f(Ty::ArrayFixed(4), 0, ALL), // partition_indexes
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(TOPIC_REQUEST), 0, ALL), // topics
+        f(Ty::Array(TOPIC_REQUEST), 0, ALL), // topics
     ],
     0,
 );

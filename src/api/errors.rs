@@ -35,6 +35,10 @@ pub fn code(e: &Error) -> ResponseError {
         Error::OffsetMetadataTooLarge(_) => R::OffsetMetadataTooLarge,
         Error::GroupSubscribedToTopic(_) => R::GroupSubscribedToTopic,
         Error::Unsupported(_) => R::UnsupportedVersion,
+        Error::FencedMemberEpoch { .. } => R::FencedMemberEpoch,
+        Error::StaleMemberEpoch { .. } => R::StaleMemberEpoch,
+        Error::UnsupportedAssignor(_) => R::UnsupportedAssignor,
+        Error::WrongGroupType(..) => R::GroupIdNotFound,
         Error::Storage(e) => storage(e),
     }
 }

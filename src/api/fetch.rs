@@ -90,8 +90,8 @@ fn build(broker: &crate::services::Services, req: &FetchRequest) -> Built {
                 }
                 Err(e) => {
                     has_error = true;
-                    tracing::error!(topic = name, partition = fp.partition, error = %e, "fetch read failed");
-                    pd.error_code = ResponseError::KafkaStorageError.code();
+                    tracing::error!(topic = name, partition = fp.partition, "fetch read failed");
+                    pd.error_code = super::errors::storage(&e).code();
                 }
             }
             parts.push(pd);
@@ -124,39 +124,38 @@ impl KafkaApi for Fetch {
 }
 
 const FETCH_PARTITION: &[Field] = &[
-    f(Ty::I32, 0, ALL), // partition
-    f(Ty::I32, 9, ALL), // current_leader_epoch
-    f(Ty::I64, 0, ALL), // fetch_offset
+    f(Ty::I32, 0, ALL),  // partition
+    f(Ty::I32, 9, ALL),  // current_leader_epoch
+    f(Ty::I64, 0, ALL),  // fetch_offset
     f(Ty::I32, 12, ALL), // last_fetched_epoch
-    f(Ty::I64, 5, ALL), // log_start_offset
-    f(Ty::I32, 0, ALL), // partition_max_bytes
+    f(Ty::I64, 5, ALL),  // log_start_offset
+    f(Ty::I32, 0, ALL),  // partition_max_bytes
 ];
 const FETCH_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, 12), // topic
-    f(Ty::Uuid, 13, ALL), // topic_id
+    f(Ty::Str, 0, 12),                     // topic
+    f(Ty::Uuid, 13, ALL),                  // topic_id
     f(Ty::Array(FETCH_PARTITION), 0, ALL), // partitions
 ];
 const FORGOTTEN_TOPIC: &[Field] = &[
-    f(Ty::Str, 7, 12), // topic
-    f(Ty::Uuid, 13, ALL), // topic_id
+    f(Ty::Str, 7, 12),            // topic
+    f(Ty::Uuid, 13, ALL),         // topic_id
     f(Ty::ArrayFixed(4), 7, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::I32, 0, 14), // replica_id
-    f(Ty::I32, 0, ALL), // max_wait_ms
-    f(Ty::I32, 0, ALL), // min_bytes
-    f(Ty::I32, 0, ALL), // max_bytes
-    f(Ty::I8, 0, ALL), // isolation_level
-    f(Ty::I32, 7, ALL), // session_id
-    f(Ty::I32, 7, ALL), // session_epoch
-    f(Ty::Array(FETCH_TOPIC), 0, ALL), // topics
-    f(Ty::Array(FORGOTTEN_TOPIC), 7, ALL), // forgotten_topics_data
-    f(Ty::Str, 11, ALL), // rack_id
+        f(Ty::I32, 0, 14),                     // replica_id
+        f(Ty::I32, 0, ALL),                    // max_wait_ms
+        f(Ty::I32, 0, ALL),                    // min_bytes
+        f(Ty::I32, 0, ALL),                    // max_bytes
+        f(Ty::I8, 0, ALL),                     // isolation_level
+        f(Ty::I32, 7, ALL),                    // session_id
+        f(Ty::I32, 7, ALL),                    // session_epoch
+        f(Ty::Array(FETCH_TOPIC), 0, ALL),     // topics
+        f(Ty::Array(FORGOTTEN_TOPIC), 7, ALL), // forgotten_topics_data
+        f(Ty::Str, 11, ALL),                   // rack_id
     ],
     12,
 );
-
 
 fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
     let broker = session.services.clone();

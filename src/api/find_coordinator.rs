@@ -27,13 +27,12 @@ impl KafkaApi for FindCoordinator {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, 3), // key
-    f(Ty::I8, 1, ALL), // key_type
-    f(Ty::ArrayStr, 4, ALL), // coordinator_keys
+        f(Ty::Str, 0, 3),        // key
+        f(Ty::I8, 1, ALL),       // key_type
+        f(Ty::ArrayStr, 4, ALL), // coordinator_keys
     ],
     3,
 );
-
 
 fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pending {
     let (host, port) = session.advertised();

@@ -34,10 +34,10 @@ impl KafkaApi for Heartbeat {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // group_id
-    f(Ty::I32, 0, ALL), // generation_id
-    f(Ty::Str, 0, ALL), // member_id
-    f(Ty::Str, 3, ALL), // group_instance_id
+        f(Ty::Str, 0, ALL), // group_id
+        f(Ty::I32, 0, ALL), // generation_id
+        f(Ty::Str, 0, ALL), // member_id
+        f(Ty::Str, 3, ALL), // group_instance_id
     ],
     4,
 );

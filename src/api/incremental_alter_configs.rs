@@ -35,7 +35,14 @@ impl KafkaApi for IncrementalAlterConfigs {
                                 )
                             })
                             .collect();
-                        let outcome = alter(&topics, res.resource_type, res.resource_name.as_str(), &ops, false, req.validate_only);
+                        let outcome = alter(
+                            &topics,
+                            res.resource_type,
+                            res.resource_name.as_str(),
+                            &ops,
+                            false,
+                            req.validate_only,
+                        );
                         let mut r = AlterConfigsResourceResponse::default()
                             .with_resource_type(res.resource_type)
                             .with_resource_name(res.resource_name.clone());
@@ -48,7 +55,9 @@ impl KafkaApi for IncrementalAlterConfigs {
                     .collect::<Vec<_>>()
             });
             match job.await {
-                Ok(r) => call.respond(&IncrementalAlterConfigsResponse::default().with_responses(r)),
+                Ok(r) => {
+                    call.respond(&IncrementalAlterConfigsResponse::default().with_responses(r))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "IncrementalAlterConfigs task failed");
                     Reply::Close
@@ -60,18 +69,18 @@ impl KafkaApi for IncrementalAlterConfigs {
 
 const ALTERABLE_CONFIG: &[Field] = &[
     f(Ty::Str, 0, ALL), // name
-    f(Ty::I8, 0, ALL), // config_operation
+    f(Ty::I8, 0, ALL),  // config_operation
     f(Ty::Str, 0, ALL), // value
 ];
 const ALTER_CONFIGS_RESOURCE: &[Field] = &[
-    f(Ty::I8, 0, ALL), // resource_type
-    f(Ty::Str, 0, ALL), // resource_name
+    f(Ty::I8, 0, ALL),                      // resource_type
+    f(Ty::Str, 0, ALL),                     // resource_name
     f(Ty::Array(ALTERABLE_CONFIG), 0, ALL), // configs
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(ALTER_CONFIGS_RESOURCE), 0, ALL), // resources
-    f(Ty::I8, 0, ALL), // validate_only
+        f(Ty::Array(ALTER_CONFIGS_RESOURCE), 0, ALL), // resources
+        f(Ty::I8, 0, ALL),                            // validate_only
     ],
     1,
 );

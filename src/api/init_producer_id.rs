@@ -1,7 +1,6 @@
 //! InitProducerId: a new, persisted producer id (epoch 0) for every idempotent producer.
 //! Transactions are not supported.
 
-
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
@@ -25,14 +24,13 @@ impl KafkaApi for InitProducerId {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // transactional_id
-    f(Ty::I32, 0, ALL), // transaction_timeout_ms
-    f(Ty::I64, 3, ALL), // producer_id
-    f(Ty::I16, 3, ALL), // producer_epoch
+        f(Ty::Str, 0, ALL), // transactional_id
+        f(Ty::I32, 0, ALL), // transaction_timeout_ms
+        f(Ty::I64, 3, ALL), // producer_id
+        f(Ty::I16, 3, ALL), // producer_epoch
     ],
     2,
 );
-
 
 fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
     let store = session.services.store.clone();
@@ -60,8 +58,8 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
                 resp.producer_epoch = 0;
             }
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot allocate a producer id");
-                resp.error_code = ResponseError::KafkaStorageError.code();
+                tracing::error!("cannot allocate a producer id");
+                resp.error_code = super::errors::storage(&e).code();
             }
             Err(e) => {
                 tracing::error!(error = %e, "producer id task failed");

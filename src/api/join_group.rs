@@ -27,19 +27,19 @@ impl KafkaApi for JoinGroup {
 }
 
 const JOIN_GROUP_REQUEST_PROTOCOL: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),   // name
     f(Ty::Bytes, 0, ALL), // metadata
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // group_id
-    f(Ty::I32, 0, ALL), // session_timeout_ms
-    f(Ty::I32, 1, ALL), // rebalance_timeout_ms
-    f(Ty::Str, 0, ALL), // member_id
-    f(Ty::Str, 5, ALL), // group_instance_id
-    f(Ty::Str, 0, ALL), // protocol_type
-    f(Ty::Array(JOIN_GROUP_REQUEST_PROTOCOL), 0, ALL), // protocols
-    f(Ty::Str, 8, ALL), // reason
+        f(Ty::Str, 0, ALL),                                // group_id
+        f(Ty::I32, 0, ALL),                                // session_timeout_ms
+        f(Ty::I32, 1, ALL),                                // rebalance_timeout_ms
+        f(Ty::Str, 0, ALL),                                // member_id
+        f(Ty::Str, 5, ALL),                                // group_instance_id
+        f(Ty::Str, 0, ALL),                                // protocol_type
+        f(Ty::Array(JOIN_GROUP_REQUEST_PROTOCOL), 0, ALL), // protocols
+        f(Ty::Str, 8, ALL),                                // reason
     ],
     6,
 );

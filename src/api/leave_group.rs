@@ -59,7 +59,17 @@ impl KafkaApi for LeaveGroup {
             }
             Err(e) => resp.error_code = errors::code(&e).code(),
         }
-        call.ready(&resp)
+        let services = session.services.clone();
+        Box::pin(async move {
+            if let Err(e) = services
+                .store
+                .wait_durable(services.groups.persisted_seq())
+                .await
+            {
+                resp.error_code = errors::storage(&e).code();
+            }
+            call.respond(&resp)
+        })
     }
 }
 
@@ -70,9 +80,9 @@ const MEMBER_IDENTITY: &[Field] = &[
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // group_id
-    f(Ty::Str, 0, 2), // member_id
-    f(Ty::Array(MEMBER_IDENTITY), 3, ALL), // members
+        f(Ty::Str, 0, ALL),                    // group_id
+        f(Ty::Str, 0, 2),                      // member_id
+        f(Ty::Array(MEMBER_IDENTITY), 3, ALL), // members
     ],
     4,
 );

@@ -25,17 +25,17 @@ impl KafkaApi for ListGroups {
             .groups
             .list()
             .into_iter()
-            .filter(|g| states.is_empty() || states.contains(&g.state.name().to_lowercase()))
-            .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+            .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+            .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
             .map(|g| {
                 let mut l = ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(&g.group_id)))
                     .with_protocol_type(str_bytes(&g.protocol_type));
                 if call.version >= 4 {
-                    l.group_state = str_bytes(g.state.name());
+                    l.group_state = str_bytes(&g.state);
                 }
                 if call.version >= 5 {
-                    l.group_type = str_bytes("classic");
+                    l.group_type = str_bytes(g.group_type);
                 }
                 l
             })
@@ -46,8 +46,8 @@ impl KafkaApi for ListGroups {
 
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::ArrayStr, 4, ALL), // states_filter
-    f(Ty::ArrayStr, 5, ALL), // types_filter
+        f(Ty::ArrayStr, 4, ALL), // states_filter
+        f(Ty::ArrayStr, 5, ALL), // types_filter
     ],
     3,
 );

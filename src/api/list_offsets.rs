@@ -3,7 +3,6 @@
 //! the record, as Kafka's: the earliest offset whose record timestamp reaches the target, and
 //! for -3 the record with the largest timestamp.
 
-
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -11,9 +10,9 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{errors, Reply, LEADER_EPOCH};
-use crate::services::Services;
 use crate::api::{Call, KafkaApi, Pending};
 use crate::listener::Session;
+use crate::services::Services;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 /// ListOffsets, declared for the API table.
@@ -36,19 +35,18 @@ const LIST_OFFSETS_PARTITION: &[Field] = &[
     f(Ty::I64, 0, ALL), // timestamp
 ];
 const LIST_OFFSETS_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),                           // name
     f(Ty::Array(LIST_OFFSETS_PARTITION), 0, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::I32, 0, ALL), // replica_id
-    f(Ty::I8, 2, ALL), // isolation_level
-    f(Ty::Array(LIST_OFFSETS_TOPIC), 0, ALL), // topics
-    f(Ty::I32, 10, ALL), // timeout_ms
+        f(Ty::I32, 0, ALL),                       // replica_id
+        f(Ty::I8, 2, ALL),                        // isolation_level
+        f(Ty::Array(LIST_OFFSETS_TOPIC), 0, ALL), // topics
+        f(Ty::I32, 10, ALL),                      // timeout_ms
     ],
     6,
 );
-
 
 fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
     let services = session.services.clone();
@@ -65,7 +63,11 @@ fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending
 }
 
 /// Looks every partition up (blocking: lookups by time read and decode batches).
-fn answer(services: &Services, call: Call, req: &ListOffsetsRequest) -> Vec<ListOffsetsTopicResponse> {
+fn answer(
+    services: &Services,
+    call: Call,
+    req: &ListOffsetsRequest,
+) -> Vec<ListOffsetsTopicResponse> {
     let store = &services.store;
     let mut topics = Vec::with_capacity(req.topics.len());
     for lt in &req.topics {

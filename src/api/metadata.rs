@@ -2,7 +2,6 @@
 //! stable for the data dir, and topic auto-creation when both the broker setting
 //! (`auto.create.topics.enable`) and the request's `allow_auto_topic_creation` allow it.
 
-
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -131,18 +130,17 @@ impl KafkaApi for Metadata {
 
 const METADATA_REQUEST_TOPIC: &[Field] = &[
     f(Ty::Uuid, 10, ALL), // topic_id
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),   // name
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Array(METADATA_REQUEST_TOPIC), 0, ALL), // topics
-    f(Ty::I8, 4, ALL), // allow_auto_topic_creation
-    f(Ty::I8, 8, 10), // include_cluster_authorized_operations
-    f(Ty::I8, 8, ALL), // include_topic_authorized_operations
+        f(Ty::Array(METADATA_REQUEST_TOPIC), 0, ALL), // topics
+        f(Ty::I8, 4, ALL),                            // allow_auto_topic_creation
+        f(Ty::I8, 8, 10),                             // include_cluster_authorized_operations
+        f(Ty::I8, 8, ALL),                            // include_topic_authorized_operations
     ],
     9,
 );
-
 
 fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
     let topics = session.services.topics.clone();
@@ -152,9 +150,8 @@ fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
     Box::pin(async move {
         let include_cluster_ops = req.include_cluster_authorized_operations;
         let include_topic_ops = req.include_topic_authorized_operations;
-        let job = tokio::task::spawn_blocking(move || {
-            resolve(&topics, &req, call.version, auto_create)
-        });
+        let job =
+            tokio::task::spawn_blocking(move || resolve(&topics, &req, call.version, auto_create));
         let mut topics = match job.await {
             Ok(t) => t,
             Err(e) => {

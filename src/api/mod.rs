@@ -6,7 +6,10 @@
 
 pub mod errors;
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -26,7 +29,6 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
-pub mod alter_configs;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -163,7 +165,11 @@ pub fn decode_frame(frame: Bytes) -> Result<(), DecodeError> {
     (api.decode)(prefix.api_version, framed.body)
 }
 
-fn run<A: KafkaApi>(session: &mut Session, call: Call, body: Bytes) -> Result<Pending, DecodeError> {
+fn run<A: KafkaApi>(
+    session: &mut Session,
+    call: Call,
+    body: Bytes,
+) -> Result<Pending, DecodeError> {
     let key = ApiKey::try_from(<A::Request as Request>::KEY)
         .map_err(|()| DecodeError::UnknownApiKey(<A::Request as Request>::KEY))?;
     let req = kafkabox_protocol::decode_body::<A::Request>(key, &A::SCHEMA, body, call.version)?;
@@ -200,6 +206,8 @@ pub static APIS: &[ApiEntry] = &[
     entry::<describe_log_dirs::DescribeLogDirs>(),
     entry::<describe_cluster::DescribeCluster>(),
     entry::<describe_producers::DescribeProducers>(),
+    entry::<consumer_group_heartbeat::ConsumerGroupHeartbeat>(),
+    entry::<consumer_group_describe::ConsumerGroupDescribe>(),
 ];
 
 /// The row of an API key, if kafkabox answers it.

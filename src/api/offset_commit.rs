@@ -32,17 +32,17 @@ const OFFSET_COMMIT_REQUEST_PARTITION: &[Field] = &[
     f(Ty::Str, 0, ALL), // committed_metadata
 ];
 const OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),                                    // name
     f(Ty::Array(OFFSET_COMMIT_REQUEST_PARTITION), 0, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // group_id
-    f(Ty::I32, 0, ALL), // generation_id_or_member_epoch
-    f(Ty::Str, 0, ALL), // member_id
-    f(Ty::Str, 7, ALL), // group_instance_id
-    f(Ty::I64, 0, 4), // retention_time_ms
-    f(Ty::Array(OFFSET_COMMIT_REQUEST_TOPIC), 0, ALL), // topics
+        f(Ty::Str, 0, ALL),                                // group_id
+        f(Ty::I32, 0, ALL),                                // generation_id_or_member_epoch
+        f(Ty::Str, 0, ALL),                                // member_id
+        f(Ty::Str, 7, ALL),                                // group_instance_id
+        f(Ty::I64, 0, 4),                                  // retention_time_ms
+        f(Ty::Array(OFFSET_COMMIT_REQUEST_TOPIC), 0, ALL), // topics
     ],
     8,
 );
@@ -93,38 +93,38 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
                 (Vec::new(), Some(errors::code(&e)))
             }
         };
-        let topics = req
-            .topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.as_str();
-                OffsetCommitResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                let code: ResponseError = match group_error {
-                                    Some(c) => c,
-                                    None => match results.iter().find(|(tn, pi, _)| {
-                                        tn == name && *pi == p.partition_index
-                                    }) {
-                                        Some((_, _, Err(e))) => errors::code(e),
-                                        _ => ResponseError::UnknownServerError,
-                                    },
-                                };
-                                let ok = group_error.is_none()
-                                    && results.iter().any(|(tn, pi, r)| {
-                                        tn == name && *pi == p.partition_index && r.is_ok()
-                                    });
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(if ok { 0 } else { code.code() })
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+        let topics =
+            req.topics
+                .iter()
+                .map(|t| {
+                    let name = t.name.0.as_str();
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    let code: ResponseError = match group_error {
+                                        Some(c) => c,
+                                        None => match results.iter().find(|(tn, pi, _)| {
+                                            tn == name && *pi == p.partition_index
+                                        }) {
+                                            Some((_, _, Err(e))) => errors::code(e),
+                                            _ => ResponseError::UnknownServerError,
+                                        },
+                                    };
+                                    let ok = group_error.is_none()
+                                        && results.iter().any(|(tn, pi, r)| {
+                                            tn == name && *pi == p.partition_index && r.is_ok()
+                                        });
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(if ok { 0 } else { code.code() })
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
         call.respond(&OffsetCommitResponse::default().with_topics(topics))
     })
 }

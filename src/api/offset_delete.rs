@@ -47,7 +47,9 @@ impl KafkaApi for OffsetDelete {
                                             .map(|p| {
                                                 let code = results
                                                     .iter()
-                                                    .find(|(tn, pi, _)| tn == name && *pi == p.partition_index)
+                                                    .find(|(tn, pi, _)| {
+                                                        tn == name && *pi == p.partition_index
+                                                    })
                                                     .map(|(_, _, r)| match r {
                                                         Ok(()) => 0,
                                                         Err(e) => errors::code(e).code(),
@@ -81,13 +83,13 @@ const OFFSET_DELETE_REQUEST_PARTITION: &[Field] = &[
     f(Ty::I32, 0, ALL), // partition_index
 ];
 const OFFSET_DELETE_REQUEST_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // name
+    f(Ty::Str, 0, ALL),                                    // name
     f(Ty::Array(OFFSET_DELETE_REQUEST_PARTITION), 0, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // group_id
-    f(Ty::Array(OFFSET_DELETE_REQUEST_TOPIC), 0, ALL), // topics
+        f(Ty::Str, 0, ALL),                                // group_id
+        f(Ty::Array(OFFSET_DELETE_REQUEST_TOPIC), 0, ALL), // topics
     ],
     NEVER,
 );

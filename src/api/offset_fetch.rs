@@ -31,25 +31,25 @@ impl KafkaApi for OffsetFetch {
 }
 
 const OFFSET_FETCH_REQUEST_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, 7), // name
+    f(Ty::Str, 0, 7),           // name
     f(Ty::ArrayFixed(4), 0, 7), // partition_indexes
 ];
 const OFFSET_FETCH_REQUEST_TOPICS: &[Field] = &[
-    f(Ty::Str, 8, ALL), // name
+    f(Ty::Str, 8, ALL),           // name
     f(Ty::ArrayFixed(4), 8, ALL), // partition_indexes
 ];
 const OFFSET_FETCH_REQUEST_GROUP: &[Field] = &[
-    f(Ty::Str, 8, ALL), // group_id
-    f(Ty::Str, 9, ALL), // member_id
-    f(Ty::I32, 9, ALL), // member_epoch
+    f(Ty::Str, 8, ALL),                                // group_id
+    f(Ty::Str, 9, ALL),                                // member_id
+    f(Ty::I32, 9, ALL),                                // member_epoch
     f(Ty::Array(OFFSET_FETCH_REQUEST_TOPICS), 8, ALL), // topics
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, 7), // group_id
-    f(Ty::Array(OFFSET_FETCH_REQUEST_TOPIC), 0, 7), // topics
-    f(Ty::Array(OFFSET_FETCH_REQUEST_GROUP), 8, ALL), // groups
-    f(Ty::I8, 7, ALL), // require_stable
+        f(Ty::Str, 0, 7),                                 // group_id
+        f(Ty::Array(OFFSET_FETCH_REQUEST_TOPIC), 0, 7),   // topics
+        f(Ty::Array(OFFSET_FETCH_REQUEST_GROUP), 8, ALL), // groups
+        f(Ty::I8, 7, ALL),                                // require_stable
     ],
     6,
 );
@@ -63,7 +63,9 @@ fn fetch(groups: &Coordinator, group: &str, topics: Option<Vec<(String, Vec<i32>
 }
 
 /// (topic -> [(partition, offset, epoch, metadata)]) in request order of topics.
-fn by_topic(rows: &[(String, i32, Option<CommittedOffset>)]) -> BTreeMap<String, Vec<(i32, i64, i32, String)>> {
+fn by_topic(
+    rows: &[(String, i32, Option<CommittedOffset>)],
+) -> BTreeMap<String, Vec<(i32, i64, i32, String)>> {
     let mut m: BTreeMap<String, Vec<(i32, i64, i32, String)>> = BTreeMap::new();
     for (t, p, c) in rows {
         let (o, e, md) = match c {
@@ -124,7 +126,8 @@ fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending
                             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                             .collect()
                     });
-                    let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                    let mut out =
+                        OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                     match fetch(&groups, g.group_id.0.as_str(), topics) {
                         Ok(rows) => {
                             out.topics = by_topic(&rows)

@@ -39,8 +39,7 @@ impl KafkaApi for OffsetForLeaderEpoch {
                                     .with_end_offset(-1);
                                 match topic.as_ref().and_then(|t| t.partition(p.partition)) {
                                     None => {
-                                        r.error_code =
-                                            ResponseError::UnknownTopicOrPartition.code()
+                                        r.error_code = ResponseError::UnknownTopicOrPartition.code()
                                     }
                                     Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
                                         r.error_code = ResponseError::UnknownLeaderEpoch.code()
@@ -68,13 +67,13 @@ const OFFSET_FOR_LEADER_PARTITION: &[Field] = &[
     f(Ty::I32, 0, ALL), // leader_epoch
 ];
 const OFFSET_FOR_LEADER_TOPIC: &[Field] = &[
-    f(Ty::Str, 0, ALL), // topic
+    f(Ty::Str, 0, ALL),                                // topic
     f(Ty::Array(OFFSET_FOR_LEADER_PARTITION), 0, ALL), // partitions
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::I32, 3, ALL), // replica_id
-    f(Ty::Array(OFFSET_FOR_LEADER_TOPIC), 0, ALL), // topics
+        f(Ty::I32, 3, ALL),                            // replica_id
+        f(Ty::Array(OFFSET_FOR_LEADER_TOPIC), 0, ALL), // topics
     ],
     4,
 );

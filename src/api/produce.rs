@@ -12,9 +12,9 @@ use kafkabox_protocol::batch;
 use kafkabox_storage::StoreError;
 
 use super::{errors, str_bytes};
-use crate::services::Services;
 use crate::api::{ready, Call, KafkaApi, Pending, Reply};
 use crate::listener::Session;
+use crate::services::Services;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 /// Result of one partition.
@@ -157,24 +157,23 @@ impl KafkaApi for Produce {
 }
 
 const PARTITION_PRODUCE_DATA: &[Field] = &[
-    f(Ty::I32, 0, ALL), // index
+    f(Ty::I32, 0, ALL),   // index
     f(Ty::Bytes, 0, ALL), // records
 ];
 const TOPIC_PRODUCE_DATA: &[Field] = &[
-    f(Ty::Str, 0, 12), // name
-    f(Ty::Uuid, 13, ALL), // topic_id
+    f(Ty::Str, 0, 12),                            // name
+    f(Ty::Uuid, 13, ALL),                         // topic_id
     f(Ty::Array(PARTITION_PRODUCE_DATA), 0, ALL), // partition_data
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // transactional_id
-    f(Ty::I16, 0, ALL), // acks
-    f(Ty::I32, 0, ALL), // timeout_ms
-    f(Ty::Array(TOPIC_PRODUCE_DATA), 0, ALL), // topic_data
+        f(Ty::Str, 0, ALL),                       // transactional_id
+        f(Ty::I16, 0, ALL),                       // acks
+        f(Ty::I32, 0, ALL),                       // timeout_ms
+        f(Ty::Array(TOPIC_PRODUCE_DATA), 0, ALL), // topic_data
     ],
     9,
 );
-
 
 fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
     let acks = req.acks;
@@ -261,11 +260,12 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
 /// A failed flush: every partition that was appended reports KAFKA_STORAGE_ERROR, so the
 /// producer retries (it is retriable) instead of believing the data durable.
 fn mark_unflushed(resp: &mut ProduceResponse, e: &StoreError) {
-    tracing::error!(error = %e, "flush failed; acks=all batches answered with KAFKA_STORAGE_ERROR");
+    tracing::error!("flush failed; acks=all batches answered with KAFKA_STORAGE_ERROR");
+    let code = errors::storage(e);
     for t in &mut resp.responses {
         for p in &mut t.partition_responses {
             if p.error_code == 0 {
-                p.error_code = ResponseError::KafkaStorageError.code();
+                p.error_code = code.code();
                 p.error_message = Some(str_bytes(&format!("Flush to disk failed: {e}")));
             }
         }

@@ -25,18 +25,18 @@ impl KafkaApi for SyncGroup {
 }
 
 const SYNC_GROUP_REQUEST_ASSIGNMENT: &[Field] = &[
-    f(Ty::Str, 0, ALL), // member_id
+    f(Ty::Str, 0, ALL),   // member_id
     f(Ty::Bytes, 0, ALL), // assignment
 ];
 const SCHEMA: Schema = Schema::new(
     &[
-    f(Ty::Str, 0, ALL), // group_id
-    f(Ty::I32, 0, ALL), // generation_id
-    f(Ty::Str, 0, ALL), // member_id
-    f(Ty::Str, 3, ALL), // group_instance_id
-    f(Ty::Str, 5, ALL), // protocol_type
-    f(Ty::Str, 5, ALL), // protocol_name
-    f(Ty::Array(SYNC_GROUP_REQUEST_ASSIGNMENT), 0, ALL), // assignments
+        f(Ty::Str, 0, ALL),                                  // group_id
+        f(Ty::I32, 0, ALL),                                  // generation_id
+        f(Ty::Str, 0, ALL),                                  // member_id
+        f(Ty::Str, 3, ALL),                                  // group_instance_id
+        f(Ty::Str, 5, ALL),                                  // protocol_type
+        f(Ty::Str, 5, ALL),                                  // protocol_name
+        f(Ty::Array(SYNC_GROUP_REQUEST_ASSIGNMENT), 0, ALL), // assignments
     ],
     4,
 );
@@ -71,13 +71,23 @@ fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
         assignments,
         mono_ms(),
     );
+    let services = session.services.clone();
     Box::pin(async move {
         let r = match answer {
             Ok(Answer::Now(r)) => r,
-            Ok(Answer::Wait(rx)) => rx.await.unwrap_or_else(|_| {
-                Err(Error::CoordinatorNotAvailable("shutting down".into()))
-            }),
+            Ok(Answer::Wait(rx)) => rx
+                .await
+                .unwrap_or_else(|_| Err(Error::CoordinatorNotAvailable("shutting down".into()))),
             Err(e) => Err(e),
+        };
+        // The group record written when the leader assigned is durable before anyone hears.
+        let r = match services
+            .store
+            .wait_durable(services.groups.persisted_seq())
+            .await
+        {
+            Ok(()) => r,
+            Err(e) => Err(Error::Storage(e)),
         };
         call.respond(&response(call, r))
     })

@@ -62,6 +62,14 @@ pub enum Error {
     GroupSubscribedToTopic(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("member epoch {got} is fenced; the member is at {current} and must rejoin")]
+    FencedMemberEpoch { current: i32, got: i32 },
+    #[error("member epoch {got} is stale; the member is at {current}")]
+    StaleMemberEpoch { current: i32, got: i32 },
+    #[error("{0}")]
+    UnsupportedAssignor(String),
+    #[error("group '{0}' is a {1} group")]
+    WrongGroupType(String, &'static str),
     #[error(transparent)]
     Storage(#[from] StoreError),
 }

@@ -41,7 +41,10 @@ pub fn now_ms() -> i64 {
 /// Milliseconds on a monotonic clock (the group coordinator's time).
 pub fn mono_ms() -> i64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
 }
 
 /// Everything the broker's connections share.
@@ -66,8 +69,9 @@ impl Services {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Services>> {
         let (s, c) = (store.clone(), config.clone());
-        let groups = tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
-            .await??;
+        let groups =
+            tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
+                .await??;
         Ok(Arc::new(Services {
             topics: Topics::new(store.clone(), config.clone()),
             groups: Arc::new(groups),

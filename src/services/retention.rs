@@ -48,7 +48,10 @@ fn sweep(broker: &Services) {
         let settings = TopicSettings::of(&topic, &broker.config);
         if settings.retention_bytes >= 0 {
             for part in &topic.partitions {
-                match broker.store.expire_over_size(part, settings.retention_bytes as u64) {
+                match broker
+                    .store
+                    .expire_over_size(part, settings.retention_bytes as u64)
+                {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(topic = %topic.meta.name, partition = part.index, batches = n, "retention.bytes removed old batches")

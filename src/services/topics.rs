@@ -103,39 +103,225 @@ use ConfigType as T;
 
 /// Every topic config of Kafka 4.1 (TopicConfig.java, LogConfig), in Kafka's order of names.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    def("cleanup.policy", T::List, "delete", Some("log.cleanup.policy"), true),
-    def("compression.gzip.level", T::Int, "-1", Some("compression.gzip.level"), false),
-    def("compression.lz4.level", T::Int, "9", Some("compression.lz4.level"), false),
-    def("compression.type", T::String, "producer", Some("compression.type"), false),
-    def("compression.zstd.level", T::Int, "3", Some("compression.zstd.level"), false),
-    def("delete.retention.ms", T::Long, "86400000", Some("log.cleaner.delete.retention.ms"), false),
-    def("file.delete.delay.ms", T::Long, "60000", Some("log.segment.delete.delay.ms"), false),
-    def("flush.messages", T::Long, "9223372036854775807", Some("log.flush.interval.messages"), false),
-    def("flush.ms", T::Long, "9223372036854775807", Some("log.flush.interval.ms"), false),
-    def("follower.replication.throttled.replicas", T::List, "", None, false),
-    def("index.interval.bytes", T::Int, "4096", Some("log.index.interval.bytes"), false),
-    def("leader.replication.throttled.replicas", T::List, "", None, false),
-    def("local.retention.bytes", T::Long, "-2", Some("log.local.retention.bytes"), false),
-    def("local.retention.ms", T::Long, "-2", Some("log.local.retention.ms"), false),
-    def("max.compaction.lag.ms", T::Long, "9223372036854775807", Some("log.cleaner.max.compaction.lag.ms"), false),
-    def("max.message.bytes", T::Int, "1048588", Some("message.max.bytes"), true),
-    def("message.timestamp.after.max.ms", T::Long, "3600000", Some("log.message.timestamp.after.max.ms"), false),
-    def("message.timestamp.before.max.ms", T::Long, "9223372036854775807", Some("log.message.timestamp.before.max.ms"), false),
-    def("message.timestamp.type", T::String, "CreateTime", Some("log.message.timestamp.type"), true),
-    def("min.cleanable.dirty.ratio", T::Double, "0.5", Some("log.cleaner.min.cleanable.ratio"), false),
-    def("min.compaction.lag.ms", T::Long, "0", Some("log.cleaner.min.compaction.lag.ms"), false),
-    def("min.insync.replicas", T::Int, "1", Some("min.insync.replicas"), false),
-    def("preallocate", T::Boolean, "false", Some("log.preallocate"), false),
+    def(
+        "cleanup.policy",
+        T::List,
+        "delete",
+        Some("log.cleanup.policy"),
+        true,
+    ),
+    def(
+        "compression.gzip.level",
+        T::Int,
+        "-1",
+        Some("compression.gzip.level"),
+        false,
+    ),
+    def(
+        "compression.lz4.level",
+        T::Int,
+        "9",
+        Some("compression.lz4.level"),
+        false,
+    ),
+    def(
+        "compression.type",
+        T::String,
+        "producer",
+        Some("compression.type"),
+        false,
+    ),
+    def(
+        "compression.zstd.level",
+        T::Int,
+        "3",
+        Some("compression.zstd.level"),
+        false,
+    ),
+    def(
+        "delete.retention.ms",
+        T::Long,
+        "86400000",
+        Some("log.cleaner.delete.retention.ms"),
+        false,
+    ),
+    def(
+        "file.delete.delay.ms",
+        T::Long,
+        "60000",
+        Some("log.segment.delete.delay.ms"),
+        false,
+    ),
+    def(
+        "flush.messages",
+        T::Long,
+        "9223372036854775807",
+        Some("log.flush.interval.messages"),
+        false,
+    ),
+    def(
+        "flush.ms",
+        T::Long,
+        "9223372036854775807",
+        Some("log.flush.interval.ms"),
+        false,
+    ),
+    def(
+        "follower.replication.throttled.replicas",
+        T::List,
+        "",
+        None,
+        false,
+    ),
+    def(
+        "index.interval.bytes",
+        T::Int,
+        "4096",
+        Some("log.index.interval.bytes"),
+        false,
+    ),
+    def(
+        "leader.replication.throttled.replicas",
+        T::List,
+        "",
+        None,
+        false,
+    ),
+    def(
+        "local.retention.bytes",
+        T::Long,
+        "-2",
+        Some("log.local.retention.bytes"),
+        false,
+    ),
+    def(
+        "local.retention.ms",
+        T::Long,
+        "-2",
+        Some("log.local.retention.ms"),
+        false,
+    ),
+    def(
+        "max.compaction.lag.ms",
+        T::Long,
+        "9223372036854775807",
+        Some("log.cleaner.max.compaction.lag.ms"),
+        false,
+    ),
+    def(
+        "max.message.bytes",
+        T::Int,
+        "1048588",
+        Some("message.max.bytes"),
+        true,
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        T::Long,
+        "3600000",
+        Some("log.message.timestamp.after.max.ms"),
+        false,
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        T::Long,
+        "9223372036854775807",
+        Some("log.message.timestamp.before.max.ms"),
+        false,
+    ),
+    def(
+        "message.timestamp.type",
+        T::String,
+        "CreateTime",
+        Some("log.message.timestamp.type"),
+        true,
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        T::Double,
+        "0.5",
+        Some("log.cleaner.min.cleanable.ratio"),
+        false,
+    ),
+    def(
+        "min.compaction.lag.ms",
+        T::Long,
+        "0",
+        Some("log.cleaner.min.compaction.lag.ms"),
+        false,
+    ),
+    def(
+        "min.insync.replicas",
+        T::Int,
+        "1",
+        Some("min.insync.replicas"),
+        false,
+    ),
+    def(
+        "preallocate",
+        T::Boolean,
+        "false",
+        Some("log.preallocate"),
+        false,
+    ),
     def("remote.log.copy.disable", T::Boolean, "false", None, false),
-    def("remote.log.delete.on.disable", T::Boolean, "false", None, false),
+    def(
+        "remote.log.delete.on.disable",
+        T::Boolean,
+        "false",
+        None,
+        false,
+    ),
     def("remote.storage.enable", T::Boolean, "false", None, false),
-    def("retention.bytes", T::Long, "-1", Some("log.retention.bytes"), true),
-    def("retention.ms", T::Long, "604800000", Some("log.retention.ms"), true),
-    def("segment.bytes", T::Int, "1073741824", Some("log.segment.bytes"), false),
-    def("segment.index.bytes", T::Int, "10485760", Some("log.index.size.max.bytes"), false),
-    def("segment.jitter.ms", T::Long, "0", Some("log.roll.jitter.ms"), false),
-    def("segment.ms", T::Long, "604800000", Some("log.roll.ms"), false),
-    def("unclean.leader.election.enable", T::Boolean, "false", Some("unclean.leader.election.enable"), false),
+    def(
+        "retention.bytes",
+        T::Long,
+        "-1",
+        Some("log.retention.bytes"),
+        true,
+    ),
+    def(
+        "retention.ms",
+        T::Long,
+        "604800000",
+        Some("log.retention.ms"),
+        true,
+    ),
+    def(
+        "segment.bytes",
+        T::Int,
+        "1073741824",
+        Some("log.segment.bytes"),
+        false,
+    ),
+    def(
+        "segment.index.bytes",
+        T::Int,
+        "10485760",
+        Some("log.index.size.max.bytes"),
+        false,
+    ),
+    def(
+        "segment.jitter.ms",
+        T::Long,
+        "0",
+        Some("log.roll.jitter.ms"),
+        false,
+    ),
+    def(
+        "segment.ms",
+        T::Long,
+        "604800000",
+        Some("log.roll.ms"),
+        false,
+    ),
+    def(
+        "unclean.leader.election.enable",
+        T::Boolean,
+        "false",
+        Some("unclean.leader.election.enable"),
+        false,
+    ),
 ];
 
 /// Topic configs of Kafka 3.x that 4.0 removed; older admin tools still send them, so they are
@@ -209,37 +395,141 @@ pub fn broker_configs(config: &Config) -> Vec<ConfigValue> {
         .map(|(h, p)| format!("PLAINTEXT://{h}:{p}"))
         .unwrap_or_default();
     let rows: Vec<(&str, ConfigType, String, bool)> = vec![
-        ("advertised.listeners", T::String, advertised, config.advertised_listener.is_some()),
-        ("auto.create.topics.enable", T::Boolean, config.auto_create_topics.to_string(), config.auto_create_topics != d.auto_create_topics),
+        (
+            "advertised.listeners",
+            T::String,
+            advertised,
+            config.advertised_listener.is_some(),
+        ),
+        (
+            "auto.create.topics.enable",
+            T::Boolean,
+            config.auto_create_topics.to_string(),
+            config.auto_create_topics != d.auto_create_topics,
+        ),
         ("broker.id", T::Int, "0".into(), false),
         ("compression.type", T::String, "producer".into(), false),
-        ("connections.max.idle.ms", T::Long, config.connections_max_idle.as_millis().to_string(), config.connections_max_idle != d.connections_max_idle),
+        (
+            "connections.max.idle.ms",
+            T::Long,
+            config.connections_max_idle.as_millis().to_string(),
+            config.connections_max_idle != d.connections_max_idle,
+        ),
         ("default.replication.factor", T::Int, "1".into(), false),
-        ("group.max.session.timeout.ms", T::Int, config.group_max_session_timeout_ms.to_string(), config.group_max_session_timeout_ms != d.group_max_session_timeout_ms),
-        ("group.max.size", T::Int, config.group_max_size.to_string(), config.group_max_size != d.group_max_size),
-        ("group.min.session.timeout.ms", T::Int, config.group_min_session_timeout_ms.to_string(), config.group_min_session_timeout_ms != d.group_min_session_timeout_ms),
-        ("listeners", T::String, format!("PLAINTEXT://{listen}"), config.listen != d.listen),
+        (
+            "group.max.session.timeout.ms",
+            T::Int,
+            config.group_max_session_timeout_ms.to_string(),
+            config.group_max_session_timeout_ms != d.group_max_session_timeout_ms,
+        ),
+        (
+            "group.max.size",
+            T::Int,
+            config.group_max_size.to_string(),
+            config.group_max_size != d.group_max_size,
+        ),
+        (
+            "group.min.session.timeout.ms",
+            T::Int,
+            config.group_min_session_timeout_ms.to_string(),
+            config.group_min_session_timeout_ms != d.group_min_session_timeout_ms,
+        ),
+        (
+            "listeners",
+            T::String,
+            format!("PLAINTEXT://{listen}"),
+            config.listen != d.listen,
+        ),
         ("log.cleanup.policy", T::List, "delete".into(), false),
         ("log.dirs", T::String, dir, config.data_dir != d.data_dir),
-        ("log.flush.interval.ms", T::Long, config.flush_interval.as_millis().to_string(), config.flush_interval != d.flush_interval),
-        ("log.message.timestamp.type", T::String, "CreateTime".into(), false),
+        (
+            "log.flush.interval.ms",
+            T::Long,
+            config.flush_interval.as_millis().to_string(),
+            config.flush_interval != d.flush_interval,
+        ),
+        (
+            "log.message.timestamp.type",
+            T::String,
+            "CreateTime".into(),
+            false,
+        ),
         ("log.retention.bytes", T::Long, "-1".into(), false),
-        ("log.retention.check.interval.ms", T::Long, config.retention_check_interval.as_millis().to_string(), config.retention_check_interval != d.retention_check_interval),
-        ("log.retention.ms", T::Long, config.retention_ms.to_string(), config.retention_ms != d.retention_ms),
-        ("max.connections", T::Int, config.max_connections.to_string(), config.max_connections != d.max_connections),
-        ("message.max.bytes", T::Int, config.message_max_bytes.to_string(), config.message_max_bytes != d.message_max_bytes),
+        (
+            "log.retention.check.interval.ms",
+            T::Long,
+            config.retention_check_interval.as_millis().to_string(),
+            config.retention_check_interval != d.retention_check_interval,
+        ),
+        (
+            "log.retention.ms",
+            T::Long,
+            config.retention_ms.to_string(),
+            config.retention_ms != d.retention_ms,
+        ),
+        (
+            "max.connections",
+            T::Int,
+            config.max_connections.to_string(),
+            config.max_connections != d.max_connections,
+        ),
+        (
+            "message.max.bytes",
+            T::Int,
+            config.message_max_bytes.to_string(),
+            config.message_max_bytes != d.message_max_bytes,
+        ),
         ("min.insync.replicas", T::Int, "1".into(), false),
-        ("num.partitions", T::Int, config.num_partitions.to_string(), config.num_partitions != d.num_partitions),
-        ("offset.metadata.max.bytes", T::Int, config.offset_metadata_max_bytes.to_string(), config.offset_metadata_max_bytes != d.offset_metadata_max_bytes),
-        ("offsets.topic.replication.factor", T::Short, "1".into(), false),
-        ("producer.id.expiration.ms", T::Int, config.producer_id_expiration_ms.to_string(), config.producer_id_expiration_ms != d.producer_id_expiration_ms),
-        ("queued.max.request.bytes", T::Long, config.queued_max_request_bytes.to_string(), config.queued_max_request_bytes != d.queued_max_request_bytes),
-        ("socket.request.max.bytes", T::Int, config.socket_request_max_bytes.to_string(), config.socket_request_max_bytes != d.socket_request_max_bytes),
-        ("transaction.state.log.replication.factor", T::Short, "1".into(), false),
+        (
+            "num.partitions",
+            T::Int,
+            config.num_partitions.to_string(),
+            config.num_partitions != d.num_partitions,
+        ),
+        (
+            "offset.metadata.max.bytes",
+            T::Int,
+            config.offset_metadata_max_bytes.to_string(),
+            config.offset_metadata_max_bytes != d.offset_metadata_max_bytes,
+        ),
+        (
+            "offsets.topic.replication.factor",
+            T::Short,
+            "1".into(),
+            false,
+        ),
+        (
+            "producer.id.expiration.ms",
+            T::Int,
+            config.producer_id_expiration_ms.to_string(),
+            config.producer_id_expiration_ms != d.producer_id_expiration_ms,
+        ),
+        (
+            "queued.max.request.bytes",
+            T::Long,
+            config.queued_max_request_bytes.to_string(),
+            config.queued_max_request_bytes != d.queued_max_request_bytes,
+        ),
+        (
+            "socket.request.max.bytes",
+            T::Int,
+            config.socket_request_max_bytes.to_string(),
+            config.socket_request_max_bytes != d.socket_request_max_bytes,
+        ),
+        (
+            "transaction.state.log.replication.factor",
+            T::Short,
+            "1".into(),
+            false,
+        ),
     ];
     rows.into_iter()
         .map(|(name, ty, value, set)| {
-            let source = if set { ConfigSource::Broker } else { ConfigSource::Default };
+            let source = if set {
+                ConfigSource::Broker
+            } else {
+                ConfigSource::Default
+            };
             ConfigValue {
                 name: name.to_string(),
                 value: value.clone(),
@@ -296,20 +586,18 @@ pub fn validate_config(name: &str, value: &str) -> Result<()> {
         {
             return bad("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer")
         }
-        "retention.ms" | "retention.bytes" => {
-            if value.trim().parse::<i64>().map(|v| v < -1).unwrap_or(true) {
-                return bad("Value must be at least -1");
-            }
+        "retention.ms" | "retention.bytes"
+            if value.trim().parse::<i64>().map(|v| v < -1).unwrap_or(true) =>
+        {
+            return bad("Value must be at least -1");
         }
-        "max.message.bytes" | "segment.bytes" => {
-            if value.trim().parse::<i32>().map(|v| v < 0).unwrap_or(true) {
-                return bad("Value must be at least 0");
-            }
+        "max.message.bytes" | "segment.bytes"
+            if value.trim().parse::<i32>().map(|v| v < 0).unwrap_or(true) =>
+        {
+            return bad("Value must be at least 0");
         }
-        "min.insync.replicas" => {
-            if value.trim().parse::<i32>().map(|v| v < 1).unwrap_or(true) {
-                return bad("Value must be at least 1");
-            }
+        "min.insync.replicas" if value.trim().parse::<i32>().map(|v| v < 1).unwrap_or(true) => {
+            return bad("Value must be at least 1");
         }
         _ => {}
     }
@@ -397,7 +685,9 @@ impl Topics {
         let name = t.name.as_str();
         validate_topic_name(name).map_err(Error::InvalidTopic)?;
         if self.store.topic(name).is_some() {
-            return Err(Error::TopicExists(format!("Topic '{name}' already exists.")));
+            return Err(Error::TopicExists(format!(
+                "Topic '{name}' already exists."
+            )));
         }
         let partitions = match t.partitions {
             -1 if t.assignments.is_empty() => self.config.num_partitions,
@@ -471,9 +761,9 @@ impl Topics {
     /// Deletes a topic and all its data, offsets and producer state (blocking).
     pub fn delete(&self, name: &str) -> Result<()> {
         self.store.delete_topic(name).map_err(|e| match e {
-            StoreError::UnknownTopic(_) => Error::UnknownTopic(format!(
-                "This server does not host topic '{name}'."
-            )),
+            StoreError::UnknownTopic(_) => {
+                Error::UnknownTopic(format!("This server does not host topic '{name}'."))
+            }
             other => other.into(),
         })
     }
@@ -509,12 +799,12 @@ impl Topics {
         let mut out = Vec::new();
         let wanted = |n: &str| only.is_none_or(|o| o.iter().any(|x| x == n));
         for d in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
-            let broker = d.broker_synonym.map(|s| {
-                match broker_value(&self.config, s) {
+            let broker = d
+                .broker_synonym
+                .map(|s| match broker_value(&self.config, s) {
                     Some(v) => (s, v, ConfigSource::Broker),
                     None => (s, d.default.to_string(), ConfigSource::Default),
-                }
-            });
+                });
             let (value, source) = match topic.meta.configs.get(d.name) {
                 Some(v) => (v.clone(), ConfigSource::Topic),
                 None => match &broker {
@@ -637,7 +927,11 @@ impl Topics {
     ) -> Result<Option<(i64, i64)>> {
         let log_start = self.store.offsets(part).log_start;
         let mut buf = bytes::BytesMut::new();
-        if self.store.read(part, base.max(log_start), 1, true, &mut buf)?.is_none() {
+        if self
+            .store
+            .read(part, base.max(log_start), 1, true, &mut buf)?
+            .is_none()
+        {
             return Ok(None);
         }
         for b in batch::split_batches(&buf) {
@@ -655,12 +949,19 @@ impl Topics {
 
     /// ListOffsets by time: the earliest offset whose record timestamp is at or after
     /// `timestamp`, with that record's timestamp, exact to the record.
-    pub fn offset_for_timestamp(&self, part: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>> {
+    pub fn offset_for_timestamp(
+        &self,
+        part: &Partition,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>> {
         let mut from = self.store.offsets(part).log_start;
         // The first batch whose max timestamp reaches the target holds the answer, unless the
         // log start cut it: then look further.
         loop {
-            let Some((base, _)) = self.store.offset_for_timestamp_from(part, timestamp, from)? else {
+            let Some((base, _)) = self
+                .store
+                .offset_for_timestamp_from(part, timestamp, from)?
+            else {
                 return Ok(None);
             };
             if let Some(found) = self.find_record(part, base, |ts| ts >= timestamp)? {

@@ -554,7 +554,11 @@ impl Store {
             loop {
                 let mut b = sled::Batch::default();
                 let mut n = 0;
-                for item in inner.log.scan_prefix(partition_prefix(part.id)).take(10_000) {
+                for item in inner
+                    .log
+                    .scan_prefix(partition_prefix(part.id))
+                    .take(10_000)
+                {
                     let (k, _) = item?;
                     b.remove(k);
                     n += 1;
@@ -1263,9 +1267,7 @@ impl Store {
         let mut new_start = st.log_start;
         let mut removed = 0;
         let mut b = sled::Batch::default();
-        for item in
-            log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, st.next_offset, 0))
-        {
+        for item in log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, st.next_offset, 0)) {
             let (k, v) = item?;
             let (base, chunk) = parse_chunk_key(&k)?;
             if chunk != 0 {

@@ -402,7 +402,13 @@ async fn delete_records_inside_a_batch_survives_reopen() {
             s.append(p, &b, &h).unwrap();
         }
         assert_eq!(s.delete_records_before(p, 3).unwrap(), 3);
-        assert_eq!(s.offsets(p), Offsets { log_start: 3, log_end: 6 });
+        assert_eq!(
+            s.offsets(p),
+            Offsets {
+                log_start: 3,
+                log_end: 6
+            }
+        );
         // The batch holding offset 3 is still read whole; the one before it is gone.
         let mut out = BytesMut::new();
         assert!(s.read(p, 2, 100, true, &mut out).unwrap().is_none());
@@ -412,14 +418,26 @@ async fn delete_records_inside_a_batch_survives_reopen() {
     }
     let s = Store::open(StoreConfig::new(dir.path())).unwrap();
     let p = s.topic("t").unwrap().partitions[0].clone();
-    assert_eq!(s.offsets(&p), Offsets { log_start: 3, log_end: 6 });
+    assert_eq!(
+        s.offsets(&p),
+        Offsets {
+            log_start: 3,
+            log_end: 6
+        }
+    );
     // Deleting everything keeps the log end across a restart.
     assert_eq!(s.delete_records_before(&p, 6).unwrap(), 6);
     s.close().unwrap();
     drop(s);
     let s = Store::open(StoreConfig::new(dir.path())).unwrap();
     let p = s.topic("t").unwrap().partitions[0].clone();
-    assert_eq!(s.offsets(&p), Offsets { log_start: 6, log_end: 6 });
+    assert_eq!(
+        s.offsets(&p),
+        Offsets {
+            log_start: 6,
+            log_end: 6
+        }
+    );
 }
 
 #[tokio::test]
@@ -433,29 +451,54 @@ async fn committed_offsets_groups_partitions_and_topic_deletion() {
         commit_ms: 42,
         metadata: "m".into(),
     };
-    s.commit_offsets("group:g", &[(&t.partitions[0], c.clone())]).unwrap();
-    assert_eq!(s.committed_offset(&t.partitions[0], "group:g").unwrap(), Some(c));
-    assert_eq!(s.committed_offset(&t.partitions[1], "group:g").unwrap(), None);
-    // A pipeline stage's 8-byte commit reads back too.
-    s.commit_consumer_offset(&t.partitions[1], "stage", 3).unwrap();
+    s.commit_offsets("group:g", &[(&t.partitions[0], c.clone())])
+        .unwrap();
     assert_eq!(
-        s.committed_offset(&t.partitions[1], "stage").unwrap().map(|c| c.offset),
+        s.committed_offset(&t.partitions[0], "group:g").unwrap(),
+        Some(c)
+    );
+    assert_eq!(
+        s.committed_offset(&t.partitions[1], "group:g").unwrap(),
+        None
+    );
+    // A pipeline stage's 8-byte commit reads back too.
+    s.commit_consumer_offset(&t.partitions[1], "stage", 3)
+        .unwrap();
+    assert_eq!(
+        s.committed_offset(&t.partitions[1], "stage")
+            .unwrap()
+            .map(|c| c.offset),
         Some(3)
     );
     assert_eq!(s.consumer_offset(&t.partitions[0], "group:g").unwrap(), 7);
     s.put_group_record("g", b"{}").unwrap();
-    assert_eq!(s.group_records().unwrap(), vec![("g".to_string(), b"{}".to_vec())]);
+    assert_eq!(
+        s.group_records().unwrap(),
+        vec![("g".to_string(), b"{}".to_vec())]
+    );
 
     let grown = s.add_partitions("t", 4).unwrap();
     assert_eq!(grown.partitions.len(), 4);
     assert_eq!(grown.partitions[3].index, 3);
     s.delete_topic("t").unwrap();
     assert!(s.topic("t").is_none());
-    assert!(matches!(s.delete_topic("t"), Err(StoreError::UnknownTopic(_))));
+    assert!(matches!(
+        s.delete_topic("t"),
+        Err(StoreError::UnknownTopic(_))
+    ));
     // A new topic of the same name starts empty: its partitions have new ids.
     let t2 = s.create_topic("t", 1, BTreeMap::new()).unwrap();
-    assert_eq!(s.committed_offset(&t2.partitions[0], "group:g").unwrap(), None);
-    assert_eq!(s.offsets(&t2.partitions[0]), Offsets { log_start: 0, log_end: 0 });
+    assert_eq!(
+        s.committed_offset(&t2.partitions[0], "group:g").unwrap(),
+        None
+    );
+    assert_eq!(
+        s.offsets(&t2.partitions[0]),
+        Offsets {
+            log_start: 0,
+            log_end: 0
+        }
+    );
 }
 
 #[tokio::test]
@@ -471,7 +514,13 @@ async fn size_retention_keeps_the_newest_batches() {
     }
     let one = b.len() as u64;
     assert_eq!(s.expire_over_size(p, 3 * one).unwrap(), 7);
-    assert_eq!(s.offsets(p), Offsets { log_start: 7, log_end: 10 });
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 7,
+            log_end: 10
+        }
+    );
     assert_eq!(s.partition_size(p).unwrap(), 3 * one);
     // Even a limit below one batch keeps the newest.
     assert_eq!(s.expire_over_size(p, 0).unwrap(), 2);

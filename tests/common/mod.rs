@@ -9,11 +9,11 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafkabox::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Starts a broker on an OS-chosen port over `dir`.
 pub async fn start(dir: &Path) -> Server {
@@ -126,7 +126,10 @@ impl BrokerProcess {
             .args(["--set", "http.listen=127.0.0.1:0"])
             .args(extra)
             .envs(env.iter().copied())
-            .env("KAFKABOX_LOG", std::env::var("KB_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "KAFKABOX_LOG",
+                std::env::var("KB_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
             .stderr(log_file)
@@ -267,4 +270,3 @@ pub async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
     );
     R::decode(&mut body, version).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
 }
-

@@ -179,6 +179,10 @@ pub struct Group {
 /// their session timeout, as after a Kafka coordinator failover).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredGroup {
+    /// "consumer" for a KIP-848 group (only its existence is kept: members rejoin after a
+    /// restart); absent for a classic group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
     pub generation: i32,
@@ -269,6 +273,7 @@ impl Group {
 
     pub fn to_stored(&self) -> StoredGroup {
         StoredGroup {
+            kind: None,
             protocol_type: self.protocol_type.clone(),
             protocol: self.protocol.clone(),
             generation: self.generation,
@@ -504,7 +509,12 @@ impl Group {
         }
     }
 
-    fn add_and_wait(&mut self, member_id: String, req: JoinRequest, now: i64) -> Answer<JoinResult> {
+    fn add_and_wait(
+        &mut self,
+        member_id: String,
+        req: JoinRequest,
+        now: i64,
+    ) -> Answer<JoinResult> {
         if self.members.is_empty() {
             self.protocol_type = Some(req.protocol_type.clone());
         }
@@ -685,6 +695,7 @@ impl Group {
     }
 
     /// SyncGroup: the leader hands out the assignment; followers wait for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn sync(
         &mut self,
         member_id: &str,
@@ -780,7 +791,12 @@ impl Group {
     }
 
     /// LeaveGroup for one member (by id, or by instance id when the id is empty).
-    pub fn leave(&mut self, member_id: &str, instance_id: Option<&str>, now: i64) -> Result<String> {
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: i64,
+    ) -> Result<String> {
         let id = if member_id.is_empty() {
             match instance_id.and_then(|i| self.statics.get(i)) {
                 Some(id) => id.clone(),
@@ -916,16 +932,30 @@ mod tests {
         let a = join_alone(&mut g, 0);
         assert_eq!(g.generation, 1);
         let mut s = waited(
-            g.sync(&a, None, 1, None, None, vec![(a.clone(), Bytes::from_static(b"A"))], 0)
-                .unwrap(),
+            g.sync(
+                &a,
+                None,
+                1,
+                None,
+                None,
+                vec![(a.clone(), Bytes::from_static(b"A"))],
+                0,
+            )
+            .unwrap(),
         );
         assert_eq!(s.try_recv().unwrap().unwrap().2, Bytes::from_static(b"A"));
         assert_eq!(g.state, GroupState::Stable);
 
         // b joins: a learns of the rebalance from its heartbeat.
-        let r = now_value(g.join(req("", &["range", "roundrobin"]), &LIMITS, 100).unwrap());
+        let r = now_value(
+            g.join(req("", &["range", "roundrobin"]), &LIMITS, 100)
+                .unwrap(),
+        );
         let b = r.member_id;
-        let mut jb = waited(g.join(req(&b, &["roundrobin", "range"]), &LIMITS, 100).unwrap());
+        let mut jb = waited(
+            g.join(req(&b, &["roundrobin", "range"]), &LIMITS, 100)
+                .unwrap(),
+        );
         assert!(matches!(
             g.heartbeat(&a, None, 1, 200),
             Err(Error::RebalanceInProgress)
@@ -1037,12 +1067,30 @@ mod tests {
         let mut r2 = req("", &["range"]);
         r2.instance_id = Some("i2".into());
         let mut jb = waited(g.join(r2.clone(), &LIMITS, 0).unwrap());
-        let mut ja = waited(g.join(JoinRequest { member_id: a.clone(), ..r1.clone() }, &LIMITS, 0).unwrap());
+        let mut ja = waited(
+            g.join(
+                JoinRequest {
+                    member_id: a.clone(),
+                    ..r1.clone()
+                },
+                &LIMITS,
+                0,
+            )
+            .unwrap(),
+        );
         let ra = ja.try_recv().unwrap();
         let b = jb.try_recv().unwrap().member_id;
         assert_eq!(ra.leader, a);
         let _ = g
-            .sync(&a, Some("i1"), 2, None, None, vec![(b.clone(), Bytes::from_static(b"B"))], 0)
+            .sync(
+                &a,
+                Some("i1"),
+                2,
+                None,
+                None,
+                vec![(b.clone(), Bytes::from_static(b"B"))],
+                0,
+            )
             .unwrap();
         let _ = g.sync(&b, Some("i2"), 2, None, None, vec![], 0).unwrap();
         assert_eq!(g.state, GroupState::Stable);
@@ -1052,7 +1100,10 @@ mod tests {
         assert_ne!(r.member_id, b);
         assert_eq!(r.generation, 2);
         assert_eq!(g.state, GroupState::Stable);
-        let s = now_value(g.sync(&r.member_id, Some("i2"), 2, None, None, vec![], 100).unwrap());
+        let s = now_value(
+            g.sync(&r.member_id, Some("i2"), 2, None, None, vec![], 100)
+                .unwrap(),
+        );
         assert_eq!(s.unwrap().2, Bytes::from_static(b"B"));
         // The old id is fenced.
         assert!(matches!(
@@ -1069,6 +1120,9 @@ mod tests {
         g.leave(&a, None, 10).unwrap();
         assert_eq!(g.state, GroupState::Empty);
         assert_eq!(g.generation, 2);
-        assert!(matches!(g.leave(&a, None, 10), Err(Error::UnknownMemberId(_))));
+        assert!(matches!(
+            g.leave(&a, None, 10),
+            Err(Error::UnknownMemberId(_))
+        ));
     }
 }

@@ -10,6 +10,7 @@
 //! Time is passed in: [`Coordinator::tick`] advances every group's timers, and the background
 //! task calls it with the monotonic clock.
 
+pub mod consumer;
 pub mod group;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use kafkabox_storage::{CommittedOffset, Store, Topic};
 
 use super::error::{Error, Result};
 use crate::config::Config;
+use consumer::{ConsumerGroup, ConsumerLimits, Heartbeat, HeartbeatAnswer, Tp};
 pub use group::{Answer, GroupLimits, GroupState, JoinCode, JoinRequest, JoinResult, SyncResult};
 use group::{Group, StoredGroup};
 
@@ -64,7 +66,35 @@ pub struct GroupDescription {
 pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
+    /// Kafka's state name.
+    pub state: String,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
+}
+
+/// A KIP-848 member as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub assignment: Vec<Tp>,
+    pub target: Vec<Tp>,
+}
+
+/// A KIP-848 group as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupDescription {
+    pub group_id: String,
+    pub state: &'static str,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: &'static str,
+    pub members: Vec<ConsumerMemberDescription>,
 }
 
 /// An offset to commit.
@@ -86,6 +116,9 @@ pub struct Committer {
     pub generation: i32,
 }
 
+/// The per-member result of a LeaveGroup: member id, instance id, outcome.
+pub type MemberResult = (String, Option<String>, Result<()>);
+
 /// The per-partition result of an offset operation.
 pub type PartitionResult = (String, i32, Result<()>);
 
@@ -95,15 +128,27 @@ pub struct Coordinator {
     store: Store,
     config: Arc<Config>,
     groups: Mutex<BTreeMap<String, Group>>,
+    /// KIP-848 groups. Lock order: `groups` first, then `consumers`; an id lives in one map.
+    consumers: Mutex<BTreeMap<String, ConsumerGroup>>,
     pipeline: Mutex<BTreeMap<String, PipelineGroup>>,
+    /// Write sequence of the latest group record: answers that change a group wait until it
+    /// is durable (`Store::wait_durable`), as Kafka's wait for the group metadata write.
+    persisted: std::sync::atomic::AtomicU64,
 }
 
 impl Coordinator {
     /// Loads the stored groups (blocking).
     pub fn open(store: Store, config: Arc<Config>, now: i64) -> Result<Coordinator> {
         let mut groups = BTreeMap::new();
+        let mut consumers = BTreeMap::new();
         for (id, bytes) in store.group_records()? {
             match serde_json::from_slice::<StoredGroup>(&bytes) {
+                Ok(s) if s.kind.as_deref() == Some("consumer") => {
+                    let mut g = ConsumerGroup::new(&id);
+                    g.epoch = s.generation;
+                    g.assignment_epoch = s.generation;
+                    consumers.insert(id.clone(), g);
+                }
                 Ok(s) => {
                     groups.insert(id.clone(), Group::restore(&id, s, now));
                 }
@@ -117,7 +162,9 @@ impl Coordinator {
             store,
             config,
             groups: Mutex::new(groups),
+            consumers: Mutex::new(consumers),
             pipeline: Mutex::new(BTreeMap::new()),
+            persisted: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -133,6 +180,121 @@ impl Coordinator {
         self.groups
             .lock()
             .map_err(|_| Error::CoordinatorNotAvailable("coordinator state poisoned".into()))
+    }
+
+    fn wrote(&self, seq: u64) {
+        self.persisted
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The write to wait for before answering a request that changed a group.
+    pub fn persisted_seq(&self) -> u64 {
+        self.persisted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn lock_consumers(&self) -> Result<MutexGuard<'_, BTreeMap<String, ConsumerGroup>>> {
+        self.consumers
+            .lock()
+            .map_err(|_| Error::CoordinatorNotAvailable("coordinator state poisoned".into()))
+    }
+
+    fn consumer_limits(&self) -> ConsumerLimits {
+        ConsumerLimits {
+            session_timeout_ms: self.config.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.config.group_consumer_heartbeat_interval_ms,
+            max_size: self.config.group_max_size,
+        }
+    }
+
+    /// Partition count of a topic, for the server-side assignor.
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.store.topic(topic).map(|t| t.partitions.len() as i32)
+    }
+
+    fn persist_consumer(&self, g: &mut ConsumerGroup) {
+        if !g.dirty {
+            return;
+        }
+        g.dirty = false;
+        let stored = StoredGroup {
+            kind: Some("consumer".into()),
+            protocol_type: Some("consumer".into()),
+            protocol: None,
+            generation: g.epoch,
+            leader: None,
+            members: Vec::new(),
+        };
+        match serde_json::to_vec(&stored) {
+            Ok(bytes) => match self.store.put_group_record(&g.id, &bytes) {
+                Ok(seq) => self.wrote(seq),
+                Err(e) => tracing::error!(group = %g.id, error = %e, "could not store the group"),
+            },
+            Err(e) => tracing::error!(group = %g.id, error = %e, "could not encode the group"),
+        }
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848).
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        hb: Heartbeat,
+        now: i64,
+    ) -> Result<HeartbeatAnswer> {
+        self.check_writable(group_id)?;
+        let limits = self.consumer_limits();
+        let mut classic = self.lock()?;
+        match classic.get(group_id) {
+            Some(g) if !g.is_empty() => {
+                return Err(Error::WrongGroupType(group_id.to_string(), "classic"))
+            }
+            // An empty classic group (offsets only) becomes a consumer group.
+            Some(_) => {
+                classic.remove(group_id);
+            }
+            None => {}
+        }
+        let mut consumers = self.lock_consumers()?;
+        drop(classic);
+        let g = consumers
+            .entry(group_id.to_string())
+            .or_insert_with(|| ConsumerGroup::new(group_id));
+        let r = g.heartbeat(hb, &limits, &|t| self.partition_count(t), now);
+        self.persist_consumer(g);
+        r
+    }
+
+    /// ConsumerGroupDescribe; None when there is no such KIP-848 group.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<Option<ConsumerGroupDescription>> {
+        if self.lock()?.contains_key(group_id) {
+            return Err(Error::WrongGroupType(group_id.to_string(), "classic"));
+        }
+        let consumers = self.lock_consumers()?;
+        Ok(consumers.get(group_id).map(|g| ConsumerGroupDescription {
+            group_id: g.id.clone(),
+            state: consumer::state_name(g),
+            epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.name(),
+            members: g
+                .members
+                .values()
+                .map(|m| ConsumerMemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.iter().cloned().collect(),
+                    assignment: m.assigned.iter().cloned().collect(),
+                    target: g
+                        .target
+                        .get(&m.id)
+                        .map(|t| t.iter().cloned().collect())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }))
     }
 
     /// Shows the pipeline stage `stage` over `topics` as the read-only group `kafkabox.<stage>`.
@@ -170,17 +332,19 @@ impl Coordinator {
             return;
         }
         g.dirty = false;
-        if matches!(g.state, GroupState::PreparingRebalance | GroupState::CompletingRebalance) {
+        if matches!(
+            g.state,
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance
+        ) {
             // Kafka persists a group when it becomes Stable or Empty.
             g.dirty = true;
             return;
         }
         match serde_json::to_vec(&g.to_stored()) {
-            Ok(bytes) => {
-                if let Err(e) = self.store.put_group_record(&g.id, &bytes) {
-                    tracing::error!(group = %g.id, error = %e, "could not store the group");
-                }
-            }
+            Ok(bytes) => match self.store.put_group_record(&g.id, &bytes) {
+                Ok(seq) => self.wrote(seq),
+                Err(e) => tracing::error!(group = %g.id, error = %e, "could not store the group"),
+            },
             Err(e) => tracing::error!(group = %g.id, error = %e, "could not encode the group"),
         }
     }
@@ -190,6 +354,20 @@ impl Coordinator {
         self.check_writable(group_id)?;
         let limits = self.limits();
         let mut groups = self.lock()?;
+        {
+            let mut consumers = self.lock_consumers()?;
+            match consumers.get(group_id) {
+                Some(c) if !c.members.is_empty() => {
+                    return Err(Error::InconsistentGroupProtocol(format!(
+                        "group '{group_id}' is a consumer (KIP-848) group with members"
+                    )))
+                }
+                Some(_) => {
+                    consumers.remove(group_id);
+                }
+                None => {}
+            }
+        }
         let g = groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id));
@@ -252,7 +430,7 @@ impl Coordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
         now: i64,
-    ) -> Result<Vec<(String, Option<String>, Result<()>)>> {
+    ) -> Result<Vec<MemberResult>> {
         self.check_writable(group_id)?;
         let mut groups = self.lock()?;
         let Some(g) = groups.get_mut(group_id) else {
@@ -277,10 +455,18 @@ impl Coordinator {
 
     /// Advances every group's timers to `now`.
     pub fn tick(&self, now: i64) {
-        let Ok(mut groups) = self.lock() else { return };
-        for g in groups.values_mut() {
-            g.tick(now);
-            self.persist(g);
+        if let Ok(mut groups) = self.lock() {
+            for g in groups.values_mut() {
+                g.tick(now);
+                self.persist(g);
+            }
+        }
+        let limits = self.consumer_limits();
+        if let Ok(mut consumers) = self.lock_consumers() {
+            for g in consumers.values_mut() {
+                g.tick(&limits, &|t| self.partition_count(t), now);
+                self.persist_consumer(g);
+            }
         }
     }
 
@@ -293,7 +479,31 @@ impl Coordinator {
         offsets: Vec<OffsetToCommit>,
     ) -> Result<(Vec<PartitionResult>, Option<u64>)> {
         self.check_writable(group_id)?;
-        {
+        let consumer_group = {
+            let consumers = self.lock_consumers()?;
+            consumers.get(group_id).map(|g| {
+                g.members
+                    .get(&who.member_id)
+                    .map(|m| m.epoch)
+                    .ok_or(g.members.is_empty())
+            })
+        };
+        match consumer_group {
+            // A member of a KIP-848 group commits with its member epoch.
+            Some(Ok(epoch)) if who.generation != epoch => {
+                return Err(Error::StaleMemberEpoch {
+                    current: epoch,
+                    got: who.generation,
+                })
+            }
+            Some(Err(false)) if !(who.generation < 0 && who.member_id.is_empty()) => {
+                return Err(Error::UnknownMemberId(who.member_id.clone()))
+            }
+            Some(Err(false)) => return Err(Error::UnknownMemberId(String::new())),
+            Some(_) => {}
+            None => {}
+        }
+        if consumer_group.is_none() {
             let mut groups = self.lock()?;
             match groups.get_mut(group_id) {
                 None if who.generation < 0 => {
@@ -373,8 +583,10 @@ impl Coordinator {
         if writes.is_empty() {
             return Ok((results, None));
         }
-        let refs: Vec<(&kafkabox_storage::Partition, CommittedOffset)> =
-            writes.iter().map(|(p, c)| (p.as_ref(), c.clone())).collect();
+        let refs: Vec<(&kafkabox_storage::Partition, CommittedOffset)> = writes
+            .iter()
+            .map(|(p, c)| (p.as_ref(), c.clone()))
+            .collect();
         let seq = self.store.commit_offsets(&name, &refs)?;
         Ok((results, Some(seq)))
     }
@@ -430,7 +642,14 @@ impl Coordinator {
     /// Whether `group_id` is known (has state or is a pipeline group).
     pub fn exists(&self, group_id: &str) -> bool {
         self.pipeline_group(group_id).is_some()
-            || self.lock().map(|g| g.contains_key(group_id)).unwrap_or(false)
+            || self
+                .lock()
+                .map(|g| g.contains_key(group_id))
+                .unwrap_or(false)
+            || self
+                .lock_consumers()
+                .map(|g| g.contains_key(group_id))
+                .unwrap_or(false)
     }
 
     /// DescribeGroups for one group; None when it does not exist.
@@ -452,7 +671,28 @@ impl Coordinator {
             });
         }
         let groups = self.lock().ok()?;
-        let g = groups.get(group_id)?;
+        let Some(g) = groups.get(group_id) else {
+            drop(groups);
+            let c = self.consumer_describe(group_id).ok()??;
+            return Some(GroupDescription {
+                group_id: c.group_id,
+                state: GroupState::Stable,
+                protocol_type: "consumer".into(),
+                protocol: c.assignor.to_string(),
+                members: c
+                    .members
+                    .into_iter()
+                    .map(|m| MemberDescription {
+                        member_id: m.member_id,
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        metadata: consumer_subscription(&m.subscribed),
+                        assignment: Bytes::new(),
+                    })
+                    .collect(),
+            });
+        };
         let protocol = g.protocol.clone();
         Some(GroupDescription {
             group_id: g.id.clone(),
@@ -491,16 +731,26 @@ impl Coordinator {
                     .map(|g| GroupListing {
                         group_id: g.id.clone(),
                         protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                        state: g.state,
+                        state: g.state.name().to_string(),
+                        group_type: "classic",
                     })
                     .collect()
             })
             .unwrap_or_default();
+        if let Ok(c) = self.lock_consumers() {
+            out.extend(c.values().map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: "consumer".into(),
+                state: consumer::state_name(g).to_string(),
+                group_type: "consumer",
+            }));
+        }
         if let Ok(p) = self.pipeline.lock() {
             out.extend(p.keys().map(|id| GroupListing {
                 group_id: id.clone(),
                 protocol_type: "consumer".into(),
-                state: GroupState::Stable,
+                state: GroupState::Stable.name().to_string(),
+                group_type: "classic",
             }));
         }
         out
@@ -511,8 +761,19 @@ impl Coordinator {
         self.check_writable(group_id)?;
         {
             let mut groups = self.lock()?;
+            let mut consumers = self.lock_consumers()?;
+            if let Some(c) = consumers.get(group_id) {
+                if !c.members.is_empty() {
+                    return Err(Error::NonEmptyGroup(group_id.to_string()));
+                }
+                consumers.remove(group_id);
+            }
+            drop(consumers);
             match groups.get(group_id) {
-                None => return Err(Error::GroupIdNotFound(group_id.to_string())),
+                None if !self.store_has_group(group_id) => {
+                    return Err(Error::GroupIdNotFound(group_id.to_string()))
+                }
+                None => {}
                 Some(g) if !g.is_empty() || g.state != GroupState::Empty => {
                     return Err(Error::NonEmptyGroup(group_id.to_string()))
                 }
@@ -526,8 +787,16 @@ impl Coordinator {
                 t.partitions.iter().map(|p| p.as_ref()).collect();
             self.store.delete_offsets(&name, &parts)?;
         }
-        self.store.remove_group_record(group_id)?;
+        let seq = self.store.remove_group_record(group_id)?;
+        self.wrote(seq);
         Ok(())
+    }
+
+    fn store_has_group(&self, group_id: &str) -> bool {
+        self.store
+            .group_records()
+            .map(|r| r.iter().any(|(id, _)| id == group_id))
+            .unwrap_or(false)
     }
 
     /// OffsetDelete (blocking): forgets a group's offsets on partitions it is not subscribed to.
@@ -558,7 +827,11 @@ impl Coordinator {
                 out.push((topic.clone(), p, Err(Error::GroupSubscribedToTopic(topic))));
                 continue;
             }
-            match self.store.topic(&topic).and_then(|t| t.partition(p).cloned()) {
+            match self
+                .store
+                .topic(&topic)
+                .and_then(|t| t.partition(p).cloned())
+            {
                 Some(part) => {
                     self.store.delete_offsets(&name, &[part.as_ref()])?;
                     out.push((topic, p, Ok(())));
@@ -566,7 +839,9 @@ impl Coordinator {
                 None => out.push((
                     topic.clone(),
                     p,
-                    Err(Error::UnknownTopicOrPartition(format!("{topic}-{p} does not exist"))),
+                    Err(Error::UnknownTopicOrPartition(format!(
+                        "{topic}-{p} does not exist"
+                    ))),
                 )),
             }
         }
@@ -585,13 +860,17 @@ fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
     let Some(n) = read_i32(pos) else { return out };
     pos += 4;
     for _ in 0..n.clamp(0, 10_000) {
-        let Some(len) = metadata.get(pos..pos + 2) else { break };
+        let Some(len) = metadata.get(pos..pos + 2) else {
+            break;
+        };
         let len = i16::from_be_bytes([len[0], len[1]]);
         pos += 2;
         if len < 0 {
             break;
         }
-        let Some(name) = metadata.get(pos..pos + len as usize) else { break };
+        let Some(name) = metadata.get(pos..pos + len as usize) else {
+            break;
+        };
         out.push(String::from_utf8_lossy(name).into_owned());
         pos += len as usize;
     }
@@ -636,7 +915,10 @@ mod tests {
     #[test]
     fn subscriptions_round_trip() {
         let s = consumer_subscription(&["a".into(), "bb".into()]);
-        assert_eq!(subscribed_topics(&s), vec!["a".to_string(), "bb".to_string()]);
+        assert_eq!(
+            subscribed_topics(&s),
+            vec!["a".to_string(), "bb".to_string()]
+        );
         assert!(subscribed_topics(b"\x00").is_empty());
         assert!(subscribed_topics(b"\x00\x00\x7f\xff\xff\xff").is_empty());
     }
