@@ -455,6 +455,8 @@ async fn group_settings_take_effect_in_serve() {
             "group.max.size=2",
             "--set",
             "offset.metadata.max.bytes=8",
+            "--set",
+            "group.consumer.session.timeout.ms=1000",
         ],
     );
     let addr = broker.addr;
@@ -466,6 +468,27 @@ async fn group_settings_take_effect_in_serve() {
     assert_eq!(join(addr, "t", "", 3_000).await.error_code, 81);
     assert_eq!(commit(addr, "simple", "", -1, "12345678").await, 0);
     assert_eq!(commit(addr, "simple", "", -1, "123456789").await, 12);
+    // A KIP-848 member silent for group.consumer.session.timeout.ms (1 s) is removed.
+    let hb = |epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("kip848-expiry")))
+            .with_member_id(s("silent-member"))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names((epoch == 0).then(|| vec![TopicName(s("errors"))]))
+            .with_topic_partitions(Some(vec![]))
+    };
+    let r: ConsumerGroupHeartbeatResponse =
+        call(addr, ApiKey::ConsumerGroupHeartbeat, 1, &hb(0)).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.member_epoch, 1);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let r: ConsumerGroupHeartbeatResponse =
+        call(addr, ApiKey::ConsumerGroupHeartbeat, 1, &hb(1)).await;
+    assert_eq!(
+        r.error_code, 25,
+        "UNKNOWN_MEMBER_ID after the session timeout"
+    );
     drop(broker);
 }
 

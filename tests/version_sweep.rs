@@ -105,12 +105,19 @@ async fn every_advertised_version_is_answered() {
                     assert_eq!(r.api_keys.len(), SUPPORTED_APIS.len());
                 }
                 ApiKey::Metadata => {
-                    let req = MetadataRequest::default().with_topics(Some(vec![
+                    let mut req = MetadataRequest::default().with_topics(Some(vec![
                         MetadataRequestTopic::default().with_name(Some(name("sweep"))),
                     ]));
+                    if v >= 8 {
+                        req.include_topic_authorized_operations = true;
+                    }
                     let r: MetadataResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.topics[0].error_code, 0, "Metadata v{v}");
                     assert_eq!(r.brokers.len(), 1);
+                    if v >= 8 {
+                        // KIP-430: READ, WRITE, ... ALTER_CONFIGS, as bits.
+                        assert_eq!(r.topics[0].topic_authorized_operations, 0b1101_1111_1000);
+                    }
                 }
                 ApiKey::Produce => {
                     let batch = encode_uncompressed(
@@ -335,14 +342,16 @@ async fn every_advertised_version_is_answered() {
                 }
                 ApiKey::DeleteTopics => {
                     let t = format!("del-v{v}");
-                    server
+                    let created = server
                         .store()
                         .create_topic(&t, 1, Default::default())
                         .unwrap();
                     let mut req = DeleteTopicsRequest::default().with_timeout_ms(5000);
                     if v >= 6 {
+                        // By topic id, with no name.
                         req.topics = vec![delete_topics_request::DeleteTopicState::default()
-                            .with_name(Some(name(&t)))];
+                            .with_name(None)
+                            .with_topic_id(uuid::Uuid::from_bytes(created.meta.id))];
                     } else {
                         req.topic_names = vec![name(&t)];
                     }

@@ -1,5 +1,5 @@
-//! AlterConfigs (v0-2): replaces a topic's configs (names not given go back to their
-//! defaults). Broker configs are read-only in kafkabox.
+//! AlterConfigs (v0-2): replaces a topic's configs, or the dynamic configs of the broker
+//! (name "0") or of the cluster default (name ""); names not given go back to their defaults.
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
@@ -83,10 +83,12 @@ pub fn alter(
                 tracing::info!(topic = name, error = %e, "config change refused");
                 (errors::code(&e), e.to_string())
             }),
-        BROKER => Err((
-            ResponseError::InvalidRequest,
-            "kafkabox's broker configs are set at start-up (config file, KAFKABOX_* variables, flags) and cannot be changed at runtime.".into(),
-        )),
+        BROKER => topics
+            .alter_broker_configs(name, ops, replace, validate_only)
+            .map_err(|e| {
+                tracing::info!(broker = name, error = %e, "broker config change refused");
+                (errors::code(&e), e.to_string())
+            }),
         other => Err((
             ResponseError::InvalidRequest,
             format!("Unsupported resource type {other}."),

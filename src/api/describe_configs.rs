@@ -10,7 +10,7 @@ use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 use super::{str_bytes, Call, KafkaApi, Pending};
 use crate::listener::Session;
-use crate::services::topics::{broker_configs, ConfigValue};
+use crate::services::topics::ConfigValue;
 
 /// Kafka's resource types (ConfigResource.Type).
 pub const TOPIC: i8 = 2;
@@ -40,39 +40,37 @@ impl KafkaApi for DescribeConfigs {
                     .configuration_keys
                     .as_ref()
                     .map(|k| k.iter().map(|s| s.to_string()).collect());
-                let values: Result<(Vec<ConfigValue>, bool), (ResponseError, String)> =
+                let values: Result<Vec<ConfigValue>, (ResponseError, String)> =
                     match res.resource_type {
                         TOPIC => match topics.get(name) {
-                            Some(t) => Ok((topics.describe_configs(&t, keys.as_deref()), false)),
+                            Some(t) => Ok(topics.describe_configs(&t, keys.as_deref())),
                             None => Err((
                                 ResponseError::UnknownTopicOrPartition,
                                 format!("Topic {name} does not exist."),
                             )),
                         },
                         BROKER if name.is_empty() || name == "0" => {
-                            let all = broker_configs(topics.config());
-                            Ok((
-                                all.into_iter()
-                                    .filter(|c| keys.as_ref().is_none_or(|k| k.contains(&c.name)))
-                                    .collect(),
-                                true,
-                            ))
+                            let all = topics.broker_configs();
+                            Ok(all
+                                .into_iter()
+                                .filter(|c| keys.as_ref().is_none_or(|k| k.contains(&c.name)))
+                                .collect())
                         }
                         BROKER => Err((
                             ResponseError::InvalidRequest,
                             format!("Broker {name} does not exist; kafkabox is broker 0."),
                         )),
-                        BROKER_LOGGER => Ok((Vec::new(), true)),
+                        BROKER_LOGGER => Ok(Vec::new()),
                         other => Err((
                             ResponseError::InvalidRequest,
                             format!("Unsupported resource type {other}."),
                         )),
                     };
                 match values {
-                    Ok((values, read_only)) => {
+                    Ok(values) => {
                         r.configs = values
                             .iter()
-                            .map(|c| describe(c, read_only, req.include_synonyms, call.version))
+                            .map(|c| describe(c, req.include_synonyms, call.version))
                             .collect();
                     }
                     Err((code, message)) => {
@@ -87,21 +85,19 @@ impl KafkaApi for DescribeConfigs {
     }
 }
 
-fn describe(
-    c: &ConfigValue,
-    read_only: bool,
-    synonyms: bool,
-    version: i16,
-) -> DescribeConfigsResourceResult {
+fn describe(c: &ConfigValue, synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(&c.name))
         .with_value(Some(str_bytes(&c.value)))
-        .with_read_only(read_only)
+        .with_read_only(c.read_only)
         .with_config_source(c.source.code())
         .with_is_sensitive(false);
     if synonyms {
         let mut syn = Vec::new();
-        if c.source == crate::services::topics::ConfigSource::Topic {
+        if c.source != crate::services::topics::ConfigSource::Default
+            && c.source != crate::services::topics::ConfigSource::Broker
+            && c.synonym.as_ref().is_none_or(|(n, _, _)| *n != c.name)
+        {
             syn.push(
                 DescribeConfigsSynonym::default()
                     .with_name(str_bytes(&c.name))

@@ -73,7 +73,7 @@ impl Services {
             tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
                 .await??;
         Ok(Arc::new(Services {
-            topics: Topics::new(store.clone(), config.clone()),
+            topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
             store,
             config,

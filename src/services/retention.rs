@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use super::topics::TopicSettings;
 use super::Services;
 
 /// Runs until shutdown; a sweep in progress finishes first, so the store is free when this
@@ -45,7 +44,7 @@ fn sweep(broker: &Services) {
                 }
             }
         }
-        let settings = TopicSettings::of(&topic, &broker.config);
+        let settings = broker.topics.settings(&topic);
         if settings.retention_bytes >= 0 {
             for part in &topic.partitions {
                 match broker

@@ -345,6 +345,25 @@ pub struct ConfigValue {
     pub ty: ConfigType,
     /// The broker setting that supplies the default, with its value.
     pub synonym: Option<(&'static str, String, ConfigSource)>,
+    /// Whether AlterConfigs may change it.
+    pub read_only: bool,
+}
+
+/// Broker configs that can change at runtime (resource BROKER, name "0" or "" for the
+/// cluster-wide default), each with the topic config it supplies the default of.
+pub const DYNAMIC_BROKER_CONFIGS: &[(&str, &str)] = &[
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.retention.ms", "retention.ms"),
+    ("message.max.bytes", "max.message.bytes"),
+];
+
+/// Broker configs set at runtime: for broker 0, and as the cluster-wide default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DynamicConfigs {
+    pub broker: BTreeMap<String, String>,
+    pub default: BTreeMap<String, String>,
 }
 
 /// Where a config value comes from (Kafka's DescribeConfigs sources).
@@ -352,6 +371,10 @@ pub struct ConfigValue {
 pub enum ConfigSource {
     /// Set on the topic (DYNAMIC_TOPIC_CONFIG).
     Topic,
+    /// Set at runtime for broker 0 (DYNAMIC_BROKER_CONFIG).
+    DynamicBroker,
+    /// Set at runtime as the cluster-wide default (DYNAMIC_DEFAULT_BROKER_CONFIG).
+    DynamicDefault,
     /// From kafkabox's settings file, environment or flags (STATIC_BROKER_CONFIG).
     Broker,
     /// Kafka's default (DEFAULT_CONFIG).
@@ -362,6 +385,8 @@ impl ConfigSource {
     pub fn code(self) -> i8 {
         match self {
             ConfigSource::Topic => 1,
+            ConfigSource::DynamicBroker => 2,
+            ConfigSource::DynamicDefault => 3,
             ConfigSource::Broker => 4,
             ConfigSource::Default => 5,
         }
@@ -370,7 +395,7 @@ impl ConfigSource {
 
 /// The value kafkabox's own settings give a broker-level key, when it has one that differs from
 /// Kafka's default.
-fn broker_value(config: &Config, key: &str) -> Option<String> {
+fn static_broker_value(config: &Config, key: &str) -> Option<String> {
     let d = Config::default();
     match key {
         "message.max.bytes" if config.message_max_bytes != d.message_max_bytes => {
@@ -384,8 +409,9 @@ fn broker_value(config: &Config, key: &str) -> Option<String> {
 }
 
 /// The broker's configs as DescribeConfigs reports them (resource type BROKER): Kafka's names,
-/// kafkabox's values, read-only (they are set at start-up by file, environment or flags).
-pub fn broker_configs(config: &Config) -> Vec<ConfigValue> {
+/// kafkabox's values. Only [`DYNAMIC_BROKER_CONFIGS`] change at runtime; the rest are set at
+/// start-up by file, environment or flags.
+fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
     let d = Config::default();
     let dir = config.data_dir.display().to_string();
     let listen = config.listen.clone();
@@ -536,6 +562,7 @@ pub fn broker_configs(config: &Config) -> Vec<ConfigValue> {
                 source,
                 ty,
                 synonym: None,
+                read_only: !DYNAMIC_BROKER_CONFIGS.iter().any(|(k, _)| *k == name),
             }
         })
         .collect()
@@ -615,19 +642,17 @@ pub struct TopicSettings {
 }
 
 impl TopicSettings {
-    pub fn of(topic: &Topic, config: &Config) -> TopicSettings {
-        let c = &topic.meta.configs;
-        let num = |k: &str| c.get(k).and_then(|v| v.trim().parse::<i64>().ok());
+    /// `value(topic config)` is the topic's effective value: its own, or the broker's.
+    fn of(value: impl Fn(&str) -> Option<String>) -> TopicSettings {
+        let num = |k: &str| value(k).and_then(|v| v.trim().parse::<i64>().ok());
         TopicSettings {
-            retention_ms: num("retention.ms").unwrap_or(config.retention_ms),
+            retention_ms: num("retention.ms").unwrap_or(604_800_000),
             retention_bytes: num("retention.bytes").unwrap_or(-1),
             max_message_bytes: num("max.message.bytes")
                 .and_then(|v| usize::try_from(v).ok())
-                .unwrap_or(config.message_max_bytes),
-            log_append_time: c.get("message.timestamp.type").map(String::as_str)
-                == Some("LogAppendTime"),
-            compacted: c
-                .get("cleanup.policy")
+                .unwrap_or(1_048_588),
+            log_append_time: value("message.timestamp.type").as_deref() == Some("LogAppendTime"),
+            compacted: value("cleanup.policy")
                 .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact")),
         }
     }
@@ -652,11 +677,128 @@ pub struct NewTopic {
 pub struct Topics {
     store: Store,
     config: Arc<Config>,
+    dynamic: Arc<std::sync::RwLock<DynamicConfigs>>,
 }
 
 impl Topics {
-    pub fn new(store: Store, config: Arc<Config>) -> Topics {
-        Topics { store, config }
+    /// The topics service; reads the dynamic broker configs stored in the data dir.
+    pub fn new(store: Store, config: Arc<Config>) -> Result<Topics> {
+        let dynamic = match store.broker_configs()? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Storage(StoreError::Corrupt(format!("dynamic broker configs: {e}")))
+            })?,
+            None => DynamicConfigs::default(),
+        };
+        Ok(Topics {
+            store,
+            config,
+            dynamic: Arc::new(std::sync::RwLock::new(dynamic)),
+        })
+    }
+
+    fn dynamic(&self) -> DynamicConfigs {
+        self.dynamic.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// A broker key's effective value and its source: set for broker 0, set as the cluster
+    /// default, kafkabox's settings, or Kafka's default (None).
+    fn broker_value(&self, dynamic: &DynamicConfigs, key: &str) -> Option<(String, ConfigSource)> {
+        if let Some(v) = dynamic.broker.get(key) {
+            return Some((v.clone(), ConfigSource::DynamicBroker));
+        }
+        if let Some(v) = dynamic.default.get(key) {
+            return Some((v.clone(), ConfigSource::DynamicDefault));
+        }
+        static_broker_value(&self.config, key).map(|v| (v, ConfigSource::Broker))
+    }
+
+    /// The broker's configs with their effective values (DescribeConfigs, resource BROKER).
+    pub fn broker_configs(&self) -> Vec<ConfigValue> {
+        let dynamic = self.dynamic();
+        let mut out = static_broker_configs(&self.config);
+        for c in &mut out {
+            if let Some((v, src)) = self.broker_value(&dynamic, &c.name) {
+                if matches!(
+                    src,
+                    ConfigSource::DynamicBroker | ConfigSource::DynamicDefault
+                ) {
+                    c.value = v;
+                    c.source = src;
+                }
+            }
+        }
+        out
+    }
+
+    /// AlterConfigs / IncrementalAlterConfigs on resource BROKER: `name` "0" (this broker) or
+    /// "" (the cluster-wide default). Only [`DYNAMIC_BROKER_CONFIGS`] can change; the change
+    /// takes effect at once and is kept in the data dir.
+    pub fn alter_broker_configs(
+        &self,
+        name: &str,
+        ops: &[(String, u8, Option<String>)],
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<()> {
+        if !name.is_empty() && name != "0" {
+            return Err(Error::InvalidRequest(format!(
+                "Broker {name} does not exist; kafkabox is broker 0."
+            )));
+        }
+        let mut all = self.dynamic();
+        let map = if name.is_empty() {
+            &mut all.default
+        } else {
+            &mut all.broker
+        };
+        if replace {
+            map.clear();
+        }
+        for (key, op, value) in ops {
+            let Some((_, topic_key)) = DYNAMIC_BROKER_CONFIGS.iter().find(|(k, _)| k == key) else {
+                return Err(
+                    if static_broker_configs(&self.config)
+                        .iter()
+                        .any(|c| &c.name == key)
+                    {
+                        Error::InvalidRequest(format!(
+                        "Cannot update these configs dynamically: {key}. kafkabox sets it at start-up (config file, KAFKABOX_* variables, flags)."
+                    ))
+                    } else {
+                        Error::InvalidConfig(format!("Unknown broker config name: {key}"))
+                    },
+                );
+            };
+            match op {
+                0 => {
+                    let v = value.clone().ok_or_else(|| {
+                        Error::InvalidRequest(format!("Null value not supported for {key}"))
+                    })?;
+                    validate_config(topic_key, &v)
+                        .map_err(|e| Error::InvalidConfig(e.to_string().replace(topic_key, key)))?;
+                    map.insert(key.clone(), v);
+                }
+                1 => {
+                    map.remove(key);
+                }
+                other => {
+                    return Err(Error::InvalidRequest(format!(
+                        "Config operation {other} is not supported on broker config {key}"
+                    )))
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&all)
+            .map_err(|e| Error::Storage(StoreError::Corrupt(e.to_string())))?;
+        self.store.set_broker_configs(&bytes)?;
+        if let Ok(mut d) = self.dynamic.write() {
+            *d = all;
+        }
+        tracing::info!(broker = name, "dynamic broker configs changed");
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -676,8 +818,15 @@ impl Topics {
         &self.config
     }
 
+    /// The settings kafkabox acts on for `topic`: its own configs, else the broker's.
     pub fn settings(&self, topic: &Topic) -> TopicSettings {
-        TopicSettings::of(topic, &self.config)
+        let dynamic = self.dynamic();
+        TopicSettings::of(|k| {
+            topic.meta.configs.get(k).cloned().or_else(|| {
+                let broker_key = config_def(k)?.broker_synonym?;
+                self.broker_value(&dynamic, broker_key).map(|(v, _)| v)
+            })
+        })
     }
 
     /// Checks a CreateTopics entry; returns the partition count and configs it would create.
@@ -797,12 +946,13 @@ impl Topics {
     /// restricts the names (unknown names are left out, as Kafka does).
     pub fn describe_configs(&self, topic: &Topic, only: Option<&[String]>) -> Vec<ConfigValue> {
         let mut out = Vec::new();
+        let dynamic = self.dynamic();
         let wanted = |n: &str| only.is_none_or(|o| o.iter().any(|x| x == n));
         for d in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
             let broker = d
                 .broker_synonym
-                .map(|s| match broker_value(&self.config, s) {
-                    Some(v) => (s, v, ConfigSource::Broker),
+                .map(|s| match self.broker_value(&dynamic, s) {
+                    Some((v, src)) => (s, v, src),
                     None => (s, d.default.to_string(), ConfigSource::Default),
                 });
             let (value, source) = match topic.meta.configs.get(d.name) {
@@ -818,6 +968,7 @@ impl Topics {
                 source,
                 ty: d.ty,
                 synonym: broker,
+                read_only: false,
             });
         }
         for (k, v) in &topic.meta.configs {
@@ -828,6 +979,7 @@ impl Topics {
                     source: ConfigSource::Topic,
                     ty: ConfigType::String,
                     synonym: None,
+                    read_only: false,
                 });
             }
         }

@@ -338,6 +338,7 @@ fn app_key(key: &[u8]) -> Vec<u8> {
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 const META_NEXT_PARTITION: &[u8] = b"next_partition_id";
 const META_NEXT_PRODUCER: &[u8] = b"next_producer_id";
+const META_BROKER_CONFIGS: &[u8] = b"broker_configs";
 
 fn read_u64(v: &[u8]) -> Result<u64, StoreError> {
     let a: [u8; 8] = v
@@ -645,6 +646,22 @@ impl Store {
             .map_err(|_| StoreError::Closed)?
             .insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// The broker configs set at runtime (opaque to the store), if any.
+    pub fn broker_configs(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .meta
+            .get(META_BROKER_CONFIGS)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Stores the broker configs set at runtime. Durable when this returns.
+    pub fn set_broker_configs(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.meta.insert(META_BROKER_CONFIGS, bytes)?;
+        self.inner.db.flush()?;
+        Ok(())
     }
 
     /// Allocates a new producer id (epoch 0). Durable when this returns.
