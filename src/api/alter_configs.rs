@@ -7,7 +7,7 @@ use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 use super::describe_configs::{BROKER, TOPIC};
-use super::{errors, str_bytes, Call, KafkaApi, Pending, Reply};
+use super::{blocking, errors, str_bytes, Call, KafkaApi, Pending};
 use crate::listener::Session;
 
 /// AlterConfigs, declared for the API table.
@@ -21,8 +21,8 @@ impl KafkaApi for AlterConfigs {
 
     fn handle(session: &mut Session, call: Call, req: AlterConfigsRequest) -> Pending {
         let topics = session.services.topics.clone();
-        Box::pin(async move {
-            let job = tokio::task::spawn_blocking(move || {
+        blocking(call, "AlterConfigs", move || {
+            let r = {
                 req.resources
                     .iter()
                     .map(|res| {
@@ -55,14 +55,8 @@ impl KafkaApi for AlterConfigs {
                         r
                     })
                     .collect::<Vec<_>>()
-            });
-            match job.await {
-                Ok(r) => call.respond(&AlterConfigsResponse::default().with_responses(r)),
-                Err(e) => {
-                    tracing::error!(error = %e, "AlterConfigs task failed");
-                    Reply::Close
-                }
-            }
+            };
+            AlterConfigsResponse::default().with_responses(r)
         })
     }
 }

@@ -4,7 +4,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
-use super::{errors, str_bytes, Call, KafkaApi, Pending, Reply, NODE_ID};
+use super::{blocking, errors, str_bytes, Call, KafkaApi, Pending, NODE_ID};
 use crate::listener::Session;
 use crate::services::Error;
 
@@ -19,8 +19,8 @@ impl KafkaApi for CreatePartitions {
 
     fn handle(session: &mut Session, call: Call, req: CreatePartitionsRequest) -> Pending {
         let topics = session.services.topics.clone();
-        Box::pin(async move {
-            let job = tokio::task::spawn_blocking(move || {
+        blocking(call, "CreatePartitions", move || {
+            let r = {
                 req.topics
                     .iter()
                     .map(|t| {
@@ -43,14 +43,8 @@ impl KafkaApi for CreatePartitions {
                         r
                     })
                     .collect::<Vec<_>>()
-            });
-            match job.await {
-                Ok(r) => call.respond(&CreatePartitionsResponse::default().with_results(r)),
-                Err(e) => {
-                    tracing::error!(error = %e, "CreatePartitions task failed");
-                    Reply::Close
-                }
-            }
+            };
+            CreatePartitionsResponse::default().with_results(r)
         })
     }
 }

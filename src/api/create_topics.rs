@@ -5,8 +5,8 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::{errors, str_bytes, topic_name, topic_uuid};
-use crate::api::{Call, KafkaApi, Pending, Reply};
+use super::{blocking, errors, str_bytes, topic_name, topic_uuid};
+use crate::api::{Call, KafkaApi, Pending};
 use crate::listener::Session;
 use crate::services::topics::{NewTopic, Topics};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
@@ -136,14 +136,8 @@ fn create_all(
 
 fn handle(session: &mut Session, call: Call, req: CreateTopicsRequest) -> Pending {
     let topics = session.services.topics.clone();
-    Box::pin(async move {
-        let job = tokio::task::spawn_blocking(move || create_all(&topics, &req, call.version));
-        match job.await {
-            Ok(results) => call.respond(&CreateTopicsResponse::default().with_topics(results)),
-            Err(e) => {
-                tracing::error!(error = %e, "CreateTopics task failed");
-                Reply::Close
-            }
-        }
+    blocking(call, "CreateTopics", move || {
+        let results = create_all(&topics, &req, call.version);
+        CreateTopicsResponse::default().with_topics(results)
     })
 }

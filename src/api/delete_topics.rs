@@ -6,7 +6,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
-use super::{errors, str_bytes, topic_name, Call, KafkaApi, Pending, Reply};
+use super::{blocking, errors, str_bytes, topic_name, Call, KafkaApi, Pending};
 use crate::listener::Session;
 use crate::services::Topics;
 
@@ -21,15 +21,9 @@ impl KafkaApi for DeleteTopics {
 
     fn handle(session: &mut Session, call: Call, req: DeleteTopicsRequest) -> Pending {
         let topics = session.services.topics.clone();
-        Box::pin(async move {
-            let job = tokio::task::spawn_blocking(move || delete_all(&topics, call, &req));
-            match job.await {
-                Ok(r) => call.respond(&DeleteTopicsResponse::default().with_responses(r)),
-                Err(e) => {
-                    tracing::error!(error = %e, "DeleteTopics task failed");
-                    Reply::Close
-                }
-            }
+        blocking(call, "DeleteTopics", move || {
+            let r = delete_all(&topics, call, &req);
+            DeleteTopicsResponse::default().with_responses(r)
         })
     }
 }

@@ -5,7 +5,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 use super::alter_configs::alter;
-use super::{str_bytes, Call, KafkaApi, Pending, Reply};
+use super::{blocking, str_bytes, Call, KafkaApi, Pending};
 use crate::listener::Session;
 
 /// IncrementalAlterConfigs, declared for the API table.
@@ -19,8 +19,8 @@ impl KafkaApi for IncrementalAlterConfigs {
 
     fn handle(session: &mut Session, call: Call, req: IncrementalAlterConfigsRequest) -> Pending {
         let topics = session.services.topics.clone();
-        Box::pin(async move {
-            let job = tokio::task::spawn_blocking(move || {
+        blocking(call, "IncrementalAlterConfigs", move || {
+            let r = {
                 req.resources
                     .iter()
                     .map(|res| {
@@ -53,16 +53,8 @@ impl KafkaApi for IncrementalAlterConfigs {
                         r
                     })
                     .collect::<Vec<_>>()
-            });
-            match job.await {
-                Ok(r) => {
-                    call.respond(&IncrementalAlterConfigsResponse::default().with_responses(r))
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "IncrementalAlterConfigs task failed");
-                    Reply::Close
-                }
-            }
+            };
+            IncrementalAlterConfigsResponse::default().with_responses(r)
         })
     }
 }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{errors, Reply, LEADER_EPOCH};
+use super::{blocking, errors, LEADER_EPOCH};
 use crate::api::{Call, KafkaApi, Pending};
 use crate::listener::Session;
 use crate::services::Services;
@@ -50,15 +50,9 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
     let services = session.services.clone();
-    Box::pin(async move {
-        let job = tokio::task::spawn_blocking(move || answer(&services, call, &req));
-        match job.await {
-            Ok(topics) => call.respond(&ListOffsetsResponse::default().with_topics(topics)),
-            Err(e) => {
-                tracing::error!(error = %e, "ListOffsets task failed");
-                Reply::Close
-            }
-        }
+    blocking(call, "ListOffsets", move || {
+        let topics = answer(&services, call, &req);
+        ListOffsetsResponse::default().with_topics(topics)
     })
 }
 

@@ -98,6 +98,24 @@ impl Call {
     }
 }
 
+/// Runs blocking work (store writes, scans, batch decoding) off the runtime's threads and
+/// answers with the response it builds; a failed task is logged and closes the connection.
+pub fn blocking<R, F>(call: Call, what: &'static str, work: F) -> Pending
+where
+    R: Encodable + HeaderVersion + Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    Box::pin(async move {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(resp) => call.respond(&resp),
+            Err(e) => {
+                tracing::error!(error = %e, "{what} task failed");
+                Reply::Close
+            }
+        }
+    })
+}
+
 /// One Kafka API: its request type (which fixes the API key), the versions kafkabox answers,
 /// the schema its request bodies are walked with before decoding, and the handler.
 pub trait KafkaApi {

@@ -6,7 +6,7 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL, NEVER};
 
-use super::{errors, Call, KafkaApi, Pending, Reply};
+use super::{blocking, errors, Call, KafkaApi, Pending};
 use crate::listener::Session;
 
 /// OffsetDelete, declared for the API table.
@@ -20,8 +20,8 @@ impl KafkaApi for OffsetDelete {
 
     fn handle(session: &mut Session, call: Call, req: OffsetDeleteRequest) -> Pending {
         let groups = session.services.groups.clone();
-        Box::pin(async move {
-            let job = tokio::task::spawn_blocking(move || {
+        blocking(call, "OffsetDelete", move || {
+            let resp = {
                 let parts: Vec<(String, i32)> = req
                     .topics
                     .iter()
@@ -67,14 +67,8 @@ impl KafkaApi for OffsetDelete {
                     Err(e) => resp.error_code = errors::code(&e).code(),
                 }
                 resp
-            });
-            match job.await {
-                Ok(resp) => call.respond(&resp),
-                Err(e) => {
-                    tracing::error!(error = %e, "OffsetDelete task failed");
-                    Reply::Close
-                }
-            }
+            };
+            resp
         })
     }
 }

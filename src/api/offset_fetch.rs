@@ -12,7 +12,7 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 use kafkabox_storage::CommittedOffset;
 
-use super::{errors, str_bytes, topic_name, Call, KafkaApi, Pending, Reply};
+use super::{blocking, errors, str_bytes, topic_name, Call, KafkaApi, Pending};
 use crate::listener::Session;
 use crate::services::groups::Coordinator;
 
@@ -79,9 +79,9 @@ fn by_topic(
 
 fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending {
     let groups = session.services.groups.clone();
-    Box::pin(async move {
-        let version = call.version;
-        let job = tokio::task::spawn_blocking(move || {
+    let version = call.version;
+    blocking(call, "OffsetFetch", move || {
+        let resp = {
             let mut resp = OffsetFetchResponse::default();
             if version < 8 {
                 let topics = req.topics.as_ref().map(|ts| {
@@ -155,13 +155,7 @@ fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending
                 }
             }
             resp
-        });
-        match job.await {
-            Ok(resp) => call.respond(&resp),
-            Err(e) => {
-                tracing::error!(error = %e, "OffsetFetch task failed");
-                Reply::Close
-            }
-        }
+        };
+        resp
     })
 }
