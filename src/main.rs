@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kafkabox::Config;
 
+#[cfg(feature = "bench")]
 mod bench;
 
 #[derive(Debug, Parser)]
@@ -24,6 +25,7 @@ enum Command {
     /// Run the broker (Kafka listener on 0.0.0.0:9092, data in ./kafkabox-data by default).
     Serve(ServeArgs),
     /// Measure produce throughput and produce-to-fetch latency with a real Kafka client (librdkafka).
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
 }
 
@@ -128,6 +130,7 @@ fn main() {
     // The bench prints its own report; its in-process broker only logs warnings.
     init_logging(match cli.command {
         Command::Serve(_) => "info",
+        #[cfg(feature = "bench")]
         Command::Bench(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -143,6 +146,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
         }
     });

@@ -142,3 +142,53 @@ async fn handler_chains_per_topic_from_the_config() {
     );
     assert_eq!(broker.terminate().code(), Some(0));
 }
+
+/// `kafkabox bench` runs end to end with every section small (no timing is asserted: the
+/// figures are for people, the test shows the command and its flags work).
+#[test]
+fn bench_runs_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args([
+            "bench",
+            "--quiet",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--sizes",
+            "100",
+            "--acks",
+            "1,all",
+            "--bytes-per-run",
+            "20000",
+            "--latency-messages",
+            "50",
+            "--handler-events",
+            "200",
+            "--consume-bytes",
+            "20480",
+            "--rebalance-members",
+            "2,3",
+        ])
+        .output()
+        .expect("run kafkabox bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "produce   100 B acks=1",
+        "produce   100 B acks=all",
+        "produce-to-fetch p50 / p99",
+        "consume, group of 1",
+        "consume, group of 3",
+        "rebalance,  2 members",
+        "rebalance,  3 members",
+        "handlers (contract + profile)",
+    ] {
+        assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
+    }
+    // It cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
