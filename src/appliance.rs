@@ -55,9 +55,14 @@ pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
     let webhook_url = config.webhook_url.clone();
     let exec_command = config.exec_command.clone();
     let contract = config.customer_contract()?;
+    let http = config.http_listen.clone();
     let mut builder = Appliance::builder()
         .config(config)
         .contract(CUSTOMER_EVENTS, contract);
+    // `http.listen` (default 127.0.0.1:8080; empty: off).
+    if let Some(addr) = &http {
+        builder = builder.http(addr);
+    }
     for (topic, names) in &chains {
         for name in names {
             builder = match name.as_str() {

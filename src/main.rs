@@ -43,6 +43,9 @@ struct ServeArgs {
     /// host:port that Metadata gives clients (`advertised.listener`).
     #[arg(long)]
     advertised_listener: Option<String>,
+    /// HTTP listener (`http.listen`, default 127.0.0.1:8080); an empty value turns it off.
+    #[arg(long)]
+    http_listen: Option<String>,
     /// Any other setting, KEY=VALUE (repeatable), e.g. --set num.partitions=3.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -73,6 +76,9 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
         config
             .set("advertised.listener", a)
             .context("--advertised-listener")?;
+    }
+    if let Some(h) = &args.http_listen {
+        config.set("http.listen", h).context("--http-listen")?;
     }
     for kv in &args.set {
         let (k, v) = kv

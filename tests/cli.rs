@@ -192,3 +192,74 @@ fn bench_runs_every_section() {
     // It cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `serve` starts the HTTP listener of `http.listen` / `--http-listen`: /health and /metrics
+/// answer over a real socket.
+#[test]
+fn serve_starts_the_http_listener() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("NO_COLOR", "1")
+        .env("KAFKABOX_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn kafkabox serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let http = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .find(|l| l.contains("HTTP listener ready"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        {
+            break a;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("serve exited ({st}): {text}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no HTTP listener: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(http).expect("connect to the HTTP listener");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let health = get("/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("kafkabox_partition_log_end_offset{topic=\"customer-events\""),
+        "{metrics}"
+    );
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().unwrap().success());
+}
