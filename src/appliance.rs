@@ -284,6 +284,7 @@ impl ApplianceBuilder {
                 store: store.clone(),
                 lag: lag.clone(),
                 stats: stats.clone(),
+                services: server.services().clone(),
             };
             let (bound, task) = crate::http::serve(sock, sources, shutdown_rx.clone()).await?;
             http_addr = Some(bound);

@@ -1,7 +1,8 @@
-//! A small HTTP listener (hyper): `GET /health` and `GET /metrics` (Prometheus text format:
-//! handler lag per stage/topic/partition, ingest counters per source, log offsets per
-//! partition). Binds to localhost by default (`http.listen`). The rest of DESIGN.md's HTTP API
-//! is not built yet.
+//! The HTTP listener (hyper), localhost by default (`http.listen`): `GET /health`, `GET /ready`,
+//! `GET /metrics` (Prometheus text: handler lag per stage/topic/partition, ingest counters per
+//! source, log offsets per partition), and read-only JSON: `/api/topics`, `/api/topics/{topic}`,
+//! `/api/groups`, `/api/sources`, `/api/customers/{customer_id}`. The JSON handlers read the
+//! domain services the Kafka API uses; the rest of issue 7's API is not built yet.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -24,6 +25,132 @@ pub struct Sources {
     pub store: Store,
     pub lag: Lag,
     pub stats: IngestStats,
+    pub services: Arc<crate::services::Services>,
+}
+
+/// Most topics, groups or partitions one JSON answer lists.
+const MAX_ITEMS: usize = 10_000;
+
+fn json_topic(s: &Sources, t: &kafkabox_storage::Topic, detail: bool) -> serde_json::Value {
+    let partitions: Vec<serde_json::Value> = t
+        .partitions
+        .iter()
+        .take(MAX_ITEMS)
+        .map(|p| {
+            let o = s.store.offsets(p);
+            let mut v = serde_json::json!({
+                "partition": p.index,
+                "log_start_offset": o.log_start,
+                "log_end_offset": o.log_end,
+            });
+            if detail {
+                v["size_bytes"] = serde_json::json!(s.store.partition_size(p).ok());
+            }
+            v
+        })
+        .collect();
+    let mut v = serde_json::json!({
+        "name": t.meta.name,
+        "topic_id": uuid::Uuid::from_bytes(t.meta.id).to_string(),
+        "partitions": partitions,
+    });
+    if detail {
+        let configs: serde_json::Map<String, serde_json::Value> = s
+            .services
+            .topics
+            .describe_configs(t, None)
+            .into_iter()
+            .map(|c| (c.name, serde_json::Value::String(c.value)))
+            .collect();
+        v["configs"] = serde_json::Value::Object(configs);
+    }
+    v
+}
+
+fn json_groups(s: &Sources) -> serde_json::Value {
+    let groups = s.services.groups.list();
+    let out: Vec<serde_json::Value> = groups
+        .iter()
+        .take(MAX_ITEMS)
+        .map(|g| {
+            let committed = s
+                .services
+                .groups
+                .fetch_offsets(&g.group_id, None)
+                .unwrap_or_default();
+            let partitions: Vec<serde_json::Value> = committed
+                .iter()
+                .map(|(topic, p, c)| {
+                    let end = s
+                        .store
+                        .topic(topic)
+                        .and_then(|t| t.partition(*p).map(|part| s.store.offsets(part).log_end));
+                    let offset = c.as_ref().map(|c| c.offset).unwrap_or(-1);
+                    serde_json::json!({
+                        "topic": topic,
+                        "partition": p,
+                        "committed_offset": offset,
+                        "log_end_offset": end,
+                        "lag": end.map(|e| (e - offset.max(0)).max(0)),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "group_id": g.group_id,
+                "state": g.state,
+                "type": g.group_type,
+                "protocol_type": g.protocol_type,
+                "offsets": partitions,
+            })
+        })
+        .collect();
+    serde_json::json!(out)
+}
+
+/// The JSON answer to a GET under /api, or None for an unknown path.
+fn api_get(s: &Sources, path: &str) -> Option<(StatusCode, serde_json::Value)> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
+    let not_found = |what: String| (StatusCode::NOT_FOUND, serde_json::json!({ "error": what }));
+    Some(match parts.as_slice() {
+        ["topics"] => {
+            let topics: Vec<serde_json::Value> = s
+                .services
+                .topics
+                .list()
+                .iter()
+                .take(MAX_ITEMS)
+                .map(|t| json_topic(s, t, false))
+                .collect();
+            (StatusCode::OK, serde_json::json!(topics))
+        }
+        ["topics", name] => match s.services.topics.get(name) {
+            Some(t) => (StatusCode::OK, json_topic(s, &t, true)),
+            None => not_found(format!("no topic '{name}'")),
+        },
+        ["groups"] => (StatusCode::OK, json_groups(s)),
+        ["sources"] => match s.stats.snapshot() {
+            Ok(m) => (StatusCode::OK, serde_json::json!(m)),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+        },
+        ["customers", id] => match s.store.state(&crate::profile::profile_key(id)) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) => (StatusCode::OK, v),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({ "error": format!("stored profile: {e}") }),
+                ),
+            },
+            Ok(None) => not_found(format!("no customer '{id}'")),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            ),
+        },
+        _ => return None,
+    })
 }
 
 /// Escapes a Prometheus label value.
@@ -110,6 +237,41 @@ async fn route(
     };
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        // Ready: the store is open and the Kafka listener bound (both before this listener
+        // starts), and the broker is not shutting down.
+        (&Method::GET, "/ready") => {
+            if *s.services.shutdown.borrow() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"ready":false,"reason":"shutting down"}"#.into(),
+                )
+            } else {
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    r#"{"ready":true}"#.into(),
+                )
+            }
+        }
+        (&Method::GET, path) if path.starts_with("/api/") => {
+            // Percent-decoding is left out: topic names and customer ids are sent as they are.
+            let s2 = s.clone();
+            let p = path.to_string();
+            match tokio::task::spawn_blocking(move || api_get(&s2, &p)).await {
+                Ok(Some((status, v))) => reply(status, "application/json", v.to_string()),
+                Ok(None) => reply(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    serde_json::json!({ "error": format!("no such path: {path}") }).to_string(),
+                ),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "application/json",
+                    serde_json::json!({ "error": e.to_string() }).to_string(),
+                ),
+            }
+        }
         (&Method::GET, "/metrics") => {
             let s2 = s.clone();
             let body = tokio::task::spawn_blocking(move || metrics(&s2))
@@ -120,7 +282,7 @@ async fn route(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /health or /metrics\n".into(),
+            "not found: try /health, /ready, /metrics or /api/topics\n".into(),
         ),
     })
 }
@@ -135,7 +297,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "HTTP listener ready (/health, /metrics)");
+    tracing::info!(addr = %bound, "HTTP listener ready (/health, /ready, /metrics, /api)");
     let sources = Arc::new(sources);
     let task = tokio::spawn(async move {
         loop {

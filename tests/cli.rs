@@ -193,73 +193,164 @@ fn bench_runs_every_section() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-/// `serve` starts the HTTP listener of `http.listen` / `--http-listen`: /health and /metrics
-/// answer over a real socket.
-#[test]
-fn serve_starts_the_http_listener() {
+/// Ends a child process if a failing test leaves it running.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The address a `serve` log line announces (`<what> ... addr=HOST:PORT`).
+fn announced(log: &std::path::Path, what: &str) -> Option<std::net::SocketAddr> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+        .and_then(|a| a.parse().ok())
+}
+
+/// A GET over a real socket: (status line, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.lines().next().unwrap_or_default().to_string();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `serve` starts the HTTP listener of `http.listen` / `--http-listen`: /health, /ready,
+/// /metrics and the JSON endpoints answer over a real socket about events a real producer sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_the_http_listener() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("NO_COLOR", "1")
-        .env("KAFKABOX_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn kafkabox serve");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let http = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(a) = text
-            .lines()
-            .find(|l| l.contains("HTTP listener ready"))
-            .and_then(|l| l.split("addr=").nth(1))
-            .and_then(|a| a.split_whitespace().next())
-            .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
-            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        {
-            break a;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("serve exited ({st}): {text}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no HTTP listener: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let get = |path: &str| -> String {
-        let mut s = std::net::TcpStream::connect(http).expect("connect to the HTTP listener");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
-    let health = get("/health");
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let metrics = get("/metrics");
-    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(
-        metrics.contains("kafkabox_partition_log_end_offset{topic=\"customer-events\""),
-        "{metrics}"
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("NO_COLOR", "1")
+            .env("KAFKABOX_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn kafkabox serve"),
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (kafka, http) = loop {
+        if let (Some(k), Some(h)) = (
+            announced(&log, "Kafka listener ready"),
+            announced(&log, "HTTP listener ready"),
+        ) {
+            break (k, h);
+        }
+        if let Ok(Some(st)) = child.0.try_wait() {
+            panic!(
+                "serve exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "no HTTP listener");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, _) = http_get(http, "/health");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (status, body) = http_get(http, "/ready");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, r#"{"ready":true}"#);
+
+    // Three valid events from a real producer and one that breaks the contract.
+    let p = common::producer(kafka, &[]);
+    for (i, v) in [10.0, 20.0, 12.5].iter().enumerate() {
+        let event = format!(
+            r#"{{"customer_id":"c-http","event_type":"recharge","timestamp":"2024-01-15T10:3{i}:00Z","source":"web","value":{v}}}"#
+        );
+        p.send(
+            rdkafka::producer::FutureRecord::<(), _>::to("customer-events").payload(&event),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    }
+    p.send(
+        rdkafka::producer::FutureRecord::<(), _>::to("customer-events").payload("not json"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("produce");
+    // The stages catch up: the profile stage's group has no lag left.
+    common::wait_until("the profile stage to catch up", || {
+        let (_, body) = http_get(http, "/api/groups");
+        let groups: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        groups.as_array().is_some_and(|gs| {
+            gs.iter().any(|g| {
+                g["group_id"] == "kafkabox.profile"
+                    && g["offsets"].as_array().is_some_and(|o| {
+                        o.iter()
+                            .any(|p| p["topic"] == "customer-events" && p["lag"] == 0)
+                    })
+            })
+        })
+    })
+    .await;
+    let (_, body) = http_get(http, "/api/sources");
+    let sources: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sources["web"]["valid"], 3, "{sources}");
+    let (status, body) = http_get(http, "/api/customers/c-http");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("recharge"), "{body}");
+    let (_, body) = http_get(http, "/api/topics");
+    let topics: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ce = topics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "customer-events")
+        .expect("customer-events listed");
+    assert_eq!(ce["partitions"][0]["log_end_offset"], 4);
+    let (_, body) = http_get(http, "/api/topics/customer-events.dlq");
+    let dlq: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dlq["partitions"][0]["log_end_offset"], 1, "{dlq}");
+    assert_eq!(dlq["configs"]["retention.ms"], "604800000");
+    let (status, body) = http_get(http, "/api/topics/no-such-topic");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    assert!(body.contains("no topic"), "{body}");
+    let (status, _) = http_get(http, "/api/customers/nobody");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (status, body) = http_get(http, "/metrics");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        body.contains("kafkabox_partition_log_end_offset{topic=\"customer-events\""),
+        "{body}"
+    );
+    drop(p);
     let _ = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }

@@ -498,7 +498,7 @@ async fn pipeline_stages_show_as_read_only_groups() {
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
     let p = common::producer(addr, &[]);
-    let event = r#"{"customer_id":"c1","event_type":"purchase","timestamp":"2024-01-15T10:30:00Z","source":"web","value":10.0}"#;
+    let event = r#"{"customer_id":"c1","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","source":"web","value":10.0}"#;
     for _ in 0..5 {
         p.send(
             FutureRecord::<(), _>::to("customer-events").payload(event),
