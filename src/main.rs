@@ -18,6 +18,15 @@ mod bench;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json` (one object a line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,14 +98,21 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
     Ok(config)
 }
 
-fn init_logging(default_filter: &str) {
+fn init_logging(default_filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = std::env::var("KAFKABOX_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default_filter.to_string());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Colours only for a person at a terminal, never in files or journald.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 }
 
 async fn wait_for_signal() -> Result<&'static str> {
@@ -134,11 +150,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     // The bench prints its own report; its in-process broker only logs warnings.
-    init_logging(match cli.command {
-        Command::Serve(_) => "info",
-        #[cfg(feature = "bench")]
-        Command::Bench(_) => "warn",
-    });
+    init_logging(
+        match cli.command {
+            Command::Serve(_) => "info",
+            #[cfg(feature = "bench")]
+            Command::Bench(_) => "warn",
+        },
+        cli.log_format,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

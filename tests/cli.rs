@@ -354,3 +354,60 @@ async fn serve_starts_the_http_listener() {
         .status();
     assert!(child.0.wait().unwrap().success());
 }
+
+/// Logs: plain text without colour codes when stderr is not a terminal (even without
+/// NO_COLOR), and one JSON object a line with `--log-format json`.
+#[test]
+fn logs_are_plain_in_files_and_json_on_request() {
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkabox"));
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let mut child = Reap(
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", ""])
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .env_remove("NO_COLOR")
+                .env("KAFKABOX_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn kafkabox serve"),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let text = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Kafka listener ready") {
+                break text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            !text.contains('\u{1b}'),
+            "colour codes in a log file: {text}"
+        );
+        if json {
+            for line in text.lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(v["fields"]["message"].is_string(), "{line}");
+            }
+            assert!(text.lines().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["fields"]["message"] == "Kafka listener ready" && v["fields"]["addr"].is_string()
+            }));
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.0.id().to_string())
+            .status();
+        assert!(child.0.wait().unwrap().success());
+    }
+}
