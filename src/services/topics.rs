@@ -819,12 +819,18 @@ impl Topics {
     }
 
     /// The settings kafkabox acts on for `topic`: its own configs, else the broker's.
+    /// On the produce path: reads the dynamic configs in place rather than copying them.
     pub fn settings(&self, topic: &Topic) -> TopicSettings {
-        let dynamic = self.dynamic();
+        let guard = self.dynamic.read();
+        let none = DynamicConfigs::default();
+        let dynamic = match &guard {
+            Ok(d) => &**d,
+            Err(_) => &none,
+        };
         TopicSettings::of(|k| {
             topic.meta.configs.get(k).cloned().or_else(|| {
                 let broker_key = config_def(k)?.broker_synonym?;
-                self.broker_value(&dynamic, broker_key).map(|(v, _)| v)
+                self.broker_value(dynamic, broker_key).map(|(v, _)| v)
             })
         })
     }

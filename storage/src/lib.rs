@@ -504,28 +504,17 @@ impl Store {
             partition_ids,
             configs,
         };
-        let json = serde_json::to_vec(&tm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         inner.meta.insert(
             META_NEXT_PARTITION,
             &u64::from(first + partitions).to_be_bytes(),
         )?;
-        inner.catalog.insert(name.as_bytes(), json)?;
-        inner.db.flush()?;
         let parts = tm
             .partition_ids
             .iter()
             .enumerate()
             .map(|(i, &pid)| Arc::new(Partition::empty(pid, name, i as i32)))
             .collect();
-        let topic = Arc::new(Topic {
-            meta: tm,
-            partitions: parts,
-        });
-        inner
-            .topics
-            .write()
-            .map_err(|_| StoreError::Closed)?
-            .insert(name.to_string(), topic.clone());
+        let topic = self.publish_topic(tm, parts)?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -596,26 +585,15 @@ impl Store {
         let mut tm = old.meta.clone();
         tm.partition_ids
             .extend((0..count - have).map(|i| first + i));
-        let json = serde_json::to_vec(&tm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         inner.meta.insert(
             META_NEXT_PARTITION,
             &u64::from(first + count - have).to_be_bytes(),
         )?;
-        inner.catalog.insert(name.as_bytes(), json)?;
-        inner.db.flush()?;
         let mut parts = old.partitions.clone();
         for (i, &pid) in tm.partition_ids.iter().enumerate().skip(have as usize) {
             parts.push(Arc::new(Partition::empty(pid, name, i as i32)));
         }
-        let topic = Arc::new(Topic {
-            meta: tm,
-            partitions: parts,
-        });
-        inner
-            .topics
-            .write()
-            .map_err(|_| StoreError::Closed)?
-            .insert(name.to_string(), topic.clone());
+        let topic = self.publish_topic(tm, parts)?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(topic)
     }
@@ -633,18 +611,30 @@ impl Store {
         };
         let mut tm = old.meta.clone();
         tm.configs = configs;
+        self.publish_topic(tm, old.partitions.clone())
+    }
+
+    /// Writes a topic's catalog entry durably and makes it the one `topic()` returns. The
+    /// caller holds the admin lock.
+    fn publish_topic(
+        &self,
+        tm: TopicMeta,
+        partitions: Vec<Arc<Partition>>,
+    ) -> Result<Arc<Topic>, StoreError> {
+        let inner = &self.inner;
         let json = serde_json::to_vec(&tm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        inner.catalog.insert(name.as_bytes(), json)?;
+        inner.catalog.insert(tm.name.as_bytes(), json)?;
         inner.db.flush()?;
+        let name = tm.name.clone();
         let topic = Arc::new(Topic {
             meta: tm,
-            partitions: old.partitions.clone(),
+            partitions,
         });
         inner
             .topics
             .write()
             .map_err(|_| StoreError::Closed)?
-            .insert(name.to_string(), topic.clone());
+            .insert(name, topic.clone());
         Ok(topic)
     }
 
