@@ -233,6 +233,12 @@ impl ApplianceBuilder {
         let lag = Lag::default();
         let mut tasks = JoinSet::new();
         let stats = IngestStats::new(store.clone());
+        let shared = pipeline::Shared {
+            store: store.clone(),
+            lag: lag.clone(),
+            metrics: server.services().metrics.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();
         for (topic, contract) in compiled {
@@ -243,15 +249,7 @@ impl ApplianceBuilder {
                 stats: stats.clone(),
             };
             groups.register_pipeline(stage.name(), &t.meta.name);
-            pipeline::spawn(
-                &mut tasks,
-                &store,
-                &t,
-                stage,
-                Some(contract.clone()),
-                &lag,
-                &shutdown_rx,
-            );
+            pipeline::spawn(&mut tasks, &shared, &t, stage, Some(contract.clone()));
             contracts.insert(topic, contract);
         }
         let profile_lock = Arc::new(tokio::sync::Mutex::new(()));
@@ -262,16 +260,23 @@ impl ApplianceBuilder {
                 lock: profile_lock.clone(),
             };
             groups.register_pipeline(stage.name(), &t.meta.name);
-            pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
+            pipeline::spawn(&mut tasks, &shared, &t, stage, contract);
         }
+        let mut replayers: Vec<(String, String, Arc<dyn Handler>)> = Vec::new();
         for (topic, handler) in self.handlers {
             let t = ensure_topic(&topics, &topic, partitions).await?;
             let dlq = ensure_dead_letter_topic(&topics, &t).await?;
             let contract = contracts.get(&topic).cloned();
+            replayers.push((
+                handler.name().to_string(),
+                t.meta.name.clone(),
+                handler.clone(),
+            ));
             let stage = Stage::Handler { handler, dlq };
             groups.register_pipeline(stage.name(), &t.meta.name);
-            pipeline::spawn(&mut tasks, &store, &t, stage, contract, &lag, &shutdown_rx);
+            pipeline::spawn(&mut tasks, &shared, &t, stage, contract);
         }
+        tasks.spawn(log_counts(stats.clone(), shutdown_rx.clone()));
         let mut http_addr = None;
         if let Some(addr) = &self.http {
             use std::net::ToSocketAddrs;
@@ -285,6 +290,10 @@ impl ApplianceBuilder {
                 lag: lag.clone(),
                 stats: stats.clone(),
                 services: server.services().clone(),
+                dead_letters: Arc::new(crate::services::dead_letters::DeadLetters::new(
+                    server.services().clone(),
+                    replayers,
+                )),
             };
             let (bound, task) = crate::http::serve(sock, sources, shutdown_rx.clone()).await?;
             http_addr = Some(bound);
@@ -300,6 +309,34 @@ impl ApplianceBuilder {
             shutdown_tx,
             http_addr,
         })
+    }
+}
+
+/// How often the count of handled events is logged at info level.
+const COUNT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs valid and rejected events as counts per interval (each rejection also has its own
+/// warning), not one line per event.
+async fn log_counts(stats: IngestStats, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(COUNT_LOG_INTERVAL);
+    tick.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let (valid, rejected) = stats.take_interval();
+        if valid + rejected > 0 {
+            tracing::info!(
+                valid,
+                rejected,
+                "events checked in the last {} s",
+                COUNT_LOG_INTERVAL.as_secs()
+            );
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

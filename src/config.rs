@@ -66,6 +66,11 @@ pub struct Config {
     pub reject_invalid: bool,
     /// `http.listen`: the HTTP listener (/health, /metrics); empty turns it off.
     pub http_listen: Option<String>,
+    /// `http.token`: when set, every HTTP request but /health, /metrics and the dashboard page
+    /// must carry `Authorization: Bearer <token>`.
+    pub http_token: Option<String>,
+    /// `http.max.body.bytes`: largest HTTP request body accepted.
+    pub http_max_body_bytes: usize,
     /// `webhook.url`: where the webhook handler POSTs.
     pub webhook_url: Option<String>,
     /// `exec.command`: the exec handler's command line (run with `sh -c`).
@@ -116,6 +121,8 @@ impl Default for Config {
             webhook_url: None,
             exec_command: None,
             http_listen: Some("127.0.0.1:8080".to_string()),
+            http_token: None,
+            http_max_body_bytes: 8 * 1024 * 1024,
             customer_schema: None,
             reject_invalid: false,
             validate_compressed: true,
@@ -154,7 +161,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
-    ("http.listen", "HTTP listener for /health and /metrics (default 127.0.0.1:8080; empty: off)"),
+    ("http.listen", "HTTP listener: API, dashboard, /health, /metrics (default 127.0.0.1:8080; empty: off)"),
+    ("http.token", "bearer token the HTTP API requires (all but /health, /metrics and the dashboard page); empty: none (default)"),
+    ("http.max.body.bytes", "largest HTTP request body accepted (default 8388608)"),
     ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
     ("exec.command", "command line the exec handler runs per batch, events as JSON lines on stdin"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
@@ -293,6 +302,11 @@ impl Config {
                     })
                 }
             }
+            "http.token" => {
+                let v = value.trim();
+                self.http_token = (!v.is_empty()).then(|| v.to_string());
+            }
+            "http.max.body.bytes" => self.http_max_body_bytes = positive(k, parse_num(k, value)?)?,
             "customer.events.schema" => {
                 self.customer_schema =
                     Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())

@@ -186,11 +186,15 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
                 };
                 let request_bytes = request_bytes.clone();
                 let span = tracing::info_span!("conn", %peer);
+                let metrics = services.metrics.clone();
+                metrics.connections_accepted.inc();
+                metrics.connections.inc();
                 conns.spawn(
                     async move {
                         debug!("connected");
                         serve_connection(stream, session, request_bytes).await;
                         debug!("disconnected");
+                        metrics.connections.dec();
                         drop(permit);
                     }
                     .instrument(span),
@@ -274,7 +278,7 @@ async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes
         async move {
             while let Some(pending) = rx.recv().await {
                 match pending.await {
-                    Reply::Frame(b) => {
+                    Reply::Frame(b, _) => {
                         if let Err(e) = wr.write_all(&b).await {
                             debug!(error = %e, "write failed; closing");
                             return;

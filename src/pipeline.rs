@@ -188,6 +188,30 @@ pub struct IngestStats {
     store: Store,
     /// Serialises read-modify-write of the counters across partitions.
     lock: Arc<Mutex<()>>,
+    /// Since start, in memory: what the periodic log line and the per-minute chart show.
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Minutes of per-source history kept in memory for the dashboard's chart.
+pub const MINUTES_KEPT: usize = 60;
+/// Most sources with a per-minute history (later ones are not charted).
+const MAX_CHARTED_SOURCES: usize = 100;
+
+#[derive(Debug, Default)]
+struct Recent {
+    /// Since the last periodic log line.
+    valid: u64,
+    rejected: u64,
+    /// source -> (minute since the epoch, events received that minute), oldest first.
+    minutes: std::collections::BTreeMap<String, std::collections::VecDeque<(i64, u64)>>,
+}
+
+/// Events received per minute from one source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MinuteCount {
+    /// Start of the minute, ms since the epoch.
+    pub minute_ms: i64,
+    pub received: u64,
 }
 
 const INGEST_PREFIX: &str = "ingest/";
@@ -199,6 +223,68 @@ impl IngestStats {
         IngestStats {
             store,
             lock: Arc::default(),
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        match self.recent.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Valid and rejected events since the last call (for the periodic info line).
+    pub fn take_interval(&self) -> (u64, u64) {
+        let mut r = self.recent();
+        let out = (r.valid, r.rejected);
+        r.valid = 0;
+        r.rejected = 0;
+        out
+    }
+
+    /// Events received per minute and source over the last [`MINUTES_KEPT`] minutes since
+    /// start (memory only).
+    pub fn per_minute(&self) -> std::collections::BTreeMap<String, Vec<MinuteCount>> {
+        let oldest = crate::services::now_ms() / 60_000 - MINUTES_KEPT as i64;
+        self.recent()
+            .minutes
+            .iter()
+            .map(|(source, q)| {
+                let v = q
+                    .iter()
+                    .filter(|(m, _)| *m > oldest)
+                    .map(|(m, n)| MinuteCount {
+                        minute_ms: m * 60_000,
+                        received: *n,
+                    })
+                    .collect();
+                (source.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Adds `observed` to the in-memory history (after it was committed).
+    fn observe(&self, observed: &[(Option<String>, Option<String>)]) {
+        let minute = crate::services::now_ms() / 60_000;
+        let mut r = self.recent();
+        for (source, rejection) in observed {
+            match rejection {
+                None => r.valid += 1,
+                Some(_) => r.rejected += 1,
+            }
+            let source = source.as_deref().unwrap_or("unknown");
+            if !r.minutes.contains_key(source) && r.minutes.len() >= MAX_CHARTED_SOURCES {
+                continue;
+            }
+            let q = r.minutes.entry(source.to_string()).or_default();
+            match q.back_mut() {
+                Some((m, n)) if *m == minute => *n += 1,
+                _ => q.push_back((minute, 1)),
+            }
+            while q.len() > MINUTES_KEPT {
+                q.pop_front();
+            }
         }
     }
 
@@ -262,18 +348,32 @@ impl IngestStats {
     }
 }
 
+/// What every worker shares: the store, the lag table, the metrics and the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub store: Store,
+    pub lag: Lag,
+    pub metrics: Arc<crate::services::metrics::Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Starts one worker per partition of `topic`. They stop when `shutdown` flips.
 pub fn spawn(
     tasks: &mut JoinSet<()>,
-    store: &Store,
+    shared: &Shared,
     topic: &Arc<Topic>,
     stage: Stage,
     contract: Option<Arc<Contract>>,
-    lag: &Lag,
-    shutdown: &watch::Receiver<bool>,
 ) {
+    let Shared {
+        store,
+        lag,
+        metrics,
+        shutdown,
+    } = shared;
     for part in &topic.partitions {
         let worker = Worker {
+            metrics: metrics.clone(),
             store: store.clone(),
             topic: topic.meta.name.clone(),
             part: part.clone(),
@@ -306,6 +406,7 @@ fn source_of(e: &Event) -> Option<String> {
 }
 
 struct Worker {
+    metrics: Arc<crate::services::metrics::Metrics>,
     store: Store,
     topic: String,
     part: Arc<Partition>,
@@ -512,13 +613,6 @@ impl Worker {
                 )),
                 Err(r) => {
                     observed.push((r.source.clone(), Some(r.reason.clone())));
-                    tracing::warn!(
-                        offset = e.offset,
-                        source = r.source.as_deref().unwrap_or("unknown"),
-                        reason = %r.reason,
-                        "invalid event: sent to the dead-letter topic {}",
-                        dlq.meta.name
-                    );
                     rejected.push((e, r.reason, r.source));
                 }
             }
@@ -528,7 +622,9 @@ impl Worker {
             Err(p) => p.into_inner(),
         };
         let state = stats.writes(&observed)?;
-        self.append_dead_letters(dlq, &rejected, DEAD_LETTER_STAGE, end, &state)
+        self.append_dead_letters(dlq, &rejected, DEAD_LETTER_STAGE, end, &state)?;
+        stats.observe(&observed);
+        Ok(())
     }
 
     /// Appends `rejected` (event, reason, source) to the dead-letter topic with the original
@@ -563,7 +659,11 @@ impl Worker {
                     .map(|(k, v)| (k.as_ref(), v.as_deref()))
                     .collect();
                 h.push((b"kafkabox.dlq.reason", Some(reason.as_bytes())));
-                h.push((b"kafkabox.dlq.source", source.as_deref().map(str::as_bytes)));
+                h.push((
+                    b"kafkabox.dlq.source",
+                    Some(source.as_deref().unwrap_or("unknown").as_bytes()),
+                ));
+                h.push((b"kafkabox.dlq.stage", Some(name.as_bytes())));
                 h.push((b"kafkabox.dlq.topic", Some(self.topic.as_bytes())));
                 h.push((b"kafkabox.dlq.partition", Some(partition.as_bytes())));
                 h.push((b"kafkabox.dlq.offset", Some(offset.as_bytes())));
@@ -592,7 +692,8 @@ impl Worker {
                 dlq.meta.name
             )));
         };
-        self.store
+        let appended = self
+            .store
             .append_and_commit(
                 target,
                 &bytes,
@@ -604,11 +705,29 @@ impl Worker {
                     state,
                 },
             )
-            .map(|_| ())
             .map_err(|e| match e {
                 kafkabox_storage::AppendError::Store(s) => s,
                 other => kafkabox_storage::StoreError::Corrupt(other.to_string()),
-            })
+            })?;
+        for (i, (e, reason, source)) in rejected.iter().enumerate() {
+            let class = match (&e.decode_error, name) {
+                (Some(_), _) => "undecodable",
+                (None, DEAD_LETTER_STAGE) => "contract",
+                (None, _) => "handler",
+            };
+            self.metrics
+                .dead_lettered(&self.topic, source.as_deref(), class);
+            tracing::warn!(
+                offset = e.offset,
+                dlq_topic = %dlq.meta.name,
+                dlq_partition = target.index,
+                dlq_offset = appended.base_offset + i as i64,
+                source = source.as_deref().unwrap_or("unknown"),
+                reason = %crate::services::truncate(reason, 300),
+                "event sent to the dead-letter topic ({class})"
+            );
+        }
+        Ok(())
     }
 
     /// Applies the valid events to the customer profiles and commits them with `end`.

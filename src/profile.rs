@@ -109,6 +109,72 @@ pub fn apply_all<E>(
     Ok(touched)
 }
 
+/// Most profiles one search reads.
+pub const MAX_SCAN: usize = 100_000;
+/// Profiles read from the store per step of a search.
+const PAGE: usize = 1000;
+
+/// A customer found by [`search`]: the id and the profile's summary fields.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Found {
+    pub customer_id: String,
+    pub events: u64,
+    pub first_event: Value,
+    pub last_event: Value,
+}
+
+/// Customers whose id contains `q` (case-insensitive; every customer when empty), in id
+/// order, after the id `after`, at most `limit`. Reads at most [`MAX_SCAN`] profiles; returns
+/// the id to continue after when there may be more.
+pub fn search(
+    store: &kafkabox_storage::Store,
+    q: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Found>, Option<String>), kafkabox_storage::StoreError> {
+    let q = q.to_lowercase();
+    let prefix = profile_key("");
+    let mut cursor = after.map(profile_key);
+    let mut out = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let page = match &cursor {
+            None => store.state_prefix(&prefix, PAGE)?,
+            Some(c) => store.state_after(&prefix, c, PAGE)?,
+        };
+        let Some((last, _)) = page.last() else {
+            return Ok((out, None));
+        };
+        cursor = Some(last.clone());
+        for (k, v) in &page {
+            scanned += 1;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if !q.is_empty() && !id.to_lowercase().contains(&q) {
+                continue;
+            }
+            let doc: Value = serde_json::from_slice(v).unwrap_or(Value::Null);
+            out.push(Found {
+                events: doc.get("events").and_then(Value::as_u64).unwrap_or(0),
+                first_event: doc.get("first_event").cloned().unwrap_or(Value::Null),
+                last_event: doc.get("last_event").cloned().unwrap_or(Value::Null),
+                customer_id: id.clone(),
+            });
+            if out.len() >= limit {
+                return Ok((out, Some(id)));
+            }
+        }
+        if page.len() < PAGE {
+            return Ok((out, None));
+        }
+        if scanned >= MAX_SCAN {
+            let next = cursor
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(&c[prefix.len()..]).into_owned());
+            return Ok((out, next));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

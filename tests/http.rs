@@ -64,11 +64,16 @@ async fn health_and_metrics() {
             );
             assert!(
                 body.contains(
-                    r#"kafkabox_partition_log_end_offset{topic="customer-events",partition="0"} 2"#
+                    r#"kafkabox_log_end_offset{topic="customer-events",partition="0"} 2"#
                 ),
                 "{body}"
             );
-            assert!(body.contains(r#"kafkabox_partition_log_end_offset{topic="customer-events.dlq",partition="0"} 1"#), "{body}");
+            assert!(
+                body.contains(
+                    r#"kafkabox_log_end_offset{topic="customer-events.dlq",partition="0"} 1"#
+                ),
+                "{body}"
+            );
             assert!(body.contains("# TYPE kafkabox_handler_lag gauge"));
             break;
         }

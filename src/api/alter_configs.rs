@@ -14,6 +14,7 @@ use crate::listener::Session;
 pub struct AlterConfigs;
 
 impl KafkaApi for AlterConfigs {
+    const NAME: &'static str = "AlterConfigs";
     type Request = AlterConfigsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 2;
@@ -106,3 +107,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     2,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::AlterConfigsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.responses.iter().map(|r| r.error_code))
+    }
+}

@@ -23,6 +23,7 @@ fn valid_software_field(s: &str) -> bool {
 pub struct ApiVersions;
 
 impl KafkaApi for ApiVersions {
+    const NAME: &'static str = "ApiVersions";
     type Request = ApiVersionsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 4;
@@ -64,6 +65,12 @@ fn handle(_session: &mut Session, call: Call, req: ApiVersionsRequest) -> Pendin
         resp.error_code = ResponseError::InvalidRequest.code();
     }
     call.ready(&resp)
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::ApiVersionsResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
 }
 
 #[cfg(test)]

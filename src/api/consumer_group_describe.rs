@@ -20,6 +20,7 @@ use crate::services::Topics;
 pub struct ConsumerGroupDescribe;
 
 impl KafkaApi for ConsumerGroupDescribe {
+    const NAME: &'static str = "ConsumerGroupDescribe";
     type Request = ConsumerGroupDescribeRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 1;
@@ -111,3 +112,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     0,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::ConsumerGroupDescribeResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.groups.iter().map(|g| g.error_code))
+    }
+}

@@ -15,6 +15,7 @@ use crate::services::mono_ms;
 pub struct ConsumerGroupHeartbeat;
 
 impl KafkaApi for ConsumerGroupHeartbeat {
+    const NAME: &'static str = "ConsumerGroupHeartbeat";
     type Request = ConsumerGroupHeartbeatRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 1;
@@ -162,5 +163,11 @@ fn answer(
             tracing::debug!(group = %req.group_id.0.as_str(), error = %e, "ConsumerGroupHeartbeat refused");
             error(errors::code(&e), e.to_string())
         }
+    }
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
     }
 }

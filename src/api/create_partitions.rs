@@ -12,6 +12,7 @@ use crate::services::Error;
 pub struct CreatePartitions;
 
 impl KafkaApi for CreatePartitions {
+    const NAME: &'static str = "CreatePartitions";
     type Request = CreatePartitionsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 3;
@@ -65,3 +66,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     2,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::CreatePartitionsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.results.iter().map(|r| r.error_code))
+    }
+}

@@ -15,6 +15,7 @@ use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 pub struct CreateTopics;
 
 impl KafkaApi for CreateTopics {
+    const NAME: &'static str = "CreateTopics";
     type Request = CreateTopicsRequest;
     const MIN: i16 = 2;
     const MAX: i16 = 7;
@@ -140,4 +141,10 @@ fn handle(session: &mut Session, call: Call, req: CreateTopicsRequest) -> Pendin
         let results = create_all(&topics, &req, call.version);
         CreateTopicsResponse::default().with_topics(results)
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::CreateTopicsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.topics.iter().map(|t| t.error_code))
+    }
 }

@@ -11,6 +11,7 @@ use crate::listener::Session;
 pub struct DeleteGroups;
 
 impl KafkaApi for DeleteGroups {
+    const NAME: &'static str = "DeleteGroups";
     type Request = DeleteGroupsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 2;
@@ -63,3 +64,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     2,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DeleteGroupsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.results.iter().map(|r| r.error_code))
+    }
+}

@@ -14,6 +14,7 @@ use crate::listener::Session;
 pub struct DeleteRecords;
 
 impl KafkaApi for DeleteRecords {
+    const NAME: &'static str = "DeleteRecords";
     type Request = DeleteRecordsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 2;
@@ -91,3 +92,14 @@ const SCHEMA: Schema = Schema::new(
     ],
     2,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DeleteRecordsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            self.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        )
+    }
+}

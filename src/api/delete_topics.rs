@@ -14,6 +14,7 @@ use crate::services::Topics;
 pub struct DeleteTopics;
 
 impl KafkaApi for DeleteTopics {
+    const NAME: &'static str = "DeleteTopics";
     type Request = DeleteTopicsRequest;
     const MIN: i16 = 1;
     const MAX: i16 = 6;
@@ -89,4 +90,10 @@ fn delete_all(topics: &Topics, call: Call, req: &DeleteTopicsRequest) -> Vec<Del
             r
         })
         .collect()
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DeleteTopicsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.responses.iter().map(|t| t.error_code))
+    }
 }

@@ -13,6 +13,7 @@ use crate::listener::Session;
 pub struct DescribeCluster;
 
 impl KafkaApi for DescribeCluster {
+    const NAME: &'static str = "DescribeCluster";
     type Request = DescribeClusterRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 2;
@@ -45,3 +46,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     0,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DescribeClusterResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
+}

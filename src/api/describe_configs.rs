@@ -21,6 +21,7 @@ pub const BROKER_LOGGER: i8 = 8;
 pub struct DescribeConfigs;
 
 impl KafkaApi for DescribeConfigs {
+    const NAME: &'static str = "DescribeConfigs";
     type Request = DescribeConfigsRequest;
     const MIN: i16 = 1;
     const MAX: i16 = 4;
@@ -134,3 +135,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     4,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DescribeConfigsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.results.iter().map(|r| r.error_code))
+    }
+}

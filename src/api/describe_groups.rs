@@ -15,6 +15,7 @@ pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 pub struct DescribeGroups;
 
 impl KafkaApi for DescribeGroups {
+    const NAME: &'static str = "DescribeGroups";
     type Request = DescribeGroupsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 6;
@@ -75,3 +76,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     5,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DescribeGroupsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.groups.iter().map(|g| g.error_code))
+    }
+}

@@ -13,6 +13,7 @@ use crate::listener::Session;
 pub struct DescribeLogDirs;
 
 impl KafkaApi for DescribeLogDirs {
+    const NAME: &'static str = "DescribeLogDirs";
     type Request = DescribeLogDirsRequest;
     const MIN: i16 = 1;
     const MAX: i16 = 4;
@@ -89,3 +90,11 @@ const SCHEMA: Schema = Schema::new(
     ],
     2,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DescribeLogDirsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code).chain(self.results.iter().map(|r| r.error_code)),
+        )
+    }
+}

@@ -14,6 +14,7 @@ use crate::listener::Session;
 pub struct DescribeProducers;
 
 impl KafkaApi for DescribeProducers {
+    const NAME: &'static str = "DescribeProducers";
     type Request = DescribeProducersRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 0;
@@ -73,3 +74,14 @@ const SCHEMA: Schema = Schema::new(
     ],
     0,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::DescribeProducersResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            self.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        )
+    }
+}

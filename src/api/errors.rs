@@ -3,6 +3,7 @@
 use kafka_protocol::ResponseError;
 use kafkabox_storage::{AppendError, StoreError};
 
+use crate::services::produce::ProduceError;
 use crate::services::Error;
 
 /// Kafka's error code for a domain error.
@@ -67,5 +68,19 @@ pub fn append(e: &AppendError, producer_id: i64) -> (ResponseError, String) {
         }
         AppendError::UnknownProducerId(_) => (ResponseError::UnknownProducerId, e.to_string()),
         AppendError::Store(s) => (storage(s), format!("Storage error: {s}")),
+    }
+}
+
+/// Kafka's error code and message for a refused produce.
+pub fn produce(e: &ProduceError) -> (ResponseError, String) {
+    match e {
+        ProduceError::UnknownTopicOrPartition(m) => {
+            (ResponseError::UnknownTopicOrPartition, m.clone())
+        }
+        ProduceError::InvalidRecord { message, .. } => {
+            (ResponseError::InvalidRecord, message.clone())
+        }
+        ProduceError::Batch(b) => (b.kafka_error(), b.to_string()),
+        ProduceError::Append { error, producer_id } => append(error, *producer_id),
     }
 }

@@ -113,6 +113,7 @@ fn build(broker: &crate::services::Services, req: &FetchRequest) -> Built {
 pub struct Fetch;
 
 impl KafkaApi for Fetch {
+    const NAME: &'static str = "Fetch";
     type Request = FetchRequest;
     const MIN: i16 = 4;
     const MAX: i16 = 12;
@@ -189,4 +190,17 @@ fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
             }
         }
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::FetchResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code).chain(
+                self.responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.error_code),
+            ),
+        )
+    }
 }

@@ -15,6 +15,7 @@ use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 pub struct FindCoordinator;
 
 impl KafkaApi for FindCoordinator {
+    const NAME: &'static str = "FindCoordinator";
     type Request = FindCoordinatorRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 6;
@@ -89,4 +90,12 @@ fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pen
         }
     }
     call.ready(&resp)
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::FindCoordinatorResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code).chain(self.coordinators.iter().map(|c| c.error_code)),
+        )
+    }
 }

@@ -11,6 +11,7 @@ use crate::services::mono_ms;
 pub struct Heartbeat;
 
 impl KafkaApi for Heartbeat {
+    const NAME: &'static str = "Heartbeat";
     type Request = HeartbeatRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 4;
@@ -41,3 +42,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     4,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::HeartbeatResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
+}

@@ -12,6 +12,7 @@ use crate::listener::Session;
 pub struct IncrementalAlterConfigs;
 
 impl KafkaApi for IncrementalAlterConfigs {
+    const NAME: &'static str = "IncrementalAlterConfigs";
     type Request = IncrementalAlterConfigsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 1;
@@ -76,3 +77,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     1,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::IncrementalAlterConfigsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(self.responses.iter().map(|r| r.error_code))
+    }
+}

@@ -12,6 +12,7 @@ use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 pub struct InitProducerId;
 
 impl KafkaApi for InitProducerId {
+    const NAME: &'static str = "InitProducerId";
     type Request = InitProducerIdRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 5;
@@ -68,4 +69,10 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
         }
         call.respond(&resp)
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::InitProducerIdResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
 }

@@ -16,6 +16,7 @@ use crate::services::mono_ms;
 pub struct JoinGroup;
 
 impl KafkaApi for JoinGroup {
+    const NAME: &'static str = "JoinGroup";
     type Request = JoinGroupRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 9;
@@ -142,4 +143,10 @@ fn handle(session: &mut Session, call: Call, req: JoinGroupRequest) -> Pending {
         let reply: Reply = call.respond(&resp);
         reply
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::JoinGroupResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
 }

@@ -12,6 +12,7 @@ use crate::services::mono_ms;
 pub struct LeaveGroup;
 
 impl KafkaApi for LeaveGroup {
+    const NAME: &'static str = "LeaveGroup";
     type Request = LeaveGroupRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 5;
@@ -86,3 +87,11 @@ const SCHEMA: Schema = Schema::new(
     ],
     4,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::LeaveGroupResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code).chain(self.members.iter().map(|m| m.error_code)),
+        )
+    }
+}

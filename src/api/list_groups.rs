@@ -12,6 +12,7 @@ use crate::listener::Session;
 pub struct ListGroups;
 
 impl KafkaApi for ListGroups {
+    const NAME: &'static str = "ListGroups";
     type Request = ListGroupsRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 5;
@@ -51,3 +52,9 @@ const SCHEMA: Schema = Schema::new(
     ],
     3,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::ListGroupsResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
+}

@@ -19,6 +19,7 @@ use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 pub struct ListOffsets;
 
 impl KafkaApi for ListOffsets {
+    const NAME: &'static str = "ListOffsets";
     type Request = ListOffsetsRequest;
     const MIN: i16 = 1;
     const MAX: i16 = 10;
@@ -119,4 +120,15 @@ fn answer(
         );
     }
     topics
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::ListOffsetsResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            self.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        )
+    }
 }

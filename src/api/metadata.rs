@@ -118,6 +118,7 @@ fn resolve(
 pub struct Metadata;
 
 impl KafkaApi for Metadata {
+    const NAME: &'static str = "Metadata";
     type Request = MetadataRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 13;
@@ -177,4 +178,14 @@ fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
         }
         call.respond(&resp)
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::MetadataResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code).chain(self.topics.iter().flat_map(|t| {
+                std::iter::once(t.error_code).chain(t.partitions.iter().map(|p| p.error_code))
+            })),
+        )
+    }
 }

@@ -55,8 +55,9 @@ pub use crate::services::{LEADER_EPOCH, NODE_ID};
 /// What a request turns into once handled.
 #[derive(Debug)]
 pub enum Reply {
-    /// A response frame, size prefix included.
-    Frame(BytesMut),
+    /// A response frame, size prefix included, and the first non-zero error code in it (0 if
+    /// none), for the request metrics.
+    Frame(BytesMut, i16),
     /// No response (acks=0 produce).
     Nothing,
     /// Close the connection (Kafka's answer to what it cannot parse, and to a failed acks=0
@@ -82,9 +83,9 @@ pub struct Call {
 
 impl Call {
     /// Encodes a response; an encoding failure is a bug, logged, and closes the connection.
-    pub fn respond<R: Encodable + HeaderVersion>(self, body: &R) -> Reply {
+    pub fn respond<R: Encodable + HeaderVersion + ErrorCodes>(self, body: &R) -> Reply {
         match kafkabox_protocol::encode_response(self.correlation_id, self.version, body) {
-            Ok(b) => Reply::Frame(b),
+            Ok(b) => Reply::Frame(b, body.first_error()),
             Err(e) => {
                 tracing::error!(error = %e, "could not encode a response; closing the connection");
                 Reply::Close
@@ -93,8 +94,41 @@ impl Call {
     }
 
     /// [`Call::respond`], already finished.
-    pub fn ready<R: Encodable + HeaderVersion>(self, body: &R) -> Pending {
+    pub fn ready<R: Encodable + HeaderVersion + ErrorCodes>(self, body: &R) -> Pending {
         ready(self.respond(body))
+    }
+}
+
+/// The error codes of a response, for the request metrics (each API's file implements it for
+/// its response type).
+pub trait ErrorCodes {
+    /// The first non-zero error code anywhere in the response, 0 when there is none.
+    fn first_error(&self) -> i16;
+}
+
+/// The first non-zero code of `codes`, or 0.
+pub fn first(codes: impl IntoIterator<Item = i16>) -> i16 {
+    codes.into_iter().find(|c| *c != 0).unwrap_or(0)
+}
+
+/// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), `NONE` for 0.
+pub fn error_name(code: i16) -> String {
+    if code == 0 {
+        return "NONE".into();
+    }
+    match kafka_protocol::ResponseError::try_from_code(code) {
+        Some(e) => {
+            let camel = format!("{e:?}");
+            let mut out = String::with_capacity(camel.len() + 8);
+            for (i, ch) in camel.chars().enumerate() {
+                if ch.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
+        }
+        None => format!("CODE_{code}"),
     }
 }
 
@@ -102,7 +136,7 @@ impl Call {
 /// answers with the response it builds; a failed task is logged and closes the connection.
 pub fn blocking<R, F>(call: Call, what: &'static str, work: F) -> Pending
 where
-    R: Encodable + HeaderVersion + Send + 'static,
+    R: Encodable + HeaderVersion + ErrorCodes + Send + 'static,
     F: FnOnce() -> R + Send + 'static,
 {
     Box::pin(async move {
@@ -123,6 +157,8 @@ pub trait KafkaApi {
     /// Lowest and highest version answered; within the crate's range (checked at compile time).
     const MIN: i16;
     const MAX: i16;
+    /// Kafka's name of the API, e.g. `Produce`.
+    const NAME: &'static str;
     /// The bounded pre-check of a request body (see `kafkabox_protocol::precheck`).
     const SCHEMA: Schema;
     /// Runs in request order on the connection's task; long work goes into the returned future
@@ -134,6 +170,8 @@ pub trait KafkaApi {
 #[derive(Clone, Copy)]
 pub struct ApiEntry {
     pub key: i16,
+    /// Kafka's name of the API (`Produce`), for metrics and logs.
+    pub name: &'static str,
     pub min: i16,
     pub max: i16,
     run: fn(&mut Session, Call, Bytes) -> Result<Pending, DecodeError>,
@@ -151,6 +189,7 @@ const fn entry<A: KafkaApi>() -> ApiEntry {
     assert!(A::MIN >= range.min && A::MAX <= range.max && A::MIN <= A::MAX);
     ApiEntry {
         key: <A::Request as Request>::KEY,
+        name: A::NAME,
         min: A::MIN,
         max: A::MAX,
         run: run::<A>,
@@ -253,10 +292,10 @@ pub fn dispatch(session: &mut Session, frame: Bytes) -> (Pending, bool) {
                 .map(|a| (a.min, a.max))
                 .unwrap_or((0, 0));
             (
-                ready(Reply::Frame(kafkabox_protocol::api_versions_fallback(
-                    correlation_id,
-                    range,
-                ))),
+                ready(Reply::Frame(
+                    kafkabox_protocol::api_versions_fallback(correlation_id, range),
+                    kafka_protocol::ResponseError::UnsupportedVersion.code(),
+                )),
                 false,
             )
         }
@@ -307,7 +346,21 @@ fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<Pending, Decode
         version,
     };
     let pending = (api.run)(session, call, framed.body)?;
-    Ok(Box::pin(pending.instrument(span.clone())))
+    let metrics = session.services.metrics.clone();
+    let (name, started) = (api.name, std::time::Instant::now());
+    Ok(Box::pin(
+        async move {
+            let reply = pending.await;
+            let error = match &reply {
+                Reply::Frame(_, code) => error_name(*code),
+                Reply::Nothing => "NONE".into(),
+                Reply::Close => "CONNECTION_CLOSED".into(),
+            };
+            metrics.request(name, error, started.elapsed().as_secs_f64());
+            reply
+        }
+        .instrument(span.clone()),
+    ))
 }
 
 pub fn str_bytes(s: &str) -> StrBytes {

@@ -15,6 +15,7 @@ use crate::services::groups::{Committer, OffsetToCommit};
 pub struct OffsetCommit;
 
 impl KafkaApi for OffsetCommit {
+    const NAME: &'static str = "OffsetCommit";
     type Request = OffsetCommitRequest;
     const MIN: i16 = 2;
     const MAX: i16 = 9;
@@ -127,4 +128,15 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
                 .collect();
         call.respond(&OffsetCommitResponse::default().with_topics(topics))
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetCommitResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            self.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        )
+    }
 }

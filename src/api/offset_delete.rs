@@ -13,6 +13,7 @@ use crate::listener::Session;
 pub struct OffsetDelete;
 
 impl KafkaApi for OffsetDelete {
+    const NAME: &'static str = "OffsetDelete";
     type Request = OffsetDeleteRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 0;
@@ -87,3 +88,16 @@ const SCHEMA: Schema = Schema::new(
     ],
     NEVER,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetDeleteResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code).chain(
+                self.topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.error_code),
+            ),
+        )
+    }
+}

@@ -20,6 +20,7 @@ use crate::services::groups::Coordinator;
 pub struct OffsetFetch;
 
 impl KafkaApi for OffsetFetch {
+    const NAME: &'static str = "OffsetFetch";
     type Request = OffsetFetchRequest;
     const MIN: i16 = 1;
     const MAX: i16 = 9;
@@ -158,4 +159,26 @@ fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending
         };
         resp
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetFetchResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            std::iter::once(self.error_code)
+                .chain(
+                    self.topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .map(|p| p.error_code),
+                )
+                .chain(self.groups.iter().flat_map(|g| {
+                    std::iter::once(g.error_code).chain(
+                        g.topics
+                            .iter()
+                            .flat_map(|t| &t.partitions)
+                            .map(|p| p.error_code),
+                    )
+                })),
+        )
+    }
 }

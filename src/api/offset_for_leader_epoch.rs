@@ -15,6 +15,7 @@ use crate::listener::Session;
 pub struct OffsetForLeaderEpoch;
 
 impl KafkaApi for OffsetForLeaderEpoch {
+    const NAME: &'static str = "OffsetForLeaderEpoch";
     type Request = OffsetForLeaderEpochRequest;
     const MIN: i16 = 2;
     const MAX: i16 = 4;
@@ -77,3 +78,14 @@ const SCHEMA: Schema = Schema::new(
     ],
     4,
 );
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetForLeaderEpochResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            self.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        )
+    }
+}

@@ -8,12 +8,12 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
-use kafkabox_protocol::batch;
 use kafkabox_storage::StoreError;
 
 use super::{errors, str_bytes};
 use crate::api::{ready, Call, KafkaApi, Pending, Reply};
 use crate::listener::Session;
+use crate::services::produce::ProduceError;
 use crate::services::Services;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
@@ -47,97 +47,28 @@ fn produce_one(
     index: i32,
     records: Option<&bytes::Bytes>,
 ) -> Outcome {
-    let Some(t) = services.topics.get(topic) else {
-        return Outcome::err(
-            ResponseError::UnknownTopicOrPartition,
-            format!("This server does not host topic '{topic}'."),
-        );
-    };
-    let Some(part) = t.partition(index) else {
-        return Outcome::err(
-            ResponseError::UnknownTopicOrPartition,
-            format!("Topic '{topic}' has no partition {index}."),
-        );
-    };
     let Some(records) = records else {
         return Outcome::err(
             ResponseError::InvalidRecord,
             "Produce request without records.".into(),
         );
     };
-    let settings = services.topics.settings(&t);
-    let header = match batch::validate_produce_batch(
-        records,
-        settings.max_message_bytes,
-        services.config.inflate_limit(),
-    ) {
-        Ok(h) => h,
-        Err(e) => return Outcome::err(e.kafka_error(), e.to_string()),
-    };
-    if header.base_offset != 0 {
-        return Outcome::err(
-            ResponseError::InvalidRecord,
-            format!(
-                "Record batch base offset must be 0 in a produce request, got {}.",
-                header.base_offset
-            ),
-        );
-    }
-    if let Err(message) = services.check_contract(topic, records) {
-        return Outcome::err(ResponseError::InvalidRecord, message);
-    }
-    if header.is_transactional() {
-        return Outcome::err(
-            ResponseError::InvalidRecord,
-            "Transactional record batches are not supported by kafkabox.".into(),
-        );
-    }
-    if settings.compacted {
-        let keyless = match batch::decode_batch(records, services.config.max_inflated_batch_bytes)
-        {
-            Ok((_, recs)) => recs
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.key.is_none())
-                .map(|(i, _)| {
-                    (
-                        i as i32,
-                        format!("Compacted topic cannot accept message without key in topic partition {topic}-{index}."),
-                    )
-                })
-                .collect::<Vec<_>>(),
-            Err(e) => return Outcome::err(e.kafka_error(), e.to_string()),
-        };
-        if !keyless.is_empty() {
-            let mut o = Outcome::err(
-                ResponseError::InvalidRecord,
-                "One or more records have been rejected".to_string(),
-            );
-            o.record_errors = keyless;
-            return o;
-        }
-    }
-    let mut log_append_time = -1;
-    let appended = if settings.log_append_time {
-        let mut stamped = records.to_vec();
-        log_append_time = crate::services::now_ms();
-        batch::set_log_append_time(&mut stamped, log_append_time);
-        services.store.append(part, &stamped, &header)
-    } else {
-        services.store.append(part, records, &header)
-    };
-    match appended {
-        Ok(a) => Outcome {
+    match services.produce(topic, index, records) {
+        Ok(p) => Outcome {
             error: None,
             record_errors: Vec::new(),
-            base_offset: a.base_offset,
-            log_start_offset: a.log_start_offset,
-            log_append_time,
-            write_seq: Some(a.write_seq),
+            base_offset: p.base_offset,
+            log_start_offset: p.log_start_offset,
+            log_append_time: p.log_append_time,
+            write_seq: Some(p.write_seq),
         },
         Err(e) => {
-            let (code, message) = errors::append(&e, header.producer_id);
-            Outcome::err(code, message)
+            let (code, message) = errors::produce(&e);
+            let mut o = Outcome::err(code, message);
+            if let ProduceError::InvalidRecord { record_errors, .. } = e {
+                o.record_errors = record_errors;
+            }
+            o
         }
     }
 }
@@ -146,6 +77,7 @@ fn produce_one(
 pub struct Produce;
 
 impl KafkaApi for Produce {
+    const NAME: &'static str = "Produce";
     type Request = ProduceRequest;
     const MIN: i16 = 3;
     const MAX: i16 = 12;
@@ -269,5 +201,16 @@ fn mark_unflushed(resp: &mut ProduceResponse, e: &StoreError) {
                 p.error_message = Some(str_bytes(&format!("Flush to disk failed: {e}")));
             }
         }
+    }
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::ProduceResponse {
+    fn first_error(&self) -> i16 {
+        crate::api::first(
+            self.responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .map(|p| p.error_code),
+        )
     }
 }

@@ -14,6 +14,7 @@ use crate::services::{mono_ms, Error};
 pub struct SyncGroup;
 
 impl KafkaApi for SyncGroup {
+    const NAME: &'static str = "SyncGroup";
     type Request = SyncGroupRequest;
     const MIN: i16 = 0;
     const MAX: i16 = 5;
@@ -91,4 +92,10 @@ fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
         };
         call.respond(&response(call, r))
     })
+}
+
+impl crate::api::ErrorCodes for kafka_protocol::messages::SyncGroupResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
 }

@@ -3,11 +3,19 @@
 //!
 //! - [`topics`]: name rules, creation, deletion, partitions, topic configs.
 //! - [`groups`]: the group coordinator and committed offsets.
+//! - [`produce`]: appending producers' batches (Kafka and HTTP produce).
+//! - [`records`]: reading records back (browse, dead letters).
+//! - [`dead_letters`]: listing, replaying and skipping dead letters.
+//! - [`metrics`]: the counters and histograms behind `/metrics`.
 //! - [`retention`]: the background sweep (time and size retention, idle producers).
 //! - [`error`]: the one error type, mapped to Kafka codes in `api::errors`.
 
+pub mod dead_letters;
 pub mod error;
 pub mod groups;
+pub mod metrics;
+pub mod produce;
+pub mod records;
 pub mod retention;
 pub mod topics;
 
@@ -38,6 +46,19 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `s` cut to at most `max` bytes (at a character boundary), with `…` when cut: for logs and
+/// headers that must not repeat a client's megabytes.
+pub fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &s[..end]))
+}
+
 /// Milliseconds on a monotonic clock (the group coordinator's time).
 pub fn mono_ms() -> i64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -54,6 +75,7 @@ pub struct Services {
     pub config: Arc<Config>,
     pub topics: Topics,
     pub groups: Arc<groups::Coordinator>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Topics whose produce requests are checked record by record against a contract
     /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
     contracts: HashMap<String, Arc<Contract>>,
@@ -75,6 +97,7 @@ impl Services {
         Ok(Arc::new(Services {
             topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
+            metrics: Arc::default(),
             store,
             config,
             contracts,

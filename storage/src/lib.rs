@@ -385,6 +385,68 @@ struct Inner {
     /// Bumped after every append: long-polling fetches wait on it.
     appends: watch::Sender<u64>,
     config: StoreConfig,
+    flush_stats: FlushStats,
+}
+
+/// Upper bounds (seconds) of the flush latency buckets [`Store::flush_stats`] reports.
+pub const FLUSH_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Durations of the flusher's flushes, bucketed (no metrics library here: the binary exports
+/// them).
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    count: AtomicU64,
+    micros: AtomicU64,
+    failures: AtomicU64,
+    /// Not cumulative: one count per bucket of [`FLUSH_BUCKETS`], then one for larger ones.
+    buckets: [AtomicU64; FLUSH_BUCKETS.len() + 1],
+}
+
+/// A reading of [`FlushStats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlushSnapshot {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub failures: u64,
+    /// (upper bound, flushes in this bucket and not the one before), the last bound
+    /// `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl FlushStats {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = FLUSH_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(FLUSH_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> FlushSnapshot {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    FLUSH_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                    c.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        FlushSnapshot {
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            failures: self.failures.load(Ordering::Relaxed),
+            buckets,
+        }
+    }
 }
 
 /// The store. Cheap to clone.
@@ -448,6 +510,7 @@ impl Store {
             flusher: Mutex::new(None),
             appends,
             config,
+            flush_stats: FlushStats::default(),
         });
         let weak = Arc::downgrade(&inner);
         let signal = inner.signal.clone();
@@ -783,6 +846,16 @@ impl Store {
             Some(e) if state.upto < write_seq => Err(StoreError::Flush(e.clone())),
             _ => Ok(()),
         }
+    }
+
+    /// Durations of the background flushes so far.
+    pub fn flush_stats(&self) -> FlushSnapshot {
+        self.inner.flush_stats.snapshot()
+    }
+
+    /// Bytes the database takes on disk (sled's own count).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()?)
     }
 
     /// Flushes everything now (blocking). Used at shutdown.
@@ -1220,6 +1293,48 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::state_prefix`], from the first key after `after` (exclusive) on: a page of a
+    /// longer scan.
+    pub fn state_after(
+        &self,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StateEntry>, StoreError> {
+        let start = app_key(after);
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .log
+            .range(start.clone()..)
+            .filter(|r| {
+                r.as_ref()
+                    .map_or(true, |(k, _)| k.as_ref() != start.as_slice())
+            })
+            .take_while(|r| {
+                r.as_ref().map_or(true, |(k, _)| {
+                    k[APP_STATE_PREFIX.len()..].starts_with(prefix)
+                })
+            })
+            .take(limit)
+        {
+            let (k, v) = item?;
+            out.push((k[APP_STATE_PREFIX.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes appliance state entries in one atomic write; returns the write sequence number
+    /// for [`Store::wait_durable`].
+    pub fn put_state(&self, state: &[StateEntry]) -> Result<u64, StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in state {
+            b.insert(app_key(k), v.as_slice());
+        }
+        self.inner.log.apply_batch(b)?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
     /// Number of producers with state on `part`.
     pub fn producer_count(&self, part: &Partition) -> usize {
         part.state.lock().map(|st| st.producers.len()).unwrap_or(0)
@@ -1316,12 +1431,16 @@ impl Inner {
         if target <= self.durable.borrow().upto {
             return;
         }
-        match self.db.flush() {
+        let started = std::time::Instant::now();
+        let flushed = self.db.flush();
+        self.flush_stats.observe(started.elapsed());
+        match flushed {
             Ok(_) => self.durable.send_modify(|d| {
                 d.upto = d.upto.max(target);
                 d.error = None;
             }),
             Err(e) => {
+                self.flush_stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "flushing the store failed; acks=all producers get KAFKA_STORAGE_ERROR");
                 self.durable.send_modify(|d| d.error = Some(e.to_string()));
                 std::thread::sleep(Duration::from_millis(100));

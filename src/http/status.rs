@@ -1,0 +1,96 @@
+//! `/ready`, `/api/sources` (ingest per source, with events per minute), `/api/groups`
+//! (consumer groups and handler stages with their lag).
+
+use hyper::StatusCode;
+
+use super::{blocking, json, ok, ApiResult, Req, Sources, MAX_ITEMS};
+
+/// Ready: the store is open and the Kafka listener bound (both before this listener starts),
+/// the stages were started, and the broker is not shutting down.
+pub fn ready(s: &Sources, r: &Req) -> ApiResult {
+    r.query.only(&[])?;
+    if *s.services.shutdown.borrow() {
+        return Ok(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"ready": false, "reason": "shutting down"}),
+        ));
+    }
+    let stages: std::collections::BTreeSet<String> = s
+        .lag
+        .snapshot()
+        .into_iter()
+        .map(|(stage, ..)| stage)
+        .collect();
+    ok(serde_json::json!({"ready": true, "stages": stages}))
+}
+
+/// Per source: received, valid, rejected, last seen, last rejection (stored, exact across
+/// restarts) and events received per minute over the last hour (since start).
+pub fn sources(s: &Sources, r: &Req) -> ApiResult {
+    r.query.only(&[])?;
+    let stored = s.stats.snapshot()?;
+    let mut minutes = s.stats.per_minute();
+    let out: serde_json::Map<String, serde_json::Value> = stored
+        .into_iter()
+        .map(|(source, status)| {
+            let mut v = serde_json::to_value(&status).unwrap_or_default();
+            v["per_minute"] = serde_json::json!(minutes.remove(&source).unwrap_or_default());
+            (source, v)
+        })
+        .collect();
+    ok(serde_json::Value::Object(out))
+}
+
+/// Every consumer group (Kafka's and the handler stages, `kafkabox.<stage>`) with its
+/// committed offsets and lag per partition.
+pub async fn groups(s: &Sources, r: Req) -> ApiResult {
+    r.query.only(&[])?;
+    let s = s.clone();
+    blocking(move || Ok(groups_json(&s))).await.and_then(ok)
+}
+
+fn groups_json(s: &Sources) -> serde_json::Value {
+    let groups = s.services.groups.list();
+    let out: Vec<serde_json::Value> = groups
+        .iter()
+        .take(MAX_ITEMS)
+        .map(|g| {
+            let committed = s
+                .services
+                .groups
+                .fetch_offsets(&g.group_id, None)
+                .unwrap_or_default();
+            let mut total_lag = 0i64;
+            let partitions: Vec<serde_json::Value> = committed
+                .iter()
+                .take(MAX_ITEMS)
+                .map(|(topic, p, c)| {
+                    let end = s
+                        .store
+                        .topic(topic)
+                        .and_then(|t| t.partition(*p).map(|part| s.store.offsets(part).log_end));
+                    let offset = c.as_ref().map(|c| c.offset).unwrap_or(-1);
+                    let lag = end.map(|e| (e - offset.max(0)).max(0));
+                    total_lag += lag.unwrap_or(0);
+                    serde_json::json!({
+                        "topic": topic,
+                        "partition": p,
+                        "committed_offset": offset,
+                        "log_end_offset": end,
+                        "lag": lag,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "group_id": g.group_id,
+                "state": g.state,
+                "type": g.group_type,
+                "protocol_type": g.protocol_type,
+                "stage": g.group_id.strip_prefix("kafkabox.").is_some(),
+                "lag": total_lag,
+                "offsets": partitions,
+            })
+        })
+        .collect();
+    serde_json::json!(out)
+}

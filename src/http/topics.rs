@@ -1,0 +1,124 @@
+//! `/api/topics` (list, create) and `/api/topics/{topic}` (describe, delete).
+
+use std::collections::BTreeMap;
+
+use hyper::{Method, StatusCode};
+use kafkabox_storage::Topic;
+
+use super::{blocking, json, ok, ApiError, ApiResult, Req, Sources, MAX_ITEMS};
+
+fn topic_json(s: &Sources, t: &Topic, detail: bool) -> serde_json::Value {
+    let mut size_total = 0u64;
+    let partitions: Vec<serde_json::Value> = t
+        .partitions
+        .iter()
+        .take(MAX_ITEMS)
+        .map(|p| {
+            let o = s.store.offsets(p);
+            let mut v = serde_json::json!({
+                "partition": p.index,
+                "log_start_offset": o.log_start,
+                "log_end_offset": o.log_end,
+            });
+            if detail {
+                let size = s.store.partition_size(p).unwrap_or(0);
+                size_total += size;
+                v["size_bytes"] = serde_json::json!(size);
+            }
+            v
+        })
+        .collect();
+    let records: i64 = partitions
+        .iter()
+        .map(|p| {
+            p["log_end_offset"].as_i64().unwrap_or(0) - p["log_start_offset"].as_i64().unwrap_or(0)
+        })
+        .sum();
+    let mut v = serde_json::json!({
+        "name": t.meta.name,
+        "topic_id": uuid::Uuid::from_bytes(t.meta.id).to_string(),
+        "partition_count": t.partitions.len(),
+        "records": records,
+        "partitions": partitions,
+    });
+    if detail {
+        let configs: serde_json::Map<String, serde_json::Value> = s
+            .services
+            .topics
+            .describe_configs(t, None)
+            .into_iter()
+            .map(|c| (c.name, serde_json::Value::String(c.value)))
+            .collect();
+        v["size_bytes"] = serde_json::json!(size_total);
+        v["configs"] = serde_json::Value::Object(configs);
+    }
+    v
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTopic {
+    name: String,
+    #[serde(default)]
+    partitions: Option<u32>,
+    #[serde(default)]
+    configs: BTreeMap<String, serde_json::Value>,
+}
+
+/// GET: every topic with its partitions' offsets; POST: create one.
+pub async fn topics(s: &Sources, r: Req) -> ApiResult {
+    let s = s.clone();
+    if r.method == Method::POST {
+        r.query.only(&[])?;
+        let t: NewTopic = r.json()?;
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        let partitions = t.partitions.unwrap_or(s.services.config.num_partitions);
+        return blocking(move || {
+            let created = s.services.topics.create(&t.name, partitions, configs)?;
+            Ok(json(StatusCode::CREATED, &topic_json(&s, &created, true)))
+        })
+        .await;
+    }
+    r.query.only(&[])?;
+    blocking(move || {
+        let list: Vec<serde_json::Value> = s
+            .services
+            .topics
+            .list()
+            .iter()
+            .take(MAX_ITEMS)
+            .map(|t| topic_json(&s, t, false))
+            .collect();
+        ok(serde_json::json!(list))
+    })
+    .await
+}
+
+/// GET: partitions with offsets and size on disk, configs; DELETE: delete the topic.
+pub async fn topic(s: &Sources, r: Req) -> ApiResult {
+    r.query.only(&[])?;
+    let s = s.clone();
+    let name = r.param("topic").to_string();
+    if r.method == Method::DELETE {
+        return blocking(move || {
+            s.services.topics.delete(&name)?;
+            ok(serde_json::json!({ "deleted": name }))
+        })
+        .await;
+    }
+    blocking(move || match s.services.topics.get(&name) {
+        Some(t) => ok(topic_json(&s, &t, true)),
+        None => Err(ApiError::not_found(format!("no topic '{name}'"))),
+    })
+    .await
+}

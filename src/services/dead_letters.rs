@@ -1,0 +1,439 @@
+//! The dead letters of every `<topic>.dlq`: listed with why they are there, and, for the events
+//! a handler refused (not contract violations, which only the producer can fix), replayed
+//! through that handler once its downstream is fixed, or skipped. Each replay or skip is
+//! recorded in the store (`dlq/<dlq topic>/<partition>/<offset>`) before it is answered, and a
+//! recorded dead letter is never replayed again, so nothing is handled twice by accident.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafkabox_protocol::batch::Record;
+
+use super::{Error, Result, Services};
+use crate::pipeline::{Event, Handler, HandlerError, DEAD_LETTER_STAGE};
+
+/// Most records of the dead-letter topics one listing scans (newest kept).
+pub const MAX_SCAN: usize = 100_000;
+/// Most dead letters one answer lists, replays or skips.
+pub const MAX_LIST: usize = 1000;
+
+const HEADER_PREFIX: &[u8] = b"kafkabox.dlq.";
+const STATE_PREFIX: &str = "dlq/";
+
+/// Where a dead letter came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub timestamp: Option<i64>,
+}
+
+/// A replay or skip, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resolution {
+    /// `replayed` or `skipped`.
+    pub action: String,
+    pub at_ms: i64,
+}
+
+/// One record of a dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// When it was dead-lettered (ms since the epoch).
+    pub timestamp: i64,
+    pub reason: String,
+    pub source: String,
+    /// The stage that refused it: `contract` or a handler's name.
+    pub stage: Option<String>,
+    pub origin: Origin,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    /// The original headers, without kafkabox's.
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+    /// A handler refused it and that handler runs here.
+    pub replayable: bool,
+    pub resolution: Option<Resolution>,
+}
+
+/// Which resolutions a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Status {
+    #[default]
+    Any,
+    /// Neither replayed nor skipped.
+    Pending,
+    Replayed,
+    Skipped,
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Status, String> {
+        Ok(match s {
+            "any" => Status::Any,
+            "pending" => Status::Pending,
+            "replayed" => Status::Replayed,
+            "skipped" => Status::Skipped,
+            other => {
+                return Err(format!(
+                    "status '{other}': expected any, pending, replayed or skipped"
+                ))
+            }
+        })
+    }
+}
+
+/// What to list (every field optional; all given must match).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// The original topic (`customer-events`) or its dead-letter topic (`customer-events.dlq`).
+    pub topic: Option<String>,
+    pub source: Option<String>,
+    /// A part of the reason.
+    pub reason: Option<String>,
+    pub stage: Option<String>,
+    /// Dead-lettered at or after (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before (ms since the epoch).
+    pub until_ms: Option<i64>,
+    pub status: Status,
+    /// At most this many, newest first (capped at [`MAX_LIST`]).
+    pub limit: usize,
+}
+
+/// How a replay or skip of one dead letter ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// `replayed`, `skipped`, `failed` (the handler failed again; nothing recorded) or
+    /// `refused` (already resolved, or not a handler's refusal).
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The dead-letter service: listing, replay, skip.
+pub struct DeadLetters {
+    services: Arc<Services>,
+    /// Handler stages by name, with the topic they handle.
+    handlers: HashMap<String, (String, Arc<dyn Handler>)>,
+    /// One replay or skip at a time: two requests for the same dead letter cannot both run it.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn state_key(topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    format!("{STATE_PREFIX}{topic}/{partition}/{offset}").into_bytes()
+}
+
+fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
+    let full = [HEADER_PREFIX, name.as_bytes()].concat();
+    r.headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_ref() == full.as_slice())
+        .and_then(|(_, v)| v.as_deref())
+}
+
+fn header_str(r: &Record, name: &str) -> Option<String> {
+    header(r, name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn header_num<T: std::str::FromStr>(r: &Record, name: &str) -> Option<T> {
+    std::str::from_utf8(header(r, name)?).ok()?.parse().ok()
+}
+
+impl DeadLetters {
+    /// `handlers`: (stage name, topic, handler) of every handler stage that may replay.
+    pub fn new(
+        services: Arc<Services>,
+        handlers: Vec<(String, String, Arc<dyn Handler>)>,
+    ) -> DeadLetters {
+        DeadLetters {
+            services,
+            handlers: handlers
+                .into_iter()
+                .map(|(name, topic, h)| (name, (topic, h)))
+                .collect(),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn resolution(&self, topic: &str, partition: i32, offset: i64) -> Result<Option<Resolution>> {
+        Ok(self
+            .services
+            .store
+            .state(&state_key(topic, partition, offset))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn parse(&self, topic: &str, partition: i32, r: Record) -> Result<DeadLetter> {
+        let reason = header_str(&r, "reason").unwrap_or_default();
+        let stage = header_str(&r, "stage").or_else(|| {
+            // Dead letters written before the stage header: a handler's reason names it.
+            reason
+                .strip_prefix("handler ")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(name, _)| name.to_string())
+        });
+        let origin = Origin {
+            topic: header_str(&r, "topic")
+                .unwrap_or_else(|| topic.trim_end_matches(".dlq").to_string()),
+            partition: header_num(&r, "partition"),
+            offset: header_num(&r, "offset"),
+            timestamp: header_num(&r, "timestamp"),
+        };
+        let replayable = match &stage {
+            Some(s) if s != DEAD_LETTER_STAGE => {
+                !reason.starts_with("undecodable batch")
+                    && self
+                        .handlers
+                        .get(s)
+                        .is_some_and(|(t, _)| *t == origin.topic)
+            }
+            _ => false,
+        };
+        let resolution = self.resolution(topic, partition, r.offset)?;
+        Ok(DeadLetter {
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            source: header_str(&r, "source").unwrap_or_else(|| "unknown".into()),
+            reason,
+            stage,
+            origin,
+            headers: r
+                .headers
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(HEADER_PREFIX))
+                .collect(),
+            key: r.key,
+            value: r.value,
+            replayable,
+            resolution,
+        })
+    }
+
+    fn matches(f: &Filter, d: &DeadLetter) -> bool {
+        f.source.as_ref().is_none_or(|s| *s == d.source)
+            && f.reason
+                .as_ref()
+                .is_none_or(|s| d.reason.contains(s.as_str()))
+            && f.stage.as_ref().is_none_or(|s| d.stage.as_ref() == Some(s))
+            && f.since_ms.is_none_or(|t| d.timestamp >= t)
+            && f.until_ms.is_none_or(|t| d.timestamp < t)
+            && match f.status {
+                Status::Any => true,
+                Status::Pending => d.resolution.is_none(),
+                Status::Replayed => d
+                    .resolution
+                    .as_ref()
+                    .is_some_and(|r| r.action == "replayed"),
+                Status::Skipped => d.resolution.as_ref().is_some_and(|r| r.action == "skipped"),
+            }
+    }
+
+    /// The dead letters matching `f`, newest first. Scans at most [`MAX_SCAN`] records of
+    /// the dead-letter topics (the newest of each partition). Blocking.
+    pub fn list(&self, f: &Filter) -> Result<Vec<DeadLetter>> {
+        let limit = f.limit.clamp(1, MAX_LIST);
+        let topics: Vec<_> = self
+            .services
+            .topics
+            .list()
+            .into_iter()
+            .filter(|t| t.meta.name.ends_with(".dlq"))
+            .filter(|t| {
+                f.topic
+                    .as_ref()
+                    .is_none_or(|want| t.meta.name == *want || t.meta.name == format!("{want}.dlq"))
+            })
+            .collect();
+        let parts: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        let per_partition = (MAX_SCAN / parts.max(1)).max(1);
+        let mut found: Vec<DeadLetter> = Vec::new();
+        for t in &topics {
+            for p in &t.partitions {
+                let o = self.services.store.offsets(p);
+                let from = (o.log_end - per_partition as i64).max(o.log_start);
+                let (records, _) = super::records::read(
+                    &self.services.store,
+                    p,
+                    from,
+                    per_partition,
+                    self.services.config.max_inflated_batch_bytes,
+                )?;
+                let mut newest: VecDeque<DeadLetter> = VecDeque::new();
+                for r in records {
+                    let d = self.parse(&t.meta.name, p.index, r)?;
+                    if Self::matches(f, &d) {
+                        newest.push_back(d);
+                        if newest.len() > limit {
+                            newest.pop_front();
+                        }
+                    }
+                }
+                found.extend(newest);
+            }
+        }
+        found.sort_by(|a, b| {
+            (b.timestamp, &b.topic, b.partition, b.offset).cmp(&(
+                a.timestamp,
+                &a.topic,
+                a.partition,
+                a.offset,
+            ))
+        });
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// One dead letter.
+    pub fn get(&self, topic: &str, partition: i32, offset: i64) -> Result<DeadLetter> {
+        if !topic.ends_with(".dlq") {
+            return Err(Error::InvalidRequest(format!(
+                "'{topic}' is not a dead-letter topic (they end in .dlq)"
+            )));
+        }
+        let (mut records, _) = self.services.read_records(topic, partition, offset, 1)?;
+        match records.pop() {
+            Some(r) if r.offset == offset => self.parse(topic, partition, r),
+            _ => Err(Error::OffsetOutOfRange(format!(
+                "{topic}/{partition} has no record at offset {offset}"
+            ))),
+        }
+    }
+
+    async fn record(&self, d: &DeadLetter, action: &str) -> Result<()> {
+        let value = serde_json::to_vec(&Resolution {
+            action: action.to_string(),
+            at_ms: super::now_ms(),
+        })
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let key = state_key(&d.topic, d.partition, d.offset);
+        let store = self.services.store.clone();
+        let seq = tokio::task::spawn_blocking(move || store.put_state(&[(key, value)]))
+            .await
+            .map_err(|e| Error::InvalidRequest(format!("state write task: {e}")))??;
+        self.services.store.wait_durable(seq).await?;
+        Ok(())
+    }
+
+    fn outcome(d: &DeadLetter, result: &'static str, error: Option<String>) -> Outcome {
+        Outcome {
+            topic: d.topic.clone(),
+            partition: d.partition,
+            offset: d.offset,
+            result,
+            error,
+        }
+    }
+
+    /// Hands each of `targets` (pending, replayable) back to the handler that refused it, in
+    /// order, and records each that it accepts. A failure leaves that dead letter pending.
+    pub async fn replay(&self, targets: Vec<DeadLetter>) -> Vec<Outcome> {
+        let _one_at_a_time = self.busy.lock().await;
+        let mut out = Vec::with_capacity(targets.len());
+        for d in targets.into_iter().take(MAX_LIST) {
+            // Read the resolution again under the lock: another request may have just run it.
+            match self.resolution(&d.topic, d.partition, d.offset) {
+                Ok(Some(r)) => {
+                    out.push(Self::outcome(
+                        &d,
+                        "refused",
+                        Some(format!("already {} at {} ms", r.action, r.at_ms)),
+                    ));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    out.push(Self::outcome(&d, "failed", Some(e.to_string())));
+                    continue;
+                }
+            }
+            let handler = match (&d.stage, d.replayable) {
+                (Some(stage), true) => self.handlers.get(stage).map(|(_, h)| h.clone()),
+                _ => None,
+            };
+            let Some(handler) = handler else {
+                out.push(Self::outcome(
+                    &d,
+                    "refused",
+                    Some(match d.stage.as_deref() {
+                        Some(DEAD_LETTER_STAGE) => "it breaks the topic's contract: only the producer can fix it (skip it instead)".to_string(),
+                        Some(s) => format!("no handler '{s}' runs here, or the stored batch could not be decoded"),
+                        None => "the dead letter does not say which stage refused it".to_string(),
+                    }),
+                ));
+                continue;
+            };
+            let event = Event {
+                topic: d.origin.topic.clone(),
+                partition: d.origin.partition.unwrap_or(d.partition),
+                offset: d.origin.offset.unwrap_or(-1),
+                timestamp: d.origin.timestamp.unwrap_or(d.timestamp),
+                key: d.key.clone(),
+                value: d.value.clone(),
+                headers: d.headers.clone(),
+                decode_error: None,
+            };
+            match handler.handle(std::slice::from_ref(&event)).await {
+                Ok(()) => match self.record(&d, "replayed").await {
+                    Ok(()) => {
+                        tracing::info!(topic = %d.topic, partition = d.partition, offset = d.offset, handler = handler.name(), "dead letter replayed");
+                        out.push(Self::outcome(&d, "replayed", None));
+                    }
+                    Err(e) => out.push(Self::outcome(
+                        &d,
+                        "failed",
+                        Some(format!("handled, but recording the replay failed: {e}")),
+                    )),
+                },
+                Err(HandlerError::Permanent(r)) | Err(HandlerError::Transient(r)) => {
+                    out.push(Self::outcome(
+                        &d,
+                        "failed",
+                        Some(format!("handler {}: {r}", handler.name())),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Records each of `targets` as skipped (it stays in the topic, marked).
+    pub async fn skip(&self, targets: Vec<DeadLetter>) -> Vec<Outcome> {
+        let _one_at_a_time = self.busy.lock().await;
+        let mut out = Vec::with_capacity(targets.len());
+        for d in targets.into_iter().take(MAX_LIST) {
+            match self.resolution(&d.topic, d.partition, d.offset) {
+                Ok(Some(r)) => out.push(Self::outcome(
+                    &d,
+                    "refused",
+                    Some(format!("already {} at {} ms", r.action, r.at_ms)),
+                )),
+                Ok(None) => match self.record(&d, "skipped").await {
+                    Ok(()) => out.push(Self::outcome(&d, "skipped", None)),
+                    Err(e) => out.push(Self::outcome(&d, "failed", Some(e.to_string()))),
+                },
+                Err(e) => out.push(Self::outcome(&d, "failed", Some(e.to_string()))),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,178 @@
+//! The counters and histograms kafkabox records as it works (Prometheus names, kept with the
+//! `prometheus-client` crate). Gauges read from the store and the pipeline when scraped (log
+//! offsets, lag, storage size, flush latency) are collected by the HTTP listener's `/metrics`;
+//! docs/metrics.md lists every metric.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A Kafka request's API and the first non-zero error code of its answer (`NONE` if all are 0).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub api: &'static str,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+/// Why an event was dead-lettered: `contract` (it breaks the topic's contract), `handler`
+/// (a handler refused it), `undecodable` (its stored batch cannot be decoded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub topic: String,
+    pub source: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub status: u16,
+}
+
+/// Most distinct sources labelled on dead-letter counts; later ones count as `other`.
+const MAX_SOURCE_LABELS: usize = 200;
+
+/// Latency buckets in seconds, 0.1 ms to 10 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+/// Everything kafkabox counts as it goes. Cheap to share (`Arc`), lock-free to update.
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<ApiLabels, Histogram>,
+    pub appended_bytes: Family<TopicLabels, Counter>,
+    pub appended_records: Family<TopicLabels, Counter>,
+    pub dead_lettered: Family<DeadLetterLabels, Counter>,
+    pub connections: Gauge,
+    pub connections_accepted: Counter,
+    pub http_requests: Family<HttpLabels, Counter>,
+    sources: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            appended_bytes: Family::default(),
+            appended_records: Family::default(),
+            dead_lettered: Family::default(),
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            http_requests: Family::default(),
+            sources: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A batch of `records` records, `bytes` bytes, appended to `topic` by a producer.
+    pub fn appended(&self, topic: &str, bytes: u64, records: u64) {
+        let l = TopicLabels {
+            topic: topic.to_string(),
+        };
+        self.appended_bytes.get_or_create(&l).inc_by(bytes);
+        self.appended_records.get_or_create(&l).inc_by(records);
+    }
+
+    /// One event of `topic` dead-lettered.
+    pub fn dead_lettered(&self, topic: &str, source: Option<&str>, reason: &'static str) {
+        let source = source.unwrap_or("unknown");
+        let source = {
+            let mut known = match self.sources.lock() {
+                Ok(k) => k,
+                Err(p) => p.into_inner(),
+            };
+            if known.contains(source)
+                || known.len() < MAX_SOURCE_LABELS && known.insert(source.to_string())
+            {
+                source.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                topic: topic.to_string(),
+                source,
+                reason,
+            })
+            .inc();
+    }
+
+    /// A Kafka request of `api` answered after `seconds` with first error `error`.
+    pub fn request(&self, api: &'static str, error: String, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels { api, error })
+            .inc();
+        self.request_seconds
+            .get_or_create(&ApiLabels { api })
+            .observe(seconds);
+    }
+
+    /// Registers clones of every metric (they share their values) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kafkabox_kafka_requests",
+            "Kafka requests answered, by API and the first non-zero error code of the answer (NONE when there is none)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "kafkabox_kafka_request_duration_seconds",
+            "Time from a Kafka request's arrival to its answer being ready (acks=all includes the flush, a long poll its wait)",
+            self.request_seconds.clone(),
+        );
+        registry.register(
+            "kafkabox_appended_bytes",
+            "Bytes of record batches appended by producers (Kafka and HTTP), per topic",
+            self.appended_bytes.clone(),
+        );
+        registry.register(
+            "kafkabox_appended_records",
+            "Records appended by producers (Kafka and HTTP), per topic",
+            self.appended_records.clone(),
+        );
+        registry.register(
+            "kafkabox_dead_lettered",
+            "Events sent to a dead-letter topic since start, by original topic, source and reason (contract, handler, undecodable)",
+            self.dead_lettered.clone(),
+        );
+        registry.register(
+            "kafkabox_connections",
+            "Open Kafka connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "kafkabox_connections_accepted",
+            "Kafka connections accepted since start",
+            self.connections_accepted.clone(),
+        );
+        registry.register(
+            "kafkabox_http_requests",
+            "HTTP requests answered, by method and status",
+            self.http_requests.clone(),
+        );
+    }
+}
