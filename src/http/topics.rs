@@ -71,19 +71,29 @@ pub async fn topics(s: &Sources, r: Req) -> ApiResult {
     if r.method == Method::POST {
         r.query.only(&[])?;
         let t: NewTopic = r.json()?;
-        let configs: BTreeMap<String, String> = t
-            .configs
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect();
-        let partitions = t.partitions.unwrap_or(s.services.config.num_partitions);
+        let new = crate::services::topics::NewTopic {
+            name: t.name.clone(),
+            partitions: match t.partitions {
+                None => -1,
+                Some(n) => i32::try_from(n).unwrap_or(i32::MAX),
+            },
+            replication_factor: -1,
+            assignments: Vec::new(),
+            configs: t
+                .configs
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s),
+                        other => Some(other.to_string()),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        };
         return blocking(move || {
+            let (partitions, configs) = s.services.topics.check_new(&new)?;
             let created = s.services.topics.create(&t.name, partitions, configs)?;
             Ok(json(StatusCode::CREATED, &topic_json(&s, &created, true)))
         })
