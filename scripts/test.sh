@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of kafkabox: unit tests, and end-to-end tests with real Kafka clients
 # (rdkafka/librdkafka, kafka-python, confluent-kafka, kafkajs, kcat). Installs what they need
-# first: kcat, Node.js and the Python venv tooling from Debian, the Python clients into ./.venv,
-# kafkajs (pinned by tests/js/package-lock.json) into tests/js/node_modules.
+# first: kcat, Node.js, chromium and the Python venv tooling from Debian, the Python clients into
+# ./.venv, kafkajs and playwright-core (pinned by tests/js/package-lock.json) into
+# tests/js/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc g++)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The dashboard test drives Debian's chromium with playwright-core (tests/js).
+[ -x "${KB_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq
@@ -29,7 +32,7 @@ echo "== installing Python test clients"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 export KB_TEST_PYTHON="$PWD/.venv/bin/python"
 
-echo "== installing kafkajs (tests/js)"
+echo "== installing kafkajs and playwright-core (tests/js)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== cargo test"

@@ -1,0 +1,86 @@
+//! The dashboard in a real browser: Debian's chromium driven by playwright-core (tests/js,
+//! pinned, installed by scripts/test.sh) against the real `kafkabox serve` with a token. Events
+//! come from kafkajs; the page must show the source and its counts, the rejected event, the
+//! customer's profile and timeline, and replay a dead letter. The screenshot is kept at
+//! target/tmp/dashboard.png.
+
+mod common;
+
+use std::process::Command;
+
+use common::{http, BrokerProcess};
+
+#[test]
+fn dashboard_shows_sources_dead_letters_and_profiles_and_replays() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let js = root.join("tests/js");
+    assert!(
+        js.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in tests/js: run scripts/test.sh (npm ci)"
+    );
+    let chromium = std::env::var("KB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: scripts/test.sh installs Debian's chromium"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("downstream-down");
+    let out = dir.path().join("handled.jsonl");
+    std::fs::write(&flag, "").unwrap();
+    let exec = format!(
+        "if [ -e '{}' ]; then echo downstream is down >&2; exit 65; fi; cat >> '{}'",
+        flag.display(),
+        out.display()
+    );
+    let token = "dashboard-token";
+    let broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            &format!("http.token={token}"),
+            "--set",
+            "customer.events.handlers=profile,exec",
+            "--set",
+            &format!("exec.command={exec}"),
+        ],
+    );
+    let addr = broker.http_addr();
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let run = Command::new("node")
+        .current_dir(&js)
+        .arg("dashboard.js")
+        .arg(broker.addr.to_string())
+        .arg(format!("http://{addr}"))
+        .arg(token)
+        .arg(&flag)
+        .arg(&shot)
+        .env("KB_CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "dashboard.js failed: {}\n{stdout}\n{}\nbroker log:\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr),
+        broker.log_text()
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("dashboard.js result");
+    let offset = result["replayed_offset"].as_i64().expect("replayed offset");
+    // The replay really happened: recorded, and the handler got the event once.
+    let a = http(addr, "GET", "/api/dlq?status=replayed", Some(token), None);
+    let replayed = a.json()["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(replayed.len(), 1, "{}", a.body);
+    assert_eq!(replayed[0]["offset"], offset);
+    let handled = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(handled.lines().count(), 1, "{handled}");
+    assert!(handled.contains("D-7"));
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot"
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
