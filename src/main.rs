@@ -8,6 +8,8 @@ use kafkabox::Config;
 
 #[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "client")]
+mod cli;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +38,28 @@ enum Command {
     /// Measure produce throughput and produce-to-fetch latency with a real Kafka client (librdkafka).
     #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
+    /// List, describe, create and delete topics (Kafka admin API; any Kafka cluster).
+    #[cfg(feature = "client")]
+    #[command(subcommand)]
+    Topics(cli::TopicsCommand),
+    /// Produce stdin to a topic, one record per line (acks=all, idempotent).
+    #[cfg(feature = "client")]
+    Produce(cli::ProduceArgs),
+    /// Print a topic's records, from the beginning, an offset or a time, with or without a group.
+    #[cfg(feature = "client")]
+    Consume(cli::ConsumeArgs),
+    /// List and describe consumer groups and handler stages, with lag.
+    #[cfg(feature = "client")]
+    #[command(subcommand)]
+    Groups(cli::GroupsCommand),
+    /// Show and search customer profiles (kafkabox's HTTP API).
+    #[cfg(feature = "client")]
+    #[command(subcommand)]
+    Customers(cli::CustomersCommand),
+    /// List, replay and skip dead letters (kafkabox's HTTP API).
+    #[cfg(feature = "client")]
+    #[command(subcommand)]
+    Dlq(cli::DlqCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,6 +179,9 @@ fn main() {
             Command::Serve(_) => "info",
             #[cfg(feature = "bench")]
             Command::Bench(_) => "warn",
+            // The client commands report librdkafka's errors themselves.
+            #[allow(unreachable_patterns)]
+            _ => "warn,rdkafka::client=off",
         },
         cli.log_format,
     );
@@ -168,15 +195,34 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let serving = matches!(cli.command, Command::Serve(_));
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
+            #[cfg(feature = "client")]
+            Command::Topics(c) => cli::topics::run(c).await,
+            #[cfg(feature = "client")]
+            Command::Produce(a) => cli::produce::run(a).await,
+            #[cfg(feature = "client")]
+            Command::Consume(a) => cli::consume::run(a).await,
+            #[cfg(feature = "client")]
+            Command::Groups(c) => cli::groups::run(c).await,
+            #[cfg(feature = "client")]
+            Command::Customers(c) => cli::httpapi::customers(c).await,
+            #[cfg(feature = "client")]
+            Command::Dlq(c) => cli::httpapi::dlq(c).await,
         }
     });
     if let Err(e) = result {
         eprintln!("kafkabox: {e:#}");
-        std::process::exit(2);
+        // Exit codes: 2 bad usage or configuration (a serve that cannot start); for the
+        // client commands 3 not found, 1 any other failure.
+        #[cfg(feature = "client")]
+        if e.downcast_ref::<cli::NotFound>().is_some() {
+            std::process::exit(cli::EXIT_NOT_FOUND);
+        }
+        std::process::exit(if serving { 2 } else { 1 });
     }
 }

@@ -1,0 +1,228 @@
+//! `kafkabox consume TOPIC`: records as lines or JSON, from the beginning, an offset or a
+//! time, with or without a consumer group; stops at the end of the log (or after N records)
+//! unless `--follow`.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaArgs, NotFound};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// The value as text, one per line (`key<TAB>value` with --print-key).
+    Lines,
+    /// One JSON object per record: topic, partition, offset, timestamp, key, value, headers.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Only this partition (default: all).
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// Start at this offset (in every partition read).
+    #[arg(long, conflicts_with_all = ["from_time", "from_end"])]
+    pub offset: Option<i64>,
+    /// Start at the first record at or after this time (ms since the epoch).
+    #[arg(long, conflicts_with_all = ["offset", "from_end"])]
+    pub from_time: Option<i64>,
+    /// Start at the end: only records produced from now on (implies --follow).
+    #[arg(long)]
+    pub from_end: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Keep waiting for new records instead of stopping at the end of the log.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Read as a member of this consumer group: start from its committed offsets (or the
+    /// beginning), commit what was read.
+    #[arg(long, short = 'g', conflicts_with_all = ["partition", "offset", "from_time"])]
+    pub group: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Lines)]
+    pub format: Format,
+    /// With --format lines: print the key and a tab before each value.
+    #[arg(long)]
+    pub print_key: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+pub async fn run(args: ConsumeArgs) -> Result<()> {
+    tokio::task::spawn_blocking(move || consume(args)).await?
+}
+
+fn consume(args: ConsumeArgs) -> Result<()> {
+    let mut client = args.kafka.client()?;
+    client
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            if args.from_end { "latest" } else { "earliest" },
+        )
+        .set(
+            "group.id",
+            args.group.clone().unwrap_or_else(|| "kafkabox-cli".into()),
+        );
+    let consumer: BaseConsumer = client.create().context("Kafka consumer")?;
+    let md = consumer
+        .fetch_metadata(Some(&args.topic), args.kafka.timeout())
+        .with_context(|| format!("cannot reach {}", args.kafka.bootstrap))?;
+    let partitions: Vec<i32> = match md.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            t.partitions().iter().map(|p| p.id()).collect()
+        }
+        _ => return Err(NotFound(format!("no topic '{}'", args.topic)).into()),
+    };
+    if let Some(p) = args.partition {
+        if !partitions.contains(&p) {
+            return Err(NotFound(format!("topic '{}' has no partition {p}", args.topic)).into());
+        }
+    }
+    if args.group.is_some() {
+        consumer.subscribe(&[&args.topic]).context("subscribe")?;
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        let start = if args.from_end {
+            Offset::End
+        } else if let Some(o) = args.offset {
+            Offset::Offset(o)
+        } else if let Some(t) = args.from_time {
+            Offset::Offset(t)
+        } else {
+            Offset::Beginning
+        };
+        for p in partitions
+            .iter()
+            .filter(|p| args.partition.is_none_or(|want| want == **p))
+        {
+            tpl.add_partition_offset(&args.topic, *p, start)
+                .context("partition offset")?;
+        }
+        let tpl = if args.from_time.is_some() {
+            consumer
+                .offsets_for_times(tpl, args.kafka.timeout())
+                .context("ListOffsets by time")?
+        } else {
+            tpl
+        };
+        consumer.assign(&tpl).context("assign")?;
+    }
+    let follow = args.follow || args.from_end;
+    let stdout = std::io::stdout();
+    let mut out = Quiet(std::io::BufWriter::new(stdout.lock()));
+    let mut seen = 0u64;
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let started = Instant::now();
+    loop {
+        if args.count.is_some_and(|n| seen >= n) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                seen += 1;
+                write(&mut out, &args, &m)?;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                out.flush()?;
+            }
+            Some(Err(e)) => bail!("consuming {}: {e}", args.topic),
+            None => {}
+        }
+        if !follow {
+            let assigned: Vec<i32> = consumer
+                .assignment()
+                .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+                .unwrap_or_default();
+            if !assigned.is_empty() && assigned.iter().all(|p| at_end.contains(p)) {
+                break;
+            }
+            if assigned.is_empty() && started.elapsed() > args.kafka.timeout() {
+                bail!(
+                    "no partitions were assigned within {} ms",
+                    args.kafka.timeout_ms
+                );
+            }
+        }
+    }
+    out.flush()?;
+    if args.group.is_some() && seen > 0 {
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .context("committing the group's offsets")?;
+    }
+    eprintln!("{seen} records consumed from {}", args.topic);
+    Ok(())
+}
+
+/// stdout whose closing (`| head`) ends the command quietly.
+struct Quiet<W: Write>(W);
+
+impl<W: Write> Write for Quiet<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(quiet)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(quiet)
+    }
+}
+
+fn quiet(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    e
+}
+
+fn write(
+    out: &mut impl Write,
+    args: &ConsumeArgs,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<()> {
+    match args.format {
+        Format::Lines => {
+            if args.print_key {
+                out.write_all(m.key().unwrap_or_default())?;
+                out.write_all(b"\t")?;
+            }
+            out.write_all(m.payload().unwrap_or_default())?;
+            out.write_all(b"\n")?;
+        }
+        Format::Json => {
+            let (key, key_encoding) = kafkabox::http::shown_key(m.key());
+            let (value, value_encoding) = kafkabox::http::shown(m.payload());
+            let headers: Vec<serde_json::Value> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| kafkabox::http::header_json(h.key.as_bytes(), h.value))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let v = serde_json::json!({
+                "topic": m.topic(),
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "timestamp": m.timestamp().to_millis(),
+                "key": key,
+                "key_encoding": key_encoding,
+                "value": value,
+                "value_encoding": value_encoding,
+                "headers": headers,
+            });
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `kafkabox groups list|describe`: consumer groups (and kafkabox's handler stages,
+//! `kafkabox.<stage>`) with members, committed offsets and lag, over Kafka's group APIs.
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaArgs, NotFound};
+
+/// Most partitions whose committed offsets `describe` asks for.
+const MAX_PARTITIONS: usize = 10_000;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupsCommand {
+    /// Every group with its state and member count.
+    List {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A group's state, members, committed offsets and lag per partition.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cmd: GroupsCommand) -> Result<()> {
+    tokio::task::spawn_blocking(move || run_blocking(cmd)).await?
+}
+
+fn run_blocking(cmd: GroupsCommand) -> Result<()> {
+    match cmd {
+        GroupsCommand::List { kafka, json } => {
+            let consumer: BaseConsumer = kafka.client()?.create().context("Kafka client")?;
+            let groups = consumer
+                .fetch_group_list(None, kafka.timeout())
+                .with_context(|| format!("cannot list groups at {}", kafka.bootstrap))?;
+            let mut rows: Vec<(String, String, usize)> = groups
+                .groups()
+                .iter()
+                .map(|g| {
+                    (
+                        g.name().to_string(),
+                        g.state().to_string(),
+                        g.members().len(),
+                    )
+                })
+                .collect();
+            rows.sort();
+            for (name, state, members) in rows {
+                if json {
+                    super::line(format!(
+                        "{}",
+                        serde_json::json!({"group_id": name, "state": state, "members": members})
+                    ));
+                } else {
+                    super::line(format!("{name}\t{state}\tmembers={members}"));
+                }
+            }
+        }
+        GroupsCommand::Describe { group, kafka, json } => {
+            let consumer: BaseConsumer = kafka
+                .client()?
+                .set("group.id", &group)
+                .create()
+                .context("Kafka client")?;
+            let list = consumer
+                .fetch_group_list(Some(&group), kafka.timeout())
+                .with_context(|| format!("cannot describe group {group}"))?;
+            let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+                return Err(NotFound(format!("no group '{group}'")).into());
+            };
+            let state = info.state().to_string();
+            if state == "Dead" {
+                return Err(NotFound(format!("no group '{group}'")).into());
+            }
+            let members: Vec<serde_json::Value> = info
+                .members()
+                .iter()
+                .map(|m| serde_json::json!({"member_id": m.id(), "client_id": m.client_id(), "host": m.client_host()}))
+                .collect();
+            let md = consumer
+                .fetch_metadata(None, kafka.timeout())
+                .context("Metadata")?;
+            let mut tpl = TopicPartitionList::new();
+            for t in md.topics() {
+                for p in t.partitions() {
+                    if tpl.count() < MAX_PARTITIONS {
+                        tpl.add_partition(t.name(), p.id());
+                    }
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, kafka.timeout())
+                .context("OffsetFetch")?;
+            let mut offsets = Vec::new();
+            let mut total = 0i64;
+            for e in committed.elements() {
+                let Offset::Offset(o) = e.offset() else {
+                    continue;
+                };
+                let (_, hi) = consumer
+                    .fetch_watermarks(e.topic(), e.partition(), kafka.timeout())
+                    .context("ListOffsets")?;
+                let lag = (hi - o).max(0);
+                total += lag;
+                offsets.push(serde_json::json!({
+                    "topic": e.topic(), "partition": e.partition(),
+                    "committed_offset": o, "log_end_offset": hi, "lag": lag,
+                }));
+            }
+            drop(committed);
+            if json {
+                super::line(format!(
+                    "{}",
+                    serde_json::json!({"group_id": group, "state": state, "members": members, "offsets": offsets, "lag": total})
+                ));
+            } else {
+                super::line(format!(
+                    "group {group}\tstate {state}\tmembers {}\tlag {total}",
+                    members.len()
+                ));
+                for m in &members {
+                    super::line(format!(
+                        "  member {}\t{}\t{}",
+                        m["member_id"], m["client_id"], m["host"]
+                    ));
+                }
+                for o in &offsets {
+                    super::line(format!(
+                        "  {}/{}\tcommitted {}\tlog end {}\tlag {}",
+                        o["topic"].as_str().unwrap_or_default(),
+                        o["partition"],
+                        o["committed_offset"],
+                        o["log_end_offset"],
+                        o["lag"]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! `kafkabox customers` and `kafkabox dlq`: Kafka has no word for profiles or dead-letter
+//! replay, so these call kafkabox's HTTP API (docs/http-api.md).
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::{HttpArgs, NotFound};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CustomersCommand {
+    /// A customer's profile and recent events.
+    Show {
+        customer_id: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Customers whose id contains QUERY (all when empty).
+    Search {
+        #[arg(default_value = "")]
+        query: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DlqFilter {
+    /// Original topic or its dead-letter topic.
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long)]
+    source: Option<String>,
+    /// A part of the reason.
+    #[arg(long)]
+    reason: Option<String>,
+    /// `contract` or a handler's name.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Dead-lettered at or after (ms since the epoch).
+    #[arg(long)]
+    since: Option<i64>,
+    /// Dead-lettered before (ms since the epoch).
+    #[arg(long)]
+    until: Option<i64>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, newest first.
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// any, pending, replayed or skipped.
+        #[arg(long, default_value = "any")]
+        status: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// One JSON object per dead letter.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Hand dead letters a handler refused back to it: one (--topic, --partition, --offset)
+    /// or every pending one whose reason contains --reason.
+    Replay {
+        #[command(flatten)]
+        filter: DlqFilter,
+        #[arg(long)]
+        partition: Option<i32>,
+        #[arg(long)]
+        offset: Option<i64>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Mark dead letters as skipped (same selection as replay).
+    Skip {
+        #[command(flatten)]
+        filter: DlqFilter,
+        #[arg(long)]
+        partition: Option<i32>,
+        #[arg(long)]
+        offset: Option<i64>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+/// (status, JSON body) of one request.
+async fn call(
+    http: &HttpArgs,
+    method: hyper::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
+    let url = format!("{}{path}", http.http.trim_end_matches('/'));
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = &http.token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .with_context(|| format!("bad URL {url}"))?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(req))
+        .await
+        .with_context(|| format!("{url}: no answer within 60 s"))?
+        .with_context(|| format!("cannot reach kafkabox's HTTP API at {}", http.http))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{url}: answer is not JSON (HTTP {status})"))?;
+    match status {
+        200..=299 => Ok((status, v)),
+        404 => Err(NotFound(v["error"].as_str().unwrap_or("not found").to_string()).into()),
+        401 => bail!(
+            "{} (pass --token or set KAFKABOX_HTTP_TOKEN)",
+            v["error"].as_str().unwrap_or("unauthorized")
+        ),
+        _ => Ok((status, v)),
+    }
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub async fn customers(cmd: CustomersCommand) -> Result<()> {
+    match cmd {
+        CustomersCommand::Show { customer_id, http } => {
+            let (_, profile) = call(
+                &http,
+                hyper::Method::GET,
+                &format!("/api/customers/{}", enc(&customer_id)),
+                None,
+            )
+            .await?;
+            super::line(serde_json::to_string_pretty(&profile)?);
+        }
+        CustomersCommand::Search { query, limit, http } => {
+            let (_, found) = call(
+                &http,
+                hyper::Method::GET,
+                &format!("/api/customers?q={}&limit={limit}", enc(&query)),
+                None,
+            )
+            .await?;
+            for c in found["customers"].as_array().into_iter().flatten() {
+                super::line(format!(
+                    "{}\tevents={}\tlast={}",
+                    c["customer_id"].as_str().unwrap_or_default(),
+                    c["events"],
+                    c["last_event"]["timestamp"].as_str().unwrap_or("-")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn selection(
+    filter: DlqFilter,
+    partition: Option<i32>,
+    offset: Option<i64>,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::json!({});
+    if let (Some(p), Some(o)) = (partition, offset) {
+        let topic = filter
+            .topic
+            .context("one dead letter needs --topic, --partition and --offset")?;
+        let topic = if topic.ends_with(".dlq") {
+            topic
+        } else {
+            format!("{topic}.dlq")
+        };
+        v = serde_json::json!({"topic": topic, "partition": p, "offset": o});
+        return Ok(v);
+    }
+    if partition.is_some() || offset.is_some() {
+        bail!("one dead letter needs --topic, --partition and --offset");
+    }
+    let Some(reason) = filter.reason else {
+        bail!("give --topic, --partition and --offset of one dead letter, or --reason for all of a reason");
+    };
+    v["reason"] = reason.into();
+    for (k, val) in [
+        ("topic", filter.topic),
+        ("source", filter.source),
+        ("stage", filter.stage),
+    ] {
+        if let Some(val) = val {
+            v[k] = val.into();
+        }
+    }
+    if let Some(s) = filter.since {
+        v["since"] = s.into();
+    }
+    if let Some(u) = filter.until {
+        v["until"] = u.into();
+    }
+    Ok(v)
+}
+
+pub async fn dlq(cmd: DlqCommand) -> Result<()> {
+    let (action, filter, partition, offset, http) = match cmd {
+        DlqCommand::List {
+            filter,
+            status,
+            limit,
+            json,
+            http,
+        } => {
+            let mut q = format!("/api/dlq?status={}&limit={limit}", enc(&status));
+            for (k, v) in [
+                ("topic", &filter.topic),
+                ("source", &filter.source),
+                ("reason", &filter.reason),
+                ("stage", &filter.stage),
+            ] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={}", enc(v)));
+                }
+            }
+            for (k, v) in [("since", filter.since), ("until", filter.until)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={v}"));
+                }
+            }
+            let (status, found) = call(&http, hyper::Method::GET, &q, None).await?;
+            if status != 200 {
+                bail!("{}", found["error"].as_str().unwrap_or("failed"));
+            }
+            for d in found["dead_letters"].as_array().into_iter().flatten() {
+                if json {
+                    super::line(format!("{d}"));
+                } else {
+                    super::line(format!(
+                        "{}/{}@{}\t{}\t{}\t{}\t{}",
+                        d["topic"].as_str().unwrap_or_default(),
+                        d["partition"],
+                        d["offset"],
+                        d["status"].as_str().unwrap_or_default(),
+                        d["source"].as_str().unwrap_or_default(),
+                        d["stage"].as_str().unwrap_or("-"),
+                        d["reason"].as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        DlqCommand::Replay {
+            filter,
+            partition,
+            offset,
+            http,
+        } => ("replay", filter, partition, offset, http),
+        DlqCommand::Skip {
+            filter,
+            partition,
+            offset,
+            http,
+        } => ("skip", filter, partition, offset, http),
+    };
+    let body = selection(filter, partition, offset)?;
+    let (status, out) = call(
+        &http,
+        hyper::Method::POST,
+        &format!("/api/dlq/{action}"),
+        Some(body),
+    )
+    .await?;
+    if status == 400 {
+        bail!("{}", out["error"].as_str().unwrap_or("bad request"));
+    }
+    let mut problems = 0;
+    for r in out["results"].as_array().into_iter().flatten() {
+        let result = r["result"].as_str().unwrap_or_default();
+        if result == "failed" || result == "refused" {
+            problems += 1;
+        }
+        super::line(format!(
+            "{}/{}@{}\t{result}\t{}",
+            r["topic"].as_str().unwrap_or_default(),
+            r["partition"],
+            r["offset"],
+            r["error"].as_str().unwrap_or("")
+        ));
+    }
+    eprintln!(
+        "{} dead letters {}",
+        out["done"],
+        if action == "replay" {
+            "replayed"
+        } else {
+            "skipped"
+        }
+    );
+    if problems > 0 {
+        bail!(
+            "{problems} could not be {}",
+            if action == "replay" {
+                "replayed"
+            } else {
+                "skipped"
+            }
+        );
+    }
+    Ok(())
+}

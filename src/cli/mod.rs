@@ -1,0 +1,107 @@
+//! The client commands of the `kafkabox` binary. They speak Kafka through librdkafka (the
+//! rdkafka crate), so `topics`, `produce`, `consume` and `groups` work against any Kafka
+//! cluster too; `customers` and `dlq` have no Kafka equivalent and use kafkabox's HTTP API.
+//!
+//! Exit codes, for scripts: 0 done; 1 failed (broker or HTTP API unreachable, request
+//! refused); 2 bad usage or configuration; 3 not found (topic, group, customer, dead letter).
+
+pub mod consume;
+pub mod groups;
+pub mod httpapi;
+pub mod produce;
+pub mod topics;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::ClientConfig;
+
+pub use consume::ConsumeArgs;
+pub use groups::GroupsCommand;
+pub use httpapi::{CustomersCommand, DlqCommand};
+pub use produce::ProduceArgs;
+pub use topics::TopicsCommand;
+
+/// Exit code of a command whose target does not exist.
+pub const EXIT_NOT_FOUND: i32 = 3;
+
+/// Something named does not exist (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// How to reach a Kafka cluster (kafkabox or any other).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers.
+    #[arg(
+        long,
+        short = 'b',
+        env = "KAFKABOX_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap: String,
+    /// A librdkafka client setting, KEY=VALUE (repeatable), e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub client_settings: Vec<String>,
+    /// How long to wait for the cluster, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl KafkaArgs {
+    pub fn client(&self) -> Result<ClientConfig> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("log_level", "3")
+            .set("socket.timeout.ms", self.timeout_ms.max(10).to_string());
+        for kv in &self.client_settings {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("-X {kv}: expected KEY=VALUE"))?;
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// How to reach kafkabox's HTTP API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Base URL of kafkabox's HTTP API.
+    #[arg(long, env = "KAFKABOX_HTTP", default_value = "http://127.0.0.1:8080")]
+    pub http: String,
+    /// Bearer token (`http.token` of the server).
+    #[arg(long, env = "KAFKABOX_HTTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Prints one line on stdout. A closed stdout (`| head`) ends the command quietly, as Unix
+/// tools do.
+pub fn line(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("kafkabox: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A spinner with a count on stderr when it is a terminal (hidden otherwise).
+pub fn progress(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
