@@ -18,6 +18,8 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # The dashboard test drives Debian's chromium with playwright-core (tests/js).
 [ -x "${KB_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
+# tests/contrib.rs checks contrib/kafkabox.service with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq

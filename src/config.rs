@@ -576,6 +576,17 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for (key, _) in KEYS {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "{key} is missing from the README's configuration reference"
+            );
+        }
+    }
+
+    #[test]
     fn errors_are_clear() {
         let mut c = Config::default();
         let e = c.set("num.partitons", "3").unwrap_err().to_string();

@@ -1,0 +1,63 @@
+//! contrib/: the systemd unit passes `systemd-analyze verify` (scripts/test.sh installs
+//! systemd's tools where they are missing), and the example config file starts the real
+//! `kafkabox serve` with its settings in effect.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn systemd_unit_verifies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("contrib/kafkabox.service")).unwrap();
+    assert!(unit
+        .contains("ExecStart=/usr/local/bin/kafkabox serve --config /etc/kafkabox/kafkabox.toml"));
+    // verify checks that ExecStart's program exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kafkabox.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/kafkabox", env!("CARGO_BIN_EXE_kafkabox")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; scripts/test.sh installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(
+        !stderr.contains("kafkabox.service"),
+        "warnings about the unit: {stderr}"
+    );
+}
+
+#[test]
+fn example_config_starts_serve() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = common::BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            root.join("contrib/kafkabox.toml").to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let topics = common::http(
+        broker.http_addr(),
+        "GET",
+        "/api/topics/customer-events",
+        None,
+        None,
+    );
+    assert_eq!(topics.status, 200, "{}", topics.body);
+    assert_eq!(
+        topics.json()["partition_count"],
+        3,
+        "num.partitions = 3 from the file"
+    );
+    assert_eq!(broker.terminate().code(), Some(0));
+}
