@@ -386,6 +386,21 @@ fn client_commands_speak_kafka_and_http() {
         3,
     );
 
+    // A record that is not JSON: dead-lettered with source "unknown", counted under it.
+    let out = cli.run_stdin(&["produce", "customer-events"], "not json at all\n");
+    assert!(out.status.success());
+    let mut unknown = Vec::new();
+    for _ in 0..100 {
+        unknown = json_lines(&cli.expect(&["dlq", "list", "--json", "--source", "unknown"], 0));
+        if !unknown.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0]["value"], "not json at all");
+    assert_eq!(unknown[0]["value_encoding"], "utf8");
+
     // delete, usage errors, unreachable broker
     cli.expect(&["topics", "delete", "orders"], 0);
     cli.expect(&["topics", "delete", "orders"], 3);
@@ -406,4 +421,30 @@ fn client_commands_speak_kafka_and_http() {
     // -X passes librdkafka settings through (a bad one is refused).
     cli.expect(&["topics", "list", "-X", "client.id=cli-test"], 0);
     cli.expect(&["topics", "list", "-X", "no.such.setting=1"], 1);
+
+    // The log: each dead letter's warning names both offsets; valid events only as counts.
+    let mut log = String::new();
+    for _ in 0..150 {
+        log = broker.log_text();
+        if log.contains("events checked in the last 10 s") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(log.contains("events checked in the last 10 s"), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| {
+            l.contains("event sent to the dead-letter topic (contract)")
+                && l.contains("source=\"unknown\"")
+        })
+        .unwrap_or_else(|| panic!("no dead-letter warning: {log}"));
+    assert!(
+        warning.contains("dlq_topic=customer-events.dlq") && warning.contains("dlq_offset="),
+        "{warning}"
+    );
+    assert!(
+        !log.contains("cust-9"),
+        "valid events are not logged one by one: {log}"
+    );
 }
