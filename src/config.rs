@@ -15,6 +15,16 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 /// Every setting of the broker.
+/// A secret setting (`http.token`): shown as `***` in debug output and logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `listen`: address of the Kafka listener.
@@ -68,7 +78,7 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// `http.token`: when set, every HTTP request but /health, /metrics and the dashboard page
     /// must carry `Authorization: Bearer <token>`.
-    pub http_token: Option<String>,
+    pub http_token: Option<Secret>,
     /// `http.max.body.bytes`: largest HTTP request body accepted.
     pub http_max_body_bytes: usize,
     /// `webhook.url`: where the webhook handler POSTs.
@@ -304,7 +314,7 @@ impl Config {
             }
             "http.token" => {
                 let v = value.trim();
-                self.http_token = (!v.is_empty()).then(|| v.to_string());
+                self.http_token = (!v.is_empty()).then(|| Secret(v.to_string()));
             }
             "http.max.body.bytes" => self.http_max_body_bytes = positive(k, parse_num(k, value)?)?,
             "customer.events.schema" => {

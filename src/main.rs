@@ -139,31 +139,56 @@ fn init_logging(default_filter: &str, format: LogFormat) {
     }
 }
 
-async fn wait_for_signal() -> Result<&'static str> {
+/// SIGINT and SIGTERM, installed before anything starts so that a signal arriving during
+/// start-up still shuts down cleanly.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
-            _ = term.recv() => Ok("SIGTERM"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
+
+    async fn wait(&mut self) -> Result<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => Ok("SIGINT"),
+                _ = self.term.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            Ok("Ctrl-C")
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let mut signals = Signals::install()?;
     let config = load_config(&args)?;
     // The broker plus the built-in customer-events contract (invalid events go to
     // customer-events.dlq).
     let app = kafkabox::appliance::from_config(config)?.start().await?;
-    let signal = wait_for_signal().await?;
+    let signal = signals.wait().await?;
     tracing::info!(
         signal,
         "shutting down: no new connections, answering requests in flight, flushing"

@@ -809,3 +809,54 @@ async fn http_api_matches_openapi_and_works() {
     );
     drop(p);
 }
+
+/// Listing dead letters reads the dead-letter topic from its end backwards in windows: the
+/// newest come first, and a filter finds old ones past the first window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_listing_reaches_past_the_newest_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    let addr = broker.http_addr();
+    let p = common::producer(broker.addr, &[("linger.ms", "5")]);
+    let mut sends = Vec::new();
+    for i in 0..2500 {
+        let source = if i < 10 { "old" } else { "new" };
+        let value = json!({"source": source, "n": i}).to_string();
+        sends.push(
+            p.send_result(
+                rdkafka::producer::FutureRecord::<(), _>::to("customer-events").payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap(),
+        );
+    }
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    wait_for("2,500 dead letters", || {
+        let a = http(addr, "GET", "/api/topics/customer-events.dlq", None, None);
+        a.json()["records"] == 2500
+    });
+    let newest = http(addr, "GET", "/api/dlq?limit=3", None, None).json();
+    let offsets: Vec<i64> = newest["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![2499, 2498, 2497]);
+    let old = http(addr, "GET", "/api/dlq?source=old&limit=1000", None, None).json();
+    let old = old["dead_letters"].as_array().unwrap();
+    assert_eq!(old.len(), 10);
+    assert!(old
+        .iter()
+        .all(|d| d["original"]["offset"].as_i64().unwrap() < 10));
+    let some = http(addr, "GET", "/api/dlq?source=old&limit=4", None, None).json();
+    let got: Vec<i64> = some["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, vec![9, 8, 7, 6], "the newest four of the old ones");
+}

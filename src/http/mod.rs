@@ -51,6 +51,9 @@ pub struct Sources {
 /// A response.
 pub type Resp = Response<Full<Bytes>>;
 
+/// Most HTTP connections served at once.
+const MAX_CONNECTIONS: usize = 256;
+
 /// Most topics, groups or partitions one JSON answer lists.
 pub const MAX_ITEMS: usize = 10_000;
 
@@ -478,7 +481,7 @@ pub async fn serve(
     let server = Arc::new(Server {
         sources,
         router,
-        token: config.http_token.clone(),
+        token: config.http_token.as_ref().map(|t| t.0.clone()),
         max_body: config.http_max_body_bytes,
     });
     tracing::info!(
@@ -486,8 +489,17 @@ pub async fn serve(
         token = server.token.is_some(),
         "HTTP listener ready: dashboard at http://{bound}/, API under /api, /health, /ready, /metrics"
     );
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
+            // At most MAX_CONNECTIONS at once: the next accept waits for one to close.
+            let permit = tokio::select! {
+                _ = shutdown.changed() => return,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
             let accepted = tokio::select! {
                 _ = shutdown.changed() => return,
                 a = listener.accept() => a,
@@ -504,6 +516,7 @@ pub async fn serve(
                     .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), svc);
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(120), conn).await;
+                drop(permit);
             });
         }
     });

@@ -15,6 +15,8 @@ use crate::pipeline::{Event, Handler, HandlerError, DEAD_LETTER_STAGE};
 
 /// Most records of the dead-letter topics one listing scans (newest kept).
 pub const MAX_SCAN: usize = 100_000;
+/// Records read per step of a listing (newest first).
+const WINDOW: usize = 1000;
 /// Most dead letters one answer lists, replays or skips.
 pub const MAX_LIST: usize = 1000;
 
@@ -269,24 +271,33 @@ impl DeadLetters {
         let mut found: Vec<DeadLetter> = Vec::new();
         for t in &topics {
             for p in &t.partitions {
+                // Windows from the newest backwards, until `limit` match or the budget is spent.
                 let o = self.services.store.offsets(p);
-                let from = (o.log_end - per_partition as i64).max(o.log_start);
-                let (records, _) = super::records::read(
-                    &self.services.store,
-                    p,
-                    from,
-                    per_partition,
-                    self.services.config.max_inflated_batch_bytes,
-                )?;
+                let floor = (o.log_end - per_partition as i64).max(o.log_start);
+                let mut end = o.log_end;
                 let mut newest: VecDeque<DeadLetter> = VecDeque::new();
-                for r in records {
-                    let d = self.parse(&t.meta.name, p.index, r)?;
-                    if Self::matches(f, &d) {
-                        newest.push_back(d);
-                        if newest.len() > limit {
-                            newest.pop_front();
+                while end > floor && newest.len() < limit {
+                    let from = (end - WINDOW as i64).max(floor);
+                    let (records, _) = super::records::read(
+                        &self.services.store,
+                        p,
+                        from,
+                        (end - from) as usize,
+                        self.services.config.max_inflated_batch_bytes,
+                    )?;
+                    let mut window = Vec::new();
+                    for r in records.into_iter().filter(|r| r.offset < end) {
+                        let d = self.parse(&t.meta.name, p.index, r)?;
+                        if Self::matches(f, &d) {
+                            window.push(d);
                         }
                     }
+                    for d in window.into_iter().rev() {
+                        if newest.len() < limit {
+                            newest.push_front(d);
+                        }
+                    }
+                    end = from;
                 }
                 found.extend(newest);
             }

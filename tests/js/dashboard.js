@@ -68,6 +68,7 @@ async function main() {
     // Recent events and topics.
     await page.waitForFunction(() => document.querySelector("#events tbody").textContent.includes("bundle_purchase"), null, { timeout: 15000 });
     assert((await page.locator("#topics tbody").textContent()).includes("customer-events.dlq"), "topics list the dead-letter topic");
+    assert(/\d+(\.\d)? (B|KiB|MiB)/.test(await page.locator("#topics td.size").first().textContent()), "topic sizes are shown");
     // The dead letters: the rejected event (contract) and the handler's refusals.
     await page.waitForFunction(() => document.querySelectorAll("#dlq button.replay").length >= 3, null, { timeout: 30000 });
     const dlqText = await page.locator("#dlq tbody").textContent();
