@@ -418,6 +418,31 @@ fn client_commands_speak_kafka_and_http() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    // The connection flags themselves (the rest of this test uses the environment).
+    let bootstrap = broker.addr.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(["topics", "list", "--bootstrap", &bootstrap])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("customer-events")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args([
+            "customers",
+            "search",
+            "cust",
+            "--limit",
+            "1",
+            "--http",
+            &cli.http,
+            "--token",
+            "cli-token",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     // -X passes librdkafka settings through (a bad one is refused).
     cli.expect(&["topics", "list", "-X", "client.id=cli-test"], 0);
     cli.expect(&["topics", "list", "-X", "no.such.setting=1"], 1);
