@@ -241,26 +241,37 @@ impl ApplianceBuilder {
         };
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();
+        // One profile cache for every topic with profiles; its lock serialises updates.
+        let profiles: pipeline::SharedProfiles = Arc::new(std::sync::Mutex::new(
+            crate::profile::Profiles::new(crate::profile::CACHE_BYTES),
+        ));
         for (topic, contract) in compiled {
             let t = ensure_topic(&topics, &topic, partitions).await?;
             let dlq = ensure_dead_letter_topic(&topics, &t).await?;
+            // A topic with a contract and profiles: one stage checks each record once and
+            // updates the profiles from the valid ones (offsets of both stages kept).
+            let with_profiles = self.profiles.contains(&topic);
             let stage = Stage::DeadLetter {
                 dlq,
                 stats: stats.clone(),
+                profiles: with_profiles.then(|| profiles.clone()),
             };
-            groups.register_pipeline(stage.name(), &t.meta.name);
+            for name in stage.names() {
+                groups.register_pipeline(name, &t.meta.name);
+            }
             pipeline::spawn(&mut tasks, &shared, &t, stage, Some(contract.clone()));
             contracts.insert(topic, contract);
         }
-        let profile_lock = Arc::new(tokio::sync::Mutex::new(()));
         for topic in self.profiles {
+            if contracts.contains_key(&topic) {
+                continue;
+            }
             let t = ensure_topic(&topics, &topic, partitions).await?;
-            let contract = contracts.get(&topic).cloned();
             let stage = Stage::Profile {
-                lock: profile_lock.clone(),
+                profiles: profiles.clone(),
             };
             groups.register_pipeline(stage.name(), &t.meta.name);
-            pipeline::spawn(&mut tasks, &shared, &t, stage, contract);
+            pipeline::spawn(&mut tasks, &shared, &t, stage, None);
         }
         let mut replayers: Vec<(String, String, Arc<dyn Handler>)> = Vec::new();
         for (topic, handler) in self.handlers {

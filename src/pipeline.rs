@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -56,8 +58,12 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, events: &[Event]) -> Result<(), HandlerError>;
 }
 
-/// Most bytes of stored batches read per pass.
+/// Most bytes of stored batches read per pass of a handler stage (a handler's batch).
 const READ_BYTES: usize = 1024 * 1024;
+/// Most bytes read per pass of the contract and profile stages. Bigger passes under a backlog
+/// write each touched profile once for more events (a pass of 1 MiB over 1,000 customers wrote
+/// every profile for every ~5 events); when caught up, passes stay as small as what arrived.
+const INTERNAL_READ_BYTES: usize = 4 * 1024 * 1024;
 /// Most a compressed batch may inflate to while decoding.
 const INFLATE_LIMIT: usize = 64 * 1024 * 1024;
 /// Retry backoff for transient failures: first and cap.
@@ -147,12 +153,22 @@ pub enum Stage {
     },
     /// Checks every record against the topic's contract and appends the invalid ones to the
     /// dead-letter topic, in the same atomic write as its own offset commit. Counts per source.
-    DeadLetter { dlq: Arc<Topic>, stats: IngestStats },
-    /// Updates customer profiles ([`crate::profile`]) from the valid records, in the same
-    /// atomic write as its offset commit. `lock` serialises updates across partitions (one
-    /// customer's events may arrive on several).
-    Profile { lock: Arc<tokio::sync::Mutex<()>> },
+    /// With `profiles`, it also updates the customer profiles from the valid records it has
+    /// just checked (each record is parsed and checked once) and commits the profile stage's
+    /// offset in that same write.
+    DeadLetter {
+        dlq: Arc<Topic>,
+        stats: IngestStats,
+        profiles: Option<SharedProfiles>,
+    },
+    /// Updates customer profiles ([`crate::profile`]) from the records of a topic without a
+    /// contract (every JSON record), in the same atomic write as its offset commit.
+    Profile { profiles: SharedProfiles },
 }
+
+/// The profile cache shared by every partition's worker; its lock also serialises profile
+/// updates across partitions (one customer's events may arrive on several).
+pub type SharedProfiles = Arc<Mutex<crate::profile::Profiles>>;
 
 impl Stage {
     pub fn name(&self) -> &str {
@@ -160,6 +176,16 @@ impl Stage {
             Stage::Handler { handler, .. } => handler.name(),
             Stage::DeadLetter { .. } => DEAD_LETTER_STAGE,
             Stage::Profile { .. } => PROFILE_STAGE,
+        }
+    }
+
+    /// Every stage name whose offsets this stage commits.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Stage::DeadLetter {
+                profiles: Some(_), ..
+            } => vec![DEAD_LETTER_STAGE, PROFILE_STAGE],
+            other => vec![other.name()],
         }
     }
 }
@@ -371,15 +397,22 @@ pub fn spawn(
         metrics,
         shutdown,
     } = shared;
+    let core_stage = stage.clone();
     for part in &topic.partitions {
         let worker = Worker {
-            metrics: metrics.clone(),
-            store: store.clone(),
-            topic: topic.meta.name.clone(),
-            part: part.clone(),
+            core: Arc::new(Core {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                topic: topic.meta.name.clone(),
+                part: part.clone(),
+                contract: contract.clone(),
+            }),
+            lags: core_stage
+                .names()
+                .iter()
+                .map(|n| lag.slot(n, part, store))
+                .collect(),
             stage: stage.clone(),
-            contract: contract.clone(),
-            lag: lag.slot(stage.name(), part, store),
             shutdown: shutdown.clone(),
         };
         let span = tracing::info_span!(
@@ -405,15 +438,33 @@ fn source_of(e: &Event) -> Option<String> {
     v.get("source")?.as_str().map(str::to_string)
 }
 
-struct Worker {
+/// The synchronous half of a worker: reading, checking and committing. It runs on blocking
+/// threads, never on the async runtime's.
+struct Core {
     metrics: Arc<crate::services::metrics::Metrics>,
     store: Store,
     topic: String,
     part: Arc<Partition>,
-    stage: Stage,
     contract: Option<Arc<Contract>>,
-    lag: Arc<LagSlot>,
+}
+
+struct Worker {
+    core: Arc<Core>,
+    stage: Stage,
+    /// One per name in `stage.names()`.
+    lags: Vec<Arc<LagSlot>>,
     shutdown: watch::Receiver<bool>,
+}
+
+/// Runs `f` on a blocking thread; a panic there becomes a storage error (retried).
+async fn off_runtime<T, F>(f: F) -> Result<T, kafkabox_storage::StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, kafkabox_storage::StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| kafkabox_storage::StoreError::Corrupt(format!("pipeline task: {e}")))?
 }
 
 impl Worker {
@@ -425,18 +476,24 @@ impl Worker {
     /// after its backoff.
     async fn run(mut self) {
         let name = self.stage.name().to_string();
-        let mut next = match self.store.consumer_offset(&self.part, &name) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the committed offset; pipeline not started");
-                return;
+        // Where each committed name stands; the worker starts at the earliest and each name
+        // skips what it already did (a data dir whose stages were apart).
+        let mut starts = Vec::new();
+        for n in self.stage.names() {
+            match self.core.store.consumer_offset(&self.core.part, n) {
+                Ok(o) => starts.push(o),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the committed offset; pipeline not started");
+                    return;
+                }
             }
-        };
-        let mut appends = self.store.subscribe_appends();
+        }
+        let mut next = starts.iter().copied().min().unwrap_or(0);
+        let mut appends = self.core.store.subscribe_appends();
         let mut shutdown = self.shutdown.clone();
         while !self.stopping() {
             appends.borrow_and_update();
-            let offsets = self.store.offsets(&self.part);
+            let offsets = self.core.store.offsets(&self.core.part);
             if next < offsets.log_start {
                 tracing::warn!(
                     from = next,
@@ -445,7 +502,9 @@ impl Worker {
                 );
                 next = offsets.log_start;
             }
-            self.lag.next.store(next, Ordering::SeqCst);
+            for l in &self.lags {
+                l.next.store(next, Ordering::SeqCst);
+            }
             if next >= offsets.log_end {
                 tokio::select! {
                     _ = appends.changed() => {}
@@ -453,79 +512,173 @@ impl Worker {
                 }
                 continue;
             }
-            let (events, end) = match self.read(next) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(offset = next, error = %e, "cannot read the log; retrying");
-                    self.sleep(BACKOFF_MAX).await;
-                    continue;
-                }
-            };
+            let core = self.core.clone();
             let committed = match self.stage.clone() {
                 Stage::Handler { handler, dlq } => {
-                    // Undecodable batches: the dead-letter stage's when the topic has a
-                    // contract, this stage's to dead-letter otherwise.
-                    let (broken, events): (Vec<Event>, Vec<Event>) =
-                        events.into_iter().partition(|e| e.decode_error.is_some());
-                    let broken: Vec<(&Event, String, Option<String>)> = if self.contract.is_some() {
-                        Vec::new()
-                    } else {
-                        broken
-                            .iter()
-                            .map(|e| (e, e.decode_error.clone().unwrap_or_default(), None))
-                            .collect()
-                    };
-                    let events: Vec<Event> = match &self.contract {
-                        // Invalid records are the dead-letter stage's; handlers see valid ones.
-                        Some(c) => events
-                            .into_iter()
-                            .filter(|e| c.check(e.value.as_deref()).is_ok())
-                            .collect(),
-                        None => events,
-                    };
-                    let outcome = if events.is_empty() {
-                        Delivery::Done
-                    } else {
-                        self.deliver(handler.as_ref(), &events).await
-                    };
-                    match outcome {
-                        Delivery::Done => self.append_dead_letters(&dlq, &broken, &name, end, &[]),
-                        Delivery::Refused(reason) => {
-                            let reason = format!("handler {name}: {reason}");
-                            let mut rejected: Vec<(&Event, String, Option<String>)> = events
-                                .iter()
-                                .map(|e| (e, reason.clone(), source_of(e)))
-                                .collect();
-                            rejected.extend(broken);
-                            rejected.sort_by_key(|(e, _, _)| e.offset);
-                            self.append_dead_letters(&dlq, &rejected, &name, end, &[])
-                        }
-                        Delivery::Interrupted => return, // unhandled events are handled next time
+                    match self.handler_pass(&core, handler, dlq, &name, next).await {
+                        Some(r) => r,
+                        None => return, // interrupted: unhandled events are handled next time
                     }
                 }
-                Stage::DeadLetter { dlq, stats } => self.dead_letter(&dlq, &stats, &events, end),
-                Stage::Profile { lock } => {
-                    let _serial = lock.lock().await;
-                    self.update_profiles(&events, end)
+                Stage::DeadLetter {
+                    dlq,
+                    stats,
+                    profiles,
+                } => {
+                    let skip = (starts.first().copied().unwrap_or(0), starts.get(1).copied());
+                    off_runtime(move || {
+                        let (events, end) = core.read(next, INTERNAL_READ_BYTES)?;
+                        core.dead_letter(&dlq, &stats, profiles.as_ref(), &events, end, skip)?;
+                        Ok(end)
+                    })
+                    .await
+                }
+                Stage::Profile { profiles } => {
+                    off_runtime(move || {
+                        let (events, end) = core.read(next, INTERNAL_READ_BYTES)?;
+                        core.update_profiles(&profiles, &events, end)?;
+                        Ok(end)
+                    })
+                    .await
                 }
             };
-            if let Err(e) = committed {
-                tracing::error!(error = %e, "cannot commit the pipeline offset; retrying");
-                self.sleep(BACKOFF_MAX).await;
-                continue;
+            match committed {
+                Ok(end) => next = end,
+                Err(e) => {
+                    tracing::error!(offset = next, error = %e, "cannot read or commit; retrying");
+                    self.sleep(BACKOFF_MAX).await;
+                }
             }
-            next = end;
         }
     }
 
+    /// One pass of a handler stage: read and check off the runtime, deliver, commit off the
+    /// runtime. None when shutdown interrupted the handler's retries.
+    async fn handler_pass(
+        &mut self,
+        core: &Arc<Core>,
+        handler: Arc<dyn Handler>,
+        dlq: Arc<Topic>,
+        name: &str,
+        next: i64,
+    ) -> Option<Result<i64, kafkabox_storage::StoreError>> {
+        let c = core.clone();
+        let read = off_runtime(move || {
+            let (events, end) = c.read(next, READ_BYTES)?;
+            // Undecodable batches: the dead-letter stage's when the topic has a contract,
+            // this stage's to dead-letter otherwise.
+            let (broken, events): (Vec<Event>, Vec<Event>) =
+                events.into_iter().partition(|e| e.decode_error.is_some());
+            let broken = if c.contract.is_some() {
+                Vec::new()
+            } else {
+                broken
+            };
+            // Invalid records are the dead-letter stage's; handlers see valid ones.
+            let events: Vec<Event> = match &c.contract {
+                Some(contract) => events
+                    .into_iter()
+                    .filter(|e| contract.check(e.value.as_deref()).is_ok())
+                    .collect(),
+                None => events,
+            };
+            Ok((events, broken, end))
+        })
+        .await;
+        let (events, broken, end) = match read {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let outcome = if events.is_empty() {
+            Delivery::Done
+        } else {
+            self.deliver(handler.as_ref(), &events).await
+        };
+        let name = name.to_string();
+        let c = core.clone();
+        let done = match outcome {
+            Delivery::Interrupted => return None,
+            Delivery::Done => {
+                off_runtime(move || {
+                    let broken: Vec<(&Event, String, Option<String>)> = broken
+                        .iter()
+                        .map(|e| (e, e.decode_error.clone().unwrap_or_default(), None))
+                        .collect();
+                    c.append_dead_letters(&dlq, &broken, &[&name], end, &[])
+                })
+                .await
+            }
+            Delivery::Refused(reason) => {
+                off_runtime(move || {
+                    let reason = format!("handler {name}: {reason}");
+                    let mut rejected: Vec<(&Event, String, Option<String>)> = events
+                        .iter()
+                        .map(|e| (e, reason.clone(), source_of(e)))
+                        .collect();
+                    rejected.extend(
+                        broken
+                            .iter()
+                            .map(|e| (e, e.decode_error.clone().unwrap_or_default(), None)),
+                    );
+                    rejected.sort_by_key(|(e, _, _)| e.offset);
+                    c.append_dead_letters(&dlq, &rejected, &[&name], end, &[])
+                })
+                .await
+            }
+        };
+        Some(done.map(|()| end))
+    }
+
+    /// Runs the handler until it succeeds, refuses the events permanently, or shutdown
+    /// interrupts its retries.
+    async fn deliver(&mut self, handler: &dyn Handler, events: &[Event]) -> Delivery {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            match handler.handle(events).await {
+                Ok(()) => return Delivery::Done,
+                Err(HandlerError::Permanent(reason)) => {
+                    tracing::warn!(
+                        first = events.first().map(|e| e.offset),
+                        last = events.last().map(|e| e.offset),
+                        %reason,
+                        "handler refused these events permanently; they go to the dead-letter topic"
+                    );
+                    return Delivery::Refused(reason);
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, %reason, "handler failed; retrying the same events");
+                    if !self.sleep(backoff).await {
+                        return Delivery::Interrupted;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless shutdown comes first; false on shutdown.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.stopping(),
+            _ = shutdown.changed() => false,
+        }
+    }
+}
+
+impl Core {
     /// Reads and decodes the records from `next` on; returns them and the offset after them.
     /// A batch that cannot be decoded is skipped with an error log (its records cannot be
     /// handed to anyone).
-    fn read(&self, next: i64) -> Result<(Vec<Event>, i64), kafkabox_storage::StoreError> {
+    fn read(
+        &self,
+        next: i64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Event>, i64), kafkabox_storage::StoreError> {
         let mut buf = BytesMut::new();
         let mut end = next;
         self.store
-            .read(&self.part, next, READ_BYTES, true, &mut buf)?;
+            .read(&self.part, next, max_bytes, true, &mut buf)?;
         let mut events = Vec::new();
         for b in batch::split_batches(&buf) {
             let (h, bytes) = match b {
@@ -581,39 +734,59 @@ impl Worker {
     }
 
     /// Checks `events` against the contract; appends the invalid ones to the dead-letter
-    /// topic together with this stage's offset commit (`end`), or just commits.
+    /// topic and, with `profiles`, applies the valid ones to the customer profiles, all in one
+    /// atomic write with this stage's offsets (`end`). `skip` holds where the contract stage
+    /// and the profile stage had got to: records before each were done already.
     fn dead_letter(
         &self,
         dlq: &Topic,
         stats: &IngestStats,
+        profiles: Option<&SharedProfiles>,
         events: &[Event],
         end: i64,
+        skip: (i64, Option<i64>),
     ) -> Result<(), kafkabox_storage::StoreError> {
-        let Some(contract) = &self.contract else {
-            return self
-                .store
-                .commit_consumer_offset(&self.part, DEAD_LETTER_STAGE, end)
-                .map(|_| ());
+        let names: &[&str] = if profiles.is_some() {
+            &[DEAD_LETTER_STAGE, PROFILE_STAGE]
+        } else {
+            &[DEAD_LETTER_STAGE]
         };
+        let Some(contract) = &self.contract else {
+            return self.append_dead_letters(dlq, &[], names, end, &[]);
+        };
+        let (checked_before, profiled_before) = (skip.0, skip.1.unwrap_or(i64::MAX));
         let mut rejected = Vec::new();
         let mut observed = Vec::with_capacity(events.len());
+        let mut valid: Vec<(Value, &Event)> = Vec::new();
         for e in events {
+            let count = e.offset >= checked_before;
             if let Some(reason) = &e.decode_error {
-                observed.push((None, Some(reason.clone())));
-                rejected.push((e, reason.clone(), None));
+                if count {
+                    observed.push((None, Some(reason.clone())));
+                    rejected.push((e, reason.clone(), None));
+                }
                 continue;
             }
             match contract.check(e.value.as_deref()) {
-                Ok(event) => observed.push((
-                    event
-                        .get("source")
-                        .and_then(|s| s.as_str())
-                        .map(str::to_string),
-                    None,
-                )),
+                Ok(event) => {
+                    if count {
+                        observed.push((
+                            event
+                                .get("source")
+                                .and_then(|s| s.as_str())
+                                .map(str::to_string),
+                            None,
+                        ));
+                    }
+                    if profiles.is_some() && e.offset >= profiled_before {
+                        valid.push((event, e));
+                    }
+                }
                 Err(r) => {
-                    observed.push((r.source.clone(), Some(r.reason.clone())));
-                    rejected.push((e, r.reason, r.source));
+                    if count {
+                        observed.push((r.source.clone(), Some(r.reason.clone())));
+                        rejected.push((e, r.reason, r.source));
+                    }
                 }
             }
         }
@@ -621,8 +794,31 @@ impl Worker {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let state = stats.writes(&observed)?;
-        self.append_dead_letters(dlq, &rejected, DEAD_LETTER_STAGE, end, &state)?;
+        let mut state = stats.writes(&observed)?;
+        match profiles {
+            None => self.append_dead_letters(dlq, &rejected, names, end, &state)?,
+            Some(profiles) => {
+                let mut cache = match profiles.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                let valid: Vec<crate::profile::Valid<'_>> = valid
+                    .iter()
+                    .map(|(event, e)| crate::profile::Valid {
+                        event,
+                        raw: e.value.as_deref().unwrap_or_default(),
+                        partition: e.partition,
+                        offset: e.offset,
+                    })
+                    .collect();
+                let (changed, writes) = cache.apply(&self.store, &valid)?;
+                state.extend(writes);
+                if let Err(e) = self.append_dead_letters(dlq, &rejected, names, end, &state) {
+                    cache.forget(&changed);
+                    return Err(e);
+                }
+            }
+        }
         stats.observe(&observed);
         Ok(())
     }
@@ -634,16 +830,17 @@ impl Worker {
         &self,
         dlq: &Topic,
         rejected: &[(&Event, String, Option<String>)],
-        name: &str,
+        names: &[&str],
         end: i64,
         state: &[kafkabox_storage::StateEntry],
     ) -> Result<(), kafkabox_storage::StoreError> {
         if rejected.is_empty() {
             return self
                 .store
-                .commit_with_state(&self.part, name, end, state)
+                .commit_with_state(&self.part, names, end, state)
                 .map(|_| ());
         }
+        let name = names.first().copied().unwrap_or_default();
         let partition = self.part.index.to_string();
         let meta: Vec<[String; 2]> = rejected
             .iter()
@@ -700,7 +897,7 @@ impl Worker {
                 &header,
                 kafkabox_storage::ConsumerCommit {
                     source: &self.part,
-                    name,
+                    names,
                     next_offset: end,
                     state,
                 },
@@ -730,77 +927,50 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies the valid events to the customer profiles and commits them with `end`.
+    /// Applies the JSON records of a topic without a contract to the customer profiles and
+    /// commits them with `end`.
     fn update_profiles(
         &self,
+        profiles: &SharedProfiles,
         events: &[Event],
         end: i64,
     ) -> Result<(), kafkabox_storage::StoreError> {
-        let valid: Vec<(serde_json::Value, i32, i64)> = events
+        let parsed: Vec<(Value, &Event)> = events
             .iter()
             .filter_map(|e| {
-                let parsed = match &self.contract {
+                let v = match &self.contract {
                     Some(c) => c.check(e.value.as_deref()).ok(),
                     None => e
                         .value
                         .as_deref()
                         .and_then(|v| serde_json::from_slice(v).ok()),
                 };
-                parsed.map(|v| (v, e.partition, e.offset))
+                v.map(|v| (v, e))
             })
             .collect();
-        let profiles = crate::profile::apply_all(&valid, |customer| {
-            self.store
-                .state(&crate::profile::profile_key(customer))
-                .map(|v| v.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
-        })?;
-        let writes: Vec<(Vec<u8>, Vec<u8>)> = profiles
+        let valid: Vec<crate::profile::Valid<'_>> = parsed
             .iter()
-            .map(|(customer, doc)| {
-                (
-                    crate::profile::profile_key(customer),
-                    doc.to_string().into_bytes(),
-                )
+            .map(|(event, e)| crate::profile::Valid {
+                event,
+                raw: e.value.as_deref().unwrap_or_default(),
+                partition: e.partition,
+                offset: e.offset,
             })
             .collect();
-        self.store
-            .commit_with_state(&self.part, PROFILE_STAGE, end, &writes)
-            .map(|_| ())
-    }
-
-    /// Runs the handler until it succeeds, refuses the events permanently, or shutdown
-    /// interrupts its retries.
-    async fn deliver(&mut self, handler: &dyn Handler, events: &[Event]) -> Delivery {
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            match handler.handle(events).await {
-                Ok(()) => return Delivery::Done,
-                Err(HandlerError::Permanent(reason)) => {
-                    tracing::warn!(
-                        first = events.first().map(|e| e.offset),
-                        last = events.last().map(|e| e.offset),
-                        %reason,
-                        "handler refused these events permanently; they go to the dead-letter topic"
-                    );
-                    return Delivery::Refused(reason);
-                }
-                Err(HandlerError::Transient(reason)) => {
-                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, %reason, "handler failed; retrying the same events");
-                    if !self.sleep(backoff).await {
-                        return Delivery::Interrupted;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+        let mut cache = match profiles.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (changed, writes) = cache.apply(&self.store, &valid)?;
+        match self
+            .store
+            .commit_with_state(&self.part, &[PROFILE_STAGE], end, &writes)
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                cache.forget(&changed);
+                Err(e)
             }
-        }
-    }
-
-    /// Sleeps unless shutdown comes first; false on shutdown.
-    async fn sleep(&mut self, d: Duration) -> bool {
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(d) => !self.stopping(),
-            _ = shutdown.changed() => false,
         }
     }
 }

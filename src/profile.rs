@@ -3,9 +3,10 @@
 //! (appliance state `profile/<customer_id>`) and each update is written in the same atomic
 //! batch as the handler's offset commit, so a crash never counts an event twice or drops it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// How many recent events a profile keeps.
 pub const RECENT_EVENTS: usize = 20;
@@ -15,98 +16,204 @@ pub fn profile_key(customer_id: &str) -> Vec<u8> {
     format!("profile/{customer_id}").into_bytes()
 }
 
-/// Applies one valid event (already checked against the contract) to a profile document
-/// (`Value::Null` for a new customer). `offset` and `partition` say where the event is stored.
-pub fn apply(profile: &mut Value, event: &Value, partition: i32, offset: i64) {
-    let customer = event
-        .get("customer_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let event_type = event
-        .get("event_type")
-        .and_then(Value::as_str)
-        .unwrap_or("custom");
-    let source = event
-        .get("source")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
-    let timestamp = event.get("timestamp").cloned().unwrap_or(Value::Null);
-    let value = event.get("value").and_then(Value::as_f64);
-    if !profile.is_object() {
-        *profile = json!({
-            "customer_id": customer,
-            "events": 0,
-            "by_type": {},
-            "first_event": Value::Null,
-            "last_event": Value::Null,
-            "last_by_source": {},
-            "recent": [],
-        });
-    }
-    let Some(p) = profile.as_object_mut() else {
-        return;
-    };
-    let events = p.get("events").and_then(Value::as_u64).unwrap_or(0) + 1;
-    p.insert("events".into(), json!(events));
-    let by_type = p.entry("by_type").or_insert_with(|| json!({}));
-    if let Some(by_type) = by_type.as_object_mut() {
-        let t = by_type
-            .entry(event_type.to_string())
-            .or_insert_with(|| json!({"count": 0, "value_sum": 0.0}));
-        let count = t.get("count").and_then(Value::as_u64).unwrap_or(0) + 1;
-        let sum = t.get("value_sum").and_then(Value::as_f64).unwrap_or(0.0) + value.unwrap_or(0.0);
-        *t = json!({"count": count, "value_sum": sum});
-    }
-    let stamp = json!({"timestamp": timestamp, "event_type": event_type, "source": source});
-    if p.get("first_event").is_none_or(Value::is_null) {
-        p.insert("first_event".into(), stamp.clone());
-    }
-    p.insert("last_event".into(), stamp);
-    let mut summary = Map::new();
-    summary.insert("partition".into(), json!(partition));
-    summary.insert("offset".into(), json!(offset));
-    summary.insert("event".into(), event.clone());
-    let summary = Value::Object(summary);
-    if let Some(by_source) = p
-        .entry("last_by_source")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-    {
-        by_source.insert(source.to_string(), summary.clone());
-    }
-    if let Some(recent) = p
-        .entry("recent")
-        .or_insert_with(|| json!([]))
-        .as_array_mut()
-    {
-        recent.push(summary);
-        if recent.len() > RECENT_EVENTS {
-            let excess = recent.len() - RECENT_EVENTS;
-            recent.drain(..excess);
+/// Totals of one event type.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    pub count: u64,
+    pub value_sum: f64,
+}
+
+/// When and what an event was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub timestamp: Value,
+    pub event_type: String,
+    pub source: String,
+}
+
+/// An event as the profile keeps it: where it is stored and its JSON as sent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    pub partition: i32,
+    pub offset: i64,
+    pub event: Box<RawValue>,
+}
+
+/// A customer's profile, stored as JSON under [`profile_key`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default)]
+    pub events: u64,
+    #[serde(default)]
+    pub by_type: BTreeMap<String, Totals>,
+    #[serde(default)]
+    pub first_event: Option<Stamp>,
+    #[serde(default)]
+    pub last_event: Option<Stamp>,
+    #[serde(default)]
+    pub last_by_source: BTreeMap<String, Kept>,
+    #[serde(default)]
+    pub recent: VecDeque<Kept>,
+}
+
+/// A valid event to apply: its parsed JSON, its JSON as stored, and where it is stored.
+#[derive(Debug)]
+pub struct Valid<'a> {
+    pub event: &'a Value,
+    pub raw: &'a [u8],
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Profile {
+    /// Applies one valid event (already checked against the contract).
+    pub fn apply(&mut self, v: &Valid<'_>) {
+        let event = v.event;
+        let text = |k: &str, default: &str| -> String {
+            event
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or(default)
+                .to_string()
+        };
+        if self.customer_id.is_empty() {
+            self.customer_id = text("customer_id", "");
+        }
+        let event_type = text("event_type", "custom");
+        let source = text("source", "unknown");
+        self.events += 1;
+        let t = self.by_type.entry(event_type.clone()).or_default();
+        t.count += 1;
+        t.value_sum += event.get("value").and_then(Value::as_f64).unwrap_or(0.0);
+        let stamp = Stamp {
+            timestamp: event.get("timestamp").cloned().unwrap_or(Value::Null),
+            event_type,
+            source: source.clone(),
+        };
+        if self.first_event.is_none() {
+            self.first_event = Some(stamp.clone());
+        }
+        self.last_event = Some(stamp);
+        let raw = serde_json::from_slice::<Box<RawValue>>(v.raw)
+            .or_else(|_| serde_json::value::to_raw_value(event));
+        let Ok(raw) = raw else {
+            return;
+        };
+        let kept = Kept {
+            partition: v.partition,
+            offset: v.offset,
+            event: raw,
+        };
+        self.last_by_source.insert(source, kept.clone());
+        self.recent.push_back(kept);
+        while self.recent.len() > RECENT_EVENTS {
+            self.recent.pop_front();
         }
     }
 }
 
-/// Applies a run of valid events to the profiles they touch, loading each profile once with
-/// `load`. Returns the new documents by customer id.
-pub fn apply_all<E>(
-    events: &[(Value, i32, i64)],
-    mut load: impl FnMut(&str) -> Result<Option<Value>, E>,
-) -> Result<BTreeMap<String, Value>, E> {
-    let mut touched: BTreeMap<String, Value> = BTreeMap::new();
-    for (event, partition, offset) in events {
-        let Some(customer) = event.get("customer_id").and_then(Value::as_str) else {
-            continue;
-        };
-        if !touched.contains_key(customer) {
-            let current = load(customer)?.unwrap_or(Value::Null);
-            touched.insert(customer.to_string(), current);
-        }
-        if let Some(p) = touched.get_mut(customer) {
-            apply(p, event, *partition, *offset);
+/// Hot profiles kept in memory between passes, at most about `cap` bytes of their JSON, so a
+/// pass reads and decodes only the customers it has not seen lately. Only the profile stage
+/// writes profiles, one pass at a time, so the cache is exactly what the store holds once a
+/// pass commits; a pass that fails to commit [`Profiles::forget`]s what it changed.
+#[derive(Debug)]
+pub struct Profiles {
+    cache: HashMap<String, (Profile, usize)>,
+    bytes: usize,
+    cap: usize,
+}
+
+/// Default bound of the profile cache.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+impl Profiles {
+    pub fn new(cap: usize) -> Profiles {
+        Profiles {
+            cache: HashMap::new(),
+            bytes: 0,
+            cap,
         }
     }
-    Ok(touched)
+
+    /// Applies `events` in order and returns the ids and state writes (key, JSON) of the
+    /// profiles they changed, to commit atomically with the pass's offset. The cache already
+    /// holds the changed profiles: if the commit fails, call [`Profiles::forget`].
+    pub fn apply(
+        &mut self,
+        store: &kafkabox_storage::Store,
+        events: &[Valid<'_>],
+    ) -> Result<(Vec<String>, Vec<kafkabox_storage::StateEntry>), kafkabox_storage::StoreError>
+    {
+        let mut touched: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for v in events {
+            let Some(customer) = v.event.get("customer_id").and_then(Value::as_str) else {
+                continue;
+            };
+            if !self.cache.contains_key(customer) {
+                let stored = store.state(&profile_key(customer))?;
+                let profile = match stored {
+                    Some(bytes) => serde_json::from_slice::<Profile>(&bytes).map_err(|e| {
+                        kafkabox_storage::StoreError::Corrupt(format!(
+                            "stored profile of customer {customer}: {e}"
+                        ))
+                    })?,
+                    None => Profile::default(),
+                };
+                self.cache.insert(customer.to_string(), (profile, 0));
+            }
+            if let Some((p, _)) = self.cache.get_mut(customer) {
+                p.apply(v);
+            }
+            if seen.insert(customer.to_string()) {
+                touched.push(customer.to_string());
+            }
+        }
+        let mut writes = Vec::with_capacity(touched.len());
+        for id in &touched {
+            if let Some((p, size)) = self.cache.get_mut(id) {
+                let bytes = serde_json::to_vec(p).unwrap_or_default();
+                self.bytes = self.bytes + bytes.len() - (*size).min(self.bytes);
+                *size = bytes.len();
+                writes.push((profile_key(id), bytes));
+            }
+        }
+        self.evict(&seen);
+        Ok((touched, writes))
+    }
+
+    /// Drops `ids` from the cache (their commit failed; the store has the older versions).
+    pub fn forget(&mut self, ids: &[String]) {
+        for id in ids {
+            if let Some((_, size)) = self.cache.remove(id) {
+                self.bytes = self.bytes.saturating_sub(size);
+            }
+        }
+    }
+
+    /// Keeps the cache under its bound, dropping profiles this pass did not touch.
+    fn evict(&mut self, keep: &HashSet<String>) {
+        if self.bytes <= self.cap {
+            return;
+        }
+        let victims: Vec<String> = self
+            .cache
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .take(self.cache.len() / 2 + 1)
+            .cloned()
+            .collect();
+        for id in victims {
+            if let Some((_, size)) = self.cache.remove(&id) {
+                self.bytes = self.bytes.saturating_sub(size);
+            }
+            if self.bytes <= self.cap / 2 {
+                break;
+            }
+        }
+    }
 }
 
 /// Most profiles one search reads.
@@ -178,10 +285,24 @@ pub fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn valid(e: &Value, offset: i64) -> (Value, Vec<u8>, i64) {
+        (e.clone(), serde_json::to_vec(e).unwrap(), offset)
+    }
 
     #[test]
     fn counts_sums_first_last_and_recent() {
-        let mut p = Value::Null;
+        let mut p = Profile::default();
+        let apply = |p: &mut Profile, e: &Value, offset: i64| {
+            let (event, raw, offset) = valid(e, offset);
+            p.apply(&Valid {
+                event: &event,
+                raw: &raw,
+                partition: 0,
+                offset,
+            });
+        };
         for (i, (t, v, s)) in [
             ("recharge", 50.0, "billing"),
             ("data_usage", 500.5, "in"),
@@ -191,26 +312,39 @@ mod tests {
         .enumerate()
         {
             let e = json!({"source": s, "customer_id": "42", "event_type": t, "timestamp": format!("2024-01-15T10:3{i}:00Z"), "value": v});
-            apply(&mut p, &e, 0, i as i64);
+            apply(&mut p, &e, i as i64);
         }
-        assert_eq!(p["events"], 3);
-        assert_eq!(p["by_type"]["recharge"]["count"], 2);
-        assert_eq!(p["by_type"]["recharge"]["value_sum"], 70.0);
-        assert_eq!(p["by_type"]["data_usage"]["value_sum"], 500.5);
-        assert_eq!(p["first_event"]["timestamp"], "2024-01-15T10:30:00Z");
-        assert_eq!(p["last_event"]["timestamp"], "2024-01-15T10:32:00Z");
-        assert_eq!(p["last_by_source"]["billing"]["offset"], 2);
-        assert_eq!(p["last_by_source"]["in"]["event"]["value"], 500.5);
-        assert_eq!(p["recent"].as_array().unwrap().len(), 3);
+        let doc = serde_json::to_value(&p).unwrap();
+        assert_eq!(doc["customer_id"], "42");
+        assert_eq!(doc["events"], 3);
+        assert_eq!(doc["by_type"]["recharge"]["count"], 2);
+        assert_eq!(doc["by_type"]["recharge"]["value_sum"], 70.0);
+        assert_eq!(doc["by_type"]["data_usage"]["value_sum"], 500.5);
+        assert_eq!(doc["first_event"]["timestamp"], "2024-01-15T10:30:00Z");
+        assert_eq!(doc["last_event"]["timestamp"], "2024-01-15T10:32:00Z");
+        assert_eq!(doc["last_by_source"]["billing"]["offset"], 2);
+        assert_eq!(doc["last_by_source"]["in"]["event"]["value"], 500.5);
+        assert_eq!(doc["recent"].as_array().unwrap().len(), 3);
         for i in 0..30 {
             let e = json!({"source": "app", "customer_id": "42", "event_type": "app_login", "timestamp": "2024-01-15T11:00:00Z", "value": null});
-            apply(&mut p, &e, 0, 10 + i);
+            apply(&mut p, &e, 10 + i);
         }
-        assert_eq!(p["recent"].as_array().unwrap().len(), RECENT_EVENTS);
-        assert_eq!(p["recent"][RECENT_EVENTS - 1]["offset"], 39);
+        let doc = serde_json::to_value(&p).unwrap();
+        assert_eq!(doc["recent"].as_array().unwrap().len(), RECENT_EVENTS);
+        assert_eq!(doc["recent"][RECENT_EVENTS - 1]["offset"], 39);
         assert_eq!(
-            p["by_type"]["app_login"]["value_sum"], 0.0,
+            doc["by_type"]["app_login"]["value_sum"], 0.0,
             "null values add nothing"
         );
+        // The stored form reads back.
+        let back: Profile = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), doc);
+    }
+
+    #[test]
+    fn a_new_profile_serialises_with_nulls() {
+        let doc = serde_json::to_value(Profile::default()).unwrap();
+        assert_eq!(doc["first_event"], Value::Null);
+        assert_eq!(doc["recent"], json!([]));
     }
 }

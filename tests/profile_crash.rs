@@ -126,3 +126,73 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
     );
     store.close().unwrap();
 }
+
+/// A data dir whose contract stage is ahead of its profile stage (written before the two ran as
+/// one pass, or with profiles turned on later): the combined stage applies the profile to what
+/// the profile stage had not seen, without dead-lettering or counting anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_ahead_of_profiles_catches_up_without_double_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // First run: the contract stage only (no profile handler).
+    let mut broker = BrokerProcess::spawn(&data, &["--set", "customer.events.handlers=log"]);
+    let p = common::producer(broker.addr, &[("acks", "all")]);
+    for i in 0..6 {
+        let payload = if i == 3 {
+            r#"{"source":"billing","customer_id":"c1"}"#.to_string()
+        } else {
+            format!(
+                r#"{{"source":"billing","customer_id":"c1","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":{i}}}"#
+            )
+        };
+        p.send(
+            FutureRecord::<(), _>::to("customer-events").payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    }
+    drop(p);
+    let http = broker.http_addr();
+    common::wait_until("the contract stage to finish", || {
+        let a = common::http(http, "GET", "/api/sources", None, None);
+        a.json()["billing"]["received"] == 6
+    })
+    .await;
+    assert_eq!(broker.terminate().code(), Some(0));
+    {
+        let store = Store::open(StoreConfig::new(&data)).unwrap();
+        let t = store.topic("customer-events").unwrap();
+        assert_eq!(
+            store.consumer_offset(&t.partitions[0], "contract").unwrap(),
+            6
+        );
+        assert_eq!(
+            store.consumer_offset(&t.partitions[0], "profile").unwrap(),
+            0
+        );
+        store.close().unwrap();
+    }
+    // Second run: profiles on (the default).
+    let mut broker = BrokerProcess::spawn(&data, &[]);
+    let http = broker.http_addr();
+    common::wait_until("the profile", || {
+        let a = common::http(http, "GET", "/api/customers/c1", None, None);
+        a.status == 200 && a.json()["events"] == 5
+    })
+    .await;
+    let sources = common::http(http, "GET", "/api/sources", None, None).json();
+    assert_eq!(
+        sources["billing"]["received"], 6,
+        "not counted twice: {sources}"
+    );
+    assert_eq!(sources["billing"]["rejected"], 1);
+    let dlq = common::http(http, "GET", "/api/topics/customer-events.dlq", None, None).json();
+    assert_eq!(dlq["records"], 1, "not dead-lettered twice");
+    let profile = common::http(http, "GET", "/api/customers/c1", None, None).json();
+    assert_eq!(
+        profile["by_type"]["recharge"]["value_sum"], 12.0,
+        "0+1+2+4+5"
+    );
+    assert_eq!(broker.terminate().code(), Some(0));
+}

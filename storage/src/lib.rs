@@ -315,7 +315,8 @@ impl CommittedOffset {
 pub struct ConsumerCommit<'a> {
     /// The partition the consumer reads.
     pub source: &'a Partition,
-    pub name: &'a str,
+    /// Every consumer name that commits `next_offset` (stages that run as one).
+    pub names: &'a [&'a str],
     pub next_offset: i64,
     pub state: &'a [StateEntry],
 }
@@ -1232,7 +1233,7 @@ impl Store {
     ) -> Result<Appended, AppendError> {
         let ConsumerCommit {
             source,
-            name,
+            names,
             next_offset,
             state,
         } = commit;
@@ -1246,10 +1247,12 @@ impl Store {
         let st = part.state.lock().map_err(|_| StoreError::Closed)?;
         let base_offset = st.next_offset;
         let mut b = chunk_writes(part.id, base_offset, bytes)?;
-        b.insert(
-            consumer_key(source.id, name),
-            &(next_offset as u64).to_be_bytes(),
-        );
+        for name in names {
+            b.insert(
+                consumer_key(source.id, name),
+                &(next_offset as u64).to_be_bytes(),
+            );
+        }
         for (k, v) in state {
             b.insert(app_key(k), v.as_slice());
         }
@@ -1257,12 +1260,12 @@ impl Store {
         Ok(self.appended(st, base_offset, h))
     }
 
-    /// Commits `next_offset` for consumer `name` on `part` together with appliance-state
+    /// Commits `next_offset` for consumers `names` on `part` together with appliance-state
     /// writes (`key`, `value`), in one atomic write: a crash keeps all or none.
     pub fn commit_with_state(
         &self,
         part: &Partition,
-        name: &str,
+        names: &[&str],
         next_offset: i64,
         state: &[StateEntry],
     ) -> Result<u64, StoreError> {
@@ -1270,10 +1273,12 @@ impl Store {
         for (k, v) in state {
             b.insert(app_key(k), v.as_slice());
         }
-        b.insert(
-            consumer_key(part.id, name),
-            &(next_offset as u64).to_be_bytes(),
-        );
+        for name in names {
+            b.insert(
+                consumer_key(part.id, name),
+                &(next_offset as u64).to_be_bytes(),
+            );
+        }
         self.inner.log.apply_batch(b)?;
         Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
     }

@@ -354,7 +354,7 @@ async fn appliance_state_commits_with_the_offset() {
             (b"profile/b".to_vec(), b"2".to_vec()),
         ];
         let seq = s
-            .commit_with_state(&t.partitions[0], "profile", 7, &state)
+            .commit_with_state(&t.partitions[0], &["profile"], 7, &state)
             .unwrap();
         s.wait_durable(seq).await.unwrap();
         s.close().unwrap();
