@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Bytes of 1 KiB records consumed by consumer groups of 1 and 3 members, 0 to skip.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     consume_bytes: usize,
+    /// Also write the results as JSON to this file (to compare a run with the last one).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
     /// Group sizes whose rebalance time is measured (20 partitions, heartbeat.interval.ms=100).
     #[arg(long, value_delimiter = ',', default_value = "2,20")]
     rebalance_members: Vec<usize>,
@@ -94,13 +97,50 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     result
 }
 
+/// Bytes the files under `dir` take on disk (allocated blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes.
+fn rss_peak() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
-    println!(
-        "kafkabox bench: {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+    let mut report = serde_json::Map::new();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    report.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    report.insert("cores".into(), cores.into());
+    report.insert(
+        "unix_time_s".into(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .into(),
     );
+    println!("kafkabox bench: {cores} cores");
     let loopback = loopback_mib_per_s(512 * 1024 * 1024).await?;
     println!("reference: loopback TCP, one connection, 1 MiB writes: {loopback:.0} MiB/s");
     let file = tokio::task::spawn_blocking({
@@ -144,6 +184,12 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
             results.push(r);
         }
     }
+    // Space on disk per byte of record payload, after the throughput runs.
+    let payload: u64 = results.iter().map(|r| (r.messages * r.size) as u64).sum();
+    let space = (server.is_some() && payload > 0).then(|| {
+        let on_disk = disk_usage(&scratch.join("data"));
+        (on_disk, on_disk as f64 / payload as f64)
+    });
     let (p50, p99, n) = latency(&addr, args.latency_messages, args.quiet).await?;
     println!("produce-to-fetch latency (acks=all, linger.ms=0, {n} messages): p50 {p50:.2} ms, p99 {p99:.2} ms");
 
@@ -167,18 +213,55 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         );
     }
     println!("  produce-to-fetch p50 / p99    {p50:.2} / {p99:.2} ms");
+    if let Some((on_disk, ratio)) = space {
+        println!(
+            "  space on disk                 {ratio:>8.2} x the record payload ({:.0} MiB for {:.0} MiB)",
+            on_disk as f64 / 1048576.0,
+            payload as f64 / 1048576.0
+        );
+        report.insert(
+            "space".into(),
+            serde_json::json!({"bytes_on_disk": on_disk, "payload_bytes": payload, "ratio": ratio}),
+        );
+    }
+    report.insert("loopback_mib_s".into(), loopback.into());
+    report.insert("durable_file_append_mib_s".into(), file.into());
+    report.insert(
+        "produce".into(),
+        results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "size": r.size, "acks": r.acks, "messages": r.messages, "secs": r.secs,
+                    "msgs_per_s": r.msgs_per_s(), "mib_per_s": r.mib_per_s(),
+                    "fraction_of_loopback": r.mib_per_s() / loopback,
+                    "fraction_of_durable_bound": r.mib_per_s() / file,
+                })
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    report.insert(
+        "produce_to_fetch_ms".into(),
+        serde_json::json!({"p50": p50, "p99": p99, "messages": n}),
+    );
     if args.consume_bytes > 0 {
-        for line in consume_bench(&addr, args.consume_bytes, args.quiet).await? {
+        let lines = consume_bench(&addr, args.consume_bytes, args.quiet).await?;
+        for line in &lines {
             println!("  {line}");
         }
+        report.insert("consume".into(), lines.into());
     }
+    let mut rebalance = serde_json::Map::new();
     for &n in &args.rebalance_members {
         let secs = rebalance_bench(&addr, n).await?;
         println!(
             "  rebalance, {n:>2} members joining at once (20 partitions): {:.0} ms until every member owns partitions",
             secs * 1000.0
         );
+        rebalance.insert(n.to_string(), (secs * 1000.0).into());
     }
+    report.insert("rebalance_ms_by_members".into(), rebalance.into());
     if let Some(s) = server {
         s.shutdown().await?;
     }
@@ -196,6 +279,26 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
             "  produce-to-handled p50 / p99 / p99.9  {:.2} / {:.2} / {:.2} ms ({} events at 10,000/s, acks=all, through the contract to a handler)",
             h.p50, h.p99, h.p999, h.latency_events
         );
+        report.insert(
+            "handlers".into(),
+            serde_json::json!({
+                "events_per_s": h.events as f64 / h.secs, "events": h.events,
+                "customers": HANDLER_CUSTOMERS, "drain_secs": h.secs, "produced_secs": h.produced_secs,
+                "latency_ms": {"p50": h.p50, "p99": h.p99, "p999": h.p999, "events": h.latency_events},
+            }),
+        );
+    }
+    if let Some(peak) = rss_peak() {
+        println!(
+            "  peak RSS of this process      {:>8.0} MiB (the in-process broker and the client)",
+            peak as f64 / 1048576.0
+        );
+        report.insert("rss_peak_bytes".into(), peak.into());
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(report))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("results written to {}", path.display());
     }
     Ok(())
 }

@@ -148,6 +148,8 @@ async fn handler_chains_per_topic_from_the_config() {
 #[test]
 fn bench_runs_every_section() {
     let dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json_path = out_dir.path().join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args([
             "bench",
@@ -168,6 +170,8 @@ fn bench_runs_every_section() {
             "20480",
             "--rebalance-members",
             "2,3",
+            "--json",
+            json_path.to_str().unwrap(),
         ])
         .output()
         .expect("run kafkabox bench");
@@ -186,9 +190,28 @@ fn bench_runs_every_section() {
         "rebalance,  2 members",
         "rebalance,  3 members",
         "handlers (contract + profile)",
+        "produce-to-handled p50 / p99 / p99.9",
+        "space on disk",
+        "peak RSS",
     ] {
         assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
     }
+    // The same results as JSON.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("bench.json")).unwrap();
+    assert_eq!(report["produce"].as_array().unwrap().len(), 2, "{report}");
+    assert!(
+        report["produce"][1]["fraction_of_durable_bound"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(report["handlers"]["events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["handlers"]["latency_ms"]["p999"].as_f64().is_some());
+    assert!(report["space"]["ratio"].as_f64().unwrap() > 0.0);
+    assert!(report["rss_peak_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(report["consume"].as_array().unwrap().len(), 2);
+    assert!(report["rebalance_ms_by_members"]["3"].as_f64().is_some());
     // It cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
