@@ -266,6 +266,8 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         s.shutdown().await?;
     }
     if args.handler_events > 0 {
+        // Each section measures itself, not the write-back of the ones before.
+        let _ = tokio::process::Command::new("sync").status().await;
         let h = handler_bench(&scratch.join("handlers"), args.handler_events, args.quiet).await?;
         println!(
             "  handlers (contract + profile)  {:>8.0} events/s ({} events, {} customers, {:.2} s to drain; produced in {:.2} s)",
