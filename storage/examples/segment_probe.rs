@@ -1,0 +1,139 @@
+//! A probe for the segmented store (issue 8): is a sealed sled database cheap to reopen, and do
+//! many small open databases keep RSS bounded? Writes into a scratch directory, prints figures.
+//!
+//! `cargo run --release -p kafkabox-storage --example segment_probe -- [DIR] [SEGMENT_MIB] [SEGMENTS]`
+//! (`PROBE_KEEP=1` keeps DIR; then `PROBE_OPEN_ONLY=1` with the same arguments opens the sealed
+//! segments in a fresh process and reports its RSS).
+
+use std::time::Instant;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn open(path: &std::path::Path, cache: u64) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache)
+        .flush_every_ms(None)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .expect("open")
+}
+
+fn fill(db: &sled::Db, mib: usize) {
+    let tree = db.open_tree("log").unwrap();
+    let value = vec![7u8; 64 * 1024];
+    for i in 0..(mib * 16) as u64 {
+        tree.insert(i.to_be_bytes(), value.as_slice()).unwrap();
+        if i % 256 == 255 {
+            db.flush().unwrap();
+        }
+    }
+    db.flush().unwrap();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(args.get(1).cloned().unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("segment-probe-{}", std::process::id()))
+            .display()
+            .to_string()
+    }));
+    let seg_mib: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(256);
+    let segments: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(16);
+    std::fs::create_dir_all(&dir).unwrap();
+    if std::env::var_os("PROBE_OPEN_ONLY").is_some() {
+        // A fresh process opening segments written by an earlier run (keep DIR): RSS without
+        // the writer's memory.
+        let before = rss_kib();
+        let t = Instant::now();
+        let dbs: Vec<sled::Db> = (0..segments)
+            .map(|s| open(&dir.join(format!("seg-{s}")), 1 << 20))
+            .collect();
+        let opened = t.elapsed();
+        let mut n = 0;
+        for db in &dbs {
+            let tree = db.open_tree("log").unwrap();
+            for item in tree.iter().take(64) {
+                n += item.unwrap().1.len();
+            }
+        }
+        println!(
+            "{segments} sealed segments opened in {:.1} ms, 4 MiB read from each ({} MiB): RSS {} MiB (process started at {} MiB)",
+            opened.as_secs_f64() * 1e3,
+            n >> 20,
+            rss_kib() / 1024,
+            before / 1024
+        );
+        return;
+    }
+    println!(
+        "probe in {}: segments of {seg_mib} MiB, {segments} of them",
+        dir.display()
+    );
+
+    // 1. One segment: open times after writing, then after clean closes.
+    let one = dir.join("one");
+    let t = Instant::now();
+    {
+        let db = open(&one, 64 << 20);
+        fill(&db, seg_mib);
+    }
+    println!(
+        "write {seg_mib} MiB and close: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    for round in 1..=3 {
+        let t = Instant::now();
+        let db = open(&one, 1 << 20);
+        let opened = t.elapsed();
+        let tree = db.open_tree("log").unwrap();
+        let t2 = Instant::now();
+        let first = tree.first().unwrap().is_some();
+        let last = tree.last().unwrap().is_some();
+        println!(
+            "reopen #{round}: open {:.1} ms, first+last key {:.2} ms ({first} {last}), RSS {} MiB",
+            opened.as_secs_f64() * 1e3,
+            t2.elapsed().as_secs_f64() * 1e3,
+            rss_kib() / 1024
+        );
+        drop(tree);
+        drop(db);
+    }
+
+    // 2. Many sealed segments open at once, small caches: RSS.
+    let before = rss_kib();
+    for s in 0..segments {
+        let db = open(&dir.join(format!("seg-{s}")), 1 << 20);
+        fill(&db, seg_mib / 8);
+    }
+    let t = Instant::now();
+    let dbs: Vec<sled::Db> = (0..segments)
+        .map(|s| open(&dir.join(format!("seg-{s}")), 1 << 20))
+        .collect();
+    let open_all = t.elapsed();
+    for db in &dbs {
+        let tree = db.open_tree("log").unwrap();
+        let _ = tree.get(0u64.to_be_bytes()).unwrap();
+    }
+    println!(
+        "{segments} sealed segments of {} MiB opened in {:.1} ms, one read each: RSS {} MiB (was {} MiB)",
+        seg_mib / 8,
+        open_all.as_secs_f64() * 1e3,
+        rss_kib() / 1024,
+        before / 1024
+    );
+    drop(dbs);
+    if std::env::var_os("PROBE_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
