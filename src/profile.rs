@@ -155,11 +155,15 @@ impl Profiles {
             if !self.cache.contains_key(customer) {
                 let stored = store.state(&profile_key(customer))?;
                 let profile = match stored {
-                    Some(bytes) => serde_json::from_slice::<Profile>(&bytes).map_err(|e| {
-                        kafkabox_storage::StoreError::Corrupt(format!(
-                            "stored profile of customer {customer}: {e}"
-                        ))
-                    })?,
+                    Some(bytes) => match serde_json::from_slice::<Profile>(&bytes) {
+                        Ok(p) => p,
+                        // One unreadable profile must not stop every customer's events: it
+                        // starts again from this event, and the log says so.
+                        Err(e) => {
+                            tracing::error!(customer, error = %e, "stored profile cannot be read; starting it again");
+                            Profile::default()
+                        }
+                    },
                     None => Profile::default(),
                 };
                 self.cache.insert(customer.to_string(), (profile, 0));
@@ -339,6 +343,48 @@ mod tests {
         // The stored form reads back.
         let back: Profile = serde_json::from_value(doc.clone()).unwrap();
         assert_eq!(serde_json::to_value(&back).unwrap(), doc);
+    }
+
+    #[test]
+    fn an_unreadable_stored_profile_does_not_stop_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            kafkabox_storage::Store::open(kafkabox_storage::StoreConfig::new(dir.path())).unwrap();
+        store
+            .put_state(&[(profile_key("7"), b"{not json".to_vec())])
+            .unwrap();
+        let e = json!({"source": "s", "customer_id": "7", "event_type": "recharge", "timestamp": "t", "value": 2});
+        let raw = serde_json::to_vec(&e).unwrap();
+        let mut profiles = Profiles::new(CACHE_BYTES);
+        let (changed, writes) = profiles
+            .apply(
+                &store,
+                &[Valid {
+                    event: &e,
+                    raw: &raw,
+                    partition: 0,
+                    offset: 0,
+                }],
+            )
+            .unwrap();
+        assert_eq!(changed, vec!["7".to_string()]);
+        let doc: Value = serde_json::from_slice(&writes[0].1).unwrap();
+        assert_eq!(doc["events"], 1);
+        // The cache serves the next pass without reading the store again.
+        profiles
+            .apply(
+                &store,
+                &[Valid {
+                    event: &e,
+                    raw: &raw,
+                    partition: 0,
+                    offset: 1,
+                }],
+            )
+            .unwrap();
+        profiles.forget(&changed);
+        assert!(profiles.cache.is_empty());
+        store.close().unwrap();
     }
 
     #[test]
