@@ -2,8 +2,9 @@
 //! crate) and reports produce throughput and produce-to-fetch latency, next to this machine's
 //! own loopback TCP throughput and durable file-append throughput measured in the same run.
 //!
-//! Without `--bootstrap` it starts a broker in this process on 127.0.0.1:0 over a fresh
-//! temporary data directory (removed afterwards).
+//! Without `--bootstrap` it starts `kafkabox serve` as a child process on 127.0.0.1:0 over a
+//! fresh temporary data directory (removed afterwards) and reports that process's memory; the
+//! handler section runs an appliance in this process.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use kafkabox::{Config, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -97,6 +96,109 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     result
 }
 
+/// `kafkabox serve` in a child process over `<scratch>/data`, so its memory is measured apart
+/// from the client's; its RSS is sampled every 100 ms.
+struct ChildBroker {
+    child: tokio::process::Child,
+    addr: String,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+fn vm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+impl ChildBroker {
+    async fn spawn(scratch: &Path) -> Result<ChildBroker> {
+        let log = scratch.join("broker.log");
+        let exe = std::env::current_exe().context("finding the kafkabox binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(scratch.join("data"))
+            .args(["--listen", "127.0.0.1:0", "--http-listen", ""])
+            .env("KAFKABOX_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting kafkabox serve")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(a) = text
+                .lines()
+                .find(|l| l.contains("Kafka listener ready"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+            {
+                break a.to_string();
+            }
+            if let Some(st) = child.try_wait()? {
+                bail!("kafkabox serve exited ({st}): {text}");
+            }
+            if Instant::now() > deadline {
+                bail!("kafkabox serve did not start within 60 s: {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let pid = child.id().unwrap_or(0);
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let p = peak.clone();
+        let sampler = tokio::spawn(async move {
+            loop {
+                match vm_rss(pid) {
+                    Some(r) => {
+                        p.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    None => return,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Ok(ChildBroker {
+            child,
+            addr,
+            peak,
+            sampler,
+        })
+    }
+
+    /// SIGTERM and wait; returns (peak RSS, RSS just before stopping).
+    async fn stop(&mut self) -> Result<(u64, u64)> {
+        let pid = self.child.id().unwrap_or(0);
+        let end = vm_rss(pid).unwrap_or(0);
+        self.sampler.abort();
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+            Ok(st) => {
+                let st = st?;
+                if !st.success() {
+                    bail!("kafkabox serve exited with {st}");
+                }
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("kafkabox serve did not stop within 60 s of SIGTERM");
+            }
+        }
+        Ok((
+            self.peak
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(end),
+            end,
+        ))
+    }
+}
+
 /// Bytes the files under `dir` take on disk (allocated blocks).
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -155,16 +257,14 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
     let (server, addr) = match &args.bootstrap {
         Some(b) => (None, b.clone()),
         None => {
-            let mut c = Config::default();
-            c.set("listen", "127.0.0.1:0")?;
-            c.data_dir = scratch.join("data");
-            let s = Server::start(c).await?;
-            let a = s.kafka_addr().to_string();
+            let b = ChildBroker::spawn(scratch).await?;
+            let a = b.addr.clone();
             println!(
-                "broker: in-process kafkabox at {a}, data in {}",
+                "broker: kafkabox serve (pid {}) at {a}, data in {}",
+                b.child.id().unwrap_or(0),
                 scratch.join("data").display()
             );
-            (Some(s), a)
+            (Some(b), a)
         }
     };
 
@@ -262,8 +362,17 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         rebalance.insert(n.to_string(), (secs * 1000.0).into());
     }
     report.insert("rebalance_ms_by_members".into(), rebalance.into());
-    if let Some(s) = server {
-        s.shutdown().await?;
+    if let Some(mut b) = server {
+        let (peak, idle) = b.stop().await?;
+        println!(
+            "  broker RSS                    {:>8.0} MiB peak while producing and consuming, {:.0} MiB at the end",
+            peak as f64 / 1048576.0,
+            idle as f64 / 1048576.0
+        );
+        report.insert(
+            "broker_rss_bytes".into(),
+            serde_json::json!({"peak": peak, "end": idle}),
+        );
     }
     if args.handler_events > 0 {
         // Each section measures itself, not the write-back of the ones before.
@@ -292,7 +401,7 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
     }
     if let Some(peak) = rss_peak() {
         println!(
-            "  peak RSS of this process      {:>8.0} MiB (the in-process broker and the client)",
+            "  peak RSS of this process      {:>8.0} MiB (the clients and the handler section's appliance)",
             peak as f64 / 1048576.0
         );
         report.insert("rss_peak_bytes".into(), peak.into());

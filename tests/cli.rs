@@ -192,6 +192,7 @@ fn bench_runs_every_section() {
         "handlers (contract + profile)",
         "produce-to-handled p50 / p99 / p99.9",
         "space on disk",
+        "broker RSS",
         "peak RSS",
     ] {
         assert!(stdout.contains(line), "no '{line}' in:\n{stdout}");
@@ -210,6 +211,7 @@ fn bench_runs_every_section() {
     assert!(report["handlers"]["latency_ms"]["p999"].as_f64().is_some());
     assert!(report["space"]["ratio"].as_f64().unwrap() > 0.0);
     assert!(report["rss_peak_bytes"].as_u64().unwrap() > 0);
+    assert!(report["broker_rss_bytes"]["peak"].as_u64().unwrap() > 0);
     assert_eq!(report["consume"].as_array().unwrap().len(), 2);
     assert!(report["rebalance_ms_by_members"]["3"].as_f64().is_some());
     // It cleans up after itself.
