@@ -438,6 +438,19 @@ fn source_of(e: &Event) -> Option<String> {
     v.get("source")?.as_str().map(str::to_string)
 }
 
+/// Parsed events with their stored JSON and place, as the profiles take them.
+fn to_valid<'a>(parsed: &'a [(Value, &'a Event)]) -> Vec<crate::profile::Valid<'a>> {
+    parsed
+        .iter()
+        .map(|(event, e)| crate::profile::Valid {
+            event,
+            raw: e.value.as_deref().unwrap_or_default(),
+            partition: e.partition,
+            offset: e.offset,
+        })
+        .collect()
+}
+
 /// The synchronous half of a worker: reading, checking and committing. It runs on blocking
 /// threads, never on the async runtime's.
 struct Core {
@@ -802,15 +815,7 @@ impl Core {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
-                let valid: Vec<crate::profile::Valid<'_>> = valid
-                    .iter()
-                    .map(|(event, e)| crate::profile::Valid {
-                        event,
-                        raw: e.value.as_deref().unwrap_or_default(),
-                        partition: e.partition,
-                        offset: e.offset,
-                    })
-                    .collect();
+                let valid = to_valid(&valid);
                 let (changed, writes) = cache.apply(&self.store, &valid)?;
                 state.extend(writes);
                 if let Err(e) = self.append_dead_letters(dlq, &rejected, names, end, &state) {
@@ -935,28 +940,13 @@ impl Core {
         events: &[Event],
         end: i64,
     ) -> Result<(), kafkabox_storage::StoreError> {
+        // Topics with a contract update profiles in their contract stage; here every record
+        // that is JSON counts.
         let parsed: Vec<(Value, &Event)> = events
             .iter()
-            .filter_map(|e| {
-                let v = match &self.contract {
-                    Some(c) => c.check(e.value.as_deref()).ok(),
-                    None => e
-                        .value
-                        .as_deref()
-                        .and_then(|v| serde_json::from_slice(v).ok()),
-                };
-                v.map(|v| (v, e))
-            })
+            .filter_map(|e| Some((serde_json::from_slice(e.value.as_deref()?).ok()?, e)))
             .collect();
-        let valid: Vec<crate::profile::Valid<'_>> = parsed
-            .iter()
-            .map(|(event, e)| crate::profile::Valid {
-                event,
-                raw: e.value.as_deref().unwrap_or_default(),
-                partition: e.partition,
-                offset: e.offset,
-            })
-            .collect();
+        let valid = to_valid(&parsed);
         let mut cache = match profiles.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

@@ -24,14 +24,11 @@ fn dashboard_shows_sources_dead_letters_and_profiles_and_replays() {
         "{chromium} is missing: scripts/test.sh installs Debian's chromium"
     );
     let dir = tempfile::tempdir().unwrap();
-    let flag = dir.path().join("downstream-down");
-    let out = dir.path().join("handled.jsonl");
-    std::fs::write(&flag, "").unwrap();
-    let exec = format!(
-        "if [ -e '{}' ]; then echo downstream is down >&2; exit 65; fi; cat >> '{}'",
-        flag.display(),
-        out.display()
-    );
+    let common::FlakyDownstream {
+        flag,
+        out,
+        command: exec,
+    } = common::FlakyDownstream::new(dir.path());
     let token = "dashboard-token";
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),

@@ -138,14 +138,11 @@ fn event(customer: &str, source: &str, i: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_matches_openapi_and_works() {
     let dir = tempfile::tempdir().unwrap();
-    let flag = dir.path().join("downstream-down");
-    let out = dir.path().join("handled.jsonl");
-    std::fs::write(&flag, "").unwrap();
-    let exec = format!(
-        "if [ -e '{}' ]; then echo downstream is down >&2; exit 65; fi; cat >> '{}'",
-        flag.display(),
-        out.display()
-    );
+    let common::FlakyDownstream {
+        flag,
+        out,
+        command: exec,
+    } = common::FlakyDownstream::new(dir.path());
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),
         &[

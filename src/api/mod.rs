@@ -111,12 +111,13 @@ pub fn first(codes: impl IntoIterator<Item = i16>) -> i16 {
     codes.into_iter().find(|c| *c != 0).unwrap_or(0)
 }
 
-/// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), `NONE` for 0.
-pub fn error_name(code: i16) -> String {
+/// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), `NONE` for 0 (borrowed: the
+/// answer to nearly every request allocates nothing here).
+pub fn error_name(code: i16) -> std::borrow::Cow<'static, str> {
     if code == 0 {
         return "NONE".into();
     }
-    match kafka_protocol::ResponseError::try_from_code(code) {
+    std::borrow::Cow::Owned(match kafka_protocol::ResponseError::try_from_code(code) {
         Some(e) => {
             let camel = format!("{e:?}");
             let mut out = String::with_capacity(camel.len() + 8);
@@ -129,7 +130,7 @@ pub fn error_name(code: i16) -> String {
             out
         }
         None => format!("CODE_{code}"),
-    }
+    })
 }
 
 /// Runs blocking work (store writes, scans, batch decoding) off the runtime's threads and

@@ -49,6 +49,19 @@ pub struct DlqFilter {
     until: Option<i64>,
 }
 
+/// The dead letters a replay or skip acts on, and where the API is.
+#[derive(Debug, clap::Args)]
+pub struct DlqTarget {
+    #[command(flatten)]
+    filter: DlqFilter,
+    #[arg(long)]
+    partition: Option<i32>,
+    #[arg(long)]
+    offset: Option<i64>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum DlqCommand {
     /// Dead letters, newest first.
@@ -68,27 +81,9 @@ pub enum DlqCommand {
     },
     /// Hand dead letters a handler refused back to it: one (--topic, --partition, --offset)
     /// or every pending one whose reason contains --reason.
-    Replay {
-        #[command(flatten)]
-        filter: DlqFilter,
-        #[arg(long)]
-        partition: Option<i32>,
-        #[arg(long)]
-        offset: Option<i64>,
-        #[command(flatten)]
-        http: HttpArgs,
-    },
+    Replay(DlqTarget),
     /// Mark dead letters as skipped (same selection as replay).
-    Skip {
-        #[command(flatten)]
-        filter: DlqFilter,
-        #[arg(long)]
-        partition: Option<i32>,
-        #[arg(long)]
-        offset: Option<i64>,
-        #[command(flatten)]
-        http: HttpArgs,
-    },
+    Skip(DlqTarget),
 }
 
 /// (status, JSON body) of one request.
@@ -212,7 +207,7 @@ fn selection(
 }
 
 pub async fn dlq(cmd: DlqCommand) -> Result<()> {
-    let (action, filter, partition, offset, http) = match cmd {
+    let (action, target) = match cmd {
         DlqCommand::List {
             filter,
             status,
@@ -258,19 +253,15 @@ pub async fn dlq(cmd: DlqCommand) -> Result<()> {
             }
             return Ok(());
         }
-        DlqCommand::Replay {
-            filter,
-            partition,
-            offset,
-            http,
-        } => ("replay", filter, partition, offset, http),
-        DlqCommand::Skip {
-            filter,
-            partition,
-            offset,
-            http,
-        } => ("skip", filter, partition, offset, http),
+        DlqCommand::Replay(t) => ("replay", t),
+        DlqCommand::Skip(t) => ("skip", t),
     };
+    let DlqTarget {
+        filter,
+        partition,
+        offset,
+        http,
+    } = target;
     let body = selection(filter, partition, offset)?;
     let (status, out) = call(
         &http,

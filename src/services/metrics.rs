@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub api: &'static str,
-    pub error: String,
+    pub error: std::borrow::Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,7 +123,7 @@ impl Metrics {
     }
 
     /// A Kafka request of `api` answered after `seconds` with first error `error`.
-    pub fn request(&self, api: &'static str, error: String, seconds: f64) {
+    pub fn request(&self, api: &'static str, error: std::borrow::Cow<'static, str>, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels { api, error })
             .inc();

@@ -358,3 +358,26 @@ pub fn http(
         body: body.to_string(),
     }
 }
+
+/// An exec handler whose downstream is "down" while its flag file exists: it refuses every batch
+/// (exit 65, "downstream is down") until the test removes the flag, then appends the events to
+/// `out` as JSON lines. The command line goes to `--set exec.command=...`.
+pub struct FlakyDownstream {
+    pub flag: std::path::PathBuf,
+    pub out: std::path::PathBuf,
+    pub command: String,
+}
+
+impl FlakyDownstream {
+    pub fn new(dir: &Path) -> FlakyDownstream {
+        let flag = dir.join("downstream-down");
+        let out = dir.join("handled.jsonl");
+        std::fs::write(&flag, "").expect("flag file");
+        let command = format!(
+            "if [ -e '{}' ]; then echo downstream is down >&2; exit 65; fi; cat >> '{}'",
+            flag.display(),
+            out.display()
+        );
+        FlakyDownstream { flag, out, command }
+    }
+}
