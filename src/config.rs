@@ -63,8 +63,15 @@ pub struct Config {
     pub flush_interval: Duration,
     /// `flush.on.acks.all`: answer acks=all only after the data is flushed (group commit).
     pub flush_on_acks_all: bool,
-    /// `storage.cache.bytes`: sled page cache.
+    /// `storage.cache.bytes`: sled page cache, shared by the open segments.
     pub cache_bytes: u64,
+    /// `log.segment.bytes`: roll a partition's segment at this size (topic: `segment.bytes`).
+    pub segment_bytes: u64,
+    /// `log.roll.ms`: roll a partition's segment this long after its first write (topic:
+    /// `segment.ms`).
+    pub segment_ms: i64,
+    /// `storage.segments.open.max`: segment databases open at once.
+    pub max_open_segments: usize,
     /// `handlers.<topic>`: the built-in handlers run over a topic's records (`profile`,
     /// `webhook`, `exec`, `log`), each with its own committed offsets. `customer.events.handlers`
     /// is `handlers.customer-events`; on customer-events handlers see only valid events.
@@ -124,6 +131,9 @@ impl Default for Config {
             flush_interval: Duration::from_millis(1000),
             flush_on_acks_all: true,
             cache_bytes: 256 * 1024 * 1024,
+            segment_bytes: kafkabox_storage::DEFAULT_SEGMENT_BYTES,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            max_open_segments: 64,
             handlers: BTreeMap::from([(
                 "customer-events".to_string(),
                 vec!["profile".to_string()],
@@ -166,7 +176,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("producer.id.expiration.ms", "forget an idle idempotent producer's sequence state after this long (default 86400000)"),
     ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),
     ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
-    ("storage.cache.bytes", "sled page cache size (default 268435456)"),
+    ("storage.cache.bytes", "sled page cache, shared by the open segment databases (default 268435456)"),
+    ("log.segment.bytes", "roll a partition's log segment when it reaches this size; topic config segment.bytes (default 67108864)"),
+    ("log.roll.ms", "roll a partition's log segment this long after its first write; topic config segment.ms (default 604800000)"),
+    ("storage.segments.open.max", "segment databases kept open at once; more are closed least recently used first (default 64)"),
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
@@ -339,6 +352,21 @@ impl Config {
                 self.max_inflated_batch_bytes = positive(k, parse_num(k, value)?)?
             }
             "storage.cache.bytes" => self.cache_bytes = positive::<u64>(k, parse_num(k, value)?)?,
+            "log.segment.bytes" => {
+                let v: u64 = parse_num(k, value)?;
+                if !(14..=i32::MAX as u64).contains(&v) {
+                    bail!("{k}: must be between 14 and {}, got {v}", i32::MAX);
+                }
+                self.segment_bytes = v;
+            }
+            "log.roll.ms" => self.segment_ms = positive::<i64>(k, parse_num(k, value)?)?,
+            "storage.segments.open.max" => {
+                let v: usize = parse_num(k, value)?;
+                if v < 2 {
+                    bail!("{k}: must be at least 2, got {v}");
+                }
+                self.max_open_segments = v;
+            }
             "group.min.session.timeout.ms" => {
                 self.group_min_session_timeout_ms = positive(k, parse_num(k, value)?)?
             }

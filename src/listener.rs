@@ -80,6 +80,9 @@ impl Server {
         let mut sc = StoreConfig::new(&config.data_dir);
         sc.cache_capacity_bytes = config.cache_bytes;
         sc.flush_interval = config.flush_interval;
+        sc.segment_bytes = config.segment_bytes;
+        sc.segment_ms = config.segment_ms;
+        sc.max_open_segments = config.max_open_segments;
         let data_dir = config.data_dir.clone();
         let started = std::time::Instant::now();
         let store = tokio::task::spawn_blocking(move || Store::open(sc))
@@ -110,6 +113,19 @@ impl Server {
         .await
         .context("starting the broker's services")?;
         let task = tokio::spawn(run(listener, services.clone(), request_bytes));
+        // Partitions load when first used; this loads the rest in the background, so start-up
+        // does not wait for them and the first requests mostly do not either.
+        let loading = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match loading.load_all() {
+                Ok(()) => info!(
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "every partition loaded"
+                ),
+                Err(e) => tracing::error!(error = %e, "a partition cannot be loaded; requests for it fail with this error"),
+            }
+        });
         Ok(Server {
             addr,
             store,

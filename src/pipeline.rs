@@ -839,13 +839,27 @@ impl Core {
         end: i64,
         state: &[kafkabox_storage::StateEntry],
     ) -> Result<(), kafkabox_storage::StoreError> {
+        let name = names.first().copied().unwrap_or_default();
+        let index = usize::try_from(self.part.index).unwrap_or(0) % dlq.partitions.len().max(1);
+        let Some(target) = dlq.partitions.get(index) else {
+            return Err(kafkabox_storage::StoreError::Corrupt(format!(
+                "{} has no partitions",
+                dlq.meta.name
+            )));
+        };
+        // A pass re-run after a crash between storing its dead letters and committing its
+        // offset finds them stored: only those past the writer's position are appended.
+        let stored = self.store.writer_position(target, &self.part, name)?;
+        let rejected: Vec<&(&Event, String, Option<String>)> = rejected
+            .iter()
+            .filter(|(e, _, _)| stored.is_none_or(|p| e.offset >= p))
+            .collect();
         if rejected.is_empty() {
             return self
                 .store
                 .commit_with_state(&self.part, names, end, state)
                 .map(|_| ());
         }
-        let name = names.first().copied().unwrap_or_default();
         let partition = self.part.index.to_string();
         let meta: Vec<[String; 2]> = rejected
             .iter()
@@ -887,13 +901,6 @@ impl Core {
         let header = batch::parse_header(&bytes).map_err(|e| {
             kafkabox_storage::StoreError::Corrupt(format!("dead-letter batch: {e}"))
         })?;
-        let index = usize::try_from(self.part.index).unwrap_or(0) % dlq.partitions.len().max(1);
-        let Some(target) = dlq.partitions.get(index) else {
-            return Err(kafkabox_storage::StoreError::Corrupt(format!(
-                "{} has no partitions",
-                dlq.meta.name
-            )));
-        };
         let appended = self
             .store
             .append_and_commit(

@@ -509,7 +509,7 @@ async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
     let dropped = store.topic("old-default").unwrap();
     // (The first broker's start-up sweep may already have removed some while they were
     // appended: wait for the expected state.)
-    while store.offsets(&dropped.partitions[0]).log_start < 2
+    while store.offsets(&dropped.partitions[0]).log_start < 3
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -517,8 +517,8 @@ async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
     let o = store.offsets(&dropped.partitions[0]);
     assert_eq!(
         (o.log_start, o.log_end),
-        (2, 3),
-        "old batches removed, the newest kept"
+        (3, 3),
+        "the old segment removed whole (as Kafka rolls and deletes it), the log end kept"
     );
     let kept = store.topic("old-kept").unwrap();
     let o = store.offsets(&kept.partitions[0]);
@@ -552,6 +552,7 @@ async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
             &[
                 NewTopic::new("sized", 1, TopicReplication::Fixed(1))
                     .set("retention.bytes", &two_batches)
+                    .set("segment.bytes", &batch.len().to_string())
                     .set("retention.ms", "-1"),
                 NewTopic::new("small-messages", 1, TopicReplication::Fixed(1))
                     .set("max.message.bytes", "200"),
@@ -561,7 +562,7 @@ async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
         .await
         .unwrap();
     assert!(r.iter().all(|t| t.is_ok()), "{r:?}");
-    // retention.bytes: the oldest batches go until two remain.
+    // retention.bytes: the oldest segments (one batch each here) go until two remain.
     let store = server.store().clone();
     let sized = store.topic("sized").unwrap();
     let h = kafkabox_protocol::batch::validate_produce_batch(&batch, 1 << 20, None).unwrap();

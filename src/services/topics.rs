@@ -290,7 +290,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def(
         "segment.bytes",
         T::Int,
-        "1073741824",
+        // kafkabox's default (Kafka's is 1 GiB): see the storage crate's DEFAULT_SEGMENT_BYTES.
+        "67108864",
         Some("log.segment.bytes"),
         false,
     ),
@@ -404,6 +405,10 @@ fn static_broker_value(config: &Config, key: &str) -> Option<String> {
         "log.retention.ms" if config.retention_ms != d.retention_ms => {
             Some(config.retention_ms.to_string())
         }
+        "log.segment.bytes" if config.segment_bytes != d.segment_bytes => {
+            Some(config.segment_bytes.to_string())
+        }
+        "log.roll.ms" if config.segment_ms != d.segment_ms => Some(config.segment_ms.to_string()),
         _ => None,
     }
 }
@@ -492,6 +497,18 @@ fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
             T::Long,
             config.retention_ms.to_string(),
             config.retention_ms != d.retention_ms,
+        ),
+        (
+            "log.roll.ms",
+            T::Long,
+            config.segment_ms.to_string(),
+            config.segment_ms != d.segment_ms,
+        ),
+        (
+            "log.segment.bytes",
+            T::Int,
+            config.segment_bytes.to_string(),
+            config.segment_bytes != d.segment_bytes,
         ),
         (
             "max.connections",
@@ -618,10 +635,14 @@ pub fn validate_config(name: &str, value: &str) -> Result<()> {
         {
             return bad("Value must be at least -1");
         }
-        "max.message.bytes" | "segment.bytes"
-            if value.trim().parse::<i32>().map(|v| v < 0).unwrap_or(true) =>
-        {
+        "max.message.bytes" if value.trim().parse::<i32>().map(|v| v < 0).unwrap_or(true) => {
             return bad("Value must be at least 0");
+        }
+        "segment.bytes" if value.trim().parse::<i32>().map(|v| v < 14).unwrap_or(true) => {
+            return bad("Value must be at least 14");
+        }
+        "segment.ms" if value.trim().parse::<i64>().map(|v| v < 1).unwrap_or(true) => {
+            return bad("Value must be at least 1");
         }
         "min.insync.replicas" if value.trim().parse::<i32>().map(|v| v < 1).unwrap_or(true) => {
             return bad("Value must be at least 1");

@@ -18,11 +18,31 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("du").arg("-sb").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn open(path: &std::path::Path, cache: u64) -> sled::Db {
     sled::Config::new()
         .path(path)
         .cache_capacity(cache)
-        .flush_every_ms(None)
+        .segment_size(
+            std::env::var("PROBE_SLED_SEGMENT_KIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(512)
+                << 10,
+        )
+        .flush_every_ms(
+            std::env::var("PROBE_SLED_FLUSH_MS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        )
         .mode(sled::Mode::HighThroughput)
         .open()
         .expect("open")
@@ -30,10 +50,14 @@ fn open(path: &std::path::Path, cache: u64) -> sled::Db {
 
 fn fill(db: &sled::Db, mib: usize) {
     let tree = db.open_tree("log").unwrap();
-    let value = vec![7u8; 64 * 1024];
-    for i in 0..(mib * 16) as u64 {
+    let kib: usize = std::env::var("PROBE_VALUE_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let value: Vec<u8> = (0..kib * 1024).map(|i| (i * 7919 % 251) as u8).collect();
+    for i in 0..(mib * 1024 / kib) as u64 {
         tree.insert(i.to_be_bytes(), value.as_slice()).unwrap();
-        if i % 256 == 255 {
+        if i % (16384 / kib as u64) == 0 {
             db.flush().unwrap();
         }
     }
@@ -73,6 +97,59 @@ fn main() {
             n >> 20,
             rss_kib() / 1024,
             before / 1024
+        );
+        return;
+    }
+    if std::env::var_os("PROBE_ROLL").is_some() {
+        // Segments written one after the other, each closed before the next (a partition that
+        // rolls): does the writer's RSS stay flat? The last one is left unclosed, as kill -9
+        // leaves it; PROBE_OPEN_ACTIVE=1 then times its recovery in a fresh process.
+        let cache: u64 = std::env::var("PROBE_CACHE_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8)
+            << 20;
+        for s in 0..segments {
+            let t = Instant::now();
+            let db = open(&dir.join(format!("roll-{s}")), cache);
+            fill(&db, seg_mib);
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "segment {s}: {seg_mib} MiB in {secs:.2} s ({:.0} MiB/s), RSS {} MiB",
+                seg_mib as f64 / secs,
+                rss_kib() / 1024
+            );
+            if s + 1 == segments {
+                std::process::exit(0);
+            }
+        }
+        return;
+    }
+    if let Some(secs) = std::env::var("PROBE_GC_SECS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        // Reopen segment 0 with sled's own flusher on (it is also what cleans sled's log) and
+        // let it work: how much space does it give back?
+        let path = dir.join("roll-0");
+        let before = dir_bytes(&path);
+        let db = open(&path, 8 << 20);
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        db.flush().unwrap();
+        drop(db);
+        println!(
+            "segment 0 after {secs} s with sled's flusher: {} -> {} MiB",
+            before >> 20,
+            dir_bytes(&path) >> 20
+        );
+        return;
+    }
+    if std::env::var_os("PROBE_OPEN_ACTIVE").is_some() {
+        let t = Instant::now();
+        let db = open(&dir.join(format!("roll-{}", segments - 1)), 8 << 20);
+        let tree = db.open_tree("log").unwrap();
+        let last = tree.last().unwrap().map(|(k, _)| k.to_vec());
+        println!(
+            "active segment of {seg_mib} MiB recovered in {:.1} ms after exit without close (last key {last:?}), RSS {} MiB",
+            t.elapsed().as_secs_f64() * 1e3,
+            rss_kib() / 1024
         );
         return;
     }

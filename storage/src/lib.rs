@@ -1,26 +1,37 @@
-//! kafkabox-storage: topics, partition logs and producer state in one sled database.
+//! kafkabox-storage: topics, partition logs and producer state in sled databases.
 //!
 //! Speaks kafkabox terms (topic, partition, offset, opaque batch bytes); knows nothing of Kafka
 //! API versions.
 //!
-//! Layout (trees of one `sled::Db`):
-//! - `log`: key = partition id (u32 BE) ++ base offset (u64 BE) ++ chunk (u16 BE), value = the
-//!   record batch as the client sent it (base offset rewritten) in chunks of at most
-//!   [`CHUNK_BYTES`], the header in chunk 0. Producer state of partition `p` lives in the same
-//!   tree under `p ++ [0xff; 8] ++ producer id (i64 BE)`, which sorts after every chunk key
-//!   (offsets are below 2^63), so a batch's chunks and the producer state it changes go in one
-//!   atomic `apply_batch`.
-//! - `catalog`: topic name -> JSON [`TopicMeta`].
-//! - `meta`: cluster id, next partition id, next producer id.
+//! Layout: the data dir is itself a sled database (the *meta* database), and each partition's
+//! log is a sequence of segments, each a sled database of its own under
+//! `segments/<partition id>/<base offset>/` (see [`segment`]). In every log tree, a batch is
+//! stored under key = partition id (u32 BE) ++ base offset (u64 BE) ++ chunk (u16 BE), value =
+//! the record batch as the client sent it (base offset rewritten) in chunks of at most
+//! [`CHUNK_BYTES`], the header in chunk 0.
 //!
-//! Log end and log start offsets are not stored: they are read off the last and first chunk
-//! keys when the store opens.
+//! - segment `log` tree: the batches from the segment's base offset on; in the newest segment
+//!   also the producer state of the partition under `p ++ [0xff; 8] ++ producer id (i64 BE)` and
+//!   writer positions under `p ++ [0xfc; 8] ++ writer`, which sort after every chunk key (offsets
+//!   are below 2^63), so a batch's chunks and the state it changes go in one atomic
+//!   `apply_batch`. A new segment's first write carries a snapshot of both.
+//! - meta `log` tree: consumer offsets, log start markers, appliance state; in data dirs written
+//!   before segments existed also batches and producer state (the legacy segment).
+//! - meta `segments`: partition id ++ base offset -> the summary of a sealed segment.
+//! - meta `catalog`: topic name -> JSON [`TopicMeta`].
+//! - meta `meta`: cluster id, next partition id, next producer id.
 //!
-//! Durability: sled's own flush timer is off. One flusher thread calls `Db::flush` whenever a
-//! writer asks and at a fixed interval; every writer waiting for durability is released by the
-//! first flush that started after its write (group commit).
+//! Log end and log start offsets are not stored: they come from the segments and the log start
+//! markers when a partition is first used (partitions load lazily, so opening the store reads
+//! only the catalog).
+//!
+//! Durability: sled's own flush timer is off. One flusher thread flushes the meta database and
+//! every segment database written since the last flush, whenever a writer asks and at a fixed
+//! interval; every writer waiting for durability is released by the first flush that started
+//! after its write (group commit).
 
 pub mod producer;
+mod segment;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,6 +42,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use kafkabox_protocol::batch::{self, BatchHeader};
 use producer::{BatchMeta, ProducerEntry, SeqCheck};
+use segment::{OpenSegments, Place, SegDb, Segment, Summary};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -51,6 +63,8 @@ pub enum StoreError {
     Closed,
     #[error("the data directory {0} is in use by another kafkabox (or other sled user)")]
     InUse(String),
+    #[error("i/o error: {0}")]
+    Io(String),
 }
 
 /// Why an append was refused.
@@ -92,6 +106,28 @@ pub struct Offsets {
 /// default 512 KiB segments grew without bound again; 128 KiB grew too.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
+/// kafkabox's default `segment.bytes` (Kafka's is 1 GiB): sled keeps what is written to a
+/// database in memory until it is closed, and a sealed segment is dropped whole by retention.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A written segment's database is closed and reopened after this many bytes: sled 0.34 keeps
+/// what was written through an open database in memory (measured: RSS follows the bytes
+/// written), so this bounds the memory of each partition being written.
+const RECYCLE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The segment policy of a topic with `configs`: its `segment.bytes` and `segment.ms`, else the
+/// store's defaults.
+fn segment_policy(configs: &BTreeMap<String, String>, config: &StoreConfig) -> SegmentPolicy {
+    let get = |k: &str| configs.get(k).and_then(|v| v.trim().parse::<i64>().ok());
+    SegmentPolicy {
+        bytes: get("segment.bytes")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(config.segment_bytes)
+            .max(1),
+        ms: get("segment.ms").unwrap_or(config.segment_ms).max(1),
+    }
+}
+
 /// Tuning of the store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -100,6 +136,13 @@ pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// Flush at least this often when there are unflushed writes (acks=1 / acks=0 data).
     pub flush_interval: Duration,
+    /// A partition's segment is rolled when the next batch would take it past this many
+    /// bytes (the topic's `segment.bytes` overrides it).
+    pub segment_bytes: u64,
+    /// ... or when its first write is this old (the topic's `segment.ms` overrides it).
+    pub segment_ms: i64,
+    /// At most this many segment databases are open at once.
+    pub max_open_segments: usize,
 }
 
 impl StoreConfig {
@@ -108,6 +151,9 @@ impl StoreConfig {
             path: path.as_ref().to_path_buf(),
             cache_capacity_bytes: 256 * 1024 * 1024,
             flush_interval: Duration::from_millis(200),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            max_open_segments: 64,
         }
     }
 }
@@ -139,6 +185,13 @@ impl Topic {
     }
 }
 
+/// When a partition's newest segment is rolled (Kafka's `segment.bytes`, `segment.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentPolicy {
+    pub bytes: u64,
+    pub ms: i64,
+}
+
 /// One partition log.
 #[derive(Debug)]
 pub struct Partition {
@@ -146,29 +199,63 @@ pub struct Partition {
     pub id: u32,
     pub topic: String,
     pub index: i32,
+    policy: Mutex<SegmentPolicy>,
     state: Mutex<PartitionState>,
 }
 
 impl Partition {
-    fn empty(id: u32, topic: &str, index: i32) -> Partition {
+    fn new(id: u32, topic: &str, index: i32, policy: SegmentPolicy, loaded: bool) -> Partition {
         Partition {
             id,
             topic: topic.to_string(),
             index,
+            policy: Mutex::new(policy),
             state: Mutex::new(PartitionState {
+                loaded,
+                deleted: false,
                 next_offset: 0,
                 log_start: 0,
                 producers: HashMap::new(),
+                writers: HashMap::new(),
+                segments: Vec::new(),
             }),
+        }
+    }
+
+    fn policy(&self) -> SegmentPolicy {
+        match self.policy.lock() {
+            Ok(p) => *p,
+            Err(_) => SegmentPolicy {
+                bytes: DEFAULT_SEGMENT_BYTES,
+                ms: i64::MAX,
+            },
         }
     }
 }
 
 #[derive(Debug)]
 struct PartitionState {
+    /// Segments and offsets are read when the partition is first used.
+    loaded: bool,
+    /// Its topic was deleted: nothing is written any more.
+    deleted: bool,
     next_offset: i64,
     log_start: i64,
     producers: HashMap<i64, ProducerEntry>,
+    /// Positions of broker-internal writers (the dead-letter stage): writer key -> the source
+    /// offset up to which its appends are stored.
+    writers: HashMap<Vec<u8>, i64>,
+    /// Oldest first; the last one is written unless sealed.
+    segments: Vec<Arc<Segment>>,
+}
+
+impl PartitionState {
+    /// Index of the segment holding `offset` (the last one whose base is at or below it).
+    fn segment_index(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1)
+    }
 }
 
 /// Key of chunk `chunk` of the batch at `base_offset` in partition `pid`.
@@ -200,10 +287,15 @@ fn parse_chunk_key(k: &[u8]) -> Result<(i64, u16), StoreError> {
     Ok((base, u16::from_be_bytes([k[12], k[13]])))
 }
 
-/// The sled writes that store `bytes` as the batch at `base_offset`: chunks of at most
+/// Adds the sled writes that store `bytes` as the batch at `base_offset` to `b`: chunks of at most
 /// [`CHUNK_BYTES`], the first with the base offset and leader epoch rewritten (only it is
 /// copied; the rest go to sled straight from `bytes`).
-fn chunk_writes(pid: u32, base_offset: i64, bytes: &[u8]) -> Result<sled::Batch, StoreError> {
+fn chunk_writes(
+    b: &mut sled::Batch,
+    pid: u32,
+    base_offset: i64,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
     if chunk_count(bytes.len()) > usize::from(u16::MAX) + 1 {
         return Err(StoreError::Corrupt(format!(
             "batch of {} bytes is too large to store",
@@ -214,12 +306,11 @@ fn chunk_writes(pid: u32, base_offset: i64, bytes: &[u8]) -> Result<sled::Batch,
     let mut first = BytesMut::from(&bytes[..first_len]);
     batch::set_base_offset(&mut first, base_offset);
     batch::set_leader_epoch(&mut first, 0);
-    let mut b = sled::Batch::default();
     b.insert(&chunk_key(pid, base_offset, 0)[..], first.as_ref());
     for (i, chunk) in bytes[first_len..].chunks(CHUNK_BYTES).enumerate() {
         b.insert(&chunk_key(pid, base_offset, (i + 1) as u16)[..], chunk);
     }
-    Ok(b)
+    Ok(())
 }
 
 /// Number of chunks a batch of `len` bytes is stored in.
@@ -255,6 +346,39 @@ fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
 fn log_start_key(pid: u32) -> [u8; 12] {
     let mut k = [0xfdu8; 12];
     k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// Key of writer `writer`'s position in a segment of partition `pid`: after the chunk keys,
+/// before the producer keys.
+fn writer_key(pid: u32, writer: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + writer.len());
+    k.extend_from_slice(&pid.to_be_bytes());
+    k.extend_from_slice(&[0xfc; 8]);
+    k.extend_from_slice(writer);
+    k
+}
+
+fn writer_prefix(pid: u32) -> [u8; 12] {
+    let mut k = [0xfcu8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// What an in-process writer (a stage appending to another partition) is called in the writer
+/// positions of the partition it appends to: the source partition and the stage.
+fn writer_name(source: u32, stage: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + stage.len());
+    k.extend_from_slice(&source.to_be_bytes());
+    k.extend_from_slice(stage.as_bytes());
+    k
+}
+
+/// Key of a sealed segment's summary in the meta `segments` tree.
+fn segment_key(pid: u32, base: i64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k[4..].copy_from_slice(&(base as u64).to_be_bytes());
     k
 }
 
@@ -368,8 +492,15 @@ struct Durable {
 
 #[derive(Debug)]
 struct Inner {
+    /// The meta database (the data dir itself).
     db: sled::Db,
+    /// Consumer offsets, log start markers, appliance state (and legacy batches).
     log: sled::Tree,
+    /// Summaries of sealed segments.
+    segments: sled::Tree,
+    open_segments: OpenSegments,
+    /// Segment databases written since the last flush.
+    dirty: Mutex<Vec<Arc<SegDb>>>,
     catalog: sled::Tree,
     meta: sled::Tree,
     /// Consumer group records, owned by the group coordinator (opaque here).
@@ -459,8 +590,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `config.path` and starts its flusher thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        let db = open_db(&config)?;
+        let db = segment::open_sled(&config.path, config.cache_capacity_bytes)?;
         let log = db.open_tree("log")?;
+        let segments = db.open_tree("segments")?;
         let catalog = db.open_tree("catalog")?;
         let meta = db.open_tree("meta")?;
         let groups = db.open_tree("groups")?;
@@ -479,10 +611,15 @@ impl Store {
             let (_, v) = item?;
             let tm: TopicMeta = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Corrupt(format!("topic catalog entry: {e}")))?;
-            let mut parts = Vec::with_capacity(tm.partition_ids.len());
-            for (index, &pid) in tm.partition_ids.iter().enumerate() {
-                parts.push(Arc::new(load_partition(&log, pid, &tm.name, index as i32)?));
-            }
+            let policy = segment_policy(&tm.configs, &config);
+            let parts = tm
+                .partition_ids
+                .iter()
+                .enumerate()
+                .map(|(index, &pid)| {
+                    Arc::new(Partition::new(pid, &tm.name, index as i32, policy, false))
+                })
+                .collect();
             topics.insert(
                 tm.name.clone(),
                 Arc::new(Topic {
@@ -496,9 +633,19 @@ impl Store {
             error: None,
         });
         let (appends, _) = watch::channel(0u64);
+        // Each open segment gets an equal share of the page cache.
+        let max_open = config.max_open_segments.max(2);
+        let open_segments = OpenSegments::new(
+            max_open,
+            (config.cache_capacity_bytes / max_open as u64).max(1 << 20),
+            RECYCLE_BYTES.min(config.segment_bytes.max(1 << 20)),
+        );
         let inner = Arc::new(Inner {
             db,
             log,
+            segments,
+            open_segments,
+            dirty: Mutex::new(Vec::new()),
             catalog,
             meta,
             groups,
@@ -562,6 +709,7 @@ impl Store {
             None => 0,
         };
         let partition_ids: Vec<u32> = (0..partitions).map(|i| first + i).collect();
+        let policy = segment_policy(&configs, &inner.config);
         let tm = TopicMeta {
             name: name.to_string(),
             id: new_uuid(),
@@ -576,7 +724,7 @@ impl Store {
             .partition_ids
             .iter()
             .enumerate()
-            .map(|(i, &pid)| Arc::new(Partition::empty(pid, name, i as i32)))
+            .map(|(i, &pid)| Arc::new(Partition::new(pid, name, i as i32, policy, true)))
             .collect();
         let topic = self.publish_topic(tm, parts)?;
         tracing::info!(topic = name, partitions, "created topic");
@@ -605,6 +753,22 @@ impl Store {
         for part in &topic.partitions {
             // Hold the partition lock so no append lands after the sweep.
             let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+            for seg in std::mem::take(&mut st.segments) {
+                inner.open_segments.forget(&seg);
+            }
+            st.deleted = true;
+            st.loaded = true;
+            let dir = segment::partition_dir(&inner.config.path, part.id);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io(format!("removing {}: {e}", dir.display()))),
+            }
+            let mut b = sled::Batch::default();
+            for item in inner.segments.scan_prefix(partition_prefix(part.id)) {
+                b.remove(item?.0);
+            }
+            inner.segments.apply_batch(b)?;
             loop {
                 let mut b = sled::Batch::default();
                 let mut n = 0;
@@ -655,7 +819,13 @@ impl Store {
         )?;
         let mut parts = old.partitions.clone();
         for (i, &pid) in tm.partition_ids.iter().enumerate().skip(have as usize) {
-            parts.push(Arc::new(Partition::empty(pid, name, i as i32)));
+            parts.push(Arc::new(Partition::new(
+                pid,
+                name,
+                i as i32,
+                segment_policy(&tm.configs, &inner.config),
+                true,
+            )));
         }
         let topic = self.publish_topic(tm, parts)?;
         tracing::info!(topic = name, partitions = count, "added partitions");
@@ -675,6 +845,12 @@ impl Store {
         };
         let mut tm = old.meta.clone();
         tm.configs = configs;
+        let policy = segment_policy(&tm.configs, &inner.config);
+        for part in &old.partitions {
+            if let Ok(mut p) = part.policy.lock() {
+                *p = policy;
+            }
+        }
         self.publish_topic(tm, old.partitions.clone())
     }
 
@@ -742,6 +918,319 @@ impl Store {
         }
     }
 
+    /// The state of `part`, loading its segments when it is first used.
+    fn part_state<'a>(
+        &self,
+        part: &'a Partition,
+    ) -> Result<std::sync::MutexGuard<'a, PartitionState>, StoreError> {
+        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        if !st.loaded {
+            self.load(part, &mut st).map_err(|e| match e {
+                StoreError::Corrupt(m) => {
+                    StoreError::Corrupt(format!("partition {}-{}: {m}", part.topic, part.index))
+                }
+                other => other,
+            })?;
+            st.loaded = true;
+        }
+        Ok(st)
+    }
+
+    /// Loads every partition now (a background task after start-up does this, so the first
+    /// requests do not wait for it). Returns the first error with its partition.
+    pub fn load_all(&self) -> Result<(), StoreError> {
+        for topic in self.topics() {
+            for part in &topic.partitions {
+                drop(self.part_state(part)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a partition's segments, offsets and producer state.
+    fn load(&self, part: &Partition, st: &mut PartitionState) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let pid = part.id;
+        let root = &inner.config.path;
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        if let Some(legacy) = self.legacy_segment(pid)? {
+            segments.push(Arc::new(legacy));
+        }
+        let mut sealed = HashMap::new();
+        for item in inner.segments.scan_prefix(pid.to_be_bytes()) {
+            let (k, v) = item?;
+            if k.len() == 12 {
+                sealed.insert(read_u64(&k[4..])? as i64, Summary::decode(&v)?);
+            }
+        }
+        let bases = segment::list_segments(root, pid)?;
+        for (i, &base) in bases.iter().enumerate() {
+            let dir = segment::segment_dir(root, pid, base);
+            let seg = match sealed.get(&base) {
+                Some(summary) => Arc::new(Segment::new(base, Place::Dir(dir), *summary, true)),
+                None => {
+                    let created = std::fs::metadata(&dir)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or_else(now_ms);
+                    let seg = Arc::new(Segment::new(
+                        base,
+                        Place::Dir(dir),
+                        Summary::empty(base),
+                        false,
+                    ));
+                    let db = inner.open_segments.get(&seg)?;
+                    let mut summary = scan_summary(&db.log, pid, base)?;
+                    if summary.bytes > 0 {
+                        summary.created_ms = created;
+                    }
+                    seg.set_summary(summary);
+                    if i + 1 < bases.len() {
+                        // A crash between rolling and recording the old segment's summary.
+                        inner.segments.insert(segment_key(pid, base), &summary.encode())?;
+                        seg.seal();
+                    }
+                    seg
+                }
+            };
+            if let Some(prev) = segments.last() {
+                if prev.summary().end > base {
+                    return Err(StoreError::Corrupt(format!(
+                        "segment at {base} overlaps the one before it, which ends at {}",
+                        prev.summary().end
+                    )));
+                }
+            }
+            segments.push(seg);
+        }
+        let marker = match inner.log.get(log_start_key(pid))? {
+            Some(v) => Some(read_u64(&v)? as i64),
+            None => None,
+        };
+        let first = segments.first().map(|s| s.base).unwrap_or(0);
+        let end = segments.last().map(|s| s.summary().end).unwrap_or(0);
+        let log_start = first.max(marker.unwrap_or(0));
+        let next_offset = end.max(marker.unwrap_or(0));
+        // Producer state and writer positions: the newest segment of its own, else the legacy
+        // keys.
+        let mut producers = HashMap::new();
+        let mut writers = HashMap::new();
+        let state_tree = match segments.iter().rev().find(|s| !s.is_legacy()) {
+            Some(seg) => Some(inner.open_segments.get(seg)?),
+            None => None,
+        };
+        let tree = match &state_tree {
+            Some(db) => &db.log,
+            None => &inner.log,
+        };
+        for item in tree.scan_prefix(producer_prefix(pid)) {
+            let (k, v) = item?;
+            if k.len() != 20 {
+                continue;
+            }
+            let producer_id = read_u64(&k[12..20])? as i64;
+            let entry = ProducerEntry::decode(&v).ok_or_else(|| {
+                StoreError::Corrupt(format!("producer state of {producer_id}"))
+            })?;
+            producers.insert(producer_id, entry);
+        }
+        for item in tree.scan_prefix(writer_prefix(pid)) {
+            let (k, v) = item?;
+            writers.insert(k[12..].to_vec(), read_u64(&v)? as i64);
+        }
+        drop(state_tree);
+        st.segments = segments;
+        st.next_offset = next_offset;
+        st.log_start = log_start;
+        st.producers = producers;
+        st.writers = writers;
+        // Segments wholly below the log start (a crash during retention) go now.
+        while st.segments.len() > 1 {
+            let Some(first) = st.segments.first().cloned() else {
+                break;
+            };
+            if first.is_legacy() || first.summary().end > st.log_start {
+                break;
+            }
+            self.drop_segment(pid, &first)?;
+            st.segments.remove(0);
+        }
+        Ok(())
+    }
+
+    /// The legacy segment of partition `pid` (batches in the meta `log` tree), if it has one.
+    fn legacy_segment(&self, pid: u32) -> Result<Option<Segment>, StoreError> {
+        let log = &self.inner.log;
+        let range = chunk_key(pid, 0, 0)..chunk_key_end(pid);
+        let Some(last) = log.range(range.clone()).next_back() else {
+            return Ok(None);
+        };
+        let (k, _) = last?;
+        let (last_base, _) = parse_chunk_key(&k)?;
+        let first_chunk = log
+            .get(chunk_key(pid, last_base, 0))?
+            .ok_or_else(|| StoreError::Corrupt(format!("no first chunk at {last_base}")))?;
+        let h = stored_header(&first_chunk)?;
+        let first = match log.range(range).next() {
+            Some(item) => parse_chunk_key(&item?.0)?.0,
+            None => 0,
+        };
+        // Bytes and timestamps of legacy batches are read when needed (retention scans them).
+        let summary = Summary {
+            end: h.last_offset() + 1,
+            bytes: 0,
+            max_ts: i64::MAX,
+            created_ms: 0,
+        };
+        Ok(Some(Segment::legacy(
+            first,
+            summary,
+            self.inner.db.clone(),
+            log.clone(),
+        )))
+    }
+
+    /// The segment the next batch of `len` bytes goes to, rolling the newest one when it is
+    /// full or old (and sealing it). Returns the segment, its database, and whether it is
+    /// empty (its first write carries the snapshot of producer state and writer positions).
+    fn writable_segment(
+        &self,
+        part: &Partition,
+        st: &mut PartitionState,
+        len: usize,
+    ) -> Result<(Arc<Segment>, Arc<SegDb>, bool), StoreError> {
+        let inner = &self.inner;
+        if st.deleted {
+            return Err(StoreError::UnknownTopic(part.topic.clone()));
+        }
+        let policy = part.policy();
+        if let Some(last) = st.segments.last().cloned() {
+            if !last.is_sealed() {
+                let s = last.summary();
+                let full = s.bytes + len as u64 > policy.bytes;
+                let old = now_ms().saturating_sub(s.created_ms) >= policy.ms;
+                if s.bytes == 0 || !(full || old) {
+                    let db = inner.open_segments.get(&last)?;
+                    return Ok((last, db, s.bytes == 0));
+                }
+                self.seal(part.id, &last)?;
+            }
+        }
+        let base = st.next_offset;
+        let dir = segment::segment_dir(&inner.config.path, part.id, base);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
+        let seg = Arc::new(Segment::new(
+            base,
+            Place::Dir(dir),
+            Summary::empty(base),
+            false,
+        ));
+        let db = inner.open_segments.get(&seg)?;
+        st.segments.push(seg.clone());
+        tracing::debug!(topic = %part.topic, partition = part.index, base, "rolled a new segment");
+        Ok((seg, db, true))
+    }
+
+    /// Seals `seg`: flushed, its summary recorded in the meta database, its database closed.
+    fn seal(&self, pid: u32, seg: &Arc<Segment>) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        if seg.is_sealed() {
+            return Ok(());
+        }
+        inner.open_segments.get(seg)?.flush()?;
+        inner
+            .segments
+            .insert(segment_key(pid, seg.base), &seg.summary().encode())?;
+        seg.seal();
+        inner.open_segments.close(seg);
+        Ok(())
+    }
+
+    /// Removes a segment's summary and files (its records are already below the log start).
+    fn drop_segment(&self, pid: u32, seg: &Arc<Segment>) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.open_segments.forget(seg);
+        inner.segments.remove(segment_key(pid, seg.base))?;
+        match seg.dir() {
+            Some(dir) => match std::fs::remove_dir_all(dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StoreError::Io(format!("removing {}: {e}", dir.display()))),
+            },
+            None => {
+                // The legacy segment: its batches are keys of the meta log tree.
+                loop {
+                    let mut b = sled::Batch::default();
+                    let mut n = 0;
+                    for item in inner
+                        .log
+                        .range(chunk_key(pid, 0, 0)..chunk_key_end(pid))
+                        .take(10_000)
+                    {
+                        b.remove(item?.0);
+                        n += 1;
+                    }
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    inner.log.apply_batch(b)?;
+                }
+            }
+        }
+    }
+
+    /// Writes `b` (chunks of a batch at `base_offset` and the state that goes with it) to the
+    /// segment the batch belongs in, with the snapshot of producer state and writer positions
+    /// when the segment is new, and updates the segment's summary.
+    fn write_batch(
+        &self,
+        part: &Partition,
+        st: &mut PartitionState,
+        bytes: &[u8],
+        h: &BatchHeader,
+        extra: &[StateEntry],
+    ) -> Result<(), StoreError> {
+        let (seg, db, fresh) = self.writable_segment(part, st, bytes.len())?;
+        let mut b = sled::Batch::default();
+        if fresh {
+            for (id, entry) in &st.producers {
+                b.insert(&producer_key(part.id, *id)[..], entry.encode());
+            }
+            for (w, pos) in &st.writers {
+                b.insert(writer_key(part.id, w), &(*pos as u64).to_be_bytes());
+            }
+        }
+        // The batch's own entries come after the snapshot and win over it.
+        chunk_writes(&mut b, part.id, st.next_offset, bytes)?;
+        for (k, v) in extra {
+            b.insert(k.as_slice(), v.as_slice());
+        }
+        db.log.apply_batch(b)?;
+        self.mark_dirty(&db);
+        drop(db);
+        let mut s = seg.summary();
+        s.end = st.next_offset + i64::from(h.last_offset_delta) + 1;
+        s.bytes += bytes.len() as u64;
+        s.max_ts = s.max_ts.max(h.max_timestamp);
+        if s.created_ms == 0 {
+            s.created_ms = now_ms();
+        }
+        seg.set_summary(s);
+        self.inner.open_segments.wrote(&seg, bytes.len() as u64);
+        Ok(())
+    }
+
+    fn mark_dirty(&self, db: &Arc<SegDb>) {
+        if let Ok(mut d) = self.inner.dirty.lock() {
+            if !d.iter().any(|x| Arc::ptr_eq(x, db)) {
+                d.push(db.clone());
+            }
+        }
+    }
+
     /// Appends one validated batch (`bytes`, header `h`) to `part`. The base offset is assigned
     /// here and written into the stored copy; idempotent batches are checked against the
     /// producer's sequence numbers and stored atomically with the updated producer state.
@@ -752,7 +1241,7 @@ impl Store {
         h: &BatchHeader,
     ) -> Result<Appended, AppendError> {
         let inner = &self.inner;
-        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let mut st = self.part_state(part)?;
         let mut producer_update = None;
         if h.is_idempotent() {
             let last_seq = h.last_sequence();
@@ -795,11 +1284,11 @@ impl Store {
             producer_update = Some(updated);
         }
         let base_offset = st.next_offset;
-        let mut b = chunk_writes(part.id, base_offset, bytes)?;
-        if let Some(entry) = &producer_update {
-            b.insert(&producer_key(part.id, h.producer_id)[..], entry.encode());
-        }
-        inner.log.apply_batch(b).map_err(StoreError::from)?;
+        let extra: Vec<StateEntry> = producer_update
+            .iter()
+            .map(|e| (producer_key(part.id, h.producer_id).to_vec(), e.encode()))
+            .collect();
+        self.write_batch(part, &mut st, bytes, h, &extra)?;
         if let Some(entry) = producer_update {
             st.producers.insert(h.producer_id, entry);
         }
@@ -854,15 +1343,22 @@ impl Store {
         self.inner.flush_stats.snapshot()
     }
 
-    /// Bytes the database takes on disk (sled's own count).
+    /// Bytes the store takes on disk: the meta database (sled's own count) and the files of
+    /// every segment.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
+        let segments = self.inner.config.path.join("segments");
+        Ok(self.inner.db.size_on_disk()? + dir_bytes(&segments))
+    }
+
+    /// Segment databases open now (bounded by `StoreConfig::max_open_segments`).
+    pub fn open_segments(&self) -> usize {
+        self.inner.open_segments.open_count()
     }
 
     /// Flushes everything now (blocking). Used at shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
         let upto = self.inner.written.load(Ordering::SeqCst);
-        self.inner.db.flush()?;
+        self.inner.flush_all()?;
         self.inner.durable.send_modify(|d| {
             d.upto = d.upto.max(upto);
             d.error = None;
@@ -888,17 +1384,38 @@ impl Store {
         self.inner.appends.subscribe()
     }
 
+    /// Log start and end of `part` (0, 0 when its segments cannot be read: the error is
+    /// logged, and every read or write of the partition returns it).
     pub fn offsets(&self, part: &Partition) -> Offsets {
-        match part.state.lock() {
+        match self.part_state(part) {
             Ok(st) => Offsets {
                 log_start: st.log_start,
                 log_end: st.next_offset,
             },
-            Err(_) => Offsets {
-                log_start: 0,
-                log_end: 0,
-            },
+            Err(e) => {
+                tracing::error!(topic = %part.topic, partition = part.index, error = %e, "cannot load the partition");
+                Offsets {
+                    log_start: 0,
+                    log_end: 0,
+                }
+            }
         }
+    }
+
+    /// The offsets of `part` and its segments from the one holding `offset` on (all of them
+    /// when `offset` is `None`).
+    fn segments_from(
+        &self,
+        part: &Partition,
+        offset: Option<i64>,
+    ) -> Result<(Offsets, Vec<Arc<Segment>>), StoreError> {
+        let st = self.part_state(part)?;
+        let offsets = Offsets {
+            log_start: st.log_start,
+            log_end: st.next_offset,
+        };
+        let from = offset.map(|o| st.segment_index(o)).unwrap_or(0);
+        Ok((offsets, st.segments.get(from..).unwrap_or_default().to_vec()))
     }
 
     /// Copies whole batches starting with the one that holds `offset` into `out`, up to
@@ -913,92 +1430,79 @@ impl Store {
         oversized_first: bool,
         out: &mut BytesMut,
     ) -> Result<Option<Offsets>, StoreError> {
-        let offsets = self.offsets(part);
+        let (offsets, segments) = self.segments_from(part, Some(offset))?;
         if offset < offsets.log_start || offset > offsets.log_end {
             return Ok(None);
         }
         if offset == offsets.log_end {
             return Ok(Some(offsets));
         }
-        let log = &self.inner.log;
-        // The batch holding `offset` is the one with the greatest base offset at or below it.
-        let mut start = offset;
-        if let Some(item) = log
-            .range(chunk_key(part.id, 0, 0)..=chunk_key(part.id, offset, u16::MAX))
-            .next_back()
-        {
-            let (k, _) = item?;
-            let (base, _) = parse_chunk_key(&k)?;
-            let h = self.header_at(part, base)?;
-            start = if h.last_offset() < offset {
-                h.last_offset() + 1
-            } else {
-                base
-            };
-        }
         let first_len = out.len();
-        // Bytes of the current batch still to come in later chunks.
-        let mut pending = 0usize;
-        for item in log.range(chunk_key(part.id, start, 0)..chunk_key(part.id, offsets.log_end, 0))
-        {
-            let (k, v) = item?;
-            if pending == 0 {
-                let (base, chunk) = parse_chunk_key(&k)?;
-                if chunk != 0 {
-                    return Err(StoreError::Corrupt(format!(
-                        "batch at {base} starts with chunk {chunk}"
-                    )));
+        for (i, seg) in segments.iter().enumerate() {
+            let db = self.inner.open_segments.get(seg)?;
+            let log = &db.log;
+            let mut start = offset.max(seg.base);
+            if i == 0 {
+                // The batch holding `offset` is the one with the greatest base offset at or
+                // below it.
+                if let Some(item) = log
+                    .range(chunk_key(part.id, 0, 0)..=chunk_key(part.id, offset, u16::MAX))
+                    .next_back()
+                {
+                    let (k, _) = item?;
+                    let (base, _) = parse_chunk_key(&k)?;
+                    let h = header_in(log, part.id, base)?;
+                    start = if h.last_offset() < offset {
+                        h.last_offset() + 1
+                    } else {
+                        base
+                    };
                 }
-                let total = stored_header(&v)?.total_len();
-                let first = out.len() == first_len;
-                if out.len() - first_len + total > max_bytes && !(first && oversized_first) {
+            }
+            // Bytes of the current batch still to come in later chunks.
+            let mut pending = 0usize;
+            let mut full = false;
+            for item in
+                log.range(chunk_key(part.id, start, 0)..chunk_key(part.id, offsets.log_end, 0))
+            {
+                let (k, v) = item?;
+                if pending == 0 {
+                    let (base, chunk) = parse_chunk_key(&k)?;
+                    if chunk != 0 {
+                        return Err(StoreError::Corrupt(format!(
+                            "batch at {base} starts with chunk {chunk}"
+                        )));
+                    }
+                    let total = stored_header(&v)?.total_len();
+                    let first = out.len() == first_len;
+                    if out.len() - first_len + total > max_bytes && !(first && oversized_first) {
+                        full = true;
+                        break;
+                    }
+                    pending = total;
+                }
+                if v.len() > pending {
+                    return Err(StoreError::Corrupt(
+                        "stored chunks longer than their batch".into(),
+                    ));
+                }
+                out.extend_from_slice(&v);
+                pending -= v.len();
+                if pending == 0 && out.len() - first_len >= max_bytes {
+                    full = true;
                     break;
                 }
-                pending = total;
             }
-            if v.len() > pending {
-                return Err(StoreError::Corrupt(
-                    "stored chunks longer than their batch".into(),
-                ));
+            if pending != 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "batch missing {pending} bytes of chunks"
+                )));
             }
-            out.extend_from_slice(&v);
-            pending -= v.len();
-            if pending == 0 && out.len() - first_len >= max_bytes {
+            if full {
                 break;
             }
         }
-        if pending != 0 {
-            return Err(StoreError::Corrupt(format!(
-                "batch missing {pending} bytes of chunks"
-            )));
-        }
         Ok(Some(offsets))
-    }
-
-    /// The header of the batch at `base` (its first chunk).
-    fn header_at(&self, part: &Partition, base: i64) -> Result<BatchHeader, StoreError> {
-        match self.inner.log.get(chunk_key(part.id, base, 0))? {
-            Some(v) => stored_header(&v),
-            None => Err(StoreError::Corrupt(format!(
-                "no first chunk for the batch at {base}"
-            ))),
-        }
-    }
-
-    /// The headers of a partition's batches, oldest first.
-    fn headers(&self, part: &Partition) -> impl Iterator<Item = Result<BatchHeader, StoreError>> {
-        let offsets = self.offsets(part);
-        self.inner
-            .log
-            .range(chunk_key(part.id, 0, 0)..chunk_key(part.id, offsets.log_end, 0))
-            .filter_map(|item| match item {
-                Err(e) => Some(Err(e.into())),
-                Ok((k, v)) => match parse_chunk_key(&k) {
-                    Err(e) => Some(Err(e)),
-                    Ok((_, 0)) => Some(stored_header(&v)),
-                    Ok(_) => None,
-                },
-            })
     }
 
     /// The earliest offset whose batch has a max timestamp at or after `timestamp`, with that
@@ -1009,13 +1513,7 @@ impl Store {
         part: &Partition,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        for h in self.headers(part) {
-            let h = h?;
-            if h.max_timestamp >= timestamp {
-                return Ok(Some((h.base_offset, h.max_timestamp)));
-            }
-        }
-        Ok(None)
+        self.offset_for_timestamp_from(part, timestamp, i64::MIN)
     }
 
     /// Like [`Store::offset_for_timestamp`], among the batches that end after `from`.
@@ -1025,10 +1523,18 @@ impl Store {
         timestamp: i64,
         from: i64,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        for h in self.headers(part) {
-            let h = h?;
-            if h.last_offset() >= from && h.max_timestamp >= timestamp {
-                return Ok(Some((h.base_offset, h.max_timestamp)));
+        let (offsets, segments) = self.segments_from(part, None)?;
+        for seg in &segments {
+            let s = seg.summary();
+            if s.end <= from || (!seg.is_legacy() && s.max_ts < timestamp) {
+                continue;
+            }
+            let db = self.inner.open_segments.get(seg)?;
+            for h in tree_headers(&db.log, part.id, 0, offsets.log_end) {
+                let h = h?;
+                if h.last_offset() >= from && h.max_timestamp >= timestamp {
+                    return Ok(Some((h.base_offset, h.max_timestamp)));
+                }
             }
         }
         Ok(None)
@@ -1036,17 +1542,31 @@ impl Store {
 
     /// The offset after the batch that starts at `base`.
     pub fn batch_end(&self, part: &Partition, base: i64) -> Result<i64, StoreError> {
-        Ok(self.header_at(part, base)?.last_offset() + 1)
+        let (_, segments) = self.segments_from(part, Some(base))?;
+        let Some(seg) = segments.first() else {
+            return Err(StoreError::Corrupt(format!("no batch at {base}")));
+        };
+        let db = self.inner.open_segments.get(seg)?;
+        Ok(header_in(&db.log, part.id, base)?.last_offset() + 1)
     }
 
     /// The base offset and max timestamp of the first batch holding the largest timestamp
     /// (ListOffsets -3 looks inside it for the record).
     pub fn max_timestamp(&self, part: &Partition) -> Result<Option<(i64, i64)>, StoreError> {
+        let (offsets, segments) = self.segments_from(part, None)?;
         let mut best: Option<(i64, i64)> = None;
-        for h in self.headers(part) {
-            let h = h?;
-            if best.is_none_or(|(_, ts)| h.max_timestamp > ts) {
-                best = Some((h.base_offset, h.max_timestamp));
+        for seg in &segments {
+            let s = seg.summary();
+            if !seg.is_legacy() && (s.bytes == 0 || best.is_some_and(|(_, ts)| s.max_ts <= ts))
+            {
+                continue;
+            }
+            let db = self.inner.open_segments.get(seg)?;
+            for h in tree_headers(&db.log, part.id, 0, offsets.log_end) {
+                let h = h?;
+                if best.is_none_or(|(_, ts)| h.max_timestamp > ts) {
+                    best = Some((h.base_offset, h.max_timestamp));
+                }
             }
         }
         Ok(best)
@@ -1054,8 +1574,22 @@ impl Store {
 
     /// Bytes of stored batches in `part` (DescribeLogDirs, retention.bytes).
     pub fn partition_size(&self, part: &Partition) -> Result<u64, StoreError> {
+        let (_, segments) = self.segments_from(part, None)?;
         let mut total = 0u64;
-        for h in self.headers(part) {
+        for seg in &segments {
+            total += self.segment_bytes(part.id, seg)?;
+        }
+        Ok(total)
+    }
+
+    /// Bytes of stored batches in `seg` (the legacy segment is scanned).
+    fn segment_bytes(&self, pid: u32, seg: &Arc<Segment>) -> Result<u64, StoreError> {
+        if !seg.is_legacy() {
+            return Ok(seg.summary().bytes);
+        }
+        let db = self.inner.open_segments.get(seg)?;
+        let mut total = 0;
+        for h in tree_headers(&db.log, pid, 0, i64::MAX) {
             total += h?.total_len() as u64;
         }
         Ok(total)
@@ -1064,7 +1598,7 @@ impl Store {
     /// The idempotent producers of `part`: (producer id, epoch, last sequence, last append
     /// time in ms), ordered by id.
     pub fn producer_states(&self, part: &Partition) -> Vec<(i64, i16, i32, i64)> {
-        let mut v: Vec<(i64, i16, i32, i64)> = match part.state.lock() {
+        let mut v: Vec<(i64, i16, i32, i64)> = match self.part_state(part) {
             Ok(st) => st
                 .producers
                 .iter()
@@ -1084,7 +1618,7 @@ impl Store {
     /// ids come and go. A forgotten producer that writes again is accepted at any sequence, as
     /// Kafka does. Returns the number forgotten.
     pub fn expire_producers(&self, part: &Partition, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let mut st = self.part_state(part)?;
         let expired: Vec<i64> = st
             .producers
             .iter()
@@ -1098,7 +1632,16 @@ impl Store {
         for id in &expired {
             b.remove(&producer_key(part.id, *id)[..]);
         }
-        self.inner.log.apply_batch(b)?;
+        // Producer state lives in the newest segment of its own (older ones keep stale
+        // snapshots that are never read), or in the legacy keys.
+        match st.segments.iter().rev().find(|s| !s.is_legacy()) {
+            Some(seg) => {
+                let db = self.inner.open_segments.get(seg)?;
+                db.log.apply_batch(b)?;
+                self.mark_dirty(&db);
+            }
+            None => self.inner.log.apply_batch(b)?,
+        }
         for id in &expired {
             st.producers.remove(id);
         }
@@ -1173,36 +1716,72 @@ impl Store {
         Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    /// Moves the log start offset of `part` to `offset` (DeleteRecords): whole batches that
-    /// end before it are removed and the new start is stored, so it survives a restart even
-    /// inside a batch. `offset` must lie between the log start and the log end.
+    /// Moves the log start offset of `part` to `offset` (DeleteRecords): the new start is
+    /// stored, so it survives a restart even inside a segment, and segments that end at or
+    /// before it are removed whole. `offset` must lie between the log start and the log end.
     pub fn delete_records_before(&self, part: &Partition, offset: i64) -> Result<i64, StoreError> {
-        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let mut st = self.part_state(part)?;
         if offset <= st.log_start {
             return Ok(st.log_start);
         }
         let offset = offset.min(st.next_offset);
+        self.move_log_start(part, &mut st, offset)?;
+        Ok(offset)
+    }
+
+    /// Stores `offset` as the log start of `part` and removes the segments wholly below it
+    /// (batches of the legacy segment one by one). The newest segment goes too when it is
+    /// wholly below (after it is sealed); the next append starts a new one.
+    fn move_log_start(
+        &self,
+        part: &Partition,
+        st: &mut PartitionState,
+        offset: i64,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner
+            .log
+            .insert(&log_start_key(part.id)[..], &(offset as u64).to_be_bytes())?;
+        // The marker must be on disk before the files go.
+        inner.db.flush()?;
+        st.log_start = st.log_start.max(offset);
+        while let Some(first) = st.segments.first().cloned() {
+            let s = first.summary();
+            if first.is_legacy() {
+                if s.end <= offset {
+                    self.drop_segment(part.id, &first)?;
+                    st.segments.remove(0);
+                    continue;
+                }
+                self.trim_legacy(part.id, offset)?;
+                break;
+            }
+            if s.end > offset || (s.bytes == 0 && st.segments.len() == 1) {
+                break;
+            }
+            self.seal(part.id, &first)?;
+            self.drop_segment(part.id, &first)?;
+            st.segments.remove(0);
+        }
+        inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Removes the legacy batches of `pid` that end at or before `offset`.
+    fn trim_legacy(&self, pid: u32, offset: i64) -> Result<(), StoreError> {
         let log = &self.inner.log;
         let mut b = sled::Batch::default();
-        for item in log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, offset, 0)) {
-            let (k, v) = item?;
-            let (base, chunk) = parse_chunk_key(&k)?;
-            if chunk != 0 {
-                continue;
-            }
-            let h = stored_header(&v)?;
+        for h in tree_headers(log, pid, 0, offset) {
+            let h = h?;
             if h.last_offset() >= offset {
                 break;
             }
             for c in 0..chunk_count(h.total_len()) {
-                b.remove(&chunk_key(part.id, base, c as u16)[..]);
+                b.remove(&chunk_key(pid, h.base_offset, c as u16)[..]);
             }
         }
-        b.insert(&log_start_key(part.id)[..], &(offset as u64).to_be_bytes());
         log.apply_batch(b)?;
-        st.log_start = offset;
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        Ok(offset)
+        Ok(())
     }
 
     /// Commits `next_offset` for in-process consumer `name` on `part`. Durable with the next
@@ -1220,10 +1799,13 @@ impl Store {
         Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    /// Appends a broker-made batch (not idempotent: no producer id) to `part` and, in the same
-    /// atomic write, commits `next_offset` for consumer `name` on `source` and writes the
-    /// appliance `state` entries. A crash keeps both
-    /// or neither: the dead-letter stage never writes a record twice or forgets one.
+    /// Appends a broker-made batch (not idempotent: no producer id) to `part`, then commits
+    /// `next_offset` for consumers `names` on `source` and writes the appliance `state` entries
+    /// in one atomic write. The batch is stored with the writer position (`source`, first
+    /// name) -> `next_offset` and flushed before the commit is written, so after a crash
+    /// either both are there, or the batch is and [`Store::writer_position`] tells the re-run
+    /// pass which of its records are already stored: the dead-letter stage never writes a
+    /// record twice or forgets one.
     pub fn append_and_commit(
         &self,
         part: &Partition,
@@ -1243,21 +1825,34 @@ impl Store {
             )
             .into());
         }
-        let inner = &self.inner;
-        let st = part.state.lock().map_err(|_| StoreError::Closed)?;
+        let writer = writer_name(source.id, names.first().copied().unwrap_or_default());
+        let mut st = self.part_state(part)?;
         let base_offset = st.next_offset;
-        let mut b = chunk_writes(part.id, base_offset, bytes)?;
-        for name in names {
-            b.insert(
-                consumer_key(source.id, name),
-                &(next_offset as u64).to_be_bytes(),
-            );
+        let position = vec![(
+            writer_key(part.id, &writer),
+            (next_offset as u64).to_be_bytes().to_vec(),
+        )];
+        self.write_batch(part, &mut st, bytes, h, &position)?;
+        st.writers.insert(writer, next_offset);
+        // The dead letters are durable before the commit that skips their source records.
+        if let Some(seg) = st.segments.last() {
+            self.inner.open_segments.get(seg)?.flush()?;
         }
-        for (k, v) in state {
-            b.insert(app_key(k), v.as_slice());
-        }
-        inner.log.apply_batch(b).map_err(StoreError::from)?;
-        Ok(self.appended(st, base_offset, h))
+        let appended = self.appended(st, base_offset, h);
+        self.commit_with_state(source, names, next_offset, state)?;
+        Ok(appended)
+    }
+
+    /// Where writer (`source`, `stage`) stands in `part`: the source offset up to which its
+    /// appends are stored, if it ever appended.
+    pub fn writer_position(
+        &self,
+        part: &Partition,
+        source: &Partition,
+        stage: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let st = self.part_state(part)?;
+        Ok(st.writers.get(&writer_name(source.id, stage)).copied())
     }
 
     /// Commits `next_offset` for consumers `names` on `part` together with appliance-state
@@ -1345,84 +1940,113 @@ impl Store {
         part.state.lock().map(|st| st.producers.len()).unwrap_or(0)
     }
 
-    /// Removes the oldest whole batches of `part` while the partition holds more than
-    /// `max_bytes` of batches (a topic's `retention.bytes`), at most 10,000 per call. The last
-    /// batch is kept. Returns the number of batches removed.
-    pub fn expire_over_size(&self, part: &Partition, max_bytes: u64) -> Result<usize, StoreError> {
-        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
-        let log = &self.inner.log;
-        let mut batches = Vec::new();
-        let mut total: u64 = 0;
-        for item in log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, st.next_offset, 0)) {
-            let (k, v) = item?;
-            let (base, chunk) = parse_chunk_key(&k)?;
-            if chunk != 0 {
-                continue;
-            }
-            let h = stored_header(&v)?;
-            total += h.total_len() as u64;
-            batches.push((base, h.total_len(), h.last_offset()));
+    /// Removes the oldest sealed segments of `part` while what remains holds at least
+    /// `max_bytes` of batches (a topic's `retention.bytes`, as Kafka applies it: the newest
+    /// segment stays). Batches of a legacy segment go one by one, at most 10,000 per call.
+    /// Returns the number of offsets the log start moved by.
+    pub fn expire_over_size(&self, part: &Partition, max_bytes: u64) -> Result<i64, StoreError> {
+        let mut st = self.part_state(part)?;
+        let mut sizes = Vec::with_capacity(st.segments.len());
+        for seg in &st.segments {
+            sizes.push(self.segment_bytes(part.id, seg)?);
         }
-        let mut b = sled::Batch::default();
-        let mut removed = 0;
-        let mut new_start = st.log_start;
-        for (base, len, last) in batches.iter().take(batches.len().saturating_sub(1)) {
-            if total <= max_bytes || removed >= 10_000 {
+        let mut total: u64 = sizes.iter().sum();
+        let old_start = st.log_start;
+        let mut new_start = old_start;
+        let count = st.segments.len();
+        for (i, seg) in st.segments.iter().enumerate() {
+            if i + 1 == count || total <= max_bytes {
                 break;
             }
-            for c in 0..chunk_count(*len) {
-                b.remove(&chunk_key(part.id, *base, c as u16)[..]);
+            if seg.is_legacy() {
+                // Batch by batch, as far as the excess goes.
+                let db = self.inner.open_segments.get(seg)?;
+                for (n, h) in tree_headers(&db.log, part.id, 0, i64::MAX).enumerate() {
+                    let h = h?;
+                    if total <= max_bytes || n >= 10_000 {
+                        break;
+                    }
+                    total -= h.total_len() as u64;
+                    new_start = new_start.max(h.last_offset() + 1);
+                }
+                break;
             }
-            total -= *len as u64;
-            removed += 1;
-            new_start = new_start.max(last + 1);
+            if total - sizes[i] < max_bytes {
+                break;
+            }
+            total -= sizes[i];
+            new_start = new_start.max(seg.summary().end);
         }
-        if removed == 0 {
+        if new_start <= old_start {
             return Ok(0);
         }
-        log.apply_batch(b)?;
-        st.log_start = new_start;
-        Ok(removed)
+        self.move_log_start(part, &mut st, new_start)?;
+        Ok(new_start - old_start)
     }
 
-    /// Removes whole batches from the front of `part` whose records are all older than
-    /// `cutoff_ms` (max timestamp below it), at most 10,000 per call. The last batch is kept so
-    /// the log end offset survives a restart. Returns the number of batches removed.
-    pub fn expire_before(&self, part: &Partition, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
-        let log = &self.inner.log;
-        let mut new_start = st.log_start;
-        let mut removed = 0;
-        let mut b = sled::Batch::default();
-        for item in log.range(chunk_key(part.id, 0, 0)..chunk_key(part.id, st.next_offset, 0)) {
-            let (k, v) = item?;
-            let (base, chunk) = parse_chunk_key(&k)?;
-            if chunk != 0 {
+    /// Removes the segments at the front of `part` whose records are all older than
+    /// `cutoff_ms` (newest timestamp below it), the newest segment too once it is that old
+    /// (Kafka rolls it first). Batches of a legacy segment go one by one, at most 10,000 per
+    /// call. Returns the number of offsets the log start moved by.
+    pub fn expire_before(&self, part: &Partition, cutoff_ms: i64) -> Result<i64, StoreError> {
+        let mut st = self.part_state(part)?;
+        let old_start = st.log_start;
+        let mut new_start = old_start;
+        for seg in &st.segments {
+            if seg.is_legacy() {
+                let db = self.inner.open_segments.get(seg)?;
+                for (n, h) in tree_headers(&db.log, part.id, 0, i64::MAX).enumerate() {
+                    let h = h?;
+                    if h.max_timestamp >= cutoff_ms || n >= 10_000 {
+                        break;
+                    }
+                    new_start = new_start.max(h.last_offset() + 1);
+                }
+                if new_start < seg.summary().end {
+                    break;
+                }
                 continue;
             }
-            let h = stored_header(&v)?;
-            if h.max_timestamp >= cutoff_ms
-                || h.last_offset() + 1 >= st.next_offset
-                || removed >= 10_000
-            {
+            let s = seg.summary();
+            if s.bytes == 0 || s.max_ts >= cutoff_ms {
                 break;
             }
-            for c in 0..chunk_count(h.total_len()) {
-                b.remove(&chunk_key(part.id, base, c as u16)[..]);
-            }
-            removed += 1;
-            new_start = new_start.max(h.last_offset() + 1);
+            new_start = new_start.max(s.end);
         }
-        if removed == 0 {
+        if new_start <= old_start {
             return Ok(0);
         }
-        log.apply_batch(b)?;
-        st.log_start = new_start;
-        Ok(removed)
+        self.move_log_start(part, &mut st, new_start)?;
+        Ok(new_start - old_start)
     }
 }
 
 impl Inner {
+    /// Flushes every segment database written since the last flush, then the meta database.
+    fn flush_all(&self) -> Result<(), StoreError> {
+        let dirty = match self.dirty.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return Err(StoreError::Closed),
+        };
+        let mut failed = None;
+        for db in &dirty {
+            if let Err(e) = db.flush() {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            // Keep them dirty: the next flush tries again.
+            if let Ok(mut d) = self.dirty.lock() {
+                d.extend(dirty);
+            }
+            return Err(e);
+        }
+        drop(dirty);
+        self.db.flush()?;
+        self.open_segments.trim(None);
+        Ok(())
+    }
+
     fn request_flush(&self) {
         if let Ok(mut s) = self.signal.state.lock() {
             s.0 = true;
@@ -1437,7 +2061,7 @@ impl Inner {
             return;
         }
         let started = std::time::Instant::now();
-        let flushed = self.db.flush();
+        let flushed = self.flush_all();
         self.flush_stats.observe(started.elapsed());
         match flushed {
             Ok(_) => self.durable.send_modify(|d| {
@@ -1478,96 +2102,70 @@ fn run_flusher(store: std::sync::Weak<Inner>, signal: Arc<FlushSignal>, interval
     }
 }
 
-/// How long opening waits for another holder of the data dir's lock to let go (a process that
-/// is still exiting, or sled's own IO threads of a store just closed in this process).
-const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// The header of partition `pid`'s batch at `base` in `tree` (its first chunk).
+fn header_in(tree: &sled::Tree, pid: u32, base: i64) -> Result<BatchHeader, StoreError> {
+    match tree.get(chunk_key(pid, base, 0))? {
+        Some(v) => stored_header(&v),
+        None => Err(StoreError::Corrupt(format!(
+            "no first chunk for the batch at {base}"
+        ))),
+    }
+}
 
-fn open_db(config: &StoreConfig) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let opened = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open();
-        match opened {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::InUse(config.path.display().to_string()));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return Ok(other?),
+/// Bytes of the files under `dir`, recursively (0 when it does not exist).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => total += dir_bytes(&entry.path()),
+            Ok(m) => total += m.len(),
+            Err(_) => {}
         }
     }
+    total
+}
+
+/// The summary of the segment at `base` of partition `pid` read off its batches.
+fn scan_summary(tree: &sled::Tree, pid: u32, base: i64) -> Result<Summary, StoreError> {
+    let mut s = Summary::empty(base);
+    for h in tree_headers(tree, pid, base, i64::MAX) {
+        let h = h?;
+        s.end = h.last_offset() + 1;
+        s.bytes += h.total_len() as u64;
+        s.max_ts = s.max_ts.max(h.max_timestamp);
+    }
+    Ok(s)
+}
+
+/// The headers of partition `pid`'s batches in `tree` with base offsets in `from..to`.
+fn tree_headers(
+    tree: &sled::Tree,
+    pid: u32,
+    from: i64,
+    to: i64,
+) -> impl Iterator<Item = Result<BatchHeader, StoreError>> {
+    let end = if to == i64::MAX {
+        chunk_key_end(pid)
+    } else {
+        chunk_key(pid, to, 0)
+    };
+    tree.range(chunk_key(pid, from.max(0), 0)..end)
+        .filter_map(|item| match item {
+            Err(e) => Some(Err(e.into())),
+            Ok((k, v)) => match parse_chunk_key(&k) {
+                Err(e) => Some(Err(e)),
+                Ok((_, 0)) => Some(stored_header(&v)),
+                Ok(_) => None,
+            },
+        })
 }
 
 /// The header of a batch read back from the log; a short one means the store is corrupt.
 fn stored_header(v: &[u8]) -> Result<BatchHeader, StoreError> {
     batch::parse_header(v).map_err(|e| StoreError::Corrupt(format!("stored batch: {e}")))
-}
-
-fn load_partition(
-    log: &sled::Tree,
-    pid: u32,
-    topic: &str,
-    index: i32,
-) -> Result<Partition, StoreError> {
-    let range = chunk_key(pid, 0, 0)..chunk_key_end(pid);
-    let corrupt = |e: StoreError| StoreError::Corrupt(format!("partition {topic}-{index}: {e}"));
-    let (log_start, next_offset) = match log.range(range.clone()).next_back() {
-        Some(last) => {
-            let (k, _) = last?;
-            let (last_base, _) = parse_chunk_key(&k).map_err(corrupt)?;
-            let first_chunk = log.get(chunk_key(pid, last_base, 0))?.ok_or_else(|| {
-                corrupt(StoreError::Corrupt(format!(
-                    "no first chunk at {last_base}"
-                )))
-            })?;
-            let h = stored_header(&first_chunk).map_err(corrupt)?;
-            let first = match log.range(range).next() {
-                Some(item) => {
-                    let (k, _) = item?;
-                    parse_chunk_key(&k).map_err(corrupt)?.0
-                }
-                None => 0,
-            };
-            (first, h.last_offset() + 1)
-        }
-        None => (0, 0),
-    };
-    let (log_start, next_offset) = match log.get(log_start_key(pid))? {
-        Some(v) => {
-            let marker = read_u64(&v).map_err(corrupt)? as i64;
-            (log_start.max(marker), next_offset.max(marker))
-        }
-        None => (log_start, next_offset),
-    };
-    let mut producers = HashMap::new();
-    for item in log.scan_prefix(producer_prefix(pid)) {
-        let (k, v) = item?;
-        if k.len() != 20 {
-            continue;
-        }
-        let producer_id = read_u64(&k[12..20])? as i64;
-        let entry = ProducerEntry::decode(&v).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "producer state of {producer_id} in {topic}-{index}"
-            ))
-        })?;
-        producers.insert(producer_id, entry);
-    }
-    Ok(Partition {
-        id: pid,
-        topic: topic.to_string(),
-        index,
-        state: Mutex::new(PartitionState {
-            next_offset,
-            log_start,
-            producers,
-        }),
-    })
 }
 
 /// Wall-clock milliseconds since the epoch.

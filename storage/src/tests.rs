@@ -9,6 +9,11 @@ fn batch(n: usize, producer: ProducerFields) -> (Vec<u8>, BatchHeader) {
     (b, h)
 }
 
+/// Topic configs that give every batch a segment of its own.
+fn segment_per_batch() -> BTreeMap<String, String> {
+    BTreeMap::from([("segment.bytes".to_string(), "1".to_string())])
+}
+
 #[tokio::test]
 async fn append_read_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +186,7 @@ async fn group_commit_releases_waiters() {
 async fn timestamps_and_retention() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(StoreConfig::new(dir.path())).unwrap();
-    let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let t = s.create_topic("t", 1, segment_per_batch()).unwrap();
     let p = &t.partitions[0];
     for ts in [100, 200, 300] {
         let b = encode_uncompressed(
@@ -196,8 +201,8 @@ async fn timestamps_and_retention() {
     assert_eq!(s.offset_for_timestamp(p, 301).unwrap(), None);
     // The batch holding the largest timestamp (its base offset): ListOffsets looks inside it.
     assert_eq!(s.max_timestamp(p).unwrap(), Some((4, 300)));
-    // Everything is older than 1000, but the last batch stays.
-    assert_eq!(s.expire_before(p, 1000).unwrap(), 2);
+    // Segments older than 250 go whole.
+    assert_eq!(s.expire_before(p, 250).unwrap(), 4);
     assert_eq!(
         s.offsets(p),
         Offsets {
@@ -207,7 +212,32 @@ async fn timestamps_and_retention() {
     );
     let mut out = BytesMut::new();
     assert!(s.read(p, 0, 100, true, &mut out).unwrap().is_none());
+    // Everything is older than 1000: the newest segment goes too, the log end stays, and the
+    // next append goes on from it.
+    assert_eq!(s.expire_before(p, 1000).unwrap(), 2);
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 6,
+            log_end: 6
+        }
+    );
+    let (b, h) = batch(1, ProducerFields::NONE);
+    assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 6);
+    s.close().unwrap();
+    drop(t);
+    drop(s);
+    let s = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let p = &s.topic("t").unwrap().partitions[0];
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 6,
+            log_end: 7
+        }
+    );
 }
+
 
 #[tokio::test]
 async fn large_batches_are_chunked_and_read_back_whole() {
@@ -219,12 +249,14 @@ async fn large_batches_are_chunked_and_read_back_whole() {
     assert_eq!(chunk_count(b.len()), 6);
     {
         let s = Store::open(cfg.clone()).unwrap();
-        let t = s.create_topic("big", 1, BTreeMap::new()).unwrap();
+        let t = s.create_topic("big", 1, segment_per_batch()).unwrap();
         let p = &t.partitions[0];
         let (small, sh) = batch(2, ProducerFields::NONE);
         assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 0);
         assert_eq!(s.append(p, &small, &sh).unwrap().base_offset, 1);
-        assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 3);
+        let late = encode_uncompressed(&[(Some(b"k"), Some(&big))], 9_000, ProducerFields::NONE);
+        let lh = validate_produce_batch(&late, 1 << 24, None).unwrap();
+        assert_eq!(s.append(p, &late, &lh).unwrap().base_offset, 3);
         let mut out = BytesMut::new();
         s.read(p, 0, 1 << 24, true, &mut out).unwrap().unwrap();
         let got: Vec<(i64, usize)> = batch::split_batches(&out)
@@ -255,17 +287,13 @@ async fn large_batches_are_chunked_and_read_back_whole() {
             log_end: 4
         }
     );
-    // Expiring the first two batches removes every chunk of them.
-    assert_eq!(s.expire_before(p, 2_000).unwrap(), 2);
+    // Expiring the first two batches removes their segments whole.
+    assert_eq!(s.expire_before(p, 2_000).unwrap(), 3);
     assert_eq!(s.offsets(p).log_start, 3);
-    let left = s
-        .inner
-        .log
-        .iter()
-        .keys()
-        .filter(|k| k.as_ref().map(|k| k.len() == 14).unwrap_or(false))
+    let left = std::fs::read_dir(dir.path().join("segments").join(p.id.to_string()))
+        .unwrap()
         .count();
-    assert_eq!(left, 6, "only the last batch's chunks remain");
+    assert_eq!(left, 1, "only the last batch's segment remains");
     let mut out = BytesMut::new();
     s.read(p, 3, 1 << 24, true, &mut out).unwrap().unwrap();
     assert_eq!(out.len(), b.len());
@@ -390,7 +418,7 @@ async fn delete_records_inside_a_batch_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(StoreConfig::new(dir.path())).unwrap();
-        let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+        let t = s.create_topic("t", 1, segment_per_batch()).unwrap();
         let p = &t.partitions[0];
         for ts in [100, 200, 300] {
             let b = encode_uncompressed(
@@ -505,7 +533,7 @@ async fn committed_offsets_groups_partitions_and_topic_deletion() {
 async fn size_retention_keeps_the_newest_batches() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(StoreConfig::new(dir.path())).unwrap();
-    let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let t = s.create_topic("t", 1, segment_per_batch()).unwrap();
     let p = &t.partitions[0];
     let b = encode_uncompressed(&[(None, Some(&[7u8; 1000][..]))], 1, ProducerFields::NONE);
     let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
@@ -522,7 +550,219 @@ async fn size_retention_keeps_the_newest_batches() {
         }
     );
     assert_eq!(s.partition_size(p).unwrap(), 3 * one);
-    // Even a limit below one batch keeps the newest.
+    // Even a limit below one batch keeps the newest segment.
     assert_eq!(s.expire_over_size(p, 0).unwrap(), 2);
     assert_eq!(s.offsets(p).log_start, 9);
+}
+
+fn seq_batch(n: usize, producer_id: i64, base_sequence: i32) -> (Vec<u8>, BatchHeader) {
+    batch(
+        n,
+        ProducerFields {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+        },
+    )
+}
+
+/// Every batch and the bases of the batches read from `from` on.
+fn read_all(s: &Store, p: &Partition, from: i64) -> Vec<i64> {
+    let mut out = BytesMut::new();
+    s.read(p, from, 1 << 24, true, &mut out).unwrap().unwrap();
+    batch::split_batches(&out)
+        .map(|r| r.unwrap().0.base_offset)
+        .collect()
+}
+
+#[tokio::test]
+async fn segments_roll_by_size_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    let (probe, _) = batch(3, ProducerFields::NONE);
+    // Two batches of 3 records fit a segment; the third rolls a new one.
+    let configs = BTreeMap::from([(
+        "segment.bytes".to_string(),
+        (2 * probe.len()).to_string(),
+    )]);
+    let producer;
+    let part_id;
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        producer = s.new_producer_id().unwrap();
+        let t = s.create_topic("t", 1, configs).unwrap();
+        let p = &t.partitions[0];
+        part_id = p.id;
+        for i in 0..10 {
+            let (b, h) = seq_batch(3, producer, i * 3);
+            assert_eq!(b.len(), probe.len());
+            assert_eq!(s.append(p, &b, &h).unwrap().base_offset, i64::from(i) * 3);
+        }
+        let bases: Vec<i64> = (0..10).map(|i| i * 3).collect();
+        assert_eq!(read_all(&s, p, 0), bases);
+        assert_eq!(read_all(&s, p, 7), bases[2..].to_vec());
+        assert_eq!(s.partition_size(p).unwrap(), 10 * probe.len() as u64);
+        s.close().unwrap();
+    }
+    let segs = segment::list_segments(dir.path(), part_id).unwrap();
+    assert_eq!(segs, vec![0, 6, 12, 18, 24]);
+    let s = Store::open(cfg).unwrap();
+    assert_eq!(s.open_segments(), 0, "opening the store opens no segment");
+    let t = s.topic("t").unwrap();
+    let p = &t.partitions[0];
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 0,
+            log_end: 30
+        }
+    );
+    // Producer state came from the newest segment: a retry of the last batch is a duplicate,
+    // the next sequence appends.
+    let (b, h) = seq_batch(3, producer, 27);
+    let dup = s.append(p, &b, &h).unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.base_offset, 27);
+    let (b, h) = seq_batch(3, producer, 30);
+    assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 30);
+    assert_eq!(read_all(&s, p, 25), vec![24, 27, 30]);
+    // Timestamp lookups and size retention by whole segments.
+    assert_eq!(s.offset_for_timestamp(p, 0).unwrap(), Some((0, 1_000)));
+    assert_eq!(s.expire_over_size(p, 3 * probe.len() as u64).unwrap(), 24);
+    assert_eq!(s.offsets(p).log_start, 24);
+    assert_eq!(read_all(&s, p, 24), vec![24, 27, 30]);
+}
+
+#[tokio::test]
+async fn open_segment_databases_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.max_open_segments = 3;
+    let s = Store::open(cfg).unwrap();
+    let t = s.create_topic("t", 1, segment_per_batch()).unwrap();
+    let p = &t.partitions[0];
+    for i in 0..12 {
+        let (b, h) = batch(1, ProducerFields::NONE);
+        assert_eq!(s.append(p, &b, &h).unwrap().base_offset, i);
+    }
+    s.flush().unwrap();
+    for i in 0..12 {
+        assert_eq!(read_all(&s, p, i).len(), 12 - i as usize);
+        assert!(s.open_segments() <= 3, "{} open", s.open_segments());
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_writer_position_survives_rolls_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        let src = s.create_topic("src", 1, BTreeMap::new()).unwrap();
+        let dlq = s.create_topic("dlq", 1, segment_per_batch()).unwrap();
+        let (sp, dp) = (&src.partitions[0], &dlq.partitions[0]);
+        assert_eq!(s.writer_position(dp, sp, "contract").unwrap(), None);
+        for end in [5, 9] {
+            let (b, h) = batch(1, ProducerFields::NONE);
+            s.append_and_commit(
+                dp,
+                &b,
+                &h,
+                ConsumerCommit {
+                    source: sp,
+                    names: &["contract"],
+                    next_offset: end,
+                    state: &[(b"k".to_vec(), end.to_string().into_bytes())],
+                },
+            )
+            .unwrap();
+        }
+        assert_eq!(s.writer_position(dp, sp, "contract").unwrap(), Some(9));
+        assert_eq!(s.consumer_offset(sp, "contract").unwrap(), 9);
+        // Another batch rolls the dead-letter partition again: the position moves along.
+        let (b, h) = batch(1, ProducerFields::NONE);
+        s.append(dp, &b, &h).unwrap();
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg).unwrap();
+    let (src, dlq) = (s.topic("src").unwrap(), s.topic("dlq").unwrap());
+    assert_eq!(
+        s.writer_position(&dlq.partitions[0], &src.partitions[0], "contract")
+            .unwrap(),
+        Some(9)
+    );
+    assert_eq!(s.state(b"k").unwrap(), Some(b"9".to_vec()));
+}
+
+#[tokio::test]
+async fn a_data_dir_of_the_single_database_layout_is_read_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    let producer;
+    {
+        // What kafkabox wrote before segments: batches and producer state in the meta log tree.
+        let s = Store::open(cfg.clone()).unwrap();
+        producer = s.new_producer_id().unwrap();
+        let t = s.create_topic("old", 1, BTreeMap::new()).unwrap();
+        let pid = t.partitions[0].id;
+        let mut entry = ProducerEntry::default();
+        for i in 0..4i64 {
+            let (b, h) = seq_batch(2, producer, (i * 2) as i32);
+            let mut w = sled::Batch::default();
+            chunk_writes(&mut w, pid, i * 2, &b).unwrap();
+            entry.record(
+                0,
+                BatchMeta {
+                    first_seq: h.base_sequence,
+                    last_seq: h.last_sequence(),
+                    base_offset: i * 2,
+                    last_offset_delta: h.last_offset_delta,
+                },
+                now_ms(),
+            );
+            w.insert(&producer_key(pid, producer)[..], entry.encode());
+            s.inner.log.apply_batch(w).unwrap();
+        }
+        s.close().unwrap();
+    }
+    let s = Store::open(cfg.clone()).unwrap();
+    let t = s.topic("old").unwrap();
+    let p = &t.partitions[0];
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 0,
+            log_end: 8
+        }
+    );
+    assert_eq!(read_all(&s, p, 3), vec![2, 4, 6]);
+    // The legacy producer state still detects a retry; new batches go to a segment.
+    let (b, h) = seq_batch(2, producer, 6);
+    assert!(s.append(p, &b, &h).unwrap().duplicate);
+    let (b, h) = seq_batch(2, producer, 8);
+    assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 8);
+    assert_eq!(read_all(&s, p, 5), vec![4, 6, 8]);
+    assert_eq!(segment::list_segments(dir.path(), p.id).unwrap(), vec![8]);
+    assert_eq!(s.max_timestamp(p).unwrap(), Some((0, 1_000)));
+    // DeleteRecords goes through the legacy batches, then drops them.
+    assert_eq!(s.delete_records_before(p, 5).unwrap(), 5);
+    assert_eq!(read_all(&s, p, 5), vec![4, 6, 8]);
+    assert_eq!(s.delete_records_before(p, 9).unwrap(), 9);
+    assert_eq!(read_all(&s, p, 9), vec![8]);
+    s.close().unwrap();
+    drop(t);
+    drop(s);
+    let s = Store::open(cfg).unwrap();
+    let t = s.topic("old").unwrap();
+    let p = &t.partitions[0];
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 9,
+            log_end: 10
+        }
+    );
+    // A retry of the batch written after the upgrade is still a duplicate.
+    let (b, h) = seq_batch(2, producer, 8);
+    assert!(s.append(p, &b, &h).unwrap().duplicate);
 }

@@ -1,0 +1,381 @@
+//! Segments of a partition log, as Kafka rolls them: each segment is a sled database of its
+//! own under `segments/<partition id>/<base offset>/`, holding the batches from its base offset
+//! on (same keys as the legacy `log` tree), and, in the newest segment, the partition's producer
+//! state and writer positions, so that a batch and the state it changes stay one atomic
+//! `apply_batch`.
+//!
+//! Only the newest segment of a partition is written. Older ones are sealed: their summary
+//! (end offset, bytes, newest timestamp) is kept in the meta database, so start-up, retention
+//! and offset lookups need not open them. A segment's database is opened when it is first read
+//! or written and closed again when more than [`OpenSegments`]' bound are open and it is not in
+//! use, so memory does not grow with the number of segments.
+//!
+//! Data dirs written before segments existed keep their batches in the meta database's `log`
+//! tree: that is the partition's *legacy* segment, read in place (never written again) until
+//! retention or DeleteRecords removes it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::StoreError;
+
+/// An open segment database and its `log` tree.
+#[derive(Debug)]
+pub(crate) struct SegDb {
+    pub db: sled::Db,
+    pub log: sled::Tree,
+}
+
+impl SegDb {
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// What the store knows of a segment without opening it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Summary {
+    /// The offset after its last batch (its base offset while empty).
+    pub end: i64,
+    /// Bytes of stored batches.
+    pub bytes: u64,
+    /// The newest batch max timestamp, -1 while empty.
+    pub max_ts: i64,
+    /// Wall-clock time of its first write, ms (for `segment.ms`); 0 while empty.
+    pub created_ms: i64,
+}
+
+impl Summary {
+    pub fn empty(base: i64) -> Summary {
+        Summary {
+            end: base,
+            bytes: 0,
+            max_ts: -1,
+            created_ms: 0,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; 32] {
+        let mut v = [0u8; 32];
+        v[..8].copy_from_slice(&self.end.to_be_bytes());
+        v[8..16].copy_from_slice(&self.bytes.to_be_bytes());
+        v[16..24].copy_from_slice(&self.max_ts.to_be_bytes());
+        v[24..].copy_from_slice(&self.created_ms.to_be_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Result<Summary, StoreError> {
+        if v.len() != 32 {
+            return Err(StoreError::Corrupt(format!(
+                "segment summary of {} bytes, expected 32",
+                v.len()
+            )));
+        }
+        let n = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&v[i..i + 8]);
+            i64::from_be_bytes(a)
+        };
+        Ok(Summary {
+            end: n(0),
+            bytes: n(8) as u64,
+            max_ts: n(16),
+            created_ms: n(24),
+        })
+    }
+}
+
+/// Where a segment's batches live.
+#[derive(Debug)]
+pub(crate) enum Place {
+    /// The meta database's `log` tree (data dirs written before segments existed).
+    Legacy,
+    /// A sled database of its own in this directory.
+    Dir(PathBuf),
+}
+
+/// One segment of a partition.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: i64,
+    pub place: Place,
+    sealed: AtomicBool,
+    summary: Mutex<Summary>,
+    handle: Mutex<Option<Arc<SegDb>>>,
+    last_used: AtomicU64,
+    /// Bytes written through the current handle (see [`OpenSegments::recycle_after`]).
+    written_since_open: AtomicU64,
+    /// Close the handle as soon as it is idle.
+    recycle: AtomicBool,
+}
+
+impl Segment {
+    pub fn new(base: i64, place: Place, summary: Summary, sealed: bool) -> Segment {
+        Segment {
+            base,
+            place,
+            sealed: AtomicBool::new(sealed),
+            summary: Mutex::new(summary),
+            handle: Mutex::new(None),
+            last_used: AtomicU64::new(0),
+            written_since_open: AtomicU64::new(0),
+            recycle: AtomicBool::new(false),
+        }
+    }
+
+    /// The legacy segment, always open on the meta database's `log` tree.
+    pub fn legacy(base: i64, summary: Summary, db: sled::Db, log: sled::Tree) -> Segment {
+        let s = Segment::new(base, Place::Legacy, summary, true);
+        if let Ok(mut h) = s.handle.lock() {
+            *h = Some(Arc::new(SegDb { db, log }));
+        }
+        s
+    }
+
+    pub fn is_legacy(&self) -> bool {
+        matches!(self.place, Place::Legacy)
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    pub fn summary(&self) -> Summary {
+        match self.summary.lock() {
+            Ok(s) => *s,
+            Err(_) => Summary::empty(self.base),
+        }
+    }
+
+    pub fn set_summary(&self, s: Summary) {
+        if let Ok(mut g) = self.summary.lock() {
+            *g = s;
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Dir(p) => Some(p),
+            Place::Legacy => None,
+        }
+    }
+}
+
+/// The directory of segment `base` of partition `pid`.
+pub(crate) fn segment_dir(root: &Path, pid: u32, base: i64) -> PathBuf {
+    partition_dir(root, pid).join(format!("{base:020}"))
+}
+
+pub(crate) fn partition_dir(root: &Path, pid: u32) -> PathBuf {
+    root.join("segments").join(pid.to_string())
+}
+
+/// The base offsets of the segment directories of partition `pid`, oldest first. Anything
+/// else in the directory is ignored with a warning.
+pub(crate) fn list_segments(root: &Path, pid: u32) -> Result<Vec<i64>, StoreError> {
+    let dir = partition_dir(root, pid);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", dir.display()))),
+    };
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::Io(format!("reading {}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        match name.to_str().and_then(|n| n.parse::<i64>().ok()) {
+            Some(base) if base >= 0 => bases.push(base),
+            _ => tracing::warn!(
+                path = %entry.path().display(),
+                "ignoring an entry of a partition's segment directory that is not a segment"
+            ),
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// How long opening waits for another holder of a database's lock to let go (a process that
+/// is still exiting, or sled's own IO threads of a database just closed in this process).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens (or creates) the sled database at `path` the way the store uses them: sled's own
+/// flush timer off (the store's flusher does group commit), `cache` bytes of page cache.
+pub(crate) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse(path.display().to_string()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// The segment databases open at one time, bounded: opening one more closes the least
+/// recently used one that nobody is reading or writing.
+#[derive(Debug)]
+pub(crate) struct OpenSegments {
+    max: usize,
+    cache_bytes: u64,
+    /// A written segment's handle is closed and reopened after this many bytes (sled 0.34
+    /// keeps what was written through a handle in memory until it is closed).
+    pub recycle_after: u64,
+    open: Mutex<Vec<Arc<Segment>>>,
+    tick: AtomicU64,
+}
+
+impl OpenSegments {
+    pub fn new(max: usize, cache_bytes: u64, recycle_after: u64) -> OpenSegments {
+        OpenSegments {
+            max: max.max(2),
+            cache_bytes,
+            recycle_after,
+            open: Mutex::new(Vec::new()),
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    /// The open database of `seg`, opening it (and closing another) if needed.
+    pub fn get(&self, seg: &Arc<Segment>) -> Result<Arc<SegDb>, StoreError> {
+        seg.last_used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let db = {
+            let mut h = seg.handle.lock().map_err(|_| StoreError::Closed)?;
+            if let Some(db) = &*h {
+                return Ok(db.clone());
+            }
+            let Place::Dir(path) = &seg.place else {
+                return Err(StoreError::Closed);
+            };
+            let db = open_sled(path, self.cache_bytes)?;
+            let log = db.open_tree("log")?;
+            let db = Arc::new(SegDb { db, log });
+            *h = Some(db.clone());
+            seg.written_since_open.store(0, Ordering::Relaxed);
+            db
+        };
+        if let Ok(mut open) = self.open.lock() {
+            open.push(seg.clone());
+        }
+        self.trim(Some(seg));
+        Ok(db)
+    }
+
+    /// Closes the least recently used idle databases while more than the bound are open
+    /// (never `keep`). Databases written since the last flush are not idle: the flusher trims
+    /// after each flush.
+    pub fn trim(&self, keep: Option<&Arc<Segment>>) {
+        let victims = {
+            let Ok(mut open) = self.open.lock() else {
+                return;
+            };
+            let mut victims = Vec::new();
+            let mut i = 0;
+            while i < open.len() {
+                if open[i].recycle.load(Ordering::Relaxed) {
+                    if let Some(db) = take_if_idle(&open[i]) {
+                        victims.push(db);
+                        open.remove(i);
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+            if open.len() > self.max {
+                open.sort_by_key(|s| s.last_used.load(Ordering::Relaxed));
+                let mut i = 0;
+                while open.len() > self.max && i < open.len() {
+                    if keep.is_some_and(|k| Arc::ptr_eq(&open[i], k)) {
+                        i += 1;
+                        continue;
+                    }
+                    match take_if_idle(&open[i]) {
+                        Some(db) => {
+                            victims.push(db);
+                            open.remove(i);
+                        }
+                        None => i += 1,
+                    }
+                }
+            }
+            victims
+        };
+        // Closing flushes: outside every lock.
+        drop(victims);
+    }
+
+    /// Counts `bytes` written to `seg`; past [`OpenSegments::recycle_after`] its handle is
+    /// closed when idle (the next access reopens it), giving back what sled kept in memory.
+    pub fn wrote(&self, seg: &Arc<Segment>, bytes: u64) {
+        let n = seg.written_since_open.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if n >= self.recycle_after {
+            // Usually still waiting for its flush: the flusher closes it afterwards.
+            seg.recycle.store(true, Ordering::Relaxed);
+            self.close(seg);
+        }
+    }
+
+    /// Closes `seg`'s database if nobody else holds it (it stays open otherwise and is closed
+    /// later by eviction).
+    pub fn close(&self, seg: &Arc<Segment>) {
+        if seg.is_legacy() {
+            return;
+        }
+        let victim = take_if_idle(seg);
+        if victim.is_some() {
+            if let Ok(mut open) = self.open.lock() {
+                open.retain(|s| !Arc::ptr_eq(s, seg));
+            }
+        }
+        drop(victim);
+    }
+
+    /// Closes `seg`'s database whoever holds it: it is being deleted. Readers that still hold
+    /// it finish on the open handle.
+    pub fn forget(&self, seg: &Arc<Segment>) {
+        let taken = seg.handle.lock().ok().and_then(|mut h| h.take());
+        if let Ok(mut open) = self.open.lock() {
+            open.retain(|s| !Arc::ptr_eq(s, seg));
+        }
+        drop(taken);
+    }
+
+    /// Number of segment databases open now.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+}
+
+/// Takes `seg`'s handle when the segment itself holds the only reference.
+fn take_if_idle(seg: &Segment) -> Option<Arc<SegDb>> {
+    if seg.is_legacy() {
+        return None;
+    }
+    let mut h = seg.handle.try_lock().ok()?;
+    match &*h {
+        Some(db) if Arc::strong_count(db) == 1 => {
+            seg.written_since_open.store(0, Ordering::Relaxed);
+            seg.recycle.store(false, Ordering::Relaxed);
+            h.take()
+        }
+        _ => None,
+    }
+}
