@@ -55,8 +55,8 @@ pub struct BenchArgs {
     rebalance_members: Vec<usize>,
 }
 
-/// Most messages one run sends, whatever `bytes_per_run` says.
-const MAX_MESSAGES_PER_RUN: usize = 5_000_000;
+/// Most messages one run sends, whatever `bytes_per_run` says (10 GiB of 1 KiB records fit).
+const MAX_MESSAGES_PER_RUN: usize = 12_000_000;
 
 struct Throughput {
     size: usize,
@@ -105,28 +105,92 @@ struct ChildBroker {
     sampler: tokio::task::JoinHandle<()>,
 }
 
+/// Samples the RSS of process `pid` every 100 ms into `peak` until it is gone.
+fn sample_rss(
+    pid: u32,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(r) = vm_rss(pid) {
+            peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
 fn vm_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// Answers to one ApiVersions v0 request on a fresh connection to `addr`: the broker accepts
+/// connections and serves requests.
+async fn api_versions(addr: &str) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    // size, api key 18, version 0, correlation id 7, client id "" (length 0).
+    let req: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0, 0];
+    s.write_all(&req).await?;
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).await?;
+    if head[4..8] != [0, 0, 0, 7] {
+        bail!("unexpected answer to ApiVersions");
+    }
+    Ok(())
+}
+
 impl ChildBroker {
     async fn spawn(scratch: &Path) -> Result<ChildBroker> {
-        let log = scratch.join("broker.log");
+        ChildBroker::spawn_at(scratch, "127.0.0.1:0", "broker.log").await
+    }
+
+    /// SIGKILL, then a new `kafkabox serve` on the same data dir and port; returns the time
+    /// from starting it to its first answer to ApiVersions.
+    async fn restart_after_kill9(&mut self, scratch: &Path) -> Result<Duration> {
+        self.sampler.abort();
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        let addr = self.addr.clone();
+        let started = Instant::now();
+        let mut next = ChildBroker::spawn_child(scratch, &addr, "broker-restart.log")?;
+        loop {
+            if api_versions(&addr).await.is_ok() {
+                break;
+            }
+            if let Some(st) = next.try_wait()? {
+                bail!("kafkabox serve exited after a restart ({st})");
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("kafkabox serve did not answer within 60 s of a restart");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = started.elapsed();
+        self.child = next;
+        self.sampler = sample_rss(self.child.id().unwrap_or(0), self.peak.clone());
+        Ok(took)
+    }
+
+    fn spawn_child(scratch: &Path, listen: &str, log: &str) -> Result<tokio::process::Child> {
         let exe = std::env::current_exe().context("finding the kafkabox binary")?;
-        let mut child = tokio::process::Command::new(exe)
+        tokio::process::Command::new(exe)
             .arg("serve")
             .arg("--data-dir")
             .arg(scratch.join("data"))
-            .args(["--listen", "127.0.0.1:0", "--http-listen", ""])
+            .args(["--listen", listen, "--http-listen", ""])
             .env("KAFKABOX_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(scratch.join(log))?)
             .kill_on_drop(true)
             .spawn()
-            .context("starting kafkabox serve")?;
+            .context("starting kafkabox serve")
+    }
+
+    async fn spawn_at(scratch: &Path, listen: &str, log_name: &str) -> Result<ChildBroker> {
+        let log = scratch.join(log_name);
+        let mut child = ChildBroker::spawn_child(scratch, listen, log_name)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -146,20 +210,8 @@ impl ChildBroker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let pid = child.id().unwrap_or(0);
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let p = peak.clone();
-        let sampler = tokio::spawn(async move {
-            loop {
-                match vm_rss(pid) {
-                    Some(r) => {
-                        p.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    None => return,
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
+        let sampler = sample_rss(child.id().unwrap_or(0), peak.clone());
         Ok(ChildBroker {
             child,
             addr,
@@ -254,7 +306,7 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         "reference: file append, 64 KiB writes, fdatasync every 5 ms: {file:.0} MiB/s durable"
     );
 
-    let (server, addr) = match &args.bootstrap {
+    let (mut server, addr) = match &args.bootstrap {
         Some(b) => (None, b.clone()),
         None => {
             let b = ChildBroker::spawn(scratch).await?;
@@ -362,6 +414,20 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         rebalance.insert(n.to_string(), (secs * 1000.0).into());
     }
     report.insert("rebalance_ms_by_members".into(), rebalance.into());
+    if let Some(b) = server.as_mut() {
+        // Start-up after kill -9, with everything the runs above wrote still on disk.
+        let on_disk = disk_usage(&scratch.join("data"));
+        let took = b.restart_after_kill9(scratch).await?;
+        println!(
+            "  start after kill -9             {:>8.1} ms to the first ApiVersions answer ({:.0} MiB on disk)",
+            took.as_secs_f64() * 1e3,
+            on_disk as f64 / 1048576.0
+        );
+        report.insert(
+            "restart_after_kill9".into(),
+            serde_json::json!({"ms": took.as_secs_f64() * 1e3, "bytes_on_disk": on_disk}),
+        );
+    }
     if let Some(mut b) = server {
         let (peak, idle) = b.stop().await?;
         println!(

@@ -100,6 +100,31 @@ fn main() {
         );
         return;
     }
+    if let Some(cycles) = std::env::var("PROBE_CYCLES").ok().and_then(|v| v.parse::<u64>().ok()) {
+        // One database closed and reopened every SEGMENT_MIB written, as the store recycles a
+        // written segment: does memory come back at each close?
+        let path = dir.join("cycle");
+        let tree_value = vec![5u8; 64 * 1024];
+        let mut key = 0u64;
+        for c in 0..cycles {
+            let db = open(&path, 8 << 20);
+            let tree = db.open_tree("log").unwrap();
+            for i in 0..(seg_mib * 16) {
+                tree.insert(key.to_be_bytes(), tree_value.as_slice()).unwrap();
+                key += 1;
+                if i % 4 == 3 {
+                    db.flush().unwrap();
+                }
+            }
+            db.flush().unwrap();
+            drop(tree);
+            drop(db);
+            if c % 8 == 7 {
+                println!("after {} closes ({} MiB written): RSS {} MiB", c + 1, (c + 1) * seg_mib as u64, rss_kib() / 1024);
+            }
+        }
+        return;
+    }
     if std::env::var_os("PROBE_ROLL").is_some() {
         // Segments written one after the other, each closed before the next (a partition that
         // rolls): does the writer's RSS stay flat? The last one is left unclosed, as kill -9

@@ -2044,6 +2044,7 @@ impl Inner {
         drop(dirty);
         self.db.flush()?;
         self.open_segments.trim(None);
+        segment::collect_garbage();
         Ok(())
     }
 
