@@ -57,6 +57,9 @@ fn fill(db: &sled::Db, mib: usize) {
     let value: Vec<u8> = (0..kib * 1024).map(|i| (i * 7919 % 251) as u8).collect();
     for i in 0..(mib * 1024 / kib) as u64 {
         tree.insert(i.to_be_bytes(), value.as_slice()).unwrap();
+        if let Some(us) = std::env::var("PROBE_PAUSE_US").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
         if i % (16384 / kib as u64) == 0 {
             db.flush().unwrap();
         }

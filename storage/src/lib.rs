@@ -590,7 +590,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `config.path` and starts its flusher thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        let db = segment::open_sled(&config.path, config.cache_capacity_bytes)?;
+        let db = segment::open_sled(&config.path, config.cache_capacity_bytes, false)?;
         let log = db.open_tree("log")?;
         let segments = db.open_tree("segments")?;
         let catalog = db.open_tree("catalog")?;
@@ -1112,7 +1112,7 @@ impl Store {
                 let full = s.bytes + len as u64 > policy.bytes;
                 let old = now_ms().saturating_sub(s.created_ms) >= policy.ms;
                 if s.bytes == 0 || !(full || old) {
-                    let db = inner.open_segments.get(&last)?;
+                    let db = inner.open_segments.get_for_write(&last)?;
                     return Ok((last, db, s.bytes == 0));
                 }
                 self.seal(part.id, &last)?;
@@ -1128,7 +1128,7 @@ impl Store {
             Summary::empty(base),
             false,
         ));
-        let db = inner.open_segments.get(&seg)?;
+        let db = inner.open_segments.get_for_write(&seg)?;
         st.segments.push(seg.clone());
         tracing::debug!(topic = %part.topic, partition = part.index, base, "rolled a new segment");
         Ok((seg, db, true))

@@ -206,15 +206,23 @@ pub(crate) fn list_segments(root: &Path, pid: u32) -> Result<Vec<i64>, StoreErro
 /// is still exiting, or sled's own IO threads of a database just closed in this process).
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens (or creates) the sled database at `path` the way the store uses them: sled's own
-/// flush timer off (the store's flusher does group commit), `cache` bytes of page cache.
-pub(crate) fn open_sled(path: &Path, cache: u64) -> Result<sled::Db, StoreError> {
+/// How often sled's own background thread runs in a segment being written. Durability does not
+/// depend on it (the store's flusher does group commit); it is what cleans sled's log: sled
+/// 0.34 rewrites pages out of mostly-dead log segments only in that thread, so that the file
+/// reuses their space while it grows. Measured on a 64 MiB segment of 64 KiB values: 1.27x the
+/// data on disk with it, 1.43x without.
+const GC_EVERY_MS: u64 = 10;
+
+/// Opens (or creates) the sled database at `path` the way the store uses them: `cache` bytes of
+/// page cache; sled's own background flusher only with `gc` (segments being written, see
+/// [`GC_EVERY_MS`]); the store's flusher does group commit.
+pub(crate) fn open_sled(path: &Path, cache: u64, gc: bool) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         let opened = sled::Config::new()
             .path(path)
             .cache_capacity(cache)
-            .flush_every_ms(None)
+            .flush_every_ms(gc.then_some(GC_EVERY_MS))
             .mode(sled::Mode::HighThroughput)
             .open();
         match opened {
@@ -255,6 +263,16 @@ impl OpenSegments {
 
     /// The open database of `seg`, opening it (and closing another) if needed.
     pub fn get(&self, seg: &Arc<Segment>) -> Result<Arc<SegDb>, StoreError> {
+        self.get_with(seg, false)
+    }
+
+    /// Like [`OpenSegments::get`] for a segment about to be written: opened with sled's
+    /// cleaning thread (a database already open for reading stays as it is until recycled).
+    pub fn get_for_write(&self, seg: &Arc<Segment>) -> Result<Arc<SegDb>, StoreError> {
+        self.get_with(seg, true)
+    }
+
+    fn get_with(&self, seg: &Arc<Segment>, write: bool) -> Result<Arc<SegDb>, StoreError> {
         seg.last_used
             .store(self.tick.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
         let db = {
@@ -265,7 +283,7 @@ impl OpenSegments {
             let Place::Dir(path) = &seg.place else {
                 return Err(StoreError::Closed);
             };
-            let db = open_sled(path, self.cache_bytes)?;
+            let db = open_sled(path, self.cache_bytes, write)?;
             let log = db.open_tree("log")?;
             let db = Arc::new(SegDb { db, log });
             *h = Some(db.clone());
