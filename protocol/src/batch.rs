@@ -522,6 +522,91 @@ pub fn encode_records(
     timestamp_ms: i64,
     producer: ProducerFields,
 ) -> Vec<u8> {
+    let out: Vec<RecordOut<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RecordOut {
+            offset_delta: i as i64,
+            timestamp_delta: 0,
+            key: r.key,
+            value: r.value,
+            headers: r.headers.to_vec(),
+        })
+        .collect();
+    encode_v2(
+        &V2Header {
+            base_offset: 0,
+            attributes: 0,
+            last_offset_delta: records.len() as i32 - 1,
+            base_timestamp: timestamp_ms,
+            max_timestamp: timestamp_ms,
+            producer,
+        },
+        &out,
+    )
+}
+
+/// Encodes what log compaction keeps of a stored batch: `records` (a subset of the batch's, in
+/// order) as one uncompressed v2 batch with the original batch's base offset, last offset
+/// delta, timestamps, timestamp type and producer fields, so offsets, timestamps and the
+/// batch's offset range are preserved (the gaps are the records removed).
+pub fn encode_retained(h: &BatchHeader, records: &[Record]) -> Vec<u8> {
+    let log_append_time = h.attributes & 0x08 != 0;
+    let out: Vec<RecordOut<'_>> = records
+        .iter()
+        .map(|r| RecordOut {
+            offset_delta: r.offset - h.base_offset,
+            timestamp_delta: if log_append_time {
+                0
+            } else {
+                r.timestamp - h.base_timestamp
+            },
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_deref()))
+                .collect(),
+        })
+        .collect();
+    encode_v2(
+        &V2Header {
+            base_offset: h.base_offset,
+            attributes: h.attributes & 0x08,
+            last_offset_delta: h.last_offset_delta,
+            base_timestamp: h.base_timestamp,
+            max_timestamp: h.max_timestamp,
+            producer: ProducerFields {
+                producer_id: h.producer_id,
+                producer_epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            },
+        },
+        &out,
+    )
+}
+
+/// One record to encode, relative to its batch.
+struct RecordOut<'a> {
+    offset_delta: i64,
+    timestamp_delta: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<HeaderRef<'a>>,
+}
+
+/// The batch header fields an encoded batch gets.
+struct V2Header {
+    base_offset: i64,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer: ProducerFields,
+}
+
+fn encode_v2(h: &V2Header, records: &[RecordOut<'_>]) -> Vec<u8> {
     fn zz(v: i64, out: &mut Vec<u8>) {
         let mut u = ((v << 1) ^ (v >> 63)) as u64;
         loop {
@@ -544,14 +629,14 @@ pub fn encode_records(
         }
     }
     let mut recs = Vec::new();
-    for (i, r) in records.iter().enumerate() {
+    for r in records {
         let mut body = vec![0u8];
-        zz(0, &mut body);
-        zz(i as i64, &mut body);
+        zz(r.timestamp_delta, &mut body);
+        zz(r.offset_delta, &mut body);
         bytes(r.key, &mut body);
         bytes(r.value, &mut body);
         zz(r.headers.len() as i64, &mut body);
-        for (k, v) in r.headers {
+        for (k, v) in &r.headers {
             bytes(Some(k), &mut body);
             bytes(*v, &mut body);
         }
@@ -559,19 +644,19 @@ pub fn encode_records(
         recs.extend_from_slice(&body);
     }
     let n = records.len() as i32;
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes());
+    let mut b = Vec::with_capacity(HEADER_LEN + recs.len());
+    b.extend_from_slice(&h.base_offset.to_be_bytes());
     b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(2);
     b.extend_from_slice(&[0, 0, 0, 0]);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(n - 1).to_be_bytes());
-    b.extend_from_slice(&timestamp_ms.to_be_bytes());
-    b.extend_from_slice(&timestamp_ms.to_be_bytes());
-    b.extend_from_slice(&producer.producer_id.to_be_bytes());
-    b.extend_from_slice(&producer.producer_epoch.to_be_bytes());
-    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    b.extend_from_slice(&h.attributes.to_be_bytes());
+    b.extend_from_slice(&h.last_offset_delta.to_be_bytes());
+    b.extend_from_slice(&h.base_timestamp.to_be_bytes());
+    b.extend_from_slice(&h.max_timestamp.to_be_bytes());
+    b.extend_from_slice(&h.producer.producer_id.to_be_bytes());
+    b.extend_from_slice(&h.producer.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&h.producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&n.to_be_bytes());
     b.extend_from_slice(&recs);
     let crc = crc32c::crc32c(&b[21..]);

@@ -1,8 +1,10 @@
-//! Retention: every `log.retention.check.interval.ms`, whole batches older than
-//! `log.retention.ms` (or the topic's `retention.ms`) are removed from the front of each
-//! partition, and so are the oldest batches of a partition larger than the topic's
-//! `retention.bytes`. The newest batch always stays. The same sweep forgets idempotent
-//! producers idle for `producer.id.expiration.ms`.
+//! Retention and compaction: every `log.retention.check.interval.ms`, segments whose records
+//! are all older than `log.retention.ms` (or the topic's `retention.ms`) are removed from the
+//! front of each partition, and so are the oldest segments of a partition larger than the
+//! topic's `retention.bytes`, for topics whose `cleanup.policy` has `delete`; topics whose
+//! policy has `compact` get their sealed segments compacted (tombstones kept for
+//! `delete.retention.ms`). The same sweep forgets idempotent producers idle for
+//! `producer.id.expiration.ms`.
 
 use std::sync::Arc;
 
@@ -45,6 +47,26 @@ fn sweep(broker: &Services) {
             }
         }
         let settings = broker.topics.settings(&topic);
+        if settings.compacted {
+            for part in &topic.partitions {
+                match broker
+                    .store
+                    .compact(part, now - settings.delete_retention_ms)
+                {
+                    Ok(c) if c.segments == 0 => {}
+                    Ok(c) => {
+                        tracing::info!(topic = %topic.meta.name, partition = part.index, segments = c.segments, records_removed = c.records_removed, bytes_before = c.bytes_before, bytes_after = c.bytes_after, "compacted")
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.meta.name, partition = part.index, error = %e, "compaction failed")
+                    }
+                }
+            }
+        }
+        if !settings.deletes {
+            // cleanup.policy=compact alone: nothing is deleted by age or size.
+            continue;
+        }
         if settings.retention_bytes >= 0 {
             for part in &topic.partitions {
                 match broker
@@ -53,7 +75,7 @@ fn sweep(broker: &Services) {
                 {
                     Ok(0) => {}
                     Ok(n) => {
-                        tracing::info!(topic = %topic.meta.name, partition = part.index, batches = n, "retention.bytes removed old batches")
+                        tracing::info!(topic = %topic.meta.name, partition = part.index, records = n, "retention.bytes removed old segments")
                     }
                     Err(e) => {
                         tracing::error!(topic = %topic.meta.name, partition = part.index, error = %e, "size retention failed")
@@ -69,7 +91,7 @@ fn sweep(broker: &Services) {
             match broker.store.expire_before(part, now - retention_ms) {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(topic = %topic.meta.name, partition = part.index, batches = n, "retention removed old batches")
+                    tracing::info!(topic = %topic.meta.name, partition = part.index, records = n, "retention removed old segments")
                 }
                 Err(e) => {
                     tracing::error!(topic = %topic.meta.name, partition = part.index, error = %e, "retention failed")

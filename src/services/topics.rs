@@ -659,13 +659,21 @@ pub struct TopicSettings {
     pub retention_bytes: i64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `cleanup.policy` has `compact`: keyless records are refused, sealed segments compacted.
     pub compacted: bool,
+    /// `cleanup.policy` has `delete`: `retention.ms` and `retention.bytes` apply.
+    pub deletes: bool,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone.
+    pub delete_retention_ms: i64,
 }
 
 impl TopicSettings {
     /// `value(topic config)` is the topic's effective value: its own, or the broker's.
     fn of(value: impl Fn(&str) -> Option<String>) -> TopicSettings {
         let num = |k: &str| value(k).and_then(|v| v.trim().parse::<i64>().ok());
+        let policy: Vec<String> = value("cleanup.policy")
+            .map(|p| p.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_default();
         TopicSettings {
             retention_ms: num("retention.ms").unwrap_or(604_800_000),
             retention_bytes: num("retention.bytes").unwrap_or(-1),
@@ -673,8 +681,9 @@ impl TopicSettings {
                 .and_then(|v| usize::try_from(v).ok())
                 .unwrap_or(1_048_588),
             log_append_time: value("message.timestamp.type").as_deref() == Some("LogAppendTime"),
-            compacted: value("cleanup.policy")
-                .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact")),
+            compacted: policy.iter().any(|p| p == "compact"),
+            deletes: policy.is_empty() || policy.iter().any(|p| p == "delete"),
+            delete_retention_ms: num("delete.retention.ms").unwrap_or(86_400_000),
         }
     }
 }

@@ -30,8 +30,11 @@
 //! interval; every writer waiting for durability is released by the first flush that started
 //! after its write (group commit).
 
+mod compaction;
 pub mod producer;
 mod segment;
+
+pub use compaction::Compacted;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -963,9 +966,23 @@ impl Store {
                 sealed.insert(read_u64(&k[4..])? as i64, Summary::decode(&v)?);
             }
         }
-        let bases = segment::list_segments(root, pid)?;
+        // One generation per base offset: the one its summary names (compaction writes a new
+        // generation whole before naming it), else the only one; others are leftovers.
+        let mut bases: Vec<i64> = Vec::new();
+        for (base, generation) in segment::list_segments(root, pid)? {
+            let wanted = sealed.get(&base).map(|s| s.generation).unwrap_or(0);
+            if generation != wanted {
+                let dir = segment::segment_dir(root, pid, base, generation);
+                tracing::info!(path = %dir.display(), "removing a segment generation left by compaction");
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| StoreError::Io(format!("removing {}: {e}", dir.display())))?;
+                continue;
+            }
+            bases.push(base);
+        }
         for (i, &base) in bases.iter().enumerate() {
-            let dir = segment::segment_dir(root, pid, base);
+            let generation = sealed.get(&base).map(|s| s.generation).unwrap_or(0);
+            let dir = segment::segment_dir(root, pid, base, generation);
             let seg = match sealed.get(&base) {
                 Some(summary) => Arc::new(Segment::new(base, Place::Dir(dir), *summary, true)),
                 None => {
@@ -989,7 +1006,7 @@ impl Store {
                     seg.set_summary(summary);
                     if i + 1 < bases.len() {
                         // A crash between rolling and recording the old segment's summary.
-                        inner.segments.insert(segment_key(pid, base), &summary.encode())?;
+                        inner.segments.insert(segment_key(pid, base), &summary.encode()[..])?;
                         seg.seal();
                     }
                     seg
@@ -1083,6 +1100,7 @@ impl Store {
             bytes: 0,
             max_ts: i64::MAX,
             created_ms: 0,
+            generation: 0,
         };
         Ok(Some(Segment::legacy(
             first,
@@ -1119,7 +1137,7 @@ impl Store {
             }
         }
         let base = st.next_offset;
-        let dir = segment::segment_dir(&inner.config.path, part.id, base);
+        let dir = segment::segment_dir(&inner.config.path, part.id, base, 0);
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let seg = Arc::new(Segment::new(
@@ -1143,7 +1161,7 @@ impl Store {
         inner.open_segments.get(seg)?.flush()?;
         inner
             .segments
-            .insert(segment_key(pid, seg.base), &seg.summary().encode())?;
+            .insert(segment_key(pid, seg.base), &seg.summary().encode()[..])?;
         seg.seal();
         inner.open_segments.close(seg);
         Ok(())

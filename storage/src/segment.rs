@@ -46,6 +46,9 @@ pub(crate) struct Summary {
     pub max_ts: i64,
     /// Wall-clock time of its first write, ms (for `segment.ms`); 0 while empty.
     pub created_ms: i64,
+    /// How many times compaction rewrote it: its files are in `<base>-<generation>/` (just
+    /// `<base>/` for 0).
+    pub generation: u64,
 }
 
 impl Summary {
@@ -55,22 +58,25 @@ impl Summary {
             bytes: 0,
             max_ts: -1,
             created_ms: 0,
+            generation: 0,
         }
     }
 
-    pub fn encode(&self) -> [u8; 32] {
-        let mut v = [0u8; 32];
+    pub fn encode(&self) -> [u8; 40] {
+        let mut v = [0u8; 40];
         v[..8].copy_from_slice(&self.end.to_be_bytes());
         v[8..16].copy_from_slice(&self.bytes.to_be_bytes());
         v[16..24].copy_from_slice(&self.max_ts.to_be_bytes());
-        v[24..].copy_from_slice(&self.created_ms.to_be_bytes());
+        v[24..32].copy_from_slice(&self.created_ms.to_be_bytes());
+        v[32..].copy_from_slice(&self.generation.to_be_bytes());
         v
     }
 
+    /// Reads a stored summary (32 bytes: generation 0; 40 bytes).
     pub fn decode(v: &[u8]) -> Result<Summary, StoreError> {
-        if v.len() != 32 {
+        if v.len() != 32 && v.len() != 40 {
             return Err(StoreError::Corrupt(format!(
-                "segment summary of {} bytes, expected 32",
+                "segment summary of {} bytes, expected 40",
                 v.len()
             )));
         }
@@ -84,6 +90,7 @@ impl Summary {
             bytes: n(8) as u64,
             max_ts: n(16),
             created_ms: n(24),
+            generation: if v.len() == 40 { n(32) as u64 } else { 0 },
         })
     }
 }
@@ -168,38 +175,50 @@ impl Segment {
     }
 }
 
-/// The directory of segment `base` of partition `pid`.
-pub(crate) fn segment_dir(root: &Path, pid: u32, base: i64) -> PathBuf {
-    partition_dir(root, pid).join(format!("{base:020}"))
+/// The directory of generation `generation` of segment `base` of partition `pid`.
+pub(crate) fn segment_dir(root: &Path, pid: u32, base: i64, generation: u64) -> PathBuf {
+    let dir = partition_dir(root, pid);
+    if generation == 0 {
+        dir.join(format!("{base:020}"))
+    } else {
+        dir.join(format!("{base:020}-{generation}"))
+    }
 }
 
 pub(crate) fn partition_dir(root: &Path, pid: u32) -> PathBuf {
     root.join("segments").join(pid.to_string())
 }
 
-/// The base offsets of the segment directories of partition `pid`, oldest first. Anything
-/// else in the directory is ignored with a warning.
-pub(crate) fn list_segments(root: &Path, pid: u32) -> Result<Vec<i64>, StoreError> {
+/// The (base offset, generation) of the segment directories of partition `pid`, sorted.
+/// Anything else in the directory is ignored with a warning.
+pub(crate) fn list_segments(root: &Path, pid: u32) -> Result<Vec<(i64, u64)>, StoreError> {
     let dir = partition_dir(root, pid);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", dir.display()))),
     };
-    let mut bases = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::Io(format!("reading {}: {e}", dir.display())))?;
         let name = entry.file_name();
-        match name.to_str().and_then(|n| n.parse::<i64>().ok()) {
-            Some(base) if base >= 0 => bases.push(base),
-            _ => tracing::warn!(
+        let parsed = name.to_str().and_then(|n| {
+            let (base, generation) = match n.split_once('-') {
+                Some((b, g)) => (b, g.parse::<u64>().ok()?),
+                None => (n, 0),
+            };
+            Some((base.parse::<i64>().ok().filter(|b| *b >= 0)?, generation))
+        });
+        match parsed {
+            Some(p) => found.push(p),
+            None => tracing::warn!(
                 path = %entry.path().display(),
                 "ignoring an entry of a partition's segment directory that is not a segment"
             ),
         }
     }
-    bases.sort_unstable();
-    Ok(bases)
+    found.sort_unstable();
+    Ok(found)
 }
 
 /// How long opening waits for another holder of a database's lock to let go (a process that
