@@ -37,5 +37,14 @@ export KB_TEST_PYTHON="$PWD/.venv/bin/python"
 echo "== installing kafkajs and playwright-core (tests/js)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
+echo "== the binary of the README's run command (default features: no librdkafka)"
+cargo build -j2 --bin kafkabox
+out=$(target/debug/kafkabox topics list 2>&1) && { echo "expected exit 2: $out"; exit 1; }
+case "$out" in
+  *"cargo feature"*) ;;
+  *) echo "unexpected message without the client feature: $out"; exit 1 ;;
+esac
+
 echo "== cargo test"
-cargo test --workspace -j2 "$@"
+# --all-features: the client commands and the bench are tested too (cargo feature "bench").
+cargo test --workspace --all-features -j2 "$@"

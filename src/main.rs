@@ -196,8 +196,37 @@ async fn serve(args: ServeArgs) -> Result<()> {
     app.shutdown().await
 }
 
+/// The commands that need the `client` cargo feature (librdkafka).
+const CLIENT_COMMANDS: &[&str] = &[
+    "topics",
+    "produce",
+    "consume",
+    "groups",
+    "customers",
+    "dlq",
+    "bench",
+];
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            if e.kind() == ErrorKind::InvalidSubcommand {
+                if let Some(ContextValue::String(cmd)) = e.get(ContextKind::InvalidSubcommand) {
+                    if CLIENT_COMMANDS.contains(&cmd.as_str()) {
+                        eprintln!(
+                            "kafkabox: this build has no `{cmd}` command: the client commands \
+                             and `bench` come with the cargo feature `bench`, which builds \
+                             librdkafka: cargo build --release --features bench"
+                        );
+                        std::process::exit(2);
+                    }
+                }
+            }
+            e.exit()
+        }
+    };
     // The bench prints its own report; its in-process broker only logs warnings.
     init_logging(
         match cli.command {

@@ -95,12 +95,9 @@ pub fn decompress(codec: Codec, buf: &[u8], limit: usize) -> Result<Vec<u8>, Dec
         }
         Codec::Gzip => read_bounded(codec, flate2::read::GzDecoder::new(buf), limit),
         Codec::Snappy => snappy(buf, limit),
-        Codec::Lz4 => {
-            let d = lz4::Decoder::new(buf).map_err(|e| corrupt(codec, e))?;
-            read_bounded(codec, d, limit)
-        }
+        Codec::Lz4 => read_bounded(codec, lz4_flex::frame::FrameDecoder::new(buf), limit),
         Codec::Zstd => {
-            let d = zstd::stream::read::Decoder::new(buf).map_err(|e| corrupt(codec, e))?;
+            let d = ruzstd::decoding::StreamingDecoder::new(buf).map_err(|e| corrupt(codec, e))?;
             read_bounded(codec, d, limit)
         }
     }
