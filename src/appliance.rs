@@ -238,6 +238,7 @@ impl ApplianceBuilder {
             lag: lag.clone(),
             metrics: server.services().metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            verdicts: Arc::default(),
         };
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();

@@ -374,13 +374,68 @@ impl IngestStats {
     }
 }
 
-/// What every worker shares: the store, the lag table, the metrics and the shutdown signal.
+/// What the contract stage found in the records it committed: for each pass, its offset range
+/// and the offsets in it that broke the contract (or did not decode). Handler stages behind it
+/// skip those without checking the contract again; records it has not reached yet are checked
+/// by the handler stage itself. Bounded: the newest [`VERDICT_PASSES`] passes.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    passes: Mutex<std::collections::VecDeque<(i64, i64, Vec<i64>)>>,
+}
+
+/// Passes of the contract stage whose verdicts are kept per partition.
+const VERDICT_PASSES: usize = 1024;
+
+impl Verdicts {
+    fn record(&self, start: i64, end: i64, invalid: Vec<i64>) {
+        if let Ok(mut p) = self.passes.lock() {
+            if p.back().is_some_and(|(_, e, _)| *e > start) {
+                // A re-run after a failed commit: the ranges stay in order.
+                p.clear();
+            }
+            p.push_back((start, end, invalid));
+            while p.len() > VERDICT_PASSES {
+                p.pop_front();
+            }
+        }
+    }
+
+    /// How far from `from` the verdicts reach without a gap, and the invalid offsets up to
+    /// there.
+    fn lookup(&self, from: i64) -> (i64, std::collections::HashSet<i64>) {
+        let mut covered = from;
+        let mut invalid = std::collections::HashSet::new();
+        if let Ok(p) = self.passes.lock() {
+            for (start, end, bad) in p.iter() {
+                if *start <= covered && *end > covered {
+                    invalid.extend(bad.iter().copied().filter(|o| *o >= from));
+                    covered = *end;
+                }
+            }
+        }
+        (covered, invalid)
+    }
+}
+
+/// What every worker shares: the store, the lag table, the metrics, the shutdown signal and
+/// the contract stage's verdicts per partition.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub store: Store,
     pub lag: Lag,
     pub metrics: Arc<crate::services::metrics::Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    pub verdicts: Arc<Mutex<std::collections::HashMap<u32, Arc<Verdicts>>>>,
+}
+
+impl Shared {
+    /// The verdicts of partition `pid` (store-wide partition id).
+    fn verdicts(&self, pid: u32) -> Arc<Verdicts> {
+        match self.verdicts.lock() {
+            Ok(mut m) => m.entry(pid).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
 }
 
 /// Starts one worker per partition of `topic`. They stop when `shutdown` flips.
@@ -396,6 +451,7 @@ pub fn spawn(
         lag,
         metrics,
         shutdown,
+        verdicts: _,
     } = shared;
     let core_stage = stage.clone();
     for part in &topic.partitions {
@@ -406,6 +462,7 @@ pub fn spawn(
                 topic: topic.meta.name.clone(),
                 part: part.clone(),
                 contract: contract.clone(),
+                verdicts: shared.verdicts(part.id),
             }),
             lags: core_stage
                 .names()
@@ -459,6 +516,8 @@ struct Core {
     topic: String,
     part: Arc<Partition>,
     contract: Option<Arc<Contract>>,
+    /// The contract stage's verdicts on this partition (it writes, handler stages read).
+    verdicts: Arc<Verdicts>,
 }
 
 struct Worker {
@@ -587,12 +646,22 @@ impl Worker {
             } else {
                 broken
             };
-            // Invalid records are the dead-letter stage's; handlers see valid ones.
+            // Invalid records are the dead-letter stage's; handlers see valid ones: those it
+            // has checked by its verdict, the rest by checking here.
             let events: Vec<Event> = match &c.contract {
-                Some(contract) => events
-                    .into_iter()
-                    .filter(|e| contract.check(e.value.as_deref()).is_ok())
-                    .collect(),
+                Some(contract) => {
+                    let (checked, invalid) = c.verdicts.lookup(next);
+                    events
+                        .into_iter()
+                        .filter(|e| {
+                            if e.offset < checked {
+                                !invalid.contains(&e.offset)
+                            } else {
+                                contract.check(e.value.as_deref()).is_ok()
+                            }
+                        })
+                        .collect()
+                }
                 None => events,
             };
             Ok((events, broken, end))
@@ -771,9 +840,11 @@ impl Core {
         let mut rejected = Vec::new();
         let mut observed = Vec::with_capacity(events.len());
         let mut valid: Vec<(Value, &Event)> = Vec::new();
+        let mut invalid = Vec::new();
         for e in events {
             let count = e.offset >= checked_before;
             if let Some(reason) = &e.decode_error {
+                invalid.push(e.offset);
                 if count {
                     observed.push((None, Some(reason.clone())));
                     rejected.push((e, reason.clone(), None));
@@ -796,6 +867,7 @@ impl Core {
                     }
                 }
                 Err(r) => {
+                    invalid.push(e.offset);
                     if count {
                         observed.push((r.source.clone(), Some(r.reason.clone())));
                         rejected.push((e, r.reason, r.source));
@@ -825,6 +897,8 @@ impl Core {
             }
         }
         stats.observe(&observed);
+        let start = events.first().map_or(end, |e| e.offset);
+        self.verdicts.record(start, end, invalid);
         Ok(())
     }
 
@@ -969,5 +1043,31 @@ impl Core {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdicts;
+
+    #[test]
+    fn verdicts_cover_contiguous_passes_only() {
+        let v = Verdicts::default();
+        v.record(0, 10, vec![3]);
+        v.record(10, 20, vec![12, 19]);
+        // From 5: both passes, without a gap.
+        let (checked, invalid) = v.lookup(5);
+        assert_eq!(checked, 20);
+        assert_eq!(invalid, [12, 19].into_iter().collect());
+        // Past what was checked: nothing is known.
+        assert_eq!(v.lookup(25).0, 25);
+        // A pass after a gap (records removed) is not reached from before it.
+        v.record(30, 40, vec![31]);
+        assert_eq!(v.lookup(0).0, 20);
+        assert_eq!(v.lookup(30), (40, [31].into_iter().collect()));
+        // A re-run from an earlier offset starts over.
+        v.record(10, 15, vec![]);
+        assert_eq!(v.lookup(0).0, 0);
+        assert_eq!(v.lookup(10).0, 15);
     }
 }

@@ -1237,7 +1237,11 @@ impl Store {
             s.created_ms = now_ms();
         }
         seg.set_summary(s);
-        self.inner.open_segments.wrote(&seg, bytes.len() as u64);
+        // Past the recycling size, flush now rather than at the next interval, so what sled
+        // holds of unflushed writes stays bounded under acks=1 too.
+        if self.inner.open_segments.wrote(&seg, bytes.len() as u64) {
+            self.inner.request_flush();
+        }
         Ok(())
     }
 
@@ -1480,6 +1484,7 @@ impl Store {
             // Bytes of the current batch still to come in later chunks.
             let mut pending = 0usize;
             let mut full = false;
+            let segment_start = out.len();
             for item in
                 log.range(chunk_key(part.id, start, 0)..chunk_key(part.id, offsets.log_end, 0))
             {
@@ -1515,6 +1520,15 @@ impl Store {
                 return Err(StoreError::Corrupt(format!(
                     "batch missing {pending} bytes of chunks"
                 )));
+            }
+            // sled keeps the pages a read pulls in memory too: reads count toward recycling.
+            drop(db);
+            if self
+                .inner
+                .open_segments
+                .wrote(seg, (out.len() - segment_start) as u64)
+            {
+                self.inner.request_flush();
             }
             if full {
                 break;

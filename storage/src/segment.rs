@@ -363,31 +363,33 @@ impl OpenSegments {
         }
     }
 
-    /// Counts `bytes` written to `seg`; past [`OpenSegments::recycle_after`] its handle is
-    /// closed when idle (the next access reopens it), giving back what sled kept in memory.
-    pub fn wrote(&self, seg: &Arc<Segment>, bytes: u64) {
+    /// Counts `bytes` written to or read from `seg`; past [`OpenSegments::recycle_after`] its
+    /// handle is closed when idle (the next access reopens it), giving back what sled kept in
+    /// memory.
+    /// Returns true when the handle is due but still held (usually: written and not yet
+    /// flushed): the caller asks the flusher for a flush, after which it is closed.
+    pub fn wrote(&self, seg: &Arc<Segment>, bytes: u64) -> bool {
         let n = seg.written_since_open.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if n >= self.recycle_after {
-            // Usually still waiting for its flush: the flusher closes it afterwards.
-            self.close(seg);
-        }
+        n >= self.recycle_after && !self.close(seg)
     }
 
     /// Closes `seg`'s database now if nobody else holds it, else as soon as it is idle (the
     /// flusher trims after every flush).
-    pub fn close(&self, seg: &Arc<Segment>) {
+    /// Returns whether it was closed now.
+    pub fn close(&self, seg: &Arc<Segment>) -> bool {
         if seg.is_legacy() {
-            return;
+            return true;
         }
         seg.recycle.store(true, Ordering::Relaxed);
-        let victim = take_if_idle(seg);
-        if victim.is_some() {
-            if let Ok(mut open) = self.open.lock() {
-                open.retain(|s| !Arc::ptr_eq(s, seg));
-            }
-            drop(victim);
-            collect_garbage();
+        let Some(victim) = take_if_idle(seg) else {
+            return false;
+        };
+        if let Ok(mut open) = self.open.lock() {
+            open.retain(|s| !Arc::ptr_eq(s, seg));
         }
+        drop(victim);
+        collect_garbage();
+        true
     }
 
     /// Closes `seg`'s database whoever holds it: it is being deleted. Readers that still hold
