@@ -63,11 +63,24 @@ async fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_acks_all_load_loses_nothing_acknowledged() {
+    kill_9_cycles(&[], 1).await;
+}
+
+/// The same with 256 KiB segments: the kills land while segments roll and seal (each cycle
+/// writes about 2 MiB), and the log is read back across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_segments_roll_loses_nothing_acknowledged() {
+    kill_9_cycles(&["--set", "log.segment.bytes=262144"], 8).await;
+}
+
+/// Three kill -9 cycles under load with `settings`; the partition ends with at least
+/// `min_segments` segments.
+async fn kill_9_cycles(settings: &[&str], min_segments: usize) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut all_acked: Vec<(i64, String)> = Vec::new();
     for cycle in 0..3 {
-        let mut broker = BrokerProcess::spawn(&data, &[]);
+        let mut broker = BrokerProcess::spawn(&data, settings);
         let acked = Arc::new(AtomicUsize::new(0));
         let killed = Arc::new(AtomicBool::new(false));
         let producer = tokio::spawn(load(broker.addr, cycle, acked.clone(), killed.clone()));
@@ -87,7 +100,7 @@ async fn kill_9_under_acks_all_load_loses_nothing_acknowledged() {
         all_acked.extend(acked);
     }
 
-    let mut broker = BrokerProcess::spawn(&data, &[]);
+    let mut broker = BrokerProcess::spawn(&data, settings);
     let addr = broker.addr;
     let max_offset = all_acked.iter().map(|(o, _)| *o).max().unwrap();
     let got = common::consume_async(addr, "crash", 0, 0, (max_offset + 1) as usize).await;
@@ -137,4 +150,9 @@ async fn kill_9_under_acks_all_load_loses_nothing_acknowledged() {
     let end = common::consume_async(addr, "crash", 0, high, 1).await;
     assert_eq!(end[0].payload(), Some(&b"after"[..]));
     assert_eq!(broker.terminate().code(), Some(0));
+    let segments: usize = std::fs::read_dir(data.join("segments"))
+        .unwrap()
+        .map(|p| std::fs::read_dir(p.unwrap().path()).unwrap().count())
+        .sum();
+    assert!(segments >= min_segments, "{segments} segments");
 }
