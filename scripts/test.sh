@@ -39,7 +39,7 @@ echo "== installing kafkajs and playwright-core (tests/js)"
 
 echo "== the binary of the README's run command (default features: no librdkafka)"
 cargo build -j2 --bin kafkabox
-out=$(target/debug/kafkabox topics list 2>&1) && { echo "expected exit 2: $out"; exit 1; }
+out=$("${CARGO_TARGET_DIR:-target}/debug/kafkabox" topics list 2>&1) && { echo "expected exit 2: $out"; exit 1; }
 case "$out" in
   *"cargo feature"*) ;;
   *) echo "unexpected message without the client feature: $out"; exit 1 ;;
