@@ -2132,6 +2132,7 @@ fn run_flusher(store: std::sync::Weak<Inner>, signal: Arc<FlushSignal>, interval
         }
         let Some(inner) = store.upgrade() else { return };
         inner.flush_once();
+        inner.open_segments.trim(None);
     }
 }
 

@@ -113,6 +113,8 @@ pub(crate) struct Segment {
     summary: Mutex<Summary>,
     handle: Mutex<Option<Arc<SegDb>>>,
     last_used: AtomicU64,
+    /// Wall-clock ms of the last use (idle databases are closed, see [`IDLE_CLOSE`]).
+    last_used_ms: std::sync::atomic::AtomicI64,
     /// Bytes written through the current handle (see [`OpenSegments::recycle_after`]).
     written_since_open: AtomicU64,
     /// Close the handle as soon as it is idle.
@@ -128,6 +130,7 @@ impl Segment {
             summary: Mutex::new(summary),
             handle: Mutex::new(None),
             last_used: AtomicU64::new(0),
+            last_used_ms: std::sync::atomic::AtomicI64::new(0),
             written_since_open: AtomicU64::new(0),
             recycle: AtomicBool::new(false),
         }
@@ -294,6 +297,7 @@ impl OpenSegments {
     fn get_with(&self, seg: &Arc<Segment>, write: bool) -> Result<Arc<SegDb>, StoreError> {
         seg.last_used
             .store(self.tick.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        seg.last_used_ms.store(now_ms(), Ordering::Relaxed);
         let db = {
             let mut h = seg.handle.lock().map_err(|_| StoreError::Closed)?;
             if let Some(db) = &*h {
@@ -316,18 +320,22 @@ impl OpenSegments {
         Ok(db)
     }
 
-    /// Closes the least recently used idle databases while more than the bound are open
-    /// (never `keep`). Databases written since the last flush are not idle: the flusher trims
-    /// after each flush.
+    /// Closes the databases due for recycling or unused for [`IDLE_CLOSE`], then the least
+    /// recently used ones while more than the bound are open (never `keep`), each only when
+    /// nobody holds it. Databases written since the last flush are held (by the flusher's
+    /// list): the flusher trims after each flush and at every interval.
     pub fn trim(&self, keep: Option<&Arc<Segment>>) {
         let victims = {
             let Ok(mut open) = self.open.lock() else {
                 return;
             };
             let mut victims = Vec::new();
+            let idle_before = now_ms() - IDLE_CLOSE.as_millis() as i64;
             let mut i = 0;
             while i < open.len() {
-                if open[i].recycle.load(Ordering::Relaxed) {
+                if open[i].recycle.load(Ordering::Relaxed)
+                    || open[i].last_used_ms.load(Ordering::Relaxed) < idle_before
+                {
                     if let Some(db) = take_if_idle(&open[i]) {
                         victims.push(db);
                         open.remove(i);
@@ -417,6 +425,17 @@ pub(crate) fn collect_garbage() {
     for _ in 0..64 {
         crossbeam_epoch::pin().flush();
     }
+}
+
+/// A segment database unused this long is closed at the next trim (the flusher trims at
+/// least every flush interval): what sled holds of it goes back.
+pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Takes `seg`'s handle when the segment itself holds the only reference.
