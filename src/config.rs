@@ -52,7 +52,8 @@ pub struct Config {
     /// `max.inflight.requests.per.connection`: responses pending per connection before the broker
     /// stops reading from it.
     pub max_inflight_per_connection: usize,
-    /// `log.retention.ms`: delete batches older than this; -1 keeps everything.
+    /// `log.retention.ms`: delete segments whose records are all older than this; -1 keeps
+    /// everything.
     pub retention_ms: i64,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval: Duration,
@@ -171,7 +172,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("max.connections", "concurrent client connections (default 1000)"),
     ("connections.max.idle.ms", "close a connection that completes no request for this long (default 600000)"),
     ("max.inflight.requests.per.connection", "pending responses per connection (default 32)"),
-    ("log.retention.ms", "delete record batches older than this; -1 keeps all (default 604800000); alias retention.ms"),
+    ("log.retention.ms", "delete log segments whose records are all older than this; -1 keeps all (default 604800000); alias retention.ms"),
     ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
     ("producer.id.expiration.ms", "forget an idle idempotent producer's sequence state after this long (default 86400000)"),
     ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),

@@ -127,11 +127,20 @@ impl Collector for Scraped {
         {
             let f = e.encode_descriptor(
                 "kafkabox_storage_size_bytes",
-                "Bytes the data directory's database takes on disk",
+                "Bytes the data directory takes on disk (metadata and every log segment)",
                 None,
                 MetricType::Gauge,
             )?;
             ConstGauge::new(s.store.size_on_disk().unwrap_or(0) as i64).encode(f)?;
+        }
+        {
+            let f = e.encode_descriptor(
+                "kafkabox_storage_open_segments",
+                "Log segment databases open now (at most storage.segments.open.max)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.store.open_segments() as i64).encode(f)?;
         }
         {
             let f = e.encode_descriptor(
