@@ -169,7 +169,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("message.max.bytes", "largest record batch accepted (default 1048588)"),
     ("socket.request.max.bytes", "largest request frame (default 104857600)"),
     ("queued.max.request.bytes", "request bytes buffered across all connections (default 536870912)"),
-    ("max.connections", "concurrent client connections (default 1000)"),
+    ("max.connections", "concurrent client connections; more are closed at once (default 1000)"),
     ("connections.max.idle.ms", "close a connection that completes no request for this long (default 600000)"),
     ("max.inflight.requests.per.connection", "pending responses per connection (default 32)"),
     ("log.retention.ms", "delete log segments whose records are all older than this; -1 keeps all (default 604800000); alias retention.ms"),

@@ -165,19 +165,45 @@ impl Server {
 }
 
 /// Accept loop; returns once shutdown is signalled and every connection has finished.
+/// A log line at most every [`RateLimitedLog::EVERY`], with how many were suppressed since.
+#[derive(Debug)]
+struct RateLimitedLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Default for RateLimitedLog {
+    fn default() -> Self {
+        RateLimitedLog {
+            last: None,
+            suppressed: 0,
+        }
+    }
+}
+
+impl RateLimitedLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|l| now.duration_since(l) < Self::EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<Semaphore>) {
     let conn_permits = Arc::new(Semaphore::new(services.config.max_connections));
     let mut shutdown = services.shutdown.clone();
     let mut conns = JoinSet::new();
     let background = tokio::spawn(services.clone().run_background());
+    let mut refused_log = RateLimitedLog::default();
+    let mut accept_errors = RateLimitedLog::default();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = conn_permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
             a = listener.accept() => a,
@@ -186,6 +212,16 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
         while conns.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
+                // At max.connections a new client is closed at once (it sees the connection
+                // end and retries), never left waiting in the backlog.
+                let Ok(permit) = conn_permits.clone().try_acquire_owned() else {
+                    services.metrics.connections_refused.inc();
+                    drop(stream);
+                    if let Some(suppressed) = refused_log.allow() {
+                        warn!(%peer, max_connections = services.config.max_connections, suppressed, "max.connections reached: closing a new connection");
+                    }
+                    continue;
+                };
                 let local = match stream.local_addr() {
                     Ok(a) => a,
                     Err(e) => {
@@ -217,8 +253,11 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
                 );
             }
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: back off instead of spinning, and log
+                // once per interval, not once per attempt.
+                if let Some(suppressed) = accept_errors.allow() {
+                    warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -240,11 +279,23 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
 enum FrameError {
     #[error("frame size {size} is negative or over socket.request.max.bytes ({max})")]
     TooLarge { size: i64, max: usize },
+    #[error("a frame of {size} bytes did not arrive within {secs} s")]
+    Slow { size: usize, secs: u64 },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
-/// Reads one frame. `Ok(None)` is a clean end of stream.
+/// How long a frame may take to arrive once its size has been read. A client that announces a
+/// frame and trickles it holds only the bytes it has sent, and only this long.
+const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a frame read (and reserved from `queued.max.request.bytes`) at a time.
+const FRAME_CHUNK: usize = 256 * 1024;
+
+/// Reads one frame. `Ok(None)` is a clean end of stream. Memory is reserved from
+/// `request_bytes` as the frame's bytes arrive (reads of at most [`FRAME_CHUNK`]), never for
+/// what a client only announces: a slow or stalled client holds no more than it has sent, for at most
+/// [`FRAME_READ_TIMEOUT`], and small requests of other clients never queue behind its claim.
 async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     config: &Config,
@@ -265,24 +316,56 @@ async fn read_frame(
         });
     }
     let size = size as usize;
-    // Never ask for more permits than exist, or a large frame would wait forever.
-    let want = size.clamp(1, config.queued_max_request_bytes) as u32;
-    let permit = request_bytes
-        .clone()
-        .acquire_many_owned(want)
-        .await
-        .map_err(|_| std::io::Error::other("broker shutting down"))?;
-    // Grow the buffer as bytes arrive rather than trusting the size up front.
-    let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
+    match tokio::time::timeout(
+        FRAME_READ_TIMEOUT,
+        read_body(rd, size, config.queued_max_request_bytes, request_bytes),
+    )
+    .await
+    {
+        Ok(r) => r.map(Some),
+        Err(_) => Err(FrameError::Slow {
+            size,
+            secs: FRAME_READ_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+/// Reads `size` bytes, reserving from `request_bytes` what has arrived after each read (at most
+/// `pool` in all, so a frame larger than the pool can still be read).
+async fn read_body(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    size: usize,
+    pool: usize,
+    request_bytes: &Arc<Semaphore>,
+) -> Result<(Bytes, OwnedSemaphorePermit), FrameError> {
+    let acquire = |n: usize| {
+        let sem = request_bytes.clone();
+        async move {
+            sem.acquire_many_owned(n as u32)
+                .await
+                .map_err(|_| std::io::Error::other("broker shutting down"))
+        }
+    };
+    // Every frame holds at least one permit, even an empty one.
+    let mut permit = acquire(1).await?;
+    let mut reserved = 1usize;
+    let mut buf = BytesMut::with_capacity(size.min(FRAME_CHUNK));
     while buf.len() < size {
-        buf.reserve((size - buf.len()).min(1 << 20));
-        let want = size - buf.len();
-        let n = (&mut *rd).take(want as u64).read_buf(&mut buf).await?;
+        let chunk = (size - buf.len()).min(FRAME_CHUNK);
+        // Capacity is only address space until bytes land in it; what arrived is reserved
+        // right after, within the pool.
+        buf.reserve(chunk);
+        let n = (&mut *rd).take(chunk as u64).read_buf(&mut buf).await?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
+        let target = buf.len().min(pool);
+        if target > reserved {
+            permit.merge(acquire(target - reserved).await?);
+            reserved = target;
+        }
     }
-    Ok(Some((buf.freeze(), permit)))
+    Ok((buf.freeze(), permit))
 }
 
 async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes: Arc<Semaphore>) {

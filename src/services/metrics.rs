@@ -67,6 +67,8 @@ pub struct Metrics {
     pub dead_lettered: Family<DeadLetterLabels, Counter>,
     pub connections: Gauge,
     pub connections_accepted: Counter,
+    /// Connections closed at once because `max.connections` were open.
+    pub connections_refused: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
     sources: Mutex<HashSet<String>>,
 }
@@ -81,6 +83,7 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
+            connections_refused: Counter::default(),
             http_requests: Family::default(),
             sources: Mutex::default(),
         }
@@ -168,6 +171,11 @@ impl Metrics {
             "kafkabox_connections_accepted",
             "Kafka connections accepted since start",
             self.connections_accepted.clone(),
+        );
+        registry.register(
+            "kafkabox_connections_refused",
+            "Kafka connections closed at once because max.connections were open",
+            self.connections_refused.clone(),
         );
         registry.register(
             "kafkabox_http_requests",
