@@ -30,6 +30,12 @@ pub struct TopicLabels {
     pub topic: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: String,
+}
+
 /// Why an event was dead-lettered: `contract` (it breaks the topic's contract), `handler`
 /// (a handler refused it), `undecodable` (its stored batch cannot be decoded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +76,9 @@ pub struct Metrics {
     /// Connections closed at once because `max.connections` were open.
     pub connections_refused: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Offsets time retention would have removed but keeps because a handler stage has not
+    /// committed past them (set by each retention sweep).
+    pub retention_held_back: Family<PartitionLabels, Gauge>,
     sources: Mutex<HashSet<String>>,
 }
 
@@ -85,6 +94,7 @@ impl Default for Metrics {
             connections_accepted: Counter::default(),
             connections_refused: Counter::default(),
             http_requests: Family::default(),
+            retention_held_back: Family::default(),
             sources: Mutex::default(),
         }
     }
@@ -171,6 +181,11 @@ impl Metrics {
             "kafkabox_connections_accepted",
             "Kafka connections accepted since start",
             self.connections_accepted.clone(),
+        );
+        registry.register(
+            "kafkabox_retention_held_back_records",
+            "Records time retention keeps because a handler stage of the topic has not committed past them",
+            self.retention_held_back.clone(),
         );
         registry.register(
             "kafkabox_connections_refused",

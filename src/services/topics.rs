@@ -180,6 +180,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.index.interval.bytes"),
         false,
     ),
+    // kafkabox's own: retention waits for the in-process handler stages that read the topic
+    // (false: retention deletes by age and size alone, as Kafka does).
+    def(
+        RETENTION_WAITS_FOR_HANDLERS,
+        T::Boolean,
+        "true",
+        None,
+        true,
+    ),
     def(
         "leader.replication.throttled.replicas",
         T::List,
@@ -324,6 +333,10 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         false,
     ),
 ];
+
+/// kafkabox's topic config: whether retention keeps the records a handler stage has not
+/// committed past.
+pub const RETENTION_WAITS_FOR_HANDLERS: &str = "kafkabox.retention.waits.for.handlers";
 
 /// Topic configs of Kafka 3.x that 4.0 removed; older admin tools still send them, so they are
 /// accepted and kept, and reported only when set.
@@ -665,6 +678,8 @@ pub struct TopicSettings {
     pub deletes: bool,
     /// `delete.retention.ms`: how long compaction keeps a tombstone.
     pub delete_retention_ms: i64,
+    /// `kafkabox.retention.waits.for.handlers`.
+    pub retention_waits_for_handlers: bool,
 }
 
 impl TopicSettings {
@@ -684,6 +699,8 @@ impl TopicSettings {
             compacted: policy.iter().any(|p| p == "compact"),
             deletes: policy.is_empty() || policy.iter().any(|p| p == "delete"),
             delete_retention_ms: num("delete.retention.ms").unwrap_or(86_400_000),
+            retention_waits_for_handlers: value(RETENTION_WAITS_FOR_HANDLERS)
+                .is_none_or(|v| !v.trim().eq_ignore_ascii_case("false")),
         }
     }
 }

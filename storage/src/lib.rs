@@ -1974,9 +1974,15 @@ impl Store {
 
     /// Removes the oldest sealed segments of `part` while what remains holds at least
     /// `max_bytes` of batches (a topic's `retention.bytes`, as Kafka applies it: the newest
-    /// segment stays). Batches of a legacy segment go one by one, at most 10,000 per call.
-    /// Returns the number of offsets the log start moved by.
-    pub fn expire_over_size(&self, part: &Partition, max_bytes: u64) -> Result<i64, StoreError> {
+    /// segment stays), never past offset `hold` (what every reader that must see the records
+    /// has passed; `i64::MAX` for none). Batches of a legacy segment go one by one, at most
+    /// 10,000 per call. Returns the number of offsets the log start moved by.
+    pub fn expire_over_size(
+        &self,
+        part: &Partition,
+        max_bytes: u64,
+        hold: i64,
+    ) -> Result<i64, StoreError> {
         let mut st = self.part_state(part)?;
         let mut sizes = Vec::with_capacity(st.segments.len());
         for seg in &st.segments {
@@ -1998,12 +2004,15 @@ impl Store {
                     if total <= max_bytes || n >= 10_000 {
                         break;
                     }
+                    if h.last_offset() + 1 > hold {
+                        break;
+                    }
                     total -= h.total_len() as u64;
                     new_start = new_start.max(h.last_offset() + 1);
                 }
                 break;
             }
-            if total - sizes[i] < max_bytes {
+            if total - sizes[i] < max_bytes || seg.summary().end > hold {
                 break;
             }
             total -= sizes[i];
@@ -2018,18 +2027,56 @@ impl Store {
 
     /// Removes the segments at the front of `part` whose records are all older than
     /// `cutoff_ms` (newest timestamp below it), the newest segment too once it is that old
-    /// (Kafka rolls it first). Batches of a legacy segment go one by one, at most 10,000 per
-    /// call. Returns the number of offsets the log start moved by.
-    pub fn expire_before(&self, part: &Partition, cutoff_ms: i64) -> Result<i64, StoreError> {
+    /// (Kafka rolls it first), never past offset `hold` (see [`Store::expire_over_size`]).
+    /// Batches of a legacy segment go one by one, at most 10,000 per call. Returns the number
+    /// of offsets the log start moved by.
+    pub fn expire_before(
+        &self,
+        part: &Partition,
+        cutoff_ms: i64,
+        hold: i64,
+    ) -> Result<i64, StoreError> {
         let mut st = self.part_state(part)?;
         let old_start = st.log_start;
-        let mut new_start = old_start;
+        let new_start = self.time_target(part, &st, cutoff_ms, hold)?;
+        if new_start <= old_start {
+            return Ok(0);
+        }
+        self.move_log_start(part, &mut st, new_start)?;
+        Ok(new_start - old_start)
+    }
+
+    /// How many offsets [`Store::expire_before`] would remove from `part` without `hold` but
+    /// keeps because of it: what a reader that has not caught up holds back.
+    pub fn retention_held_back(
+        &self,
+        part: &Partition,
+        cutoff_ms: i64,
+        hold: i64,
+    ) -> Result<i64, StoreError> {
+        let st = self.part_state(part)?;
+        let free = self.time_target(part, &st, cutoff_ms, i64::MAX)?;
+        let held = self.time_target(part, &st, cutoff_ms, hold)?;
+        Ok((free - held).max(0))
+    }
+
+    /// Where time retention would move the log start of `part`: past the front segments whose
+    /// records are all older than `cutoff_ms`, never past `hold`.
+    fn time_target(
+        &self,
+        part: &Partition,
+        st: &PartitionState,
+        cutoff_ms: i64,
+        hold: i64,
+    ) -> Result<i64, StoreError> {
+        let mut new_start = st.log_start;
         for seg in &st.segments {
             if seg.is_legacy() {
                 let db = self.inner.open_segments.get(seg)?;
                 for (n, h) in tree_headers(&db.log, part.id, 0, i64::MAX).enumerate() {
                     let h = h?;
-                    if h.max_timestamp >= cutoff_ms || n >= 10_000 {
+                    if h.max_timestamp >= cutoff_ms || n >= 10_000 || h.last_offset() + 1 > hold
+                    {
                         break;
                     }
                     new_start = new_start.max(h.last_offset() + 1);
@@ -2040,16 +2087,12 @@ impl Store {
                 continue;
             }
             let s = seg.summary();
-            if s.bytes == 0 || s.max_ts >= cutoff_ms {
+            if s.bytes == 0 || s.max_ts >= cutoff_ms || s.end > hold {
                 break;
             }
             new_start = new_start.max(s.end);
         }
-        if new_start <= old_start {
-            return Ok(0);
-        }
-        self.move_log_start(part, &mut st, new_start)?;
-        Ok(new_start - old_start)
+        Ok(new_start)
     }
 }
 

@@ -201,8 +201,11 @@ async fn timestamps_and_retention() {
     assert_eq!(s.offset_for_timestamp(p, 301).unwrap(), None);
     // The batch holding the largest timestamp (its base offset): ListOffsets looks inside it.
     assert_eq!(s.max_timestamp(p).unwrap(), Some((4, 300)));
+    // A reader that has only passed offset 3 holds retention at the segment ending at 2.
+    assert_eq!(s.expire_before(p, 250, 3).unwrap(), 2);
+    assert_eq!(s.offsets(p).log_start, 2);
     // Segments older than 250 go whole.
-    assert_eq!(s.expire_before(p, 250).unwrap(), 4);
+    assert_eq!(s.expire_before(p, 250, i64::MAX).unwrap(), 2);
     assert_eq!(
         s.offsets(p),
         Offsets {
@@ -214,7 +217,7 @@ async fn timestamps_and_retention() {
     assert!(s.read(p, 0, 100, true, &mut out).unwrap().is_none());
     // Everything is older than 1000: the newest segment goes too, the log end stays, and the
     // next append goes on from it.
-    assert_eq!(s.expire_before(p, 1000).unwrap(), 2);
+    assert_eq!(s.expire_before(p, 1000, i64::MAX).unwrap(), 2);
     assert_eq!(
         s.offsets(p),
         Offsets {
@@ -288,7 +291,7 @@ async fn large_batches_are_chunked_and_read_back_whole() {
         }
     );
     // Expiring the first two batches removes their segments whole.
-    assert_eq!(s.expire_before(p, 2_000).unwrap(), 3);
+    assert_eq!(s.expire_before(p, 2_000, i64::MAX).unwrap(), 3);
     assert_eq!(s.offsets(p).log_start, 3);
     let left = std::fs::read_dir(dir.path().join("segments").join(p.id.to_string()))
         .unwrap()
@@ -541,7 +544,9 @@ async fn size_retention_keeps_the_newest_batches() {
         s.append(p, &b, &h).unwrap();
     }
     let one = b.len() as u64;
-    assert_eq!(s.expire_over_size(p, 3 * one).unwrap(), 7);
+    // Held at offset 5, size retention stops there.
+    assert_eq!(s.expire_over_size(p, 3 * one, 5).unwrap(), 5);
+    assert_eq!(s.expire_over_size(p, 3 * one, i64::MAX).unwrap(), 2);
     assert_eq!(
         s.offsets(p),
         Offsets {
@@ -551,7 +556,7 @@ async fn size_retention_keeps_the_newest_batches() {
     );
     assert_eq!(s.partition_size(p).unwrap(), 3 * one);
     // Even a limit below one batch keeps the newest segment.
-    assert_eq!(s.expire_over_size(p, 0).unwrap(), 2);
+    assert_eq!(s.expire_over_size(p, 0, i64::MAX).unwrap(), 2);
     assert_eq!(s.offsets(p).log_start, 9);
 }
 
@@ -628,7 +633,7 @@ async fn segments_roll_by_size_and_reads_cross_them() {
     assert_eq!(read_all(&s, p, 25), vec![24, 27, 30]);
     // Timestamp lookups and size retention by whole segments.
     assert_eq!(s.offset_for_timestamp(p, 0).unwrap(), Some((0, 1_000)));
-    assert_eq!(s.expire_over_size(p, 3 * probe.len() as u64).unwrap(), 24);
+    assert_eq!(s.expire_over_size(p, 3 * probe.len() as u64, i64::MAX).unwrap(), 24);
     assert_eq!(s.offsets(p).log_start, 24);
     assert_eq!(read_all(&s, p, 24), vec![24, 27, 30]);
 }

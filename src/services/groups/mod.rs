@@ -312,6 +312,18 @@ impl Coordinator {
         }
     }
 
+    /// The pipeline stages that read `topic` (their names, as committed in the store).
+    pub fn pipeline_stages(&self, topic: &str) -> Vec<String> {
+        match self.pipeline.lock() {
+            Ok(p) => p
+                .values()
+                .filter(|g| g.topics.iter().any(|t| t == topic))
+                .map(|g| g.stage.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn pipeline_group(&self, id: &str) -> Option<PipelineGroup> {
         self.pipeline.lock().ok()?.get(id).cloned()
     }
