@@ -30,6 +30,25 @@ impl std::fmt::Debug for Contract {
 /// Most validation errors named in one rejection reason.
 const MAX_REASONS: usize = 5;
 
+/// Longest rejection reason kept (it goes into a dead letter's header and a log line; schema
+/// errors quote the offending value, which may be megabytes).
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Longest `source` kept from a rejected event (a dead letter's header, metrics labels).
+pub const MAX_SOURCE_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes on a character boundary, saying how long it was.
+pub fn clip(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max.saturating_sub(32);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
 impl Contract {
     /// Compiles a JSON Schema document.
     pub fn new(schema_text: &str) -> Result<Contract> {
@@ -49,7 +68,10 @@ impl Contract {
 
     /// Checks one record value. Returns the parsed event or why it is rejected.
     pub fn check(&self, value: Option<&[u8]>) -> Result<serde_json::Value, Rejection> {
-        let reject = |reason: String, source: Option<String>| Rejection { reason, source };
+        let reject = |reason: String, source: Option<String>| Rejection {
+            reason: clip(reason, MAX_REASON_BYTES),
+            source: source.map(|s| clip(s, MAX_SOURCE_BYTES)),
+        };
         let Some(bytes) = value else {
             return Err(reject("the record has no value (null)".into(), None));
         };
@@ -67,10 +89,11 @@ impl Contract {
             .take(MAX_REASONS)
             .map(|e| {
                 let path = e.instance_path().to_string();
+                let e = clip(e.to_string(), MAX_REASON_BYTES / MAX_REASONS);
                 if path.is_empty() {
-                    e.to_string()
+                    e
                 } else {
-                    format!("{path}: {e}")
+                    format!("{}: {e}", clip(path, 128))
                 }
             })
             .collect();
@@ -151,5 +174,14 @@ mod tests {
         let r = check(r#"{"source":"in","customer_id":"1","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":"fifty"}"#)
             .unwrap_err();
         assert!(r.reason.contains("/value"), "{}", r.reason);
+        // A huge offending value is not repeated into the reason, nor a huge source kept.
+        let big = "x".repeat(1 << 20);
+        let e = format!(
+            r#"{{"source":"{big}","customer_id":"c","event_type":"{big}","timestamp":"2026-11-30T10:00:00Z"}}"#
+        );
+        let r = check(&e).unwrap_err();
+        assert!(r.reason.len() <= MAX_REASON_BYTES, "{}", r.reason.len());
+        assert!(r.reason.contains("/event_type"), "{}", r.reason);
+        assert!(r.source.unwrap().len() <= MAX_SOURCE_BYTES);
     }
 }

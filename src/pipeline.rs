@@ -489,10 +489,17 @@ enum Delivery {
     Interrupted,
 }
 
-/// The `source` field of an event's JSON value, when it has one.
+/// The `source` field of an event's JSON value, when it has one (clipped: it becomes a
+/// header, a stored key and a metrics label).
 fn source_of(e: &Event) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(e.value.as_deref()?).ok()?;
-    v.get("source")?.as_str().map(str::to_string)
+    clipped_source(&v)
+}
+
+fn clipped_source(event: &Value) -> Option<String> {
+    event.get("source")?.as_str().map(|s| {
+        crate::contract::clip(s.to_string(), crate::contract::MAX_SOURCE_BYTES)
+    })
 }
 
 /// Parsed events with their stored JSON and place, as the profiles take them.
@@ -854,13 +861,7 @@ impl Core {
             match contract.check(e.value.as_deref()) {
                 Ok(event) => {
                     if count {
-                        observed.push((
-                            event
-                                .get("source")
-                                .and_then(|s| s.as_str())
-                                .map(str::to_string),
-                            None,
-                        ));
+                        observed.push((clipped_source(&event), None));
                     }
                     if profiles.is_some() && e.offset >= profiled_before {
                         valid.push((event, e));

@@ -11,6 +11,54 @@ use serde_json::Value;
 /// How many recent events a profile keeps.
 pub const RECENT_EVENTS: usize = 20;
 
+/// Sources a profile keeps a last event for; a new one beyond replaces the one seen longest
+/// ago.
+pub const MAX_SOURCES: usize = 32;
+
+/// Event types a profile keeps totals for; more are counted under [`OTHER_TYPES`].
+pub const MAX_TYPES: usize = 64;
+
+/// The totals of event types beyond [`MAX_TYPES`].
+pub const OTHER_TYPES: &str = "(other)";
+
+/// Largest event JSON a profile keeps as sent; a larger one is kept without its `metadata`
+/// (or as its summary fields only), marked `"kafkabox_truncated": <bytes as sent>`.
+pub const MAX_KEPT_EVENT_BYTES: usize = 4096;
+
+/// Longest source, event type or customer id a profile keeps.
+const MAX_NAME_BYTES: usize = 256;
+
+/// What a profile keeps of an event's JSON: as sent when small enough, else without its
+/// metadata, else only the fields the profile summarises.
+fn kept_json(raw: &[u8], event: &Value) -> Option<Box<RawValue>> {
+    if raw.len() <= MAX_KEPT_EVENT_BYTES {
+        if let Ok(r) = serde_json::from_slice::<Box<RawValue>>(raw) {
+            return Some(r);
+        }
+    }
+    let mut v = event.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("metadata");
+        o.insert("kafkabox_truncated".into(), Value::from(raw.len()));
+    }
+    let mut r = serde_json::value::to_raw_value(&v).ok()?;
+    if r.get().len() > MAX_KEPT_EVENT_BYTES {
+        let mut small = serde_json::Map::new();
+        for k in ["source", "customer_id", "event_type", "timestamp", "value"] {
+            if let Some(x) = event.get(k) {
+                let x = match x.as_str() {
+                    Some(s) => Value::from(crate::contract::clip(s.to_string(), MAX_NAME_BYTES)),
+                    None => x.clone(),
+                };
+                small.insert(k.into(), x);
+            }
+        }
+        small.insert("kafkabox_truncated".into(), Value::from(raw.len()));
+        r = serde_json::value::to_raw_value(&small).ok()?;
+    }
+    Some(r)
+}
+
 /// Key of a customer's profile in the appliance state.
 pub fn profile_key(customer_id: &str) -> Vec<u8> {
     format!("profile/{customer_id}").into_bytes()
@@ -72,11 +120,14 @@ impl Profile {
     pub fn apply(&mut self, v: &Valid<'_>) {
         let event = v.event;
         let text = |k: &str, default: &str| -> String {
-            event
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or(default)
-                .to_string()
+            crate::contract::clip(
+                event
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or(default)
+                    .to_string(),
+                MAX_NAME_BYTES,
+            )
         };
         if self.customer_id.is_empty() {
             self.customer_id = text("customer_id", "");
@@ -84,7 +135,13 @@ impl Profile {
         let event_type = text("event_type", "custom");
         let source = text("source", "unknown");
         self.events += 1;
-        let t = self.by_type.entry(event_type.clone()).or_default();
+        let counted_as = if self.by_type.len() >= MAX_TYPES && !self.by_type.contains_key(&event_type)
+        {
+            OTHER_TYPES.to_string()
+        } else {
+            event_type.clone()
+        };
+        let t = self.by_type.entry(counted_as).or_default();
         t.count += 1;
         t.value_sum += event.get("value").and_then(Value::as_f64).unwrap_or(0.0);
         let stamp = Stamp {
@@ -96,9 +153,7 @@ impl Profile {
             self.first_event = Some(stamp.clone());
         }
         self.last_event = Some(stamp);
-        let raw = serde_json::from_slice::<Box<RawValue>>(v.raw)
-            .or_else(|_| serde_json::value::to_raw_value(event));
-        let Ok(raw) = raw else {
+        let Some(raw) = kept_json(v.raw, event) else {
             return;
         };
         let kept = Kept {
@@ -106,6 +161,16 @@ impl Profile {
             offset: v.offset,
             event: raw,
         };
+        if self.last_by_source.len() >= MAX_SOURCES && !self.last_by_source.contains_key(&source) {
+            let oldest = self
+                .last_by_source
+                .iter()
+                .min_by_key(|(_, k)| (k.partition, k.offset))
+                .map(|(s, _)| s.clone());
+            if let Some(s) = oldest {
+                self.last_by_source.remove(&s);
+            }
+        }
         self.last_by_source.insert(source, kept.clone());
         self.recent.push_back(kept);
         while self.recent.len() > RECENT_EVENTS {
@@ -293,6 +358,36 @@ mod tests {
 
     fn valid(e: &Value, offset: i64) -> (Value, Vec<u8>, i64) {
         (e.clone(), serde_json::to_vec(e).unwrap(), offset)
+    }
+
+    #[test]
+    fn a_profile_stays_bounded_whatever_its_events_carry() {
+        let mut p = Profile::default();
+        let metadata = "m".repeat(900_000);
+        for i in 0..150 {
+            let e = json!({"source": format!("source-{i}"), "customer_id": "42",
+                "event_type": format!("type-{i}"), "timestamp": "2024-01-15T10:30:00Z",
+                "value": 1, "metadata": {"blob": metadata}});
+            let (event, raw, offset) = valid(&e, i);
+            p.apply(&Valid {
+                event: &event,
+                raw: &raw,
+                partition: 0,
+                offset,
+            });
+        }
+        assert_eq!(p.events, 150);
+        assert_eq!(p.last_by_source.len(), MAX_SOURCES);
+        assert!(p.last_by_source.contains_key("source-149"), "the newest stay");
+        assert_eq!(p.by_type.len(), MAX_TYPES + 1);
+        assert_eq!(p.by_type[OTHER_TYPES].count, 150 - MAX_TYPES as u64);
+        let stored = serde_json::to_vec(&p).unwrap();
+        assert!(stored.len() < 300_000, "{} bytes", stored.len());
+        let kept: Value = serde_json::from_str(p.recent[0].event.get()).unwrap();
+        // Kept without its metadata, saying how big it was as sent.
+        assert!(kept["kafkabox_truncated"].as_u64().unwrap() > 900_000, "{kept}");
+        assert_eq!(kept["value"], 1);
+        assert!(kept.get("metadata").is_none());
     }
 
     #[test]
