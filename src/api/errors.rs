@@ -77,6 +77,7 @@ pub fn produce(e: &ProduceError) -> (ResponseError, String) {
         ProduceError::UnknownTopicOrPartition(m) => {
             (ResponseError::UnknownTopicOrPartition, m.clone())
         }
+        ProduceError::NotWritable(m) => (ResponseError::TopicAuthorizationFailed, m.clone()),
         ProduceError::InvalidRecord { message, .. } => {
             (ResponseError::InvalidRecord, message.clone())
         }

@@ -255,6 +255,7 @@ async fn produce(s: &Sources, r: Req) -> ApiResult {
                     status = match e {
                         ProduceError::Append { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                         ProduceError::UnknownTopicOrPartition(_) => StatusCode::NOT_FOUND,
+                        ProduceError::NotWritable(_) => StatusCode::FORBIDDEN,
                         _ if status == StatusCode::OK => StatusCode::UNPROCESSABLE_ENTITY,
                         _ => status,
                     };

@@ -24,6 +24,9 @@ pub struct Produced {
 pub enum ProduceError {
     #[error("{0}")]
     UnknownTopicOrPartition(String),
+    /// Only kafkabox writes this topic (the dead-letter topic of a handler pipeline).
+    #[error("{0}")]
+    NotWritable(String),
     /// Refused as a whole, with the records that caused it (index in the batch, why).
     #[error("{message}")]
     InvalidRecord {
@@ -67,6 +70,15 @@ impl Services {
                 "Topic '{topic}' has no partition {index}."
             )));
         };
+        // A dead-letter topic holds what the pipeline refused, with headers saying why and
+        // from where; records written by anyone else would be forgeries.
+        if let Some(base) = topic.strip_suffix(".dlq") {
+            if !self.groups.pipeline_stages(base).is_empty() {
+                return Err(ProduceError::NotWritable(format!(
+                    "Topic '{topic}' is the dead-letter topic of '{base}': only kafkabox writes it."
+                )));
+            }
+        }
         let settings = self.topics.settings(&t);
         let header = batch::validate_produce_batch(
             records,
