@@ -46,11 +46,14 @@ pub fn code(e: &Error) -> ResponseError {
 
 /// Kafka's error code for a storage failure (logged here, once).
 pub fn storage(e: &StoreError) -> ResponseError {
-    tracing::error!(error = %e, "storage failure");
     match e {
         StoreError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         StoreError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-        _ => ResponseError::KafkaStorageError,
+        StoreError::PartitionLimit { .. } => ResponseError::PolicyViolation,
+        _ => {
+            tracing::error!(error = %e, "storage failure");
+            ResponseError::KafkaStorageError
+        }
     }
 }
 

@@ -71,7 +71,17 @@ pub enum Error {
     #[error("group '{0}' is a {1} group")]
     WrongGroupType(String, &'static str),
     #[error(transparent)]
-    Storage(#[from] StoreError),
+    Storage(StoreError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            // A limit the operator set, not a storage failure.
+            StoreError::PartitionLimit { .. } => Error::PolicyViolation(e.to_string()),
+            other => Error::Storage(other),
+        }
+    }
+}

@@ -68,6 +68,8 @@ pub enum StoreError {
     InUse(String),
     #[error("i/o error: {0}")]
     Io(String),
+    #[error("{want} more partitions would make {} in all, over max.partitions ({max})", have + want)]
+    PartitionLimit { have: u64, want: u64, max: u64 },
 }
 
 /// Why an append was refused.
@@ -146,6 +148,8 @@ pub struct StoreConfig {
     pub segment_ms: i64,
     /// At most this many segment databases are open at once.
     pub max_open_segments: usize,
+    /// At most this many partitions in all topics together.
+    pub max_partitions: u64,
 }
 
 impl StoreConfig {
@@ -157,6 +161,7 @@ impl StoreConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             segment_ms: 7 * 24 * 3600 * 1000,
             max_open_segments: 64,
+            max_partitions: 10_000,
         }
     }
 }
@@ -707,6 +712,7 @@ impl Store {
         if self.topic(name).is_some() {
             return Err(StoreError::TopicExists(name.to_string()));
         }
+        self.check_partition_limit(u64::from(partitions))?;
         let first = match inner.meta.get(META_NEXT_PARTITION)? {
             Some(v) => read_u64(&v)? as u32,
             None => 0,
@@ -732,6 +738,20 @@ impl Store {
         let topic = self.publish_topic(tm, parts)?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// Refuses `want` more partitions past `max_partitions`. The caller holds the admin lock.
+    fn check_partition_limit(&self, want: u64) -> Result<(), StoreError> {
+        let have: u64 = self
+            .topics()
+            .iter()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        let max = self.inner.config.max_partitions;
+        if have + want > max {
+            return Err(StoreError::PartitionLimit { have, want, max });
+        }
+        Ok(())
     }
 
     /// Deletes a topic: it leaves the catalog durably first, then its partitions' keys (batches,
@@ -809,6 +829,7 @@ impl Store {
         if count <= have {
             return Ok(old);
         }
+        self.check_partition_limit(u64::from(count - have))?;
         let first = match inner.meta.get(META_NEXT_PARTITION)? {
             Some(v) => read_u64(&v)? as u32,
             None => 0,
