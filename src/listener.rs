@@ -124,7 +124,9 @@ impl Server {
                     load_ms = started.elapsed().as_millis() as u64,
                     "every partition loaded"
                 ),
-                Err(e) => tracing::error!(error = %e, "a partition cannot be loaded; requests for it fail with this error"),
+                Err(e) => {
+                    tracing::error!(error = %e, "a partition cannot be loaded; requests for it fail with this error")
+                }
             }
         });
         Ok(Server {
@@ -188,7 +190,10 @@ impl RateLimitedLog {
     /// `Some(suppressed since the last line)` when a line may be logged now.
     fn allow(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < Self::EVERY) {
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < Self::EVERY)
+        {
             self.suppressed += 1;
             return None;
         }

@@ -497,9 +497,10 @@ fn source_of(e: &Event) -> Option<String> {
 }
 
 fn clipped_source(event: &Value) -> Option<String> {
-    event.get("source")?.as_str().map(|s| {
-        crate::contract::clip(s.to_string(), crate::contract::MAX_SOURCE_BYTES)
-    })
+    event
+        .get("source")?
+        .as_str()
+        .map(|s| crate::contract::clip(s.to_string(), crate::contract::MAX_SOURCE_BYTES))
 }
 
 /// Parsed events with their stored JSON and place, as the profiles take them.

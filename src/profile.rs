@@ -135,12 +135,12 @@ impl Profile {
         let event_type = text("event_type", "custom");
         let source = text("source", "unknown");
         self.events += 1;
-        let counted_as = if self.by_type.len() >= MAX_TYPES && !self.by_type.contains_key(&event_type)
-        {
-            OTHER_TYPES.to_string()
-        } else {
-            event_type.clone()
-        };
+        let counted_as =
+            if self.by_type.len() >= MAX_TYPES && !self.by_type.contains_key(&event_type) {
+                OTHER_TYPES.to_string()
+            } else {
+                event_type.clone()
+            };
         let t = self.by_type.entry(counted_as).or_default();
         t.count += 1;
         t.value_sum += event.get("value").and_then(Value::as_f64).unwrap_or(0.0);
@@ -378,14 +378,20 @@ mod tests {
         }
         assert_eq!(p.events, 150);
         assert_eq!(p.last_by_source.len(), MAX_SOURCES);
-        assert!(p.last_by_source.contains_key("source-149"), "the newest stay");
+        assert!(
+            p.last_by_source.contains_key("source-149"),
+            "the newest stay"
+        );
         assert_eq!(p.by_type.len(), MAX_TYPES + 1);
         assert_eq!(p.by_type[OTHER_TYPES].count, 150 - MAX_TYPES as u64);
         let stored = serde_json::to_vec(&p).unwrap();
         assert!(stored.len() < 300_000, "{} bytes", stored.len());
         let kept: Value = serde_json::from_str(p.recent[0].event.get()).unwrap();
         // Kept without its metadata, saying how big it was as sent.
-        assert!(kept["kafkabox_truncated"].as_u64().unwrap() > 900_000, "{kept}");
+        assert!(
+            kept["kafkabox_truncated"].as_u64().unwrap() > 900_000,
+            "{kept}"
+        );
         assert_eq!(kept["value"], 1);
         assert!(kept.get("metadata").is_none());
     }

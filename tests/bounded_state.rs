@@ -35,7 +35,9 @@ async fn profiles_and_dead_letter_reasons_stay_small() {
         r#"{{"source":"crm","customer_id":"7","event_type":"{huge_type}","timestamp":"2026-11-30T10:00:00Z"}}"#
     );
     p.send(
-        FutureRecord::to("customer-events").key("7").payload(&invalid),
+        FutureRecord::to("customer-events")
+            .key("7")
+            .payload(&invalid),
         Duration::from_secs(30),
     )
     .await
@@ -46,10 +48,19 @@ async fn profiles_and_dead_letter_reasons_stay_small() {
         if r.status == 200 && r.json()["events"] == 150 {
             break r.body;
         }
-        assert!(Instant::now() < deadline, "profile: {} {}", r.status, &r.body[..r.body.len().min(300)]);
+        assert!(
+            Instant::now() < deadline,
+            "profile: {} {}",
+            r.status,
+            &r.body[..r.body.len().min(300)]
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(profile.len() < 300_000, "a profile of {} bytes", profile.len());
+    assert!(
+        profile.len() < 300_000,
+        "a profile of {} bytes",
+        profile.len()
+    );
     let dlq = common::consume_async(broker.addr, "customer-events.dlq", 0, 0, 1).await;
     let reason = common::header(&dlq[0], "kafkabox.dlq.reason").expect("a reason header");
     assert!(reason.len() <= 1024, "a reason of {} bytes", reason.len());

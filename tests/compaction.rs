@@ -94,17 +94,17 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key() {
         .await
         .unwrap();
         let got: Vec<(i64, String, Option<String>)> = read
-                .into_iter()
-                .filter(|m| m.offset() < end)
-                .map(|m| {
-                    (
-                        m.offset(),
-                        String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                        m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
-                    )
-                })
-                .filter(|(_, k, _)| k != "filler")
-                .collect();
+            .into_iter()
+            .filter(|m| m.offset() < end)
+            .map(|m| {
+                (
+                    m.offset(),
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .filter(|(_, k, _)| k != "filler")
+            .collect();
         if got == want {
             break;
         }
@@ -114,5 +114,9 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(broker.log_text().contains("compacted"), "{}", broker.log_text());
+    assert!(
+        broker.log_text().contains("compacted"),
+        "{}",
+        broker.log_text()
+    );
 }

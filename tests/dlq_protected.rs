@@ -14,7 +14,10 @@ async fn only_kafkabox_writes_a_dead_letter_topic() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let h = broker.http_addr();
-    let p = common::producer(broker.addr, &[("message.timeout.ms", "5000"), ("retries", "0")]);
+    let p = common::producer(
+        broker.addr,
+        &[("message.timeout.ms", "5000"), ("retries", "0")],
+    );
     let err = p
         .send(
             FutureRecord::<(), _>::to("customer-events.dlq").payload("forged"),
@@ -37,7 +40,10 @@ async fn only_kafkabox_writes_a_dead_letter_topic() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["offsets"][0]["error_code"], 29, "{}", r.body);
     let t = http(h, "GET", "/api/topics/customer-events.dlq", None, None).json();
-    assert_eq!(t["partitions"][0]["log_end_offset"], 0, "nothing stored: {t}");
+    assert_eq!(
+        t["partitions"][0]["log_end_offset"], 0,
+        "nothing stored: {t}"
+    );
     // The topic itself takes records as ever.
     p.send(
         FutureRecord::<(), _>::to("customer-events").payload("{}"),

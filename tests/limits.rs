@@ -18,12 +18,18 @@ async fn partitions_beyond_max_partitions_are_refused() {
     let opts = AdminOptions::new();
     // customer-events and its .dlq take two; three more fit.
     let r = admin
-        .create_topics(&[NewTopic::new("three", 3, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("three", 3, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
     assert!(r[0].is_ok(), "{r:?}");
     let r = admin
-        .create_topics(&[NewTopic::new("one-more", 1, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("one-more", 1, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -43,7 +49,10 @@ async fn partitions_beyond_max_partitions_are_refused() {
     // Deleting a topic frees its partitions.
     admin.delete_topics(&["three"], &opts).await.unwrap();
     let r = admin
-        .create_topics(&[NewTopic::new("one-more", 1, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("one-more", 1, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
     assert!(r[0].is_ok(), "{r:?}");

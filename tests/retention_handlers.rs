@@ -23,7 +23,8 @@ fn offsets(h: std::net::SocketAddr, topic: &str) -> (i64, i64) {
 
 fn held_back(h: std::net::SocketAddr, topic: &str) -> Option<i64> {
     let metrics = http(h, "GET", "/metrics", None, None).body;
-    let prefix = format!("kafkabox_retention_held_back_records{{topic=\"{topic}\",partition=\"0\"}} ");
+    let prefix =
+        format!("kafkabox_retention_held_back_records{{topic=\"{topic}\",partition=\"0\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -106,7 +107,10 @@ async fn retention_keeps_what_a_handler_has_not_handled() {
     let h = broker.http_addr();
     let deadline = Instant::now() + Duration::from_secs(60);
     while held_back(h, "orders") != Some(10) {
-        assert!(Instant::now() < deadline, "no retention sweep after restart");
+        assert!(
+            Instant::now() < deadline,
+            "no retention sweep after restart"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(offsets(h, "orders"), (0, 10));

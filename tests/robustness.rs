@@ -400,7 +400,10 @@ async fn max_connections_is_a_bound_not_an_error() {
         if read_response(&mut s).await.is_some() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never served after a slot freed up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served after a slot freed up"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.shutdown().await.unwrap();
@@ -410,8 +413,7 @@ async fn max_connections_is_a_bound_not_an_error() {
 async fn clients_trickling_big_frames_do_not_block_others() {
     let dir = tempfile::tempdir().unwrap();
     // A 1 MiB pool for request bytes: one announced 100 MB frame used to take all of it.
-    let server =
-        common::start_with(dir.path(), &[("queued.max.request.bytes", "1048576")]).await;
+    let server = common::start_with(dir.path(), &[("queued.max.request.bytes", "1048576")]).await;
     let addr = server.kafka_addr();
     server
         .store()

@@ -78,7 +78,11 @@ async fn segments_roll_by_age_and_open_ones_stay_bounded() {
         .map(|p| std::fs::read_dir(p.unwrap().path()).unwrap().count())
         .collect();
     counts.sort();
-    assert_eq!(counts, vec![1, 4, 4, 4, 4], "segment.ms of `kept` wins over log.roll.ms");
+    assert_eq!(
+        counts,
+        vec![1, 4, 4, 4, 4],
+        "segment.ms of `kept` wins over log.roll.ms"
+    );
     // Every record reads back across the segments, in order.
     for partition in 0..4 {
         let got = common::consume_async(broker.addr, "rolled", partition, 0, 20).await;

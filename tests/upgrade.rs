@@ -210,5 +210,8 @@ async fn a_data_dir_of_the_single_database_layout_keeps_everything() {
     assert_eq!(&values[5..], &(300..310).collect::<Vec<i64>>()[..]);
     let dlq = common::consume_async(broker.addr, "customer-events.dlq", 0, 0, 2).await;
     assert_eq!(dlq.len(), 2);
-    assert_eq!(common::payload(&dlq[1]), Some(&br#"{"not":"an event"}"#[..]));
+    assert_eq!(
+        common::payload(&dlq[1]),
+        Some(&br#"{"not":"an event"}"#[..])
+    );
 }

@@ -182,13 +182,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
     // kafkabox's own: retention waits for the in-process handler stages that read the topic
     // (false: retention deletes by age and size alone, as Kafka does).
-    def(
-        RETENTION_WAITS_FOR_HANDLERS,
-        T::Boolean,
-        "true",
-        None,
-        true,
-    ),
+    def(RETENTION_WAITS_FOR_HANDLERS, T::Boolean, "true", None, true),
     def(
         "leader.replication.throttled.replicas",
         T::List,

@@ -19,7 +19,11 @@ fn rss_kib() -> u64 {
 }
 
 fn dir_bytes(p: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("du").arg("-sb").arg(p).output().unwrap();
+    let out = std::process::Command::new("du")
+        .arg("-sb")
+        .arg(p)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -57,7 +61,10 @@ fn fill(db: &sled::Db, mib: usize) {
     let value: Vec<u8> = (0..kib * 1024).map(|i| (i * 7919 % 251) as u8).collect();
     for i in 0..(mib * 1024 / kib) as u64 {
         tree.insert(i.to_be_bytes(), value.as_slice()).unwrap();
-        if let Some(us) = std::env::var("PROBE_PAUSE_US").ok().and_then(|v| v.parse().ok()) {
+        if let Some(us) = std::env::var("PROBE_PAUSE_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
             std::thread::sleep(std::time::Duration::from_micros(us));
         }
         if i % (16384 / kib as u64) == 0 {
@@ -103,7 +110,10 @@ fn main() {
         );
         return;
     }
-    if let Some(cycles) = std::env::var("PROBE_CYCLES").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(cycles) = std::env::var("PROBE_CYCLES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         // One database closed and reopened every SEGMENT_MIB written, as the store recycles a
         // written segment: does memory come back at each close?
         let path = dir.join("cycle");
@@ -113,7 +123,8 @@ fn main() {
             let db = open(&path, 8 << 20);
             let tree = db.open_tree("log").unwrap();
             for i in 0..(seg_mib * 16) {
-                tree.insert(key.to_be_bytes(), tree_value.as_slice()).unwrap();
+                tree.insert(key.to_be_bytes(), tree_value.as_slice())
+                    .unwrap();
                 key += 1;
                 if i % 4 == 3 {
                     db.flush().unwrap();
@@ -123,7 +134,12 @@ fn main() {
             drop(tree);
             drop(db);
             if c % 8 == 7 {
-                println!("after {} closes ({} MiB written): RSS {} MiB", c + 1, (c + 1) * seg_mib as u64, rss_kib() / 1024);
+                println!(
+                    "after {} closes ({} MiB written): RSS {} MiB",
+                    c + 1,
+                    (c + 1) * seg_mib as u64,
+                    rss_kib() / 1024
+                );
             }
         }
         return;
@@ -153,7 +169,10 @@ fn main() {
         }
         return;
     }
-    if let Some(secs) = std::env::var("PROBE_GC_SECS").ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(secs) = std::env::var("PROBE_GC_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         // Reopen segment 0 with sled's own flusher on (it is also what cleans sled's log) and
         // let it work: how much space does it give back?
         let path = dir.join("roll-0");

@@ -16,8 +16,8 @@ use kafkabox_protocol::batch;
 
 use crate::segment::{self, Place, Segment};
 use crate::{
-    chunk_key, chunk_key_end, chunk_writes, parse_chunk_key, segment_key, stored_header,
-    Partition, Store, StoreError,
+    chunk_key, chunk_key_end, chunk_writes, parse_chunk_key, segment_key, stored_header, Partition,
+    Store, StoreError,
 };
 
 /// What one compaction pass did to a partition.

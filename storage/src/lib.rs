@@ -1027,7 +1027,9 @@ impl Store {
                     seg.set_summary(summary);
                     if i + 1 < bases.len() {
                         // A crash between rolling and recording the old segment's summary.
-                        inner.segments.insert(segment_key(pid, base), &summary.encode()[..])?;
+                        inner
+                            .segments
+                            .insert(segment_key(pid, base), &summary.encode()[..])?;
                         seg.seal();
                     }
                     seg
@@ -1069,9 +1071,8 @@ impl Store {
                 continue;
             }
             let producer_id = read_u64(&k[12..20])? as i64;
-            let entry = ProducerEntry::decode(&v).ok_or_else(|| {
-                StoreError::Corrupt(format!("producer state of {producer_id}"))
-            })?;
+            let entry = ProducerEntry::decode(&v)
+                .ok_or_else(|| StoreError::Corrupt(format!("producer state of {producer_id}")))?;
             producers.insert(producer_id, entry);
         }
         for item in tree.scan_prefix(writer_prefix(pid)) {
@@ -1458,7 +1459,10 @@ impl Store {
             log_end: st.next_offset,
         };
         let from = offset.map(|o| st.segment_index(o)).unwrap_or(0);
-        Ok((offsets, st.segments.get(from..).unwrap_or_default().to_vec()))
+        Ok((
+            offsets,
+            st.segments.get(from..).unwrap_or_default().to_vec(),
+        ))
     }
 
     /// Copies whole batches starting with the one that holds `offset` into `out`, up to
@@ -1610,8 +1614,7 @@ impl Store {
         let mut best: Option<(i64, i64)> = None;
         for seg in &segments {
             let s = seg.summary();
-            if !seg.is_legacy() && (s.bytes == 0 || best.is_some_and(|(_, ts)| s.max_ts <= ts))
-            {
+            if !seg.is_legacy() && (s.bytes == 0 || best.is_some_and(|(_, ts)| s.max_ts <= ts)) {
                 continue;
             }
             let db = self.inner.open_segments.get(seg)?;
@@ -2096,8 +2099,7 @@ impl Store {
                 let db = self.inner.open_segments.get(seg)?;
                 for (n, h) in tree_headers(&db.log, part.id, 0, i64::MAX).enumerate() {
                     let h = h?;
-                    if h.max_timestamp >= cutoff_ms || n >= 10_000 || h.last_offset() + 1 > hold
-                    {
+                    if h.max_timestamp >= cutoff_ms || n >= 10_000 || h.last_offset() + 1 > hold {
                         break;
                     }
                     new_start = new_start.max(h.last_offset() + 1);

@@ -295,8 +295,10 @@ impl OpenSegments {
     }
 
     fn get_with(&self, seg: &Arc<Segment>, write: bool) -> Result<Arc<SegDb>, StoreError> {
-        seg.last_used
-            .store(self.tick.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
+        seg.last_used.store(
+            self.tick.fetch_add(1, Ordering::Relaxed) + 1,
+            Ordering::Relaxed,
+        );
         seg.last_used_ms.store(now_ms(), Ordering::Relaxed);
         let db = {
             let mut h = seg.handle.lock().map_err(|_| StoreError::Closed)?;

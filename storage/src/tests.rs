@@ -241,7 +241,6 @@ async fn timestamps_and_retention() {
     );
 }
 
-
 #[tokio::test]
 async fn large_batches_are_chunked_and_read_back_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -586,10 +585,7 @@ async fn segments_roll_by_size_and_reads_cross_them() {
     let cfg = StoreConfig::new(dir.path());
     let (probe, _) = batch(3, ProducerFields::NONE);
     // Two batches of 3 records fit a segment; the third rolls a new one.
-    let configs = BTreeMap::from([(
-        "segment.bytes".to_string(),
-        (2 * probe.len()).to_string(),
-    )]);
+    let configs = BTreeMap::from([("segment.bytes".to_string(), (2 * probe.len()).to_string())]);
     let producer;
     let part_id;
     {
@@ -633,7 +629,11 @@ async fn segments_roll_by_size_and_reads_cross_them() {
     assert_eq!(read_all(&s, p, 25), vec![24, 27, 30]);
     // Timestamp lookups and size retention by whole segments.
     assert_eq!(s.offset_for_timestamp(p, 0).unwrap(), Some((0, 1_000)));
-    assert_eq!(s.expire_over_size(p, 3 * probe.len() as u64, i64::MAX).unwrap(), 24);
+    assert_eq!(
+        s.expire_over_size(p, 3 * probe.len() as u64, i64::MAX)
+            .unwrap(),
+        24
+    );
     assert_eq!(s.offsets(p).log_start, 24);
     assert_eq!(read_all(&s, p, 24), vec![24, 27, 30]);
 }
@@ -747,7 +747,10 @@ async fn a_data_dir_of_the_single_database_layout_is_read_in_place() {
     let (b, h) = seq_batch(2, producer, 8);
     assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 8);
     assert_eq!(read_all(&s, p, 5), vec![4, 6, 8]);
-    assert_eq!(segment::list_segments(dir.path(), p.id).unwrap(), vec![(8, 0)]);
+    assert_eq!(
+        segment::list_segments(dir.path(), p.id).unwrap(),
+        vec![(8, 0)]
+    );
     assert_eq!(s.max_timestamp(p).unwrap(), Some((0, 1_000)));
     // DeleteRecords goes through the legacy batches, then drops them.
     assert_eq!(s.delete_records_before(p, 5).unwrap(), 5);
@@ -776,7 +779,8 @@ async fn a_data_dir_of_the_single_database_layout_is_read_in_place() {
 fn records(s: &Store, p: &Partition, from: i64) -> Vec<(i64, String, Option<String>)> {
     let mut out = BytesMut::new();
     s.read(p, from, 1 << 24, true, &mut out).unwrap().unwrap();
-    let text = |b: &Option<bytes::Bytes>| b.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+    let text =
+        |b: &Option<bytes::Bytes>| b.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
     batch::split_batches(&out)
         .flat_map(|r| {
             let (_, bytes) = r.unwrap();
@@ -824,7 +828,13 @@ async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
         );
         // Reading from an offset that compaction removed starts at the next record.
         assert_eq!(records(&s, p, 1)[0].0, 3);
-        assert_eq!(s.offsets(p), Offsets { log_start: 0, log_end: 8 });
+        assert_eq!(
+            s.offsets(p),
+            Offsets {
+                log_start: 0,
+                log_end: 8
+            }
+        );
         // Old enough tombstones go too; a second pass finds nothing more.
         let done = s.compact(p, i64::MAX).unwrap();
         assert_eq!(done.records_removed, 1);
@@ -851,5 +861,11 @@ async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
     let p = &t.partitions[0];
     assert_eq!(records(&s, p, 0).len(), 3);
     assert!(!segment::segment_dir(dir.path(), part_id, 3, 9).exists());
-    assert_eq!(s.offsets(p), Offsets { log_start: 0, log_end: 8 });
+    assert_eq!(
+        s.offsets(p),
+        Offsets {
+            log_start: 0,
+            log_end: 8
+        }
+    );
 }
