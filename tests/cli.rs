@@ -192,6 +192,7 @@ fn bench_runs_every_section() {
         "handlers (contract + profile)",
         "produce-to-handled p50 / p99 / p99.9",
         "space on disk",
+        "start after kill -9",
         "broker RSS",
         "peak RSS",
     ] {

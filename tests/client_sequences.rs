@@ -532,15 +532,12 @@ async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     use rdkafka::producer::FutureRecord;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("log.retention.check.interval.ms", "50")]).await;
     let addr = server.kafka_addr();
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", addr.to_string())
-        .create()
-        .unwrap();
+    let admin = common::admin(addr);
     let batch = encode_uncompressed(
         &[(None, Some(&[1u8; 500][..]))],
         1_000,

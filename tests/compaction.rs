@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 
@@ -19,10 +19,7 @@ async fn a_compacted_topic_keeps_the_latest_record_per_key() {
         &dir.path().join("data"),
         &["--set", "log.retention.check.interval.ms=100"],
     );
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.addr.to_string())
-        .create()
-        .unwrap();
+    let admin = common::admin(broker.addr);
     let r = admin
         .create_topics(
             &[NewTopic::new("changelog", 1, TopicReplication::Fixed(1))

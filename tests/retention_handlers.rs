@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{http, BrokerProcess};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::producer::FutureRecord;
 
 /// (log start, log end) of partition 0 of `topic`, from the HTTP API.
@@ -56,10 +56,7 @@ async fn retention_keeps_what_a_handler_has_not_handled() {
     let data = dir.path().join("data");
     let mut broker = spawn(&data);
     let h = broker.http_addr();
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.addr.to_string())
-        .create()
-        .unwrap();
+    let admin = common::admin(broker.addr);
     let r = admin
         .alter_configs(
             &[AlterConfig::new(ResourceSpecifier::Topic("orders-free"))

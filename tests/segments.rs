@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{http, BrokerProcess};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 
@@ -33,10 +33,7 @@ async fn segments_roll_by_age_and_open_ones_stay_bounded() {
             "storage.segments.open.max=2",
         ],
     );
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.addr.to_string())
-        .create()
-        .unwrap();
+    let admin = common::admin(broker.addr);
     let r = admin
         .create_topics(
             &[

@@ -1459,10 +1459,8 @@ impl Store {
             log_end: st.next_offset,
         };
         let from = offset.map(|o| st.segment_index(o)).unwrap_or(0);
-        Ok((
-            offsets,
-            st.segments.get(from..).unwrap_or_default().to_vec(),
-        ))
+        let segments = st.segments.get(from..).unwrap_or_default();
+        Ok((offsets, segments.to_vec()))
     }
 
     /// Copies whole batches starting with the one that holds `offset` into `out`, up to
@@ -1823,6 +1821,22 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the log start forward to `new_start` if that is forward; returns by how many
+    /// offsets.
+    fn advance_log_start(
+        &self,
+        part: &Partition,
+        st: &mut PartitionState,
+        new_start: i64,
+    ) -> Result<i64, StoreError> {
+        let old_start = st.log_start;
+        if new_start <= old_start {
+            return Ok(0);
+        }
+        self.move_log_start(part, st, new_start)?;
+        Ok(new_start - old_start)
+    }
+
     /// Removes the legacy batches of `pid` that end at or before `offset`.
     fn trim_legacy(&self, pid: u32, offset: i64) -> Result<(), StoreError> {
         let log = &self.inner.log;
@@ -2042,11 +2056,7 @@ impl Store {
             total -= sizes[i];
             new_start = new_start.max(seg.summary().end);
         }
-        if new_start <= old_start {
-            return Ok(0);
-        }
-        self.move_log_start(part, &mut st, new_start)?;
-        Ok(new_start - old_start)
+        self.advance_log_start(part, &mut st, new_start)
     }
 
     /// Removes the segments at the front of `part` whose records are all older than
@@ -2061,13 +2071,8 @@ impl Store {
         hold: i64,
     ) -> Result<i64, StoreError> {
         let mut st = self.part_state(part)?;
-        let old_start = st.log_start;
         let new_start = self.time_target(part, &st, cutoff_ms, hold)?;
-        if new_start <= old_start {
-            return Ok(0);
-        }
-        self.move_log_start(part, &mut st, new_start)?;
-        Ok(new_start - old_start)
+        self.advance_log_start(part, &mut st, new_start)
     }
 
     /// How many offsets [`Store::expire_before`] would remove from `part` without `hold` but

@@ -41,6 +41,16 @@ pub fn producer(addr: std::net::SocketAddr, extra: &[(&str, &str)]) -> FuturePro
     c.create().expect("producer")
 }
 
+/// An admin client of the broker at `addr`.
+pub fn admin(
+    addr: std::net::SocketAddr,
+) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .create()
+        .expect("admin client")
+}
+
 /// Reads `count` messages of `topic`/`partition` from `from` with an assigned consumer (no
 /// consumer group). Bounded by `timeout`; returns what it got.
 pub fn consume(
