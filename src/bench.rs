@@ -299,7 +299,12 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
     println!("reference: loopback TCP, one connection, 1 MiB writes: {loopback:.0} MiB/s");
     let file = tokio::task::spawn_blocking({
         let dir = scratch.to_path_buf();
-        move || file_append_mib_per_s(&dir, 1024 * 1024 * 1024)
+        // As much as one produce run writes (64 MiB to 1 GiB): a small bench stays small on disk.
+        let total = args.bytes_per_run.clamp(64 << 20, 1 << 30);
+        move || {
+            file_append_mib_per_s(&dir, total)
+                .with_context(|| format!("measuring the disk's durable bound in {}", dir.display()))
+        }
     })
     .await??;
     println!(
