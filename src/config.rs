@@ -75,6 +75,8 @@ pub struct Config {
     pub max_open_segments: usize,
     /// `max.partitions`: partitions of all topics together.
     pub max_partitions: u64,
+    /// `storage.free.bytes.min`: writes are refused while less is free on the data dir's disk.
+    pub min_free_bytes: u64,
     /// `handlers.<topic>`: the built-in handlers run over a topic's records (`profile`,
     /// `webhook`, `exec`, `log`), each with its own committed offsets. `customer.events.handlers`
     /// is `handlers.customer-events`; on customer-events handlers see only valid events.
@@ -138,6 +140,7 @@ impl Default for Config {
             segment_ms: 7 * 24 * 3600 * 1000,
             max_open_segments: 64,
             max_partitions: 10_000,
+            min_free_bytes: kafkabox_storage::DEFAULT_MIN_FREE_BYTES,
             handlers: BTreeMap::from([(
                 "customer-events".to_string(),
                 vec!["profile".to_string()],
@@ -184,6 +187,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.segment.bytes", "roll a partition's log segment when it reaches this size; topic config segment.bytes (default 67108864)"),
     ("log.roll.ms", "roll a partition's log segment this long after its first write; topic config segment.ms (default 604800000)"),
     ("max.partitions", "partitions of all topics together; CreateTopics and CreatePartitions beyond get POLICY_VIOLATION (default 10000)"),
+    ("storage.free.bytes.min", "writes are refused with KAFKA_STORAGE_ERROR while the data dir's disk has less free space; accepted again once there is more; 0 never refuses (default 268435456)"),
     ("storage.segments.open.max", "segment databases kept open at once; more are closed least recently used first (default 64)"),
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
@@ -366,6 +370,7 @@ impl Config {
             }
             "log.roll.ms" => self.segment_ms = positive::<i64>(k, parse_num(k, value)?)?,
             "max.partitions" => self.max_partitions = positive::<u64>(k, parse_num(k, value)?)?,
+            "storage.free.bytes.min" => self.min_free_bytes = parse_num(k, value)?,
             "storage.segments.open.max" => {
                 let v: usize = parse_num(k, value)?;
                 if v < 2 {

@@ -84,6 +84,7 @@ impl Server {
         sc.segment_ms = config.segment_ms;
         sc.max_open_segments = config.max_open_segments;
         sc.max_partitions = config.max_partitions;
+        sc.min_free_bytes = config.min_free_bytes;
         let data_dir = config.data_dir.clone();
         let started = std::time::Instant::now();
         let store = tokio::task::spawn_blocking(move || Store::open(sc))

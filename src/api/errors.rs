@@ -50,6 +50,8 @@ pub fn storage(e: &StoreError) -> ResponseError {
         StoreError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         StoreError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         StoreError::PartitionLimit { .. } => ResponseError::PolicyViolation,
+        // Logged once when writes start being refused (storage's free-space reserve).
+        StoreError::DiskFull { .. } => ResponseError::KafkaStorageError,
         _ => {
             tracing::error!(error = %e, "storage failure");
             ResponseError::KafkaStorageError

@@ -140,7 +140,10 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
                 .with_log_start_offset(o.log_start_offset);
             if let Some((code, msg)) = &o.error {
                 any_error = true;
-                tracing::warn!(topic, partition = pd.index, error = ?code, "{msg}");
+                // Storage errors are logged where they arise (a full disk once, not per batch).
+                if *code != ResponseError::KafkaStorageError {
+                    tracing::warn!(topic, partition = pd.index, error = ?code, "{msg}");
+                }
                 r.error_code = code.code();
                 r.error_message = Some(str_bytes(msg));
                 if call.version >= 8 {

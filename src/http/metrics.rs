@@ -135,6 +135,24 @@ impl Collector for Scraped {
         }
         {
             let f = e.encode_descriptor(
+                "kafkabox_storage_free_bytes",
+                "Free bytes on the data dir's disk (writes stop below storage.free.bytes.min)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.store.free_bytes().min(i64::MAX as u64) as i64).encode(f)?;
+        }
+        {
+            let f = e.encode_descriptor(
+                "kafkabox_storage_writes_refused",
+                "Writes refused because the data dir's disk had less than storage.free.bytes.min free",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(s.store.writes_refused_for_space()).encode(f)?;
+        }
+        {
+            let f = e.encode_descriptor(
                 "kafkabox_storage_open_segments",
                 "Log segment databases open now (at most storage.segments.open.max)",
                 None,

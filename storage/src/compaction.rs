@@ -159,6 +159,8 @@ impl Store {
             if !any {
                 continue;
             }
+            // The new generation is at most as big as the old one, on disk next to it.
+            self.inner.space.reserve(summary.bytes.saturating_mul(2))?;
             let generation = summary.generation + 1;
             let dir = segment::segment_dir(&self.inner.config.path, part.id, seg.base, generation);
             let _ = std::fs::remove_dir_all(&dir);

@@ -33,6 +33,7 @@
 mod compaction;
 pub mod producer;
 mod segment;
+mod space;
 
 pub use compaction::Compacted;
 
@@ -70,6 +71,8 @@ pub enum StoreError {
     Io(String),
     #[error("{want} more partitions would make {} in all, over max.partitions ({max})", have + want)]
     PartitionLimit { have: u64, want: u64, max: u64 },
+    #[error("the data dir's disk has {free} bytes free, less than storage.free.bytes.min ({min}): writes are refused until space is freed")]
+    DiskFull { free: u64, min: u64 },
 }
 
 /// Why an append was refused.
@@ -114,6 +117,8 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// kafkabox's default `segment.bytes` (Kafka's is 1 GiB): sled keeps what is written to a
 /// database in memory until it is closed, and a sealed segment is dropped whole by retention.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `storage.free.bytes.min`: writes stop while less is free on the data dir's disk.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A written segment's database is closed and reopened after this many bytes: sled 0.34 keeps
 /// what was written through an open database in memory (measured: RSS follows the bytes
@@ -150,6 +155,9 @@ pub struct StoreConfig {
     pub max_open_segments: usize,
     /// At most this many partitions in all topics together.
     pub max_partitions: u64,
+    /// Writes are refused while the data dir's file system has less free space than this
+    /// (0: never).
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -162,6 +170,7 @@ impl StoreConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             max_open_segments: 64,
             max_partitions: 10_000,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -526,6 +535,7 @@ struct Inner {
     appends: watch::Sender<u64>,
     config: StoreConfig,
     flush_stats: FlushStats,
+    space: space::DiskSpace,
 }
 
 /// Upper bounds (seconds) of the flush latency buckets [`Store::flush_stats`] reports.
@@ -665,6 +675,7 @@ impl Store {
             signal: Arc::new(FlushSignal::default()),
             flusher: Mutex::new(None),
             appends,
+            space: space::DiskSpace::new(config.path.clone(), config.min_free_bytes),
             config,
             flush_stats: FlushStats::default(),
         });
@@ -1233,6 +1244,10 @@ impl Store {
         h: &BatchHeader,
         extra: &[StateEntry],
     ) -> Result<(), StoreError> {
+        // Chunk keys and sled's own framing come on top of the batch.
+        self.inner
+            .space
+            .reserve(bytes.len() as u64 + 4096)?;
         let (seg, db, fresh) = self.writable_segment(part, st, bytes.len())?;
         let mut b = sled::Batch::default();
         if fresh {
@@ -1392,6 +1407,16 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         let segments = self.inner.config.path.join("segments");
         Ok(self.inner.db.size_on_disk()? + dir_bytes(&segments))
+    }
+
+    /// Free bytes on the data dir's file system (last measurement, minus writes since).
+    pub fn free_bytes(&self) -> u64 {
+        self.inner.space.free()
+    }
+
+    /// Writes refused so far because free space was below `min_free_bytes`.
+    pub fn writes_refused_for_space(&self) -> u64 {
+        self.inner.space.refused()
     }
 
     /// Segment databases open now (bounded by `StoreConfig::max_open_segments`).
