@@ -423,7 +423,25 @@ async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes
                 break;
             }
         };
-        let (pending, close) = api::dispatch(&mut session, frame);
+        // The synchronous part of a handler may touch sled (appends, lazy partition loads,
+        // group records), so it runs on the blocking pool, never on a runtime worker; this
+        // connection waits for it, which keeps its requests in order and bounds the queue
+        // there to one request per connection (at most `max.connections`).
+        let span = tracing::Span::current();
+        let ran = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
+            let out = api::dispatch(&mut session, frame);
+            (out, session)
+        })
+        .await;
+        let ((pending, close), back) = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "request handler failed; closing the connection");
+                break;
+            }
+        };
+        session = back;
         drop(permit);
         if tx.send(pending).await.is_err() || close {
             break;

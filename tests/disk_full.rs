@@ -140,7 +140,10 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     assert!(
         matches!(
             again,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError), _))
+            Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError),
+                _
+            ))
         ),
         "{again:?}"
     );
@@ -187,15 +190,15 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     assert!(
         matches!(
             still,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError), _))
+            Err((
+                KafkaError::MessageProduction(RDKafkaErrorCode::KafkaStorageError),
+                _
+            ))
         ),
         "{still:?}"
     );
     fs.resize(96);
-    let idem = common::producer(
-        addr,
-        &[("acks", "all"), ("enable.idempotence", "true")],
-    );
+    let idem = common::producer(addr, &[("acks", "all"), ("enable.idempotence", "true")]);
     let next = acked.last().map_or(0, |a| a.0 + 1);
     for j in 0..200 {
         let v = value(1_000_000 + j);

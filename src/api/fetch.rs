@@ -11,7 +11,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use crate::api::{Call, KafkaApi, Pending};
+use crate::api::{Call, KafkaApi, Pending, Reply};
 use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
@@ -173,9 +173,20 @@ fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
         let deadline = tokio::time::Instant::now() + wait;
         let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
         // Bounded: every pass waits for an append, and the loop ends at the deadline.
+        let req = std::sync::Arc::new(req);
         loop {
             appends.borrow_and_update();
-            let built = build(&broker, &req);
+            // Reading the store is blocking work: never on a runtime worker.
+            let built = {
+                let (broker, req) = (broker.clone(), req.clone());
+                match tokio::task::spawn_blocking(move || build(&broker, &req)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "fetch task failed");
+                        return Reply::Close;
+                    }
+                }
+            };
             if built.bytes >= min_bytes
                 || built.has_error
                 || tokio::time::Instant::now() >= deadline

@@ -1245,9 +1245,7 @@ impl Store {
         extra: &[StateEntry],
     ) -> Result<(), StoreError> {
         // Chunk keys and sled's own framing come on top of the batch.
-        self.inner
-            .space
-            .reserve(bytes.len() as u64 + 4096)?;
+        self.inner.space.reserve(bytes.len() as u64 + 4096)?;
         let (seg, db, fresh) = self.writable_segment(part, st, bytes.len())?;
         let mut b = sled::Batch::default();
         if fresh {

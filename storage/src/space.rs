@@ -63,8 +63,7 @@ impl DiskSpace {
                     }
                 }
             }
-            last.1
-                .saturating_sub(self.since.load(Ordering::Relaxed))
+            last.1.saturating_sub(self.since.load(Ordering::Relaxed))
         };
         if free < self.min_free.saturating_add(bytes) {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +81,10 @@ impl DiskSpace {
             });
         }
         if self.refusing.swap(false, Ordering::Relaxed) {
-            tracing::info!(free_bytes = free, "disk space is back: writes are accepted again");
+            tracing::info!(
+                free_bytes = free,
+                "disk space is back: writes are accepted again"
+            );
         }
         self.since.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
