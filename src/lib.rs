@@ -12,6 +12,7 @@ pub mod api;
 pub mod appliance;
 pub mod config;
 pub mod contract;
+pub mod datadir;
 pub mod handlers;
 pub mod http;
 pub mod listener;

@@ -35,6 +35,11 @@ enum LogFormat {
 enum Command {
     /// Run the broker (Kafka listener on 0.0.0.0:9092, data in ./kafkabox-data by default).
     Serve(ServeArgs),
+    /// Check a data directory for damage (kafkabox not running on it); exit code 1 if damaged.
+    Check(kafkabox::datadir::DirArgs),
+    /// Truncate the damaged partitions of a data directory to their last intact batch, saying
+    /// what was dropped; offsets are never reused.
+    Repair(kafkabox::datadir::DirArgs),
     /// Measure produce throughput and produce-to-fetch latency with a real Kafka client (librdkafka).
     #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
@@ -253,6 +258,8 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Check(args) => kafkabox::datadir::check(args).await,
+            Command::Repair(args) => kafkabox::datadir::repair(args).await,
             #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
             #[cfg(feature = "client")]

@@ -41,7 +41,7 @@ const INFLATE_LIMIT: usize = 64 << 20;
 
 /// Whole batches of partition `pid` stored in `tree` with base offsets in `from..to`,
 /// reassembled from their chunks.
-fn batches(
+pub(crate) fn batches(
     tree: &sled::Tree,
     pid: u32,
     from: i64,

@@ -30,8 +30,10 @@
 //! interval; every writer waiting for durability is released by the first flush that started
 //! after its write (group commit).
 
+mod check;
 mod compaction;
 pub mod producer;
+pub use check::{Damage, PartitionCheck, PartitionRepair};
 mod segment;
 mod space;
 
@@ -230,6 +232,7 @@ impl Partition {
             state: Mutex::new(PartitionState {
                 loaded,
                 deleted: false,
+                floor: 0,
                 next_offset: 0,
                 log_start: 0,
                 producers: HashMap::new(),
@@ -256,6 +259,8 @@ struct PartitionState {
     loaded: bool,
     /// Its topic was deleted: nothing is written any more.
     deleted: bool,
+    /// Offset floor set by a repair: the one gap a log may have ends here.
+    floor: i64,
     next_offset: i64,
     log_start: i64,
     producers: HashMap<i64, ProducerEntry>,
@@ -362,6 +367,23 @@ fn consumer_key(pid: u32, name: &str) -> Vec<u8> {
 /// (DeleteRecords): between the chunk keys and the consumer keys.
 fn log_start_key(pid: u32) -> [u8; 12] {
     let mut k = [0xfdu8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// Key of partition `pid`'s durable log end: written with every flush that covers new batches
+/// of the partition, after their segment was flushed. A log that ends below it at load has lost
+/// acknowledged records (damaged or deleted segment files).
+fn durable_end_key(pid: u32) -> [u8; 12] {
+    let mut k = [0xfbu8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// Key of partition `pid`'s offset floor, written by `repair` when it truncates a damaged log:
+/// the next append starts there at least, so offsets are never reused.
+fn offset_floor_key(pid: u32) -> [u8; 12] {
+    let mut k = [0xfau8; 12];
     k[..4].copy_from_slice(&pid.to_be_bytes());
     k
 }
@@ -518,6 +540,8 @@ struct Inner {
     open_segments: OpenSegments,
     /// Segment databases written since the last flush.
     dirty: Mutex<Vec<Arc<SegDb>>>,
+    /// Log ends of the partitions written since the last flush (recorded durably by it).
+    ends: Mutex<HashMap<u32, i64>>,
     catalog: sled::Tree,
     meta: sled::Tree,
     /// Consumer group records, owned by the group coordinator (opaque here).
@@ -618,6 +642,18 @@ impl Store {
             Some(v) => String::from_utf8(v.to_vec())
                 .map_err(|_| StoreError::Corrupt("cluster id is not UTF-8".into()))?,
             None => {
+                // A data dir with log segments but no cluster id lost its metadata database
+                // (deleted or replaced): starting an empty cluster over it would hide its data.
+                let segs = config.path.join("segments");
+                let has_segments = std::fs::read_dir(&segs)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false);
+                if has_segments || !catalog.is_empty() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} holds log segments but its metadata database has no cluster id: the metadata (sled's files directly in the data dir) was deleted or replaced. kafkabox will not start an empty cluster over existing data; restore the data dir from a backup",
+                        config.path.display()
+                    )));
+                }
                 let id = new_cluster_id();
                 meta.insert(META_CLUSTER_ID, id.as_bytes())?;
                 db.flush()?;
@@ -664,6 +700,7 @@ impl Store {
             segments,
             open_segments,
             dirty: Mutex::new(Vec::new()),
+            ends: Mutex::new(HashMap::new()),
             catalog,
             meta,
             groups,
@@ -960,7 +997,17 @@ impl Store {
     ) -> Result<std::sync::MutexGuard<'a, PartitionState>, StoreError> {
         let mut st = part.state.lock().map_err(|_| StoreError::Closed)?;
         if !st.loaded {
-            self.load(part, &mut st).map_err(|e| match e {
+            segment::guarded(
+                || format!("partition {}-{}", part.topic, part.index),
+                || self.load(part, &mut st),
+            )
+            .inspect_err(|_| {
+                // What the failed load opened is closed, so the next try opens it again.
+                self.inner
+                    .open_segments
+                    .forget_under(&segment::partition_dir(&self.inner.config.path, part.id));
+            })
+            .map_err(|e| match e {
                 StoreError::Corrupt(m) => {
                     StoreError::Corrupt(format!("partition {}-{}: {m}", part.topic, part.index))
                 }
@@ -1060,10 +1107,22 @@ impl Store {
             Some(v) => Some(read_u64(&v)? as i64),
             None => None,
         };
+        let floor = match inner.log.get(offset_floor_key(pid))? {
+            Some(v) => read_u64(&v)? as i64,
+            None => 0,
+        };
         let first = segments.first().map(|s| s.base).unwrap_or(0);
         let end = segments.last().map(|s| s.summary().end).unwrap_or(0);
         let log_start = first.max(marker.unwrap_or(0));
-        let next_offset = end.max(marker.unwrap_or(0));
+        let next_offset = end.max(marker.unwrap_or(0)).max(floor);
+        if let Some(v) = inner.log.get(durable_end_key(pid))? {
+            let durable = read_u64(&v)? as i64;
+            if durable > next_offset {
+                return Err(StoreError::Corrupt(format!(
+                    "offsets {next_offset}..{durable} were stored and flushed but are missing from its segment files (damaged or deleted); `kafkabox check` lists the damage, `kafkabox repair` truncates the partition to what is intact without reusing offsets"
+                )));
+            }
+        }
         // Producer state and writer positions: the newest segment of its own, else the legacy
         // keys.
         let mut producers = HashMap::new();
@@ -1093,6 +1152,7 @@ impl Store {
         drop(state_tree);
         st.segments = segments;
         st.next_offset = next_offset;
+        st.floor = floor;
         st.log_start = log_start;
         st.producers = producers;
         st.writers = writers;
@@ -1272,6 +1332,9 @@ impl Store {
             s.created_ms = now_ms();
         }
         seg.set_summary(s);
+        if let Ok(mut ends) = self.inner.ends.lock() {
+            ends.insert(part.id, s.end);
+        }
         // Past the recycling size, flush now rather than at the next interval, so what sled
         // holds of unflushed writes stays bounded under acks=1 too.
         if self.inner.open_segments.wrote(&seg, bytes.len() as u64) {
@@ -1498,7 +1561,27 @@ impl Store {
         oversized_first: bool,
         out: &mut BytesMut,
     ) -> Result<Option<Offsets>, StoreError> {
+        let before = out.len();
+        let r = segment::guarded(
+            || format!("partition {}-{}", part.topic, part.index),
+            || self.read_unguarded(part, offset, max_bytes, oversized_first, out),
+        );
+        if r.is_err() {
+            out.truncate(before);
+        }
+        r
+    }
+
+    fn read_unguarded(
+        &self,
+        part: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        oversized_first: bool,
+        out: &mut BytesMut,
+    ) -> Result<Option<Offsets>, StoreError> {
         let (offsets, segments) = self.segments_from(part, Some(offset))?;
+        let floor = self.part_state(part)?.floor;
         if offset < offsets.log_start || offset > offsets.log_end {
             return Ok(None);
         }
@@ -1506,7 +1589,18 @@ impl Store {
             return Ok(Some(offsets));
         }
         let first_len = out.len();
+        // Where the next batch must start: a batch elsewhere means stored batches are missing
+        // (damaged files), answered as an error rather than skipped over.
+        let mut expected: Option<i64> = None;
+        let mut after_compacted = false;
         for (i, seg) in segments.iter().enumerate() {
+            // Compaction drops whole batches: its segments (and the step out of them) may have
+            // gaps.
+            let compacted = seg.summary().generation > 0;
+            if compacted || after_compacted {
+                expected = None;
+            }
+            after_compacted = compacted;
             let db = self.inner.open_segments.get(seg)?;
             let log = &db.log;
             let mut start = offset.max(seg.base);
@@ -1525,6 +1619,7 @@ impl Store {
                     } else {
                         base
                     };
+                    expected = Some(start);
                 }
             }
             // Bytes of the current batch still to come in later chunks.
@@ -1542,7 +1637,17 @@ impl Store {
                             "batch at {base} starts with chunk {chunk}"
                         )));
                     }
-                    let total = stored_header(&v)?.total_len();
+                    if let (Some(x), false) = (expected, compacted) {
+                        if base != x && !(base > x && base <= floor) {
+                            return Err(StoreError::Corrupt(format!(
+                                "partition {}-{}: offsets {x}..{base} are missing from the stored log (damaged files); `kafkabox check` lists the damage",
+                                part.topic, part.index
+                            )));
+                        }
+                    }
+                    let header = stored_header(&v)?;
+                    expected = Some(header.last_offset() + 1);
+                    let total = header.total_len();
                     let first = out.len() == first_len;
                     if out.len() - first_len + total > max_bytes && !(first && oversized_first) {
                         full = true;
@@ -2150,6 +2255,25 @@ impl Store {
 impl Inner {
     /// Flushes every segment database written since the last flush, then the meta database.
     fn flush_all(&self) -> Result<(), StoreError> {
+        // Ends first: every end taken here belongs to a batch whose database was marked dirty
+        // before, so it is in `dirty` below and flushed before the end is recorded.
+        let ends = match self.ends.lock() {
+            Ok(mut e) => std::mem::take(&mut *e),
+            Err(_) => return Err(StoreError::Closed),
+        };
+        let result = self.flush_with(&ends);
+        if result.is_err() {
+            if let Ok(mut now) = self.ends.lock() {
+                for (pid, end) in ends {
+                    let e = now.entry(pid).or_insert(end);
+                    *e = (*e).max(end);
+                }
+            }
+        }
+        result
+    }
+
+    fn flush_with(&self, ends: &HashMap<u32, i64>) -> Result<(), StoreError> {
         let dirty = match self.dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d),
             Err(_) => return Err(StoreError::Closed),
@@ -2168,6 +2292,11 @@ impl Inner {
             return Err(e);
         }
         drop(dirty);
+        // The segments are durable: record how far each written partition's log goes.
+        for (pid, end) in ends {
+            self.log
+                .insert(durable_end_key(*pid), &(*end as u64).to_be_bytes())?;
+        }
         self.db.flush()?;
         self.open_segments.trim(None);
         segment::collect_garbage();

@@ -241,12 +241,26 @@ const GC_EVERY_MS: u64 = 10;
 pub(crate) fn open_sled(path: &Path, cache: u64, gc: bool) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        let opened = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache)
-            .flush_every_ms(gc.then_some(GC_EVERY_MS))
-            .mode(sled::Mode::HighThroughput)
-            .open();
+        // sled 0.34 panics on some damaged files instead of answering an error.
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cache)
+                .flush_every_ms(gc.then_some(GC_EVERY_MS))
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        })
+        .map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            StoreError::Corrupt(format!(
+                "sled could not open {} (damaged files: {msg}); `kafkabox check` lists the damage",
+                path.display()
+            ))
+        })?;
         match opened {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if std::time::Instant::now() >= deadline {
@@ -255,6 +269,28 @@ pub(crate) fn open_sled(path: &Path, cache: u64, gc: bool) -> Result<sled::Db, S
                 std::thread::sleep(Duration::from_millis(20));
             }
             other => return Ok(other?),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic inside sled (0.34 panics on some damaged files, e.g. missing
+/// blob files, instead of answering an error) into [`StoreError::Corrupt`] naming `what`.
+pub(crate) fn guarded<T>(
+    what: impl FnOnce() -> String,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(StoreError::Corrupt(format!(
+                "{}: sled failed on damaged files ({msg}); `kafkabox check` lists the damage",
+                what()
+            )))
         }
     }
 }
@@ -410,6 +446,25 @@ impl OpenSegments {
             open.retain(|s| !Arc::ptr_eq(s, seg));
         }
         drop(taken);
+    }
+
+    /// Closes every open segment database under `dir` (a partition whose load failed: a
+    /// later load opens them again through new segment objects).
+    pub fn forget_under(&self, dir: &Path) {
+        let taken: Vec<Arc<Segment>> = match self.open.lock() {
+            Ok(mut open) => {
+                let (under, rest): (Vec<_>, Vec<_>) = open
+                    .drain(..)
+                    .partition(|s| s.dir().is_some_and(|d| d.starts_with(dir)));
+                *open = rest;
+                under
+            }
+            Err(_) => return,
+        };
+        for seg in taken {
+            let h = seg.handle.lock().ok().and_then(|mut h| h.take());
+            drop(h);
+        }
     }
 
     /// Number of segment databases open now.

@@ -1,0 +1,345 @@
+//! Checking a data dir for damage (`kafkabox check`) and truncating damaged partitions to what
+//! is intact (`kafkabox repair`). Both run on a store nobody else has open.
+//!
+//! What is checked, per partition: that it loads (segments in order, the durable log end that
+//! every flush records is reached), and every stored batch: its chunks complete, its length and
+//! CRC-32C (the producer's own checksum, which covers every byte but the base offset and leader
+//! epoch), and the chain of offsets (each batch starts where the one before ended; a sealed
+//! segment ends where its summary says).
+
+use std::sync::Arc;
+
+use kafkabox_protocol::batch;
+
+use crate::compaction::batches;
+use crate::segment::Segment;
+use crate::{
+    chunk_key, chunk_key_end, durable_end_key, offset_floor_key, parse_chunk_key, read_u64,
+    Partition, Store, StoreError,
+};
+
+/// Where a partition's damage starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// First offset that is not intact (everything from here on is dropped by a repair).
+    pub from: i64,
+    pub what: String,
+}
+
+/// The result of checking one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionCheck {
+    pub topic: String,
+    pub partition: i32,
+    pub batches: u64,
+    pub bytes: u64,
+    /// The log end the store recorded as flushed (what must be there).
+    pub durable_end: Option<i64>,
+    /// End of the intact part of the log.
+    pub intact_end: i64,
+    pub damage: Option<Damage>,
+}
+
+/// What a repair did to one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionRepair {
+    pub topic: String,
+    pub partition: i32,
+    /// Offsets dropped (`from..to`), the bytes of the batches removed, and why.
+    pub dropped_from: i64,
+    pub dropped_to: i64,
+    pub bytes_dropped: u64,
+    pub what: String,
+    /// Where the next append goes (never an offset used before).
+    pub next_offset: i64,
+}
+
+impl Store {
+    /// Checks every partition (see the module docs).
+    pub fn check(&self) -> Vec<PartitionCheck> {
+        let mut out = Vec::new();
+        for topic in self.topics() {
+            for part in &topic.partitions {
+                out.push(self.check_partition(part));
+            }
+        }
+        out
+    }
+
+    fn durable_end(&self, pid: u32) -> Option<i64> {
+        let v = self.inner.log.get(durable_end_key(pid)).ok()??;
+        read_u64(&v).ok().map(|n| n as i64)
+    }
+
+    fn check_partition(&self, part: &Partition) -> PartitionCheck {
+        let mut c = PartitionCheck {
+            topic: part.topic.clone(),
+            partition: part.index,
+            batches: 0,
+            bytes: 0,
+            durable_end: self.durable_end(part.id),
+            intact_end: 0,
+            damage: None,
+        };
+        let (offsets, segments) = match self.segments_from(part, None) {
+            Ok(x) => x,
+            Err(e) => {
+                c.damage = Some(Damage {
+                    from: 0,
+                    what: format!("does not load: {e}"),
+                });
+                return c;
+            }
+        };
+        let mut expect: Option<i64> = None;
+        c.intact_end = offsets.log_start;
+        let mut after_compacted = false;
+        for (i, seg) in segments.iter().enumerate() {
+            // Compaction drops whole batches: compacted segments (and the step out of one)
+            // may have gaps in their offsets.
+            let compacted = seg.summary().generation > 0;
+            if compacted || after_compacted {
+                expect = None;
+            }
+            after_compacted = compacted;
+            let walked = crate::segment::guarded(
+                || format!("the segment at {}", seg.base),
+                || Ok(self.check_segment(part, seg, &mut expect, &mut c)),
+            )
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(what) = walked {
+                c.damage = Some(Damage {
+                    from: expect.unwrap_or(seg.base),
+                    what,
+                });
+                return c;
+            }
+            let end = expect.unwrap_or(seg.base);
+            let sealed_end = seg.summary().end;
+            if seg.is_sealed() && !compacted && i + 1 < segments.len() && end != sealed_end {
+                c.damage = Some(Damage {
+                    from: end,
+                    what: format!(
+                        "the segment at {} ends at {end}, its summary says {sealed_end}",
+                        seg.base
+                    ),
+                });
+                return c;
+            }
+        }
+        c.intact_end = expect.unwrap_or(offsets.log_end).max(offsets.log_start);
+        c
+    }
+
+    /// Walks one segment's batches; `expect` is where the next batch must start.
+    fn check_segment(
+        &self,
+        part: &Partition,
+        seg: &Arc<Segment>,
+        expect: &mut Option<i64>,
+        c: &mut PartitionCheck,
+    ) -> Result<(), String> {
+        let db = self
+            .inner
+            .open_segments
+            .get(seg)
+            .map_err(|e| format!("the segment at {} does not open: {e}", seg.base))?;
+        for item in batches(&db.log, part.id, seg.base, i64::MAX) {
+            let (base, bytes) = item.map_err(|e| e.to_string())?;
+            if let (Some(x), false) = (*expect, seg.summary().generation > 0) {
+                // Legacy batches removed one by one by retention leave nothing between; a gap
+                // up to a repair's offset floor is the one gap a log may have.
+                if base != x && !(base > x && self.floor(part.id) >= base) {
+                    return Err(format!("the batch at {base} follows one that ended at {x}"));
+                }
+            }
+            let h = batch::parse_header(&bytes).map_err(|e| format!("batch at {base}: {e}"))?;
+            if h.total_len() != bytes.len() {
+                return Err(format!(
+                    "batch at {base}: {} bytes stored, its header says {}",
+                    bytes.len(),
+                    h.total_len()
+                ));
+            }
+            if bytes.len() < 21 || batch::crc32c(&bytes[21..]) != h.crc {
+                return Err(format!("batch at {base}: CRC-32C does not match its bytes"));
+            }
+            c.batches += 1;
+            c.bytes += bytes.len() as u64;
+            *expect = Some(base + i64::from(h.last_offset_delta) + 1);
+        }
+        Ok(())
+    }
+
+    fn floor(&self, pid: u32) -> i64 {
+        self.inner
+            .log
+            .get(offset_floor_key(pid))
+            .ok()
+            .flatten()
+            .and_then(|v| read_u64(&v).ok())
+            .map_or(0, |n| n as i64)
+    }
+
+    /// Truncates every damaged partition to its last intact batch and records an offset floor
+    /// so no offset is used twice. Returns what was dropped; the store must be reopened before
+    /// it is used for anything else.
+    pub fn repair(&self) -> Result<Vec<PartitionRepair>, StoreError> {
+        let mut out = Vec::new();
+        for topic in self.topics() {
+            for part in &topic.partitions {
+                if let Some(r) = self.repair_partition(part)? {
+                    out.push(r);
+                }
+            }
+        }
+        self.inner.db.flush()?;
+        Ok(out)
+    }
+
+    fn repair_partition(&self, part: &Partition) -> Result<Option<PartitionRepair>, StoreError> {
+        let pid = part.id;
+        let durable = self.durable_end(pid);
+        // A log that ends below its durable end does not load: the floor lets it load, and the
+        // missing offsets are reported as dropped.
+        let mut lost: Option<(i64, i64, String)> = None;
+        if let Err(StoreError::Corrupt(m)) = self.segments_from(part, None) {
+            let Some(d) = durable else {
+                return Err(StoreError::Corrupt(format!(
+                    "partition {}-{}: {m} (not repairable automatically)",
+                    part.topic, part.index
+                )));
+            };
+            self.inner
+                .log
+                .insert(offset_floor_key(pid), &(d as u64).to_be_bytes())?;
+            self.inner.db.flush()?;
+            if let Ok(mut st) = part.state.lock() {
+                st.loaded = false;
+            }
+            self.segments_from(part, None).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "partition {}-{}: {e} (not repairable automatically)",
+                    part.topic, part.index
+                ))
+            })?;
+            let end = self.stored_end(part)?;
+            drop(m);
+            lost = Some((
+                end,
+                d,
+                format!("its segment files end at {end}, but offsets up to {d} were stored and flushed (files damaged or deleted)"),
+            ));
+        }
+        let c = self.check_partition(part);
+        let Some(damage) = c.damage else {
+            return Ok(lost.map(|(from, to, what)| PartitionRepair {
+                topic: part.topic.clone(),
+                partition: part.index,
+                dropped_from: from,
+                dropped_to: to,
+                bytes_dropped: 0,
+                what,
+                next_offset: to,
+            }));
+        };
+        // Drop everything from the damage on: the batches of the segment holding it, and every
+        // later segment.
+        let (offsets, segments) = self.segments_from(part, None)?;
+        let old_end = offsets.log_end.max(durable.unwrap_or(0));
+        let mut bytes_dropped = 0u64;
+        let mut dropped_from = damage.from;
+        let mut kept_newest = None;
+        for seg in segments.iter().rev() {
+            if seg.base >= damage.from && !seg.is_legacy() {
+                bytes_dropped += seg.summary().bytes;
+                self.drop_segment(pid, seg)?;
+                continue;
+            }
+            let truncated = crate::segment::guarded(
+                || format!("the segment at {}", seg.base),
+                || self.truncate_segment(pid, seg, damage.from),
+            );
+            match truncated {
+                Ok(n) => bytes_dropped += n,
+                // Its files cannot even be walked: the whole segment goes.
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping the whole segment");
+                    bytes_dropped += seg.summary().bytes;
+                    dropped_from = dropped_from.min(seg.base);
+                    self.drop_segment(pid, seg)?;
+                    continue;
+                }
+            }
+            kept_newest = Some(seg.clone());
+            break;
+        }
+        if let Some(seg) = kept_newest {
+            // It is the newest segment now: its summary is derived from its contents at load.
+            if !seg.is_legacy() {
+                self.inner
+                    .segments
+                    .remove(crate::segment_key(pid, seg.base))?;
+            }
+        }
+        self.inner
+            .log
+            .insert(offset_floor_key(pid), &(old_end as u64).to_be_bytes())?;
+        self.inner.db.flush()?;
+        let from = lost
+            .as_ref()
+            .map_or(dropped_from, |l| l.0.min(dropped_from));
+        Ok(Some(PartitionRepair {
+            topic: part.topic.clone(),
+            partition: part.index,
+            dropped_from: from,
+            dropped_to: old_end,
+            bytes_dropped,
+            what: damage.what,
+            next_offset: old_end,
+        }))
+    }
+
+    /// Removes the batches of `seg` from offset `from` on; returns the bytes removed.
+    fn truncate_segment(&self, pid: u32, seg: &Arc<Segment>, from: i64) -> Result<u64, StoreError> {
+        let db = self.inner.open_segments.get(seg)?;
+        let mut b = sled::Batch::default();
+        let mut bytes = 0u64;
+        for item in db
+            .log
+            .range(chunk_key(pid, from, 0)..chunk_key_end(pid))
+            .keys()
+        {
+            let k = item?;
+            if parse_chunk_key(&k).is_ok() {
+                // A value that cannot be read any more counts as nothing.
+                bytes += db.log.get(&k).ok().flatten().map_or(0, |v| v.len() as u64);
+                b.remove(k);
+            }
+        }
+        db.log.apply_batch(b)?;
+        db.db.flush()?;
+        Ok(bytes)
+    }
+
+    /// End of the batches actually stored (ignoring floors and markers).
+    fn stored_end(&self, part: &Partition) -> Result<i64, StoreError> {
+        let (offsets, segments) = self.segments_from(part, None)?;
+        let Some(seg) = segments.last() else {
+            return Ok(offsets.log_start);
+        };
+        let db = self.inner.open_segments.get(seg)?;
+        let mut end = seg.base;
+        if let Some(item) = db
+            .log
+            .range(chunk_key(part.id, 0, 0)..chunk_key_end(part.id))
+            .next_back()
+        {
+            let (k, _) = item?;
+            let (base, _) = parse_chunk_key(&k)?;
+            let h = crate::header_in(&db.log, part.id, base)?;
+            end = h.last_offset() + 1;
+        }
+        Ok(end)
+    }
+}

@@ -1,0 +1,337 @@
+//! Damaged data dirs, one test per kind of damage, through the real binary: 10,000 records in
+//! four segments, the broker stopped, then its files damaged. `kafkabox check` must name the
+//! damage (exit code 1), `kafkabox serve` must not serve the partition as if nothing happened,
+//! `kafkabox repair` must say what it dropped, and afterwards the intact records read back, the
+//! next record gets offset 10,000 (offsets are never reused) and `check` is clean.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::BrokerProcess;
+use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
+
+const RECORDS: usize = 10_000;
+
+fn value(i: usize) -> String {
+    format!("record-{i:06}-{}", "x".repeat(300))
+}
+
+fn kafkabox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(args)
+        .output()
+        .expect("run kafkabox")
+}
+
+/// A data dir with topic `t1`: 10,000 records in segments of 1 MiB, written once per test run
+/// and copied for each test; batches of 100 records (~33 KB, many per segment), or with
+/// `big` librdkafka's default batches of up to 1 MB (stored as 64 KiB chunks, which sled keeps
+/// in blob files).
+fn pristine(big: bool) -> &'static Path {
+    static SMALL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    static BIG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let cell = if big { &BIG } else { &SMALL };
+    &cell
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let data = tmp.path().join("data");
+            let written = data.clone();
+            // Its own thread and runtime: the tests calling this run inside theirs.
+            std::thread::spawn(move || {
+                let data = written;
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async {
+                    let mut broker =
+                        BrokerProcess::spawn(&data, &["--set", "log.segment.bytes=1048576"]);
+                    // Batches of 100 records (~33 KB): many batches per segment.
+                    let p = common::producer(
+                        broker.addr,
+                        &[
+                            ("acks", "all"),
+                            ("linger.ms", "20"),
+                            ("batch.num.messages", if big { "10000" } else { "100" }),
+                        ],
+                    );
+                    let mut futures = Vec::new();
+                    for i in 0..RECORDS {
+                        let v = value(i);
+                        futures.push(
+                            p.send_result(FutureRecord::<(), _>::to("t1").payload(v.as_bytes()))
+                                .expect("enqueue"),
+                        );
+                    }
+                    for (i, f) in futures.into_iter().enumerate() {
+                        let d = f.await.unwrap().expect("delivered");
+                        assert_eq!(d.offset, i as i64);
+                    }
+                    assert_eq!(broker.terminate().code(), Some(0));
+                });
+            })
+            .join()
+            .expect("writing the data dir");
+            (tmp, data)
+        })
+        .1
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The partition's segment directories, oldest first.
+fn segments(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir(data.join("segments")).unwrap() {
+        for s in std::fs::read_dir(p.unwrap().path()).unwrap() {
+            out.push(s.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn flip(file: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut buf = [0u8; 64];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    for b in &mut buf {
+        *b ^= 0xff;
+    }
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&buf).unwrap();
+}
+
+/// Records of `t1` a consumer gets from offset 0 within 10 s (errors are the broker's to log).
+fn read_all(addr: std::net::SocketAddr) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .set("group.id", "damage-test-unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("t1", 0, Offset::Offset(0))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while n < RECORDS && std::time::Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Damages a copy with `damage`, then checks, serves, repairs and serves again. Returns the
+/// first offset the repair dropped.
+async fn damaged(name: &str, big: bool, damage: impl FnOnce(&Path)) -> i64 {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(pristine(big), &data);
+    let segs = segments(&data);
+    assert!(segs.len() >= 3, "{segs:?}");
+    damage(&data);
+    let dir = data.to_str().unwrap();
+
+    let check = kafkabox(&["check", dir]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{name}: check found nothing: {out}"
+    );
+    assert!(out.contains("t1-0: DAMAGED from offset"), "{name}: {out}");
+
+    // The broker does not serve the damaged partition as if it were whole: reading it gets
+    // fewer records than were acknowledged, and the log names the damage.
+    {
+        let broker = BrokerProcess::spawn(&data, &[]);
+        let addr = broker.addr;
+        let read = tokio::task::spawn_blocking(move || read_all(addr))
+            .await
+            .unwrap();
+        assert!(read < RECORDS, "{name}: all {read} records were served");
+        let log = broker.log_text();
+        assert!(
+            log.contains("cannot be loaded")
+                || log.contains("are missing from the stored log")
+                || log.contains("damaged files"),
+            "{name}: {log}"
+        );
+        assert!(log.contains("kafkabox check"), "{name}: {log}");
+    }
+
+    let repair = kafkabox(&["repair", dir]);
+    let out = String::from_utf8_lossy(&repair.stdout).to_string();
+    assert!(
+        repair.status.success(),
+        "{name}: repair failed: {out}{}",
+        String::from_utf8_lossy(&repair.stderr)
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("t1-0: dropped offsets "))
+        .unwrap_or_else(|| panic!("{name}: no dropped line: {out}"));
+    let range = line["t1-0: dropped offsets ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (from, to) = range.split_once("..").unwrap();
+    let from: i64 = from.parse().unwrap();
+    assert_eq!(to, "10000", "{name}: {line}");
+    assert!(
+        line.ends_with("the next record gets offset 10000"),
+        "{name}: {line}"
+    );
+    assert!(out.contains("all intact"), "{name}: {out}");
+    assert!(kafkabox(&["check", dir]).status.success(), "{name}");
+
+    // Served again: the intact records, then new ones after every offset ever used.
+    let broker = BrokerProcess::spawn(&data, &[]);
+    let got = common::consume_async(broker.addr, "t1", 0, 0, from as usize).await;
+    assert_eq!(got.len(), from as usize, "{name}");
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.offset(), i as i64);
+        assert_eq!(common::payload(m), Some(value(i).as_bytes()), "{name}");
+    }
+    let p = common::producer(broker.addr, &[("acks", "all")]);
+    let d = p
+        .send(
+            FutureRecord::<(), _>::to("t1").payload("after the repair"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("produce after the repair");
+    assert_eq!(d.offset, RECORDS as i64, "{name}: an offset was reused");
+    // A consumer that was inside the dropped range moves on to the new record.
+    let after = common::consume_async(broker.addr, "t1", 0, from, 1).await;
+    assert_eq!(after.len(), 1, "{name}");
+    assert_eq!(after[0].offset(), RECORDS as i64, "{name}");
+    from
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_segment_truncated() {
+    let from = damaged("truncated", false, |data| {
+        let db = segments(data).last().unwrap().join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.set_len(len / 2).unwrap();
+    })
+    .await;
+    assert!(from < RECORDS as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_flipped_near_the_end_of_the_newest_segment() {
+    damaged("flipped end", false, |data| {
+        let db = segments(data).last().unwrap().join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        flip(&db, len - 5_000);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_flipped_inside_a_sealed_segment() {
+    let from = damaged("flipped sealed", false, |data| {
+        let db = segments(data)[1].join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        flip(&db, len / 2);
+    })
+    .await;
+    assert!(from < 6_000, "the damage is in the second segment: {from}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_segment_deleted() {
+    let mut base = 0;
+    let from = damaged("deleted segment", false, |data| {
+        let newest = segments(data).pop().unwrap();
+        base = newest
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        std::fs::remove_dir_all(newest).unwrap();
+    })
+    .await;
+    assert_eq!(
+        from, base,
+        "everything from the deleted segment's base is dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_segments_blobs_deleted() {
+    damaged("deleted blobs", false, |data| {
+        // sled keeps big pages of a segment's tree in blob files: those of the newest segment
+        // that has any go.
+        let mut n = 0;
+        for seg in segments(data).iter().rev() {
+            let blobs: Vec<_> = std::fs::read_dir(seg.join("blobs"))
+                .unwrap()
+                .map(|b| b.unwrap().path())
+                .collect();
+            if blobs.is_empty() {
+                continue;
+            }
+            for b in blobs {
+                std::fs::remove_file(b).unwrap();
+                n += 1;
+            }
+            break;
+        }
+        assert!(n > 0, "no blobs to delete");
+    })
+    .await;
+}
+
+/// The metadata database deleted: never a new empty cluster over the old segments.
+#[test]
+fn the_metadata_database_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(pristine(false), &data);
+    std::fs::remove_file(data.join("db")).unwrap();
+    let dir = data.to_str().unwrap();
+    for cmd in [&["check", dir][..], &["repair", dir]] {
+        let out = kafkabox(cmd);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no cluster id"), "{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+        .args(["serve", "--data-dir", dir, "--listen", "127.0.0.1:0"])
+        .args(["--set", "http.listen=127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("will not start an empty cluster over existing data"),
+        "{err}"
+    );
+}
