@@ -104,6 +104,12 @@ impl Server {
         })?;
         let addr = listener.local_addr()?;
         info!(%addr, "Kafka listener ready");
+        if open_to_the_network(addr) {
+            tracing::warn!(
+                %addr,
+                "the Kafka listener accepts anyone who can reach {addr}: this version has no authentication (SASL) or TLS, so any client there can produce, consume, create and delete topics; listen on 127.0.0.1 (--listen 127.0.0.1:9092) or firewall the port"
+            );
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let request_bytes = Arc::new(Semaphore::new(config.queued_max_request_bytes));
         let services = Services::start(
@@ -375,6 +381,12 @@ async fn read_body(
     Ok((buf.freeze(), permit))
 }
 
+/// Whether a listener bound to `addr` is reachable from other machines (anything but
+/// loopback), which without authentication deserves a warning at start-up.
+pub fn open_to_the_network(addr: SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
 async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes: Arc<Semaphore>) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -449,4 +461,22 @@ async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes
     }
     drop(tx);
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_to_the_network;
+
+    #[test]
+    fn only_loopback_listeners_go_without_the_warning() {
+        for (addr, open) in [
+            ("0.0.0.0:9092", true),
+            ("[::]:9092", true),
+            ("192.168.1.20:9092", true),
+            ("127.0.0.1:9092", false),
+            ("[::1]:9092", false),
+        ] {
+            assert_eq!(open_to_the_network(addr.parse().unwrap()), open, "{addr}");
+        }
+    }
 }

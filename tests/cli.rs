@@ -305,6 +305,9 @@ async fn serve_starts_the_http_listener() {
     };
     let (status, _) = http_get(http, "/health");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // A loopback listener gets no warning about being open to the network.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("accepts anyone"), "{text}");
     let (status, body) = http_get(http, "/ready");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
