@@ -175,47 +175,13 @@ impl Server {
 }
 
 /// Accept loop; returns once shutdown is signalled and every connection has finished.
-/// A log line at most every [`RateLimitedLog::EVERY`], with how many were suppressed since.
-#[derive(Debug)]
-struct RateLimitedLog {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl Default for RateLimitedLog {
-    fn default() -> Self {
-        RateLimitedLog {
-            last: None,
-            suppressed: 0,
-        }
-    }
-}
-
-impl RateLimitedLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    fn allow(&mut self) -> Option<u64> {
-        let now = std::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < Self::EVERY)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<Semaphore>) {
     let conn_permits = Arc::new(Semaphore::new(services.config.max_connections));
     let mut shutdown = services.shutdown.clone();
     let mut conns = JoinSet::new();
     let background = tokio::spawn(services.clone().run_background());
-    let mut refused_log = RateLimitedLog::default();
-    let mut accept_errors = RateLimitedLog::default();
+    let mut refused_log = crate::services::log_limit::RateLimitedLog::default();
+    let mut accept_errors = crate::services::log_limit::RateLimitedLog::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,

@@ -53,7 +53,16 @@ pub fn storage(e: &StoreError) -> ResponseError {
         // Logged once when writes start being refused (storage's free-space reserve).
         StoreError::DiskFull { .. } => ResponseError::KafkaStorageError,
         _ => {
-            tracing::error!(error = %e, "storage failure");
+            // A damaged partition fails every fetch a consumer retries: one line per 10 s.
+            static LOG: std::sync::Mutex<Option<crate::services::log_limit::RateLimitedLog>> =
+                std::sync::Mutex::new(None);
+            let allowed = LOG
+                .lock()
+                .ok()
+                .and_then(|mut l| l.get_or_insert_with(Default::default).allow());
+            if let Some(suppressed) = allowed {
+                tracing::error!(error = %e, suppressed, "storage failure");
+            }
             ResponseError::KafkaStorageError
         }
     }

@@ -90,7 +90,6 @@ fn build(broker: &crate::services::Services, req: &FetchRequest) -> Built {
                 }
                 Err(e) => {
                     has_error = true;
-                    tracing::error!(topic = name, partition = fp.partition, "fetch read failed");
                     pd.error_code = super::errors::storage(&e).code();
                 }
             }

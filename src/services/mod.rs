@@ -13,6 +13,7 @@
 pub mod dead_letters;
 pub mod error;
 pub mod groups;
+pub mod log_limit;
 pub mod metrics;
 pub mod produce;
 pub mod records;
