@@ -242,25 +242,17 @@ pub(crate) fn open_sled(path: &Path, cache: u64, gc: bool) -> Result<sled::Db, S
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         // sled 0.34 panics on some damaged files instead of answering an error.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new()
-                .path(path)
-                .cache_capacity(cache)
-                .flush_every_ms(gc.then_some(GC_EVERY_MS))
-                .mode(sled::Mode::HighThroughput)
-                .open()
-        })
-        .map_err(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            StoreError::Corrupt(format!(
-                "sled could not open {} (damaged files: {msg}); `kafkabox check` lists the damage",
-                path.display()
-            ))
-        })?;
+        let opened = guarded(
+            || format!("sled could not open {}", path.display()),
+            || {
+                Ok(sled::Config::new()
+                    .path(path)
+                    .cache_capacity(cache)
+                    .flush_every_ms(gc.then_some(GC_EVERY_MS))
+                    .mode(sled::Mode::HighThroughput)
+                    .open())
+            },
+        )?;
         match opened {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if std::time::Instant::now() >= deadline {
