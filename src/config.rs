@@ -25,13 +25,101 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Kafka's security protocols, one per listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<SecurityProtocol> {
+        Some(match s.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// One Kafka listener of `listeners`: `NAME://host:port`, its protocol from the name or
+/// `listener.security.protocol.map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ListenerConfig {
+    /// `host:port` to bind, IPv6 hosts in brackets.
+    pub fn bind_addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `ssl.client.auth`: whether TLS listeners ask clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// The SASL mechanisms kafkabox implements.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `listen`: address of the Kafka listener.
-    pub listen: String,
-    /// `advertised.listener`: host:port that Metadata tells clients to connect to. Unset: the
-    /// address the client connected to.
-    pub advertised_listener: Option<(String, u16)>,
+    /// `listeners`: the Kafka listeners (`listen` sets one PLAINTEXT listener).
+    pub listeners: Vec<ListenerConfig>,
+    /// `listener.security.protocol.map`: listener name -> protocol, for names that are not
+    /// protocol names themselves.
+    pub protocol_map: BTreeMap<String, SecurityProtocol>,
+    /// `advertised.listeners`: host:port that Metadata tells clients of each listener (by
+    /// name; a value without a name is the first listener's). Unset: the address the client
+    /// connected to.
+    pub advertised_listeners: Vec<(String, String, u16)>,
+    /// `ssl.keystore.location`: PEM file with the private key and the certificate chain.
+    pub ssl_keystore_location: Option<PathBuf>,
+    /// `ssl.truststore.location`: PEM file of the CA certificates client certificates must
+    /// chain to (mutual TLS).
+    pub ssl_truststore_location: Option<PathBuf>,
+    /// `ssl.client.auth`: none, requested or required.
+    pub ssl_client_auth: ClientAuth,
+    /// `sasl.enabled.mechanisms`
+    pub sasl_mechanisms: Vec<String>,
+    /// `authorizer.class.name`: set, ACLs are enforced.
+    pub authorizer: bool,
+    /// `super.users`: principals (`User:NAME`) allowed everything.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`
+    pub allow_if_no_acl: bool,
     /// `data.dir`
     pub data_dir: PathBuf,
     /// `auto.create.topics.enable`
@@ -119,8 +207,20 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            listen: "0.0.0.0:9092".into(),
-            advertised_listener: None,
+            listeners: vec![ListenerConfig {
+                name: "PLAINTEXT".into(),
+                host: "0.0.0.0".into(),
+                port: 9092,
+            }],
+            protocol_map: BTreeMap::new(),
+            advertised_listeners: Vec::new(),
+            ssl_keystore_location: None,
+            ssl_truststore_location: None,
+            ssl_client_auth: ClientAuth::None,
+            sasl_mechanisms: SASL_MECHANISMS.iter().map(|m| m.to_string()).collect(),
+            authorizer: false,
+            super_users: Vec::new(),
+            allow_if_no_acl: false,
             data_dir: PathBuf::from("./kafkabox-data"),
             auto_create_topics: true,
             num_partitions: 1,
@@ -167,8 +267,17 @@ impl Default for Config {
 /// The keys [`Config::set`] accepts, with a one-line description (printed by `--help` and the
 /// README's configuration reference).
 pub const KEYS: &[(&str, &str)] = &[
-    ("listen", "Kafka listener address (default 0.0.0.0:9092)"),
-    ("advertised.listener", "host:port given to clients in Metadata (default: the address they connected to)"),
+    ("listen", "one PLAINTEXT Kafka listener, host:port (default 0.0.0.0:9092); shorthand for listeners"),
+    ("listeners", "Kafka listeners, NAME://host:port,...; NAME is PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL or mapped by listener.security.protocol.map (default PLAINTEXT://0.0.0.0:9092)"),
+    ("listener.security.protocol.map", "listener names that are not protocol names, NAME:PROTOCOL,... e.g. INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL"),
+    ("advertised.listener", "host:port given to clients in Metadata (default: the address they connected to); alias advertised.listeners, NAME://host:port,... for several listeners"),
+    ("ssl.keystore.location", "PEM file with the TLS private key (unencrypted PKCS#8, PKCS#1 or SEC1) and certificate chain, for SSL and SASL_SSL listeners and an https:// http.listen"),
+    ("ssl.truststore.location", "PEM file of CA certificates that client certificates must chain to (mutual TLS)"),
+    ("ssl.client.auth", "none (default), requested or required: whether TLS listeners ask for a client certificate; its subject becomes the principal User:CN=..."),
+    ("sasl.enabled.mechanisms", "SASL mechanisms of SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (default all three); users come from kafkabox users add"),
+    ("authorizer.class.name", "set (to any authorizer name, e.g. kafkabox or org.apache.kafka.metadata.authorizer.StandardAuthorizer) to enforce ACLs; empty: everyone may do everything (default)"),
+    ("super.users", "principals allowed everything when ACLs are enforced, User:NAME;User:OTHER"),
+    ("allow.everyone.if.no.acl.found", "when ACLs are enforced, allow an action on a resource no ACL names (default false)"),
     ("data.dir", "data directory (default ./kafkabox-data)"),
     ("auto.create.topics.enable", "create a topic when Metadata asks for an unknown one (default true)"),
     ("num.partitions", "partitions of auto-created topics (default 1)"),
@@ -213,7 +322,6 @@ pub const HANDLERS: &[&str] = &["profile", "webhook", "exec", "log"];
 
 /// Other names [`Config::set`] accepts for a key of [`KEYS`].
 const ALIASES: &[&str] = &[
-    "listeners",
     "advertised.listeners",
     "log.dir",
     "log.dirs",
@@ -259,21 +367,113 @@ impl Config {
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let k = key.trim();
         match k {
-            "listen" | "listeners" => {
+            "listen" => {
                 let (h, p) = parse_host_port(value)?;
-                self.listen = if h.contains(':') {
-                    format!("[{h}]:{p}")
-                } else {
-                    format!("{h}:{p}")
+                let name = match value.trim().split_once("://") {
+                    Some((n, _)) => n.trim().to_ascii_uppercase(),
+                    None => "PLAINTEXT".to_string(),
                 };
+                self.listeners = vec![ListenerConfig {
+                    name,
+                    host: h,
+                    port: p,
+                }];
+            }
+            "listeners" => {
+                let mut out: Vec<ListenerConfig> = Vec::new();
+                for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    let (name, _) = item.split_once("://").ok_or_else(|| {
+                        anyhow!("{k}: '{item}' is not NAME://host:port (e.g. SASL_SSL://0.0.0.0:9093)")
+                    })?;
+                    let name = name.trim().to_ascii_uppercase();
+                    if out.iter().any(|l| l.name == name) {
+                        bail!("{k}: listener name {name} appears twice; each listener needs its own name");
+                    }
+                    let (host, port) = parse_host_port(item).with_context(|| format!("{k}"))?;
+                    out.push(ListenerConfig { name, host, port });
+                }
+                if out.is_empty() {
+                    bail!("{k}: at least one listener is needed");
+                }
+                self.listeners = out;
+            }
+            "listener.security.protocol.map" => {
+                let mut map = BTreeMap::new();
+                for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    let (name, proto) = item
+                        .split_once(':')
+                        .ok_or_else(|| anyhow!("{k}: '{item}' is not NAME:PROTOCOL"))?;
+                    let proto = SecurityProtocol::parse(proto).ok_or_else(|| {
+                        anyhow!("{k}: unknown security protocol '{proto}'; one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+                    })?;
+                    map.insert(name.trim().to_ascii_uppercase(), proto);
+                }
+                self.protocol_map = map;
             }
             "advertised.listener" | "advertised.listeners" => {
-                self.advertised_listener = if value.trim().is_empty() {
-                    None
-                } else {
-                    Some(parse_host_port(value)?)
+                let mut out = Vec::new();
+                for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    let name = item
+                        .split_once("://")
+                        .map(|(n, _)| n.trim().to_ascii_uppercase())
+                        .unwrap_or_default();
+                    let (h, p) = parse_host_port(item)?;
+                    out.push((name, h, p));
+                }
+                self.advertised_listeners = out;
+            }
+            "ssl.keystore.location" => {
+                self.ssl_keystore_location =
+                    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
+            }
+            "ssl.truststore.location" => {
+                self.ssl_truststore_location =
+                    Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
+            }
+            "ssl.keystore.type" | "ssl.truststore.type" => {
+                if !value.trim().eq_ignore_ascii_case("PEM") {
+                    bail!("{k}: kafkabox reads PEM files only, got '{}'", value.trim());
                 }
             }
+            "ssl.client.auth" => {
+                self.ssl_client_auth = match value.trim().to_ascii_lowercase().as_str() {
+                    "none" | "" => ClientAuth::None,
+                    "requested" => ClientAuth::Requested,
+                    "required" => ClientAuth::Required,
+                    other => bail!("{k}: expected none, requested or required, got '{other}'"),
+                }
+            }
+            "sasl.enabled.mechanisms" => {
+                let mut out = Vec::new();
+                for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                    let m = m.to_ascii_uppercase();
+                    if !SASL_MECHANISMS.contains(&m.as_str()) {
+                        bail!(
+                            "{k}: kafkabox does not implement SASL mechanism '{m}'; it implements {}",
+                            SASL_MECHANISMS.join(", ")
+                        );
+                    }
+                    if !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+                if out.is_empty() {
+                    bail!("{k}: at least one mechanism is needed");
+                }
+                self.sasl_mechanisms = out;
+            }
+            "authorizer.class.name" => self.authorizer = !value.trim().is_empty(),
+            "super.users" => {
+                let mut out = Vec::new();
+                for p in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    if !p.starts_with("User:") || p.len() == "User:".len() {
+                        bail!("{k}: '{p}' is not a principal of the form User:NAME");
+                    }
+                    out.push(p.to_string());
+                }
+                self.super_users = out;
+            }
+            "allow.everyone.if.no.acl.found" => self.allow_if_no_acl = parse_bool(k, value)?,
             "data.dir" | "log.dir" | "log.dirs" => self.data_dir = PathBuf::from(value.trim()),
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(k, value)?,
             "num.partitions" => {
@@ -481,14 +681,63 @@ impl Config {
             .then_some(self.max_inflated_batch_bytes)
     }
 
-    /// The listener address as a socket address.
-    pub fn listen_addr(&self) -> Result<SocketAddr> {
+    /// The protocol of a listener name: the name itself (`SASL_SSL`) or
+    /// `listener.security.protocol.map`.
+    pub fn protocol_of(&self, name: &str) -> Result<SecurityProtocol> {
+        self.protocol_map
+            .get(name)
+            .copied()
+            .or_else(|| SecurityProtocol::parse(name))
+            .ok_or_else(|| {
+                anyhow!("listener {name}: not a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) and not in listener.security.protocol.map")
+            })
+    }
+
+    /// Each listener's bind address and protocol, checked against the TLS and SASL settings
+    /// they need.
+    pub fn resolved_listeners(&self) -> Result<Vec<(ListenerConfig, SecurityProtocol, SocketAddr)>> {
         use std::net::ToSocketAddrs;
-        self.listen
-            .to_socket_addrs()
-            .with_context(|| format!("listen address '{}'", self.listen))?
-            .next()
-            .ok_or_else(|| anyhow!("listen address '{}' resolves to nothing", self.listen))
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let proto = self.protocol_of(&l.name)?;
+            if proto.tls() && self.ssl_keystore_location.is_none() {
+                bail!(
+                    "listener {}://{}: a {} listener needs ssl.keystore.location (a PEM file with the private key and certificate chain)",
+                    l.name,
+                    l.bind_addr(),
+                    proto.name()
+                );
+            }
+            let text = l.bind_addr();
+            let addr = text
+                .to_socket_addrs()
+                .with_context(|| format!("listener {}://{text}", l.name))?
+                .next()
+                .ok_or_else(|| anyhow!("listener {}://{text} resolves to nothing", l.name))?;
+            out.push((l.clone(), proto, addr));
+        }
+        if self.ssl_client_auth != ClientAuth::None && self.ssl_truststore_location.is_none() {
+            bail!("ssl.client.auth={:?} needs ssl.truststore.location (the CA certificates client certificates chain to)", self.ssl_client_auth);
+        }
+        Ok(out)
+    }
+
+    /// The host and port Metadata gives clients of the listener `name`, if advertised.
+    pub fn advertised_for(&self, name: &str) -> Option<(String, u16)> {
+        let first = self.listeners.first().map(|l| l.name.as_str());
+        self.advertised_listeners
+            .iter()
+            .find(|(n, _, _)| n == name || (n.is_empty() && Some(name) == first))
+            .map(|(_, h, p)| (h.clone(), *p))
+    }
+
+    /// Whether any listener authenticates its clients (SASL, or TLS with client certificates).
+    pub fn authenticates(&self) -> bool {
+        self.listeners.iter().any(|l| {
+            self.protocol_of(&l.name).is_ok_and(|p| {
+                p.sasl() || (p.tls() && self.ssl_client_auth == ClientAuth::Required)
+            })
+        })
     }
 }
 
@@ -563,7 +812,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.num_partitions, 5);
         assert_eq!(
-            c.advertised_listener,
+            c.advertised_for("PLAINTEXT"),
             Some(("box.local".to_string(), 19092))
         );
     }
@@ -603,6 +852,14 @@ mod tests {
             ("customer.events.handlers", "profile"),
             ("advertised.listener", "host:1"),
             ("listen", "127.0.0.1:0"),
+            ("listeners", "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0"),
+            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT"),
+            ("ssl.keystore.location", "/tmp/key.pem"),
+            ("ssl.truststore.location", "/tmp/ca.pem"),
+            ("ssl.client.auth", "required"),
+            ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-512"),
+            ("authorizer.class.name", "kafkabox"),
+            ("super.users", "User:admin;User:ops"),
             ("data.dir", "/tmp/x"),
             ("http.listen", "127.0.0.1:0"),
         ];

@@ -108,3 +108,151 @@ pub async fn repair(args: DirArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `kafkabox users`: the SASL users of a data dir, changed while kafkabox is not running on it
+/// (a running box takes AlterUserScramCredentials from admin clients instead).
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Add a user, or set its password: one line read from stdin.
+    Add(UsersAddArgs),
+    /// List the users and their mechanisms (never a password).
+    List(UsersDirArgs),
+    /// Remove a user and all its credentials.
+    Remove(UsersRemoveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsersDirArgs {
+    /// The data directory (`data.dir`; kafkabox must not be running on it).
+    #[arg(long, default_value = "./kafkabox-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsersAddArgs {
+    /// The user name (its principal is User:NAME).
+    pub name: String,
+    /// SASL mechanism the credential is for: SCRAM-SHA-256, SCRAM-SHA-512 (both also serve
+    /// PLAIN) or PLAIN (PLAIN only). Repeatable.
+    #[arg(long = "mechanism", default_value = "SCRAM-SHA-512")]
+    pub mechanisms: Vec<String>,
+    /// Read the password from the first line of stdin (required: passwords never go on the
+    /// command line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// SCRAM iterations (4096 to 16384).
+    #[arg(long, default_value_t = 8192)]
+    pub iterations: u32,
+    #[command(flatten)]
+    pub dir: UsersDirArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsersRemoveArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub dir: UsersDirArgs,
+}
+
+/// Opens (or creates) a data dir for user changes, with a clear message when kafkabox runs on it.
+fn open_for_users(dir: &Path) -> Result<Store> {
+    let mut config = StoreConfig::new(dir);
+    config.min_free_bytes = 0;
+    Store::open(config).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("lock") || text.contains("WouldBlock") || text.contains("Resource temporarily unavailable") {
+            anyhow::anyhow!(
+                "{} is in use (is kafkabox running on it?); change the users of a running box with an admin client (AlterUserScramCredentials, e.g. kafka-configs.sh --alter --add-config 'SCRAM-SHA-512=[password=...]' --entity-type users --entity-name NAME): {text}",
+                dir.display()
+            )
+        } else {
+            anyhow::anyhow!("opening {}: {text}", dir.display())
+        }
+    })
+}
+
+pub async fn users(cmd: UsersCommand) -> Result<()> {
+    use crate::services::users::{Credential, Mechanism, Users, MAX_ITERATIONS, MIN_ITERATIONS};
+    match cmd {
+        UsersCommand::Add(a) => {
+            crate::services::users::check_name(&a.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !a.password_stdin {
+                bail!("give the password on stdin with --password-stdin (never on the command line), e.g. printf '%s\\n' \"$PASSWORD\" | kafkabox users add {} --password-stdin", a.name);
+            }
+            if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&a.iterations) {
+                bail!("--iterations must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}, got {}", a.iterations);
+            }
+            let mut mechs = Vec::new();
+            for m in &a.mechanisms {
+                mechs.push(Mechanism::parse(m).with_context(|| {
+                    format!("unknown mechanism '{m}'; one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN")
+                })?);
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\n', '\r']).to_string();
+            if password.is_empty() {
+                bail!("the password read from stdin is empty");
+            }
+            let dir = a.dir.data_dir.clone();
+            let name = a.name.clone();
+            let iterations = a.iterations;
+            let mut changes = Vec::new();
+            for m in &mechs {
+                let cred = Credential::new(m.scram(), &password, iterations)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                changes.push((name.clone(), *m, Some(cred)));
+            }
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let store = open_for_users(&dir)?;
+                Users::new(store.clone())
+                    .apply(&changes)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                store.close()?;
+                Ok(())
+            })
+            .await??;
+            let names: Vec<&str> = mechs.iter().map(|m| m.name()).collect();
+            println!("user {} set for {}", a.name, names.join(", "));
+        }
+        UsersCommand::List(d) => {
+            let users = tokio::task::spawn_blocking(move || -> Result<_> {
+                let store = open_for_users(&d.data_dir)?;
+                let users = Users::new(store.clone())
+                    .list()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                store.close()?;
+                Ok(users)
+            })
+            .await??;
+            for (name, user) in &users {
+                let mechs: Vec<String> = user
+                    .credentials
+                    .iter()
+                    .map(|(m, c)| format!("{} (iterations {})", m.name(), c.iterations))
+                    .collect();
+                println!("{name}\t{}", mechs.join(", "));
+            }
+            println!("{} users", users.len());
+        }
+        UsersCommand::Remove(r) => {
+            let name = r.name.clone();
+            let removed = tokio::task::spawn_blocking(move || -> Result<bool> {
+                let store = open_for_users(&r.dir.data_dir)?;
+                let removed = Users::new(store.clone())
+                    .remove(&name)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                store.close()?;
+                Ok(removed)
+            })
+            .await??;
+            if !removed {
+                bail!("no user {}", r.name);
+            }
+            println!("user {} removed", r.name);
+        }
+    }
+    Ok(())
+}

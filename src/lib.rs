@@ -19,6 +19,7 @@ pub mod listener;
 pub mod pipeline;
 pub mod profile;
 pub mod services;
+pub mod tls;
 
 pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};
 pub use config::Config;

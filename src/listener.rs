@@ -14,24 +14,50 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use kafkabox_storage::{Store, StoreConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::api::{self, Pending, Reply};
-use crate::config::Config;
+use crate::config::{Config, SecurityProtocol};
 use crate::services::Services;
+
+/// The principal of a client that did not authenticate (PLAINTEXT, SSL without a client
+/// certificate), as Kafka names it.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// Where a connection is in authentication.
+#[derive(Debug)]
+pub enum Auth {
+    /// Authenticated (or on a listener that needs none): every API may be used.
+    Done,
+    /// A SASL listener before SaslHandshake.
+    Handshake,
+    /// A SASL exchange of the mechanism the client chose, in progress.
+    Exchange(crate::services::sasl::Exchange),
+}
 
 /// Per-connection state: who is on the other end, and what the connection has negotiated.
 /// The API handlers get it mutably, in request order.
 #[derive(Debug)]
 pub struct Session {
     pub services: Arc<Services>,
-    /// The local address the client reached: advertised when `advertised.listener` is unset.
+    /// The listener's name (`PLAINTEXT`, `SASL_SSL`, or a name of
+    /// `listener.security.protocol.map`) and protocol.
+    pub listener: Arc<str>,
+    pub protocol: SecurityProtocol,
+    /// The local address the client reached: advertised when `advertised.listeners` names
+    /// nothing for this listener.
     pub local: SocketAddr,
     pub peer: SocketAddr,
+    /// Who the client is: `User:NAME` once authenticated by SASL, `User:CN=...` for a client
+    /// certificate, [`ANONYMOUS`] otherwise.
+    pub principal: String,
+    pub auth: Auth,
+    /// Set by a handler whose answer must be the connection's last (failed authentication).
+    pub close_after: bool,
     /// The client id of the latest request (Kafka reports it for group members).
     pub client_id: String,
     /// Requests answered on this connection.
@@ -39,19 +65,33 @@ pub struct Session {
 }
 
 impl Session {
-    /// The host and port Metadata gives for node 0.
+    /// The host and port Metadata gives for node 0: this listener's advertised address, else
+    /// the address the client reached.
     pub fn advertised(&self) -> (String, u16) {
-        match &self.services.config.advertised_listener {
-            Some((h, p)) => (h.clone(), *p),
+        match self.services.config.advertised_for(&self.listener) {
+            Some(a) => a,
             None => (self.local.ip().to_string(), self.local.port()),
         }
     }
+
+    /// Whether the connection may use every API (authenticated, or no authentication needed).
+    pub fn authenticated(&self) -> bool {
+        matches!(self.auth, Auth::Done)
+    }
+}
+
+/// One bound Kafka listener.
+#[derive(Debug, Clone)]
+pub struct BoundListener {
+    pub name: Arc<str>,
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
 }
 
 /// A running broker.
 #[derive(Debug)]
 pub struct Server {
-    addr: SocketAddr,
+    listeners: Vec<BoundListener>,
     store: Store,
     services: Arc<Services>,
     shutdown_tx: watch::Sender<bool>,
@@ -98,17 +138,40 @@ impl Server {
             open_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
-        let addr = config.listen_addr()?;
-        let listener = TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} (is another broker running there?)")
-        })?;
-        let addr = listener.local_addr()?;
-        info!(%addr, "Kafka listener ready");
-        if open_to_the_network(addr) {
-            tracing::warn!(
-                %addr,
-                "the Kafka listener accepts anyone who can reach {addr}: this version has no authentication (SASL) or TLS, so any client there can produce, consume, create and delete topics; listen on 127.0.0.1 (--listen 127.0.0.1:9092) or firewall the port"
-            );
+        let tls = if config.listeners.iter().any(|l| {
+            config.protocol_of(&l.name).is_ok_and(SecurityProtocol::tls)
+        }) {
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&config, &[])?))
+        } else {
+            None
+        };
+        let mut bound = Vec::new();
+        let mut sockets = Vec::new();
+        for (l, protocol, addr) in config.resolved_listeners()? {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {addr} (listener {}; is another broker running there?)",
+                    l.name
+                )
+            })?;
+            let addr = listener.local_addr()?;
+            info!(%addr, listener = %l.name, protocol = protocol.name(), "Kafka listener ready");
+            let authenticates = protocol.sasl()
+                || (protocol.tls() && config.ssl_client_auth == crate::config::ClientAuth::Required);
+            if open_to_the_network(addr) && !authenticates {
+                tracing::warn!(
+                    %addr,
+                    listener = %l.name,
+                    "the Kafka listener {} accepts anyone who can reach {addr} without authentication: any client there can produce, consume, create and delete topics; use a SASL_SSL listener (--set listeners=SASL_SSL://...), listen on 127.0.0.1, or firewall the port",
+                    l.name
+                );
+            }
+            bound.push(BoundListener {
+                name: l.name.as_str().into(),
+                protocol,
+                addr,
+            });
+            sockets.push(listener);
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let request_bytes = Arc::new(Semaphore::new(config.queued_max_request_bytes));
@@ -120,7 +183,12 @@ impl Server {
         )
         .await
         .context("starting the broker's services")?;
-        let task = tokio::spawn(run(listener, services.clone(), request_bytes));
+        let task = tokio::spawn(run(
+            sockets.into_iter().zip(bound.iter().cloned()).collect(),
+            tls,
+            services.clone(),
+            request_bytes,
+        ));
         // Partitions load when first used; this loads the rest in the background, so start-up
         // does not wait for them and the first requests mostly do not either.
         let loading = store.clone();
@@ -137,7 +205,7 @@ impl Server {
             }
         });
         Ok(Server {
-            addr,
+            listeners: bound,
             store,
             services,
             shutdown_tx,
@@ -145,9 +213,14 @@ impl Server {
         })
     }
 
-    /// The bound Kafka listener address (useful with port 0).
+    /// The first Kafka listener's bound address (useful with port 0).
     pub fn kafka_addr(&self) -> SocketAddr {
-        self.addr
+        self.listeners[0].addr
+    }
+
+    /// Every Kafka listener, bound, in the order of `listeners`.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
     }
 
     pub fn store(&self) -> &Store {
@@ -174,8 +247,28 @@ impl Server {
     }
 }
 
+/// The next connection on any of `listeners`, with the index of its listener.
+async fn accept_any(
+    listeners: &[(TcpListener, BoundListener)],
+) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for (i, (l, _)) in listeners.iter().enumerate() {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready((i, r));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Accept loop; returns once shutdown is signalled and every connection has finished.
-async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<Semaphore>) {
+async fn run(
+    listeners: Vec<(TcpListener, BoundListener)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    services: Arc<Services>,
+    request_bytes: Arc<Semaphore>,
+) {
     let conn_permits = Arc::new(Semaphore::new(services.config.max_connections));
     let mut shutdown = services.shutdown.clone();
     let mut conns = JoinSet::new();
@@ -183,10 +276,11 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
     let mut refused_log = crate::services::log_limit::RateLimitedLog::default();
     let mut accept_errors = crate::services::log_limit::RateLimitedLog::default();
     loop {
-        let accepted = tokio::select! {
+        let (which, accepted) = tokio::select! {
             _ = shutdown.changed() => break,
-            a = listener.accept() => a,
+            a = accept_any(&listeners) => a,
         };
+        let bound = &listeners[which].1;
         // Reap finished connections so the set stays bounded by max.connections.
         while conns.try_join_next().is_some() {}
         match accepted {
@@ -210,20 +304,39 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
                 };
                 let session = Session {
                     services: services.clone(),
+                    listener: bound.name.clone(),
+                    protocol: bound.protocol,
                     local,
                     peer,
+                    principal: ANONYMOUS.to_string(),
+                    auth: if bound.protocol.sasl() {
+                        Auth::Handshake
+                    } else {
+                        Auth::Done
+                    },
+                    close_after: false,
                     client_id: String::new(),
                     requests: 0,
                 };
                 let request_bytes = request_bytes.clone();
-                let span = tracing::info_span!("conn", %peer);
+                let tls = bound.protocol.tls().then(|| tls.clone()).flatten();
+                let span = tracing::info_span!("conn", %peer, listener = %bound.name);
                 let metrics = services.metrics.clone();
                 metrics.connections_accepted.inc();
                 metrics.connections.inc();
                 conns.spawn(
                     async move {
                         debug!("connected");
-                        serve_connection(stream, session, request_bytes).await;
+                        match tls {
+                            None => serve_connection(stream, session, request_bytes).await,
+                            Some(acceptor) => {
+                                if let Some((stream, session)) =
+                                    tls_handshake(acceptor, stream, session).await
+                                {
+                                    serve_connection(stream, session, request_bytes).await
+                                }
+                            }
+                        }
                         debug!("disconnected");
                         metrics.connections.dec();
                         drop(permit);
@@ -241,7 +354,7 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
             }
         }
     }
-    drop(listener);
+    drop(listeners);
     let _ = background.await;
     // Connections stop reading at shutdown and finish what they have read; bound the wait.
     let drained = tokio::time::timeout(Duration::from_secs(10), async {
@@ -256,7 +369,7 @@ async fn run(listener: TcpListener, services: Arc<Services>, request_bytes: Arc<
 
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
-    #[error("frame size {size} is negative or over socket.request.max.bytes ({max})")]
+    #[error("frame size {size} is negative or over {max} bytes (socket.request.max.bytes; before SASL authentication, Kafka's sasl.server.max.receive.size of 512 KiB)")]
     TooLarge { size: i64, max: usize },
     #[error("a frame of {size} bytes did not arrive within {secs} s")]
     Slow { size: usize, secs: u64 },
@@ -275,9 +388,10 @@ const FRAME_CHUNK: usize = 256 * 1024;
 /// `request_bytes` as the frame's bytes arrive (reads of at most [`FRAME_CHUNK`]), never for
 /// what a client only announces: a slow or stalled client holds no more than it has sent, for at most
 /// [`FRAME_READ_TIMEOUT`], and small requests of other clients never queue behind its claim.
-async fn read_frame(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
     config: &Config,
+    max: usize,
     request_bytes: &Arc<Semaphore>,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, FrameError> {
     let mut len = [0u8; 4];
@@ -287,7 +401,6 @@ async fn read_frame(
         Err(e) => return Err(e.into()),
     }
     let size = i32::from_be_bytes(len);
-    let max = config.socket_request_max_bytes;
     if size < 0 || size as usize > max {
         return Err(FrameError::TooLarge {
             size: i64::from(size),
@@ -311,8 +424,8 @@ async fn read_frame(
 
 /// Reads `size` bytes, reserving from `request_bytes` what has arrived after each read (at most
 /// `pool` in all, so a frame larger than the pool can still be read).
-async fn read_body(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+async fn read_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
     size: usize,
     pool: usize,
     request_bytes: &Arc<Semaphore>,
@@ -347,15 +460,77 @@ async fn read_body(
     Ok((buf.freeze(), permit))
 }
 
+/// Sets TCP_NODELAY on the socket under a connection's stream.
+pub trait NoDelay {
+    fn no_delay(&self);
+}
+
+impl NoDelay for TcpStream {
+    fn no_delay(&self) {
+        let _ = self.set_nodelay(true);
+    }
+}
+
+impl NoDelay for tokio_rustls::server::TlsStream<TcpStream> {
+    fn no_delay(&self) {
+        let _ = self.get_ref().0.set_nodelay(true);
+    }
+}
+
 /// Whether a listener bound to `addr` is reachable from other machines (anything but
 /// loopback), which without authentication deserves a warning at start-up.
 pub fn open_to_the_network(addr: SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 
-async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes: Arc<Semaphore>) {
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka's `sasl.server.max.receive.size`: the largest frame a connection may send before it
+/// has authenticated.
+const SASL_MAX_RECEIVE: usize = 524_288;
+
+/// The TLS handshake of an SSL or SASL_SSL connection; a client certificate (mutual TLS)
+/// becomes the session's principal. `None` (logged) when the handshake fails.
+async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    mut session: Session,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Session)> {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                match crate::tls::certificate_principal(cert) {
+                    Some(p) if !session.protocol.sasl() => session.principal = p,
+                    Some(_) => {}
+                    None => {
+                        debug!("client certificate subject unreadable; closing");
+                        return None;
+                    }
+                }
+            }
+            Some((tls, session))
+        }
+        Ok(Err(e)) => {
+            session.services.metrics.tls_handshake_failures.inc();
+            debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            session.services.metrics.tls_handshake_failures.inc();
+            debug!("TLS handshake did not finish within 10 s");
+            None
+        }
+    }
+}
+
+async fn serve_connection<S>(stream: S, mut session: Session, request_bytes: Arc<Semaphore>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static + NoDelay,
+{
+    stream.no_delay();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let config = session.services.config.clone();
     let (tx, mut rx) = mpsc::channel::<Pending>(config.max_inflight_per_connection);
     let writer = tokio::spawn(
@@ -381,7 +556,12 @@ async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes
         let frame = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            f = tokio::time::timeout(idle, read_frame(&mut rd, &config, &request_bytes)) => match f {
+            f = tokio::time::timeout(idle, read_frame(
+                &mut rd,
+                &config,
+                if session.authenticated() { config.socket_request_max_bytes } else { SASL_MAX_RECEIVE },
+                &request_bytes,
+            )) => match f {
                 Ok(f) => f,
                 Err(_) => {
                     debug!(idle_ms = idle.as_millis() as u64, "no complete request within connections.max.idle.ms; closing");
@@ -421,7 +601,7 @@ async fn serve_connection(stream: TcpStream, mut session: Session, request_bytes
         };
         session = back;
         drop(permit);
-        if tx.send(pending).await.is_err() || close {
+        if tx.send(pending).await.is_err() || close || session.close_after {
             break;
         }
     }

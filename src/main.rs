@@ -40,6 +40,9 @@ enum Command {
     /// Truncate the damaged partitions of a data directory to their last intact batch, saying
     /// what was dropped; offsets are never reused.
     Repair(kafkabox::datadir::DirArgs),
+    /// Add, list and remove the SASL users of a data directory (kafkabox not running on it).
+    #[command(subcommand)]
+    Users(kafkabox::datadir::UsersCommand),
     /// Measure produce throughput and produce-to-fetch latency with a real Kafka client (librdkafka).
     #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
@@ -260,6 +263,7 @@ fn main() {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => kafkabox::datadir::check(args).await,
             Command::Repair(args) => kafkabox::datadir::repair(args).await,
+            Command::Users(c) => kafkabox::datadir::users(c).await,
             #[cfg(feature = "bench")]
             Command::Bench(args) => bench::run(args).await,
             #[cfg(feature = "client")]

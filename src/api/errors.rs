@@ -40,6 +40,12 @@ pub fn code(e: &Error) -> ResponseError {
         Error::StaleMemberEpoch { .. } => R::StaleMemberEpoch,
         Error::UnsupportedAssignor(_) => R::UnsupportedAssignor,
         Error::WrongGroupType(..) => R::GroupIdNotFound,
+        Error::SecurityDisabled(_) => R::SecurityDisabled,
+        Error::ResourceNotFound(_) => R::ResourceNotFound,
+        Error::UnacceptableCredential(_) => R::UnacceptableCredential,
+        Error::DuplicateResource(_) => R::DuplicateResource,
+        Error::ClusterAuthorization(_) => R::ClusterAuthorizationFailed,
+        Error::Internal(_) => R::UnknownServerError,
         Error::Storage(e) => storage(e),
     }
 }
@@ -95,6 +101,7 @@ pub fn produce(e: &ProduceError) -> (ResponseError, String) {
         ProduceError::InvalidRecord { message, .. } => {
             (ResponseError::InvalidRecord, message.clone())
         }
+        ProduceError::ForeignProducerId(m) => (ResponseError::ClusterAuthorizationFailed, m.clone()),
         ProduceError::Batch(b) => (b.kafka_error(), b.to_string()),
         ProduceError::Append { error, producer_id } => append(error, *producer_id),
     }

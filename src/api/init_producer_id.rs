@@ -1,5 +1,6 @@
-//! InitProducerId: a new, persisted producer id (epoch 0) for every idempotent producer.
-//! Transactions are not supported.
+//! InitProducerId: a new producer id (epoch 0) for every idempotent producer, bound to the
+//! principal that asked (`Store::new_producer_id`: no other principal can write with it, and
+//! ids cannot be guessed from one another). Transactions are not supported.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -35,6 +36,7 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
     let store = session.services.store.clone();
+    let owner = session.principal.clone();
     Box::pin(async move {
         let mut resp = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
@@ -53,7 +55,7 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
             resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
             return call.respond(&resp);
         }
-        match tokio::task::spawn_blocking(move || store.new_producer_id()).await {
+        match tokio::task::spawn_blocking(move || store.new_producer_id(owner.as_bytes())).await {
             Ok(Ok(id)) => {
                 resp.producer_id = ProducerId(id);
                 resp.producer_epoch = 0;

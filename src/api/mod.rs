@@ -35,6 +35,8 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 
 use std::future::Future;
@@ -249,6 +251,7 @@ pub static APIS: &[ApiEntry] = &[
     entry::<sync_group::SyncGroup>(),
     entry::<describe_groups::DescribeGroups>(),
     entry::<list_groups::ListGroups>(),
+    entry::<sasl_handshake::SaslHandshake>(),
     entry::<api_versions::ApiVersions>(),
     entry::<create_topics::CreateTopics>(),
     entry::<delete_topics::DeleteTopics>(),
@@ -262,6 +265,7 @@ pub static APIS: &[ApiEntry] = &[
     entry::<incremental_alter_configs::IncrementalAlterConfigs>(),
     entry::<offset_delete::OffsetDelete>(),
     entry::<describe_log_dirs::DescribeLogDirs>(),
+    entry::<sasl_authenticate::SaslAuthenticate>(),
     entry::<describe_cluster::DescribeCluster>(),
     entry::<describe_producers::DescribeProducers>(),
     entry::<consumer_group_heartbeat::ConsumerGroupHeartbeat>(),
@@ -277,6 +281,23 @@ pub fn supported(key: i16) -> Option<&'static ApiEntry> {
 /// pending response and whether to close the connection after it.
 pub fn dispatch(session: &mut Session, frame: Bytes) -> (Pending, bool) {
     let prefix = RequestPrefix::parse(&frame);
+    if !session.authenticated() {
+        // Before SASL authentication only ApiVersions, SaslHandshake and SaslAuthenticate are
+        // answered; Kafka closes the connection on anything else.
+        let key = prefix.map(|p| p.api_key);
+        let allowed = [
+            ApiKey::ApiVersions as i16,
+            ApiKey::SaslHandshake as i16,
+            ApiKey::SaslAuthenticate as i16,
+        ];
+        if !key.is_some_and(|k| allowed.contains(&k)) {
+            debug!(
+                api_key = key,
+                "request before SASL authentication; closing the connection as Kafka does"
+            );
+            return (ready(Reply::Close), true);
+        }
+    }
     match decode_and_run(session, frame) {
         Ok(pending) => (pending, false),
         Err(DecodeError::UnsupportedVersion {

@@ -43,6 +43,7 @@ impl Outcome {
 
 fn produce_one(
     services: &Services,
+    principal: &str,
     topic: &str,
     index: i32,
     records: Option<&bytes::Bytes>,
@@ -53,7 +54,7 @@ fn produce_one(
             "Produce request without records.".into(),
         );
     };
-    match services.produce(topic, index, records) {
+    match services.produce(principal, topic, index, records) {
         Ok(p) => Outcome {
             error: None,
             record_errors: Vec::new(),
@@ -131,7 +132,13 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
         for pd in &td.partition_data {
             let o = match &refuse_all {
                 Some((code, msg)) => Outcome::err(*code, msg.clone()),
-                None => produce_one(&session.services, topic, pd.index, pd.records.as_ref()),
+                None => produce_one(
+                    &session.services,
+                    &session.principal,
+                    topic,
+                    pd.index,
+                    pd.records.as_ref(),
+                ),
             };
             let mut r = PartitionProduceResponse::default()
                 .with_index(pd.index)

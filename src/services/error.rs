@@ -70,6 +70,19 @@ pub enum Error {
     UnsupportedAssignor(String),
     #[error("group '{0}' is a {1} group")]
     WrongGroupType(String, &'static str),
+    // Security.
+    #[error("{0}")]
+    SecurityDisabled(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    UnacceptableCredential(String),
+    #[error("{0}")]
+    DuplicateResource(String),
+    #[error("{0}")]
+    ClusterAuthorization(String),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Storage(StoreError),
 }

@@ -45,6 +45,19 @@ pub struct DeadLetterLabels {
     pub reason: &'static str,
 }
 
+/// A SASL authentication's mechanism and outcome (`success`, `failure`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub mechanism: &'static str,
+    pub result: &'static str,
+}
+
+/// An operation refused by the ACLs, by resource type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    pub resource: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
@@ -75,6 +88,10 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// Connections closed at once because `max.connections` were open.
     pub connections_refused: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
+    pub authentications: Family<AuthLabels, Counter>,
+    pub authorization_denied: Family<DeniedLabels, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     /// Offsets time retention would have removed but keeps because a handler stage has not
     /// committed past them (set by each retention sweep).
@@ -93,6 +110,9 @@ impl Default for Metrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             connections_refused: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            authentications: Family::default(),
+            authorization_denied: Family::default(),
             http_requests: Family::default(),
             retention_held_back: Family::default(),
             sources: Mutex::default(),
@@ -191,6 +211,21 @@ impl Metrics {
             "kafkabox_connections_refused",
             "Kafka connections closed at once because max.connections were open",
             self.connections_refused.clone(),
+        );
+        registry.register(
+            "kafkabox_tls_handshake_failures",
+            "TLS handshakes on SSL and SASL_SSL listeners that failed or timed out",
+            self.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "kafkabox_sasl_authentications",
+            "SASL authentications, by mechanism and result (success, failure)",
+            self.authentications.clone(),
+        );
+        registry.register(
+            "kafkabox_authorization_denied",
+            "Operations refused by the ACLs, by resource type",
+            self.authorization_denied.clone(),
         );
         registry.register(
             "kafkabox_http_requests",

@@ -18,7 +18,9 @@ pub mod metrics;
 pub mod produce;
 pub mod records;
 pub mod retention;
+pub mod sasl;
 pub mod topics;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -33,6 +33,9 @@ pub enum ProduceError {
         message: String,
         record_errors: Vec<(i32, String)>,
     },
+    /// An idempotent batch under a producer id that was not issued to this principal.
+    #[error("{0}")]
+    ForeignProducerId(String),
     #[error(transparent)]
     Batch(#[from] BatchError),
     #[error("{error}")]
@@ -54,8 +57,10 @@ impl ProduceError {
 impl Services {
     /// Validates `records` (one v2 batch, base offset 0) and appends it to partition `index` of
     /// `topic`. Blocking (a store write): call it off the async runtime.
+    /// Appends one producer's batch for `principal` (whose producer ids alone it may use).
     pub fn produce(
         &self,
+        principal: &str,
         topic: &str,
         index: i32,
         records: &[u8],
@@ -93,6 +98,16 @@ impl Services {
         }
         self.check_contract(topic, records)
             .map_err(ProduceError::invalid)?;
+        if header.is_idempotent()
+            && !self
+                .store
+                .producer_id_owned_by(header.producer_id, principal.as_bytes())
+        {
+            return Err(ProduceError::ForeignProducerId(format!(
+                "Producer id {} was not issued to {principal} by this broker; a producer uses the id InitProducerId gave it.",
+                header.producer_id
+            )));
+        }
         if header.is_transactional() {
             return Err(ProduceError::invalid(
                 "Transactional record batches are not supported by kafkabox.",

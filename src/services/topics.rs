@@ -426,18 +426,28 @@ fn static_broker_value(config: &Config, key: &str) -> Option<String> {
 fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
     let d = Config::default();
     let dir = config.data_dir.display().to_string();
-    let listen = config.listen.clone();
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.name, l.bind_addr()))
+        .collect::<Vec<_>>()
+        .join(",");
     let advertised = config
-        .advertised_listener
-        .as_ref()
-        .map(|(h, p)| format!("PLAINTEXT://{h}:{p}"))
-        .unwrap_or_default();
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            config
+                .advertised_for(&l.name)
+                .map(|(h, p)| format!("{}://{h}:{p}", l.name))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
     let rows: Vec<(&str, ConfigType, String, bool)> = vec![
         (
             "advertised.listeners",
             T::String,
             advertised,
-            config.advertised_listener.is_some(),
+            !config.advertised_listeners.is_empty(),
         ),
         (
             "auto.create.topics.enable",
@@ -475,8 +485,8 @@ fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
         (
             "listeners",
             T::String,
-            format!("PLAINTEXT://{listen}"),
-            config.listen != d.listen,
+            listeners,
+            config.listeners != d.listeners,
         ),
         ("log.cleanup.policy", T::List, "delete".into(), false),
         ("log.dirs", T::String, dir, config.data_dir != d.data_dir),

@@ -502,6 +502,12 @@ fn app_key(key: &[u8]) -> Vec<u8> {
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 const META_NEXT_PARTITION: &[u8] = b"next_partition_id";
 const META_NEXT_PRODUCER: &[u8] = b"next_producer_id";
+/// The sequence number of the next producer id (ids of [`Store::new_producer_id`]).
+const META_NEXT_PRODUCER_SEQ: &[u8] = b"next_producer_seq";
+/// The data dir's secret key for producer ids' HMACs.
+const META_PRODUCER_KEY: &[u8] = b"producer_id_key";
+/// Producer ids below this are sequential ones of older versions (from 1000 up).
+const PRODUCER_ID_SEQ_SHIFT: u32 = 31;
 const META_BROKER_CONFIGS: &[u8] = b"broker_configs";
 
 fn read_u64(v: &[u8]) -> Result<u64, StoreError> {
@@ -546,6 +552,8 @@ struct Inner {
     meta: sled::Tree,
     /// Consumer group records, owned by the group coordinator (opaque here).
     groups: sled::Tree,
+    /// Users' credentials and ACLs, opaque to the store (tree `security`).
+    security: sled::Tree,
     cluster_id: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation and producer id allocation.
@@ -638,6 +646,7 @@ impl Store {
         let catalog = db.open_tree("catalog")?;
         let meta = db.open_tree("meta")?;
         let groups = db.open_tree("groups")?;
+        let security = db.open_tree("security")?;
         let cluster_id = match meta.get(META_CLUSTER_ID)? {
             Some(v) => String::from_utf8(v.to_vec())
                 .map_err(|_| StoreError::Corrupt("cluster id is not UTF-8".into()))?,
@@ -704,6 +713,7 @@ impl Store {
             catalog,
             meta,
             groups,
+            security,
             cluster_id,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
@@ -966,27 +976,77 @@ impl Store {
         Ok(())
     }
 
-    /// Allocates a new producer id (epoch 0). Durable when this returns.
-    pub fn new_producer_id(&self) -> Result<i64, StoreError> {
+    /// Allocates a new producer id (epoch 0) for `owner` (the principal asking, opaque here).
+    /// Durable when this returns. An id is its sequence number (high 32 bits) and 31 bits of
+    /// an HMAC of that number and the owner under the data dir's secret key: ids cannot be
+    /// guessed from one another, and [`Store::producer_id_owned_by`] tells whether an id was
+    /// handed to a given owner, without storing one entry per id.
+    pub fn new_producer_id(&self, owner: &[u8]) -> Result<i64, StoreError> {
         let inner = &self.inner;
         let _admin = inner.admin.lock().map_err(|_| StoreError::Closed)?;
-        let id = match inner.meta.get(META_NEXT_PRODUCER)? {
+        let key = self.producer_key()?;
+        let seq = match inner.meta.get(META_NEXT_PRODUCER_SEQ)? {
             Some(v) => read_u64(&v)?,
-            None => 1000,
+            None => 1,
         };
+        if seq >= 1 << 32 {
+            return Err(StoreError::Corrupt(
+                "every producer id of this data dir (2^32) has been handed out".into(),
+            ));
+        }
         inner
             .meta
-            .insert(META_NEXT_PRODUCER, &(id + 1).to_be_bytes())?;
+            .insert(META_NEXT_PRODUCER_SEQ, &(seq + 1).to_be_bytes())?;
         inner.db.flush()?;
-        Ok(id as i64)
+        Ok(producer_id_for(&key, seq, owner))
     }
 
+    /// The data dir's producer-id key, created on first use.
+    fn producer_key(&self) -> Result<[u8; 32], StoreError> {
+        let meta = &self.inner.meta;
+        if let Some(v) = meta.get(META_PRODUCER_KEY)? {
+            return v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("producer id key is not 32 bytes".into()));
+        }
+        let mut key = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| StoreError::Corrupt("no random source for the producer id key".into()))?;
+        meta.insert(META_PRODUCER_KEY, &key[..])?;
+        self.inner.db.flush()?;
+        Ok(key)
+    }
+
+    /// Whether `producer_id` was handed out by this data dir (to anyone).
     fn producer_id_issued(&self, producer_id: i64) -> bool {
-        match self.inner.meta.get(META_NEXT_PRODUCER) {
-            Ok(Some(v)) => read_u64(&v)
-                .map(|next| (producer_id as u64) < next)
-                .unwrap_or(false),
+        if producer_id < 0 {
+            return false;
+        }
+        let (key, limit) = if producer_id < 1 << PRODUCER_ID_SEQ_SHIFT {
+            (META_NEXT_PRODUCER, producer_id as u64)
+        } else {
+            (META_NEXT_PRODUCER_SEQ, (producer_id as u64) >> PRODUCER_ID_SEQ_SHIFT)
+        };
+        match self.inner.meta.get(key) {
+            Ok(Some(v)) => read_u64(&v).map(|next| limit < next).unwrap_or(false),
             _ => false,
+        }
+    }
+
+    /// Whether `producer_id` was handed out to `owner` by [`Store::new_producer_id`]. Ids of
+    /// older versions (sequential, owner unknown) count as everyone's.
+    pub fn producer_id_owned_by(&self, producer_id: i64, owner: &[u8]) -> bool {
+        if !self.producer_id_issued(producer_id) {
+            return false;
+        }
+        if producer_id < 1 << PRODUCER_ID_SEQ_SHIFT {
+            return true;
+        }
+        let seq = (producer_id as u64) >> PRODUCER_ID_SEQ_SHIFT;
+        match self.producer_key() {
+            Ok(key) => producer_id == producer_id_for(&key, seq, owner),
+            Err(_) => false,
         }
     }
 
@@ -1876,6 +1936,36 @@ impl Store {
         Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
+    /// Security records (users' credentials, ACLs; opaque to the store) whose keys start with
+    /// `prefix`, in key order.
+    pub fn security_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.security.scan_prefix(prefix) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes and removes security records in one atomic write (`None` removes); durable when
+    /// this returns.
+    pub fn put_security_records(
+        &self,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
+        self.inner.space.reserve(4096)?;
+        let mut b = sled::Batch::default();
+        for (k, v) in records {
+            match v {
+                Some(v) => b.insert(k.as_slice(), v.as_slice()),
+                None => b.remove(k.as_slice()),
+            }
+        }
+        self.inner.security.apply_batch(b)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
     /// Every stored consumer-group record (id, opaque bytes), in id order.
     pub fn group_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
@@ -2442,6 +2532,17 @@ fn new_uuid() -> [u8; 16] {
 }
 
 /// A Kafka-style cluster id: 16 random bytes in URL-safe base64 without padding (22 chars).
+/// The producer id of sequence number `seq` for `owner` under `key`.
+fn producer_id_for(key: &[u8; 32], seq: u64, owner: &[u8]) -> i64 {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&k);
+    ctx.update(&seq.to_be_bytes());
+    ctx.update(owner);
+    let tag = ctx.sign();
+    let mac = u32::from_be_bytes(tag.as_ref()[..4].try_into().unwrap_or([0; 4])) & 0x7fff_ffff;
+    ((seq << PRODUCER_ID_SEQ_SHIFT) | u64::from(mac)) as i64
+}
+
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = random_bytes();

@@ -97,7 +97,7 @@ async fn idempotent_duplicates_and_gaps_survive_restart() {
     let pid;
     {
         let s = Store::open(cfg.clone()).unwrap();
-        pid = s.new_producer_id().unwrap();
+        pid = s.new_producer_id(b"User:ANONYMOUS").unwrap();
         let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
         let p = &t.partitions[0];
         let (b, h) = batch(
@@ -163,7 +163,7 @@ async fn idempotent_duplicates_and_gaps_survive_restart() {
         },
     );
     assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 5);
-    assert!(s.new_producer_id().unwrap() > pid);
+    assert!(s.new_producer_id(b"User:ANONYMOUS").unwrap() > pid);
 }
 
 #[tokio::test]
@@ -310,7 +310,7 @@ async fn idle_producers_expire_and_stay_expired_after_restart() {
         let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
         let p = &t.partitions[0];
         for _ in 0..3 {
-            let pid = s.new_producer_id().unwrap();
+            let pid = s.new_producer_id(b"User:ANONYMOUS").unwrap();
             let (b, h) = batch(
                 1,
                 ProducerFields {
@@ -590,7 +590,7 @@ async fn segments_roll_by_size_and_reads_cross_them() {
     let part_id;
     {
         let s = Store::open(cfg.clone()).unwrap();
-        producer = s.new_producer_id().unwrap();
+        producer = s.new_producer_id(b"User:ANONYMOUS").unwrap();
         let t = s.create_topic("t", 1, configs).unwrap();
         let p = &t.partitions[0];
         part_id = p.id;
@@ -707,7 +707,7 @@ async fn a_data_dir_of_the_single_database_layout_is_read_in_place() {
     {
         // What kafkabox wrote before segments: batches and producer state in the meta log tree.
         let s = Store::open(cfg.clone()).unwrap();
-        producer = s.new_producer_id().unwrap();
+        producer = s.new_producer_id(b"User:ANONYMOUS").unwrap();
         let t = s.create_topic("old", 1, BTreeMap::new()).unwrap();
         let pid = t.partitions[0].id;
         let mut entry = ProducerEntry::default();

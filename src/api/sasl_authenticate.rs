@@ -1,0 +1,91 @@
+//! SaslAuthenticate (v0-2): one step of the SASL exchange chosen by SaslHandshake. A failed
+//! authentication is answered with SASL_AUTHENTICATION_FAILED after Kafka's
+//! `connection.failed.authentication.delay.ms` (100 ms), and the connection closes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse};
+use kafka_protocol::ResponseError;
+use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
+
+use super::{str_bytes, Call, KafkaApi, Pending};
+use crate::listener::{Auth, Session};
+use crate::services::metrics::AuthLabels;
+use crate::services::sasl::{failure_message, Step};
+use crate::services::users::Users;
+
+/// SaslAuthenticate, declared for the API table.
+pub struct SaslAuthenticate;
+
+/// Kafka's `connection.failed.authentication.delay.ms`: a failed client waits this long for
+/// its answer, which slows password guessing.
+const FAILED_DELAY: Duration = Duration::from_millis(100);
+
+impl KafkaApi for SaslAuthenticate {
+    const NAME: &'static str = "SaslAuthenticate";
+    type Request = SaslAuthenticateRequest;
+    const MIN: i16 = 0;
+    const MAX: i16 = 2;
+    const SCHEMA: Schema = SCHEMA;
+
+    fn handle(session: &mut Session, call: Call, req: SaslAuthenticateRequest) -> Pending {
+        let mut resp = SaslAuthenticateResponse::default();
+        let Auth::Exchange(exchange) = &mut session.auth else {
+            resp.error_code = ResponseError::IllegalSaslState.code();
+            resp.error_message = Some(str_bytes(
+                "SaslAuthenticate before SaslHandshake, or after authentication",
+            ));
+            session.close_after = true;
+            return call.ready(&resp);
+        };
+        let mechanism = exchange.mechanism();
+        // This runs on the blocking pool (the listener's dispatch): PLAIN's PBKDF2 may take ms.
+        let users = Users::new(session.services.store.clone());
+        match exchange.step(&users, &req.auth_bytes) {
+            Step::Continue(challenge) => {
+                resp.auth_bytes = Bytes::from(challenge);
+                call.ready(&resp)
+            }
+            Step::Done { principal, reply } => {
+                tracing::info!(%principal, mechanism, "authenticated");
+                session.services.metrics.authentications.get_or_create(&AuthLabels {
+                    mechanism,
+                    result: "success",
+                }).inc();
+                session.principal = principal;
+                session.auth = Auth::Done;
+                resp.auth_bytes = Bytes::from(reply);
+                call.ready(&resp)
+            }
+            Step::Failed { reason } => {
+                tracing::info!(mechanism, reason = %crate::services::truncate(&reason, 512), "SASL authentication failed; closing the connection");
+                session.services.metrics.authentications.get_or_create(&AuthLabels {
+                    mechanism,
+                    result: "failure",
+                }).inc();
+                resp.error_code = ResponseError::SaslAuthenticationFailed.code();
+                resp.error_message = Some(str_bytes(&failure_message(mechanism)));
+                session.close_after = true;
+                let reply = call.respond(&resp);
+                Box::pin(async move {
+                    tokio::time::sleep(FAILED_DELAY).await;
+                    reply
+                }) as Pending
+            }
+        }
+    }
+}
+
+const SCHEMA: Schema = Schema::new(
+    &[
+        f(Ty::Bytes, 0, ALL), // auth_bytes
+    ],
+    2,
+);
+
+impl crate::api::ErrorCodes for SaslAuthenticateResponse {
+    fn first_error(&self) -> i16 {
+        self.error_code
+    }
+}

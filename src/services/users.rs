@@ -1,0 +1,365 @@
+//! Users of SASL listeners: salted credentials (RFC 5802: salt, iteration count, StoredKey,
+//! ServerKey; never the password) per mechanism, kept in the store's security records under
+//! `user/<name>`. Managed offline by `kafkabox users` and online by
+//! AlterUserScramCredentials; read by SASL PLAIN and SCRAM.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use kafkabox_storage::Store;
+use ring::{digest, hmac, pbkdf2, rand::SecureRandom};
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+
+const PREFIX: &[u8] = b"user/";
+
+/// Kafka's bounds on SCRAM iterations (ScramMechanism: 4096 ..= 16384).
+pub const MIN_ITERATIONS: u32 = 4096;
+pub const MAX_ITERATIONS: u32 = 16384;
+
+/// Users stored at most (each record is a few hundred bytes).
+pub const MAX_USERS: usize = 100_000;
+
+/// The longest user name (Kafka's SCRAM user names are free-form; this keeps records bounded).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A SCRAM hash function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Scram {
+    #[serde(rename = "SCRAM-SHA-256")]
+    Sha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    Sha512,
+}
+
+impl Scram {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scram::Sha256 => "SCRAM-SHA-256",
+            Scram::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scram> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "SCRAM-SHA-256" => Some(Scram::Sha256),
+            "SCRAM-SHA-512" => Some(Scram::Sha512),
+            _ => None,
+        }
+    }
+
+    /// Kafka's ScramMechanism type (DescribeUserScramCredentials): 1 = SHA-256, 2 = SHA-512.
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            Scram::Sha256 => 1,
+            Scram::Sha512 => 2,
+        }
+    }
+
+    pub fn from_kafka_type(t: i8) -> Option<Scram> {
+        match t {
+            1 => Some(Scram::Sha256),
+            2 => Some(Scram::Sha512),
+            _ => None,
+        }
+    }
+
+    fn hmac_alg(self) -> hmac::Algorithm {
+        match self {
+            Scram::Sha256 => hmac::HMAC_SHA256,
+            Scram::Sha512 => hmac::HMAC_SHA512,
+        }
+    }
+
+    fn digest_alg(self) -> &'static digest::Algorithm {
+        match self {
+            Scram::Sha256 => &digest::SHA256,
+            Scram::Sha512 => &digest::SHA512,
+        }
+    }
+
+    pub fn output_len(self) -> usize {
+        self.digest_alg().output_len()
+    }
+
+    pub fn hmac(self, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
+        let k = hmac::Key::new(self.hmac_alg(), key);
+        let mut ctx = hmac::Context::with_key(&k);
+        for d in data {
+            ctx.update(d);
+        }
+        ctx.sign().as_ref().to_vec()
+    }
+
+    pub fn hash(self, data: &[u8]) -> Vec<u8> {
+        digest::digest(self.digest_alg(), data).as_ref().to_vec()
+    }
+
+    /// Hi(password, salt, i) of RFC 5802: PBKDF2 with HMAC of this hash.
+    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        let alg = match self {
+            Scram::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+            Scram::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,
+        };
+        let mut out = vec![0u8; self.output_len()];
+        let iterations = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        pbkdf2::derive(alg, iterations, salt, password, &mut out);
+        out
+    }
+}
+
+/// How a credential may be used: by SCRAM with its hash (and PLAIN), or by PLAIN only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mechanism {
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    /// A password for PLAIN only (kept salted and hashed as SCRAM-SHA-512 would).
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl Mechanism {
+    pub fn parse(s: &str) -> Option<Mechanism> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "SCRAM-SHA-256" => Some(Mechanism::ScramSha256),
+            "SCRAM-SHA-512" => Some(Mechanism::ScramSha512),
+            "PLAIN" => Some(Mechanism::Plain),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::Plain => "PLAIN",
+        }
+    }
+
+    /// The hash its stored credential uses.
+    pub fn scram(self) -> Scram {
+        match self {
+            Mechanism::ScramSha256 => Scram::Sha256,
+            Mechanism::ScramSha512 | Mechanism::Plain => Scram::Sha512,
+        }
+    }
+}
+
+/// One stored credential (RFC 5802's server-side values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    #[serde(with = "b64")]
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    #[serde(with = "b64")]
+    pub stored_key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub server_key: Vec<u8>,
+}
+
+impl Credential {
+    /// From a salted password (what AlterUserScramCredentials carries).
+    pub fn from_salted(scram: Scram, salt: Vec<u8>, iterations: u32, salted: &[u8]) -> Credential {
+        let client_key = scram.hmac(salted, &[b"Client Key"]);
+        Credential {
+            stored_key: scram.hash(&client_key),
+            server_key: scram.hmac(salted, &[b"Server Key"]),
+            salt,
+            iterations,
+        }
+    }
+
+    /// From a password, with a new random salt.
+    pub fn new(scram: Scram, password: &str, iterations: u32) -> Result<Credential> {
+        let mut salt = vec![0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut salt)
+            .map_err(|_| Error::Internal("no random source for a salt".into()))?;
+        let salted = scram.salted_password(password.as_bytes(), &salt, iterations);
+        Ok(Credential::from_salted(scram, salt, iterations, &salted))
+    }
+
+    /// Whether `password` is this credential's (PLAIN), compared in constant time.
+    pub fn matches(&self, scram: Scram, password: &str) -> bool {
+        let salted = scram.salted_password(password.as_bytes(), &self.salt, self.iterations);
+        let client_key = scram.hmac(&salted, &[b"Client Key"]);
+        constant_time_eq(&scram.hash(&client_key), &self.stored_key)
+    }
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A user's stored credentials, by mechanism.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub credentials: BTreeMap<Mechanism, Credential>,
+}
+
+/// The stored users (over the store's security records).
+#[derive(Debug, Clone)]
+pub struct Users {
+    store: Store,
+}
+
+fn key(name: &str) -> Vec<u8> {
+    let mut k = PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Kafka's checks of a user name: not empty, bounded.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidRequest("a user name must not be empty".into()));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::InvalidRequest(format!(
+            "a user name may have at most {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(Error::InvalidRequest(
+            "a user name must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Users {
+    pub fn new(store: Store) -> Users {
+        Users { store }
+    }
+
+    /// The user `name`, if stored.
+    pub fn get(&self, name: &str) -> Result<Option<User>> {
+        let k = key(name);
+        let recs = self.store.security_records(&k)?;
+        match recs.into_iter().find(|(rk, _)| *rk == k) {
+            None => Ok(None),
+            Some((_, v)) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("user record of {name}: {e}"))),
+        }
+    }
+
+    /// Every stored user, by name.
+    pub fn list(&self) -> Result<Vec<(String, User)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.security_records(PREFIX)? {
+            let name = String::from_utf8_lossy(&k[PREFIX.len()..]).into_owned();
+            let user: User = serde_json::from_slice(&v)
+                .map_err(|e| Error::Internal(format!("user record of {name}: {e}")))?;
+            out.push((name, user));
+        }
+        Ok(out)
+    }
+
+    /// Applies credential changes in one durable write: `Some` sets a mechanism's credential,
+    /// `None` removes it (a user left with none is removed).
+    pub fn apply(&self, changes: &[(String, Mechanism, Option<Credential>)]) -> Result<()> {
+        let mut users: BTreeMap<String, User> = BTreeMap::new();
+        for (name, _, _) in changes {
+            if !users.contains_key(name) {
+                users.insert(name.clone(), self.get(name)?.unwrap_or_default());
+            }
+        }
+        let existing = self.store.security_records(PREFIX)?.len();
+        let new = users.values().filter(|u| u.credentials.is_empty()).count();
+        for (name, mech, cred) in changes {
+            check_name(name)?;
+            let user = users.entry(name.clone()).or_default();
+            match cred {
+                Some(c) => {
+                    user.credentials.insert(*mech, c.clone());
+                }
+                None => {
+                    user.credentials.remove(mech);
+                }
+            }
+        }
+        if existing + new > MAX_USERS {
+            return Err(Error::PolicyViolation(format!(
+                "at most {MAX_USERS} users may be stored"
+            )));
+        }
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = users
+            .iter()
+            .map(|(name, user)| {
+                let v = (!user.credentials.is_empty())
+                    .then(|| serde_json::to_vec(user).unwrap_or_default());
+                (key(name), v)
+            })
+            .collect();
+        self.store.put_security_records(&records)?;
+        Ok(())
+    }
+
+    /// Removes a user and all its credentials; false when there was none.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        if self.get(name)?.is_none() {
+            return Ok(false);
+        }
+        self.store.put_security_records(&[(key(name), None)])?;
+        Ok(true)
+    }
+
+    /// PLAIN: whether `password` is `name`'s (a PLAIN credential, else any SCRAM one).
+    pub fn check_password(&self, name: &str, password: &str) -> Result<bool> {
+        let Some(user) = self.get(name)? else {
+            return Ok(false);
+        };
+        for (mech, cred) in &user.credentials {
+            if cred.matches(mech.scram(), password) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// base64 as SCRAM and the CLI write it.
+pub fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7677's SCRAM-SHA-256 example: user "user", password "pencil".
+    #[test]
+    fn rfc7677_keys() {
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+            .unwrap();
+        let salted = Scram::Sha256.salted_password(b"pencil", &salt, 4096);
+        let c = Credential::from_salted(Scram::Sha256, salt, 4096, &salted);
+        // ServerSignature of the RFC's exchange, computed from the ServerKey.
+        let auth = "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+        let sig = Scram::Sha256.hmac(&c.server_key, &[auth.as_bytes()]);
+        assert_eq!(b64(&sig), "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert!(c.matches(Scram::Sha256, "pencil"));
+        assert!(!c.matches(Scram::Sha256, "pencil2"));
+    }
+}
