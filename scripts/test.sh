@@ -20,6 +20,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x "${KB_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 # tests/contrib.rs checks contrib/kafkabox.service with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# tests/security.rs makes its CA and certificates with the openssl command.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq

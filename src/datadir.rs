@@ -160,7 +160,7 @@ fn open_for_users(dir: &Path) -> Result<Store> {
     config.min_free_bytes = 0;
     Store::open(config).map_err(|e| {
         let text = e.to_string();
-        if text.contains("lock") || text.contains("WouldBlock") || text.contains("Resource temporarily unavailable") {
+        if text.contains("in use") || text.contains("lock") || text.contains("Resource temporarily unavailable") {
             anyhow::anyhow!(
                 "{} is in use (is kafkabox running on it?); change the users of a running box with an admin client (AlterUserScramCredentials, e.g. kafka-configs.sh --alter --add-config 'SCRAM-SHA-512=[password=...]' --entity-type users --entity-name NAME): {text}",
                 dir.display()

@@ -22,6 +22,7 @@ impl KafkaApi for AlterConfigs {
 
     fn handle(session: &mut Session, call: Call, req: AlterConfigsRequest) -> Pending {
         let topics = session.services.topics.clone();
+        let access = super::Access::of(session);
         blocking(call, "AlterConfigs", move || {
             let r = {
                 req.resources
@@ -40,6 +41,7 @@ impl KafkaApi for AlterConfigs {
                             .collect();
                         let outcome = alter(
                             &topics,
+                            &access,
                             res.resource_type,
                             res.resource_name.as_str(),
                             &ops,
@@ -63,14 +65,26 @@ impl KafkaApi for AlterConfigs {
 }
 
 /// Shared with IncrementalAlterConfigs: applies `ops` to a topic, or refuses broker changes.
+#[allow(clippy::too_many_arguments)]
 pub fn alter(
     topics: &crate::services::Topics,
+    access: &super::Access,
     resource_type: i8,
     name: &str,
     ops: &[(String, u8, Option<String>)],
     replace: bool,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
+    if !super::describe_configs::config_allowed(access, super::Operation::AlterConfigs, resource_type, name) {
+        return Err((
+            if resource_type == TOPIC {
+                ResponseError::TopicAuthorizationFailed
+            } else {
+                ResponseError::ClusterAuthorizationFailed
+            },
+            "Authorization failed.".to_string(),
+        ));
+    }
     match resource_type {
         TOPIC => topics
             .alter_configs(name, ops, replace, validate_only)

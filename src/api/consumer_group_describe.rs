@@ -28,13 +28,19 @@ impl KafkaApi for ConsumerGroupDescribe {
 
     fn handle(session: &mut Session, call: Call, req: ConsumerGroupDescribeRequest) -> Pending {
         let services = &session.services;
+        let access = super::Access::of(session);
         let groups = req
             .group_ids
             .iter()
             .map(|id| {
                 let mut d = DescribedGroup::default().with_group_id(id.clone());
                 if req.include_authorized_operations {
-                    d.authorized_operations = GROUP_OPERATIONS;
+                    d.authorized_operations =
+                        access.operations(super::ResourceType::Group, id.0.as_str(), GROUP_OPERATIONS);
+                }
+                if !access.allowed(super::Operation::Describe, super::ResourceType::Group, id.0.as_str()) {
+                    d.error_code = kafka_protocol::ResponseError::GroupAuthorizationFailed.code();
+                    return d;
                 }
                 match services.groups.consumer_describe(id.0.as_str()) {
                     Ok(Some(g)) => {

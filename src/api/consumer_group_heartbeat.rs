@@ -22,6 +22,18 @@ impl KafkaApi for ConsumerGroupHeartbeat {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: ConsumerGroupHeartbeatRequest) -> Pending {
+        if !super::allowed(
+            session,
+            super::Operation::Read,
+            super::ResourceType::Group,
+            req.group_id.0.as_str(),
+        ) {
+            return call.ready(
+                &kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default().with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
+        }
         let resp = answer(session, call, req);
         let services = session.services.clone();
         Box::pin(async move {

@@ -20,6 +20,7 @@ impl KafkaApi for CreatePartitions {
 
     fn handle(session: &mut Session, call: Call, req: CreatePartitionsRequest) -> Pending {
         let topics = session.services.topics.clone();
+        let access = super::Access::of(session);
         blocking(call, "CreatePartitions", move || {
             let r = {
                 req.topics
@@ -28,7 +29,13 @@ impl KafkaApi for CreatePartitions {
                         let bad_assignment = t.assignments.iter().flatten().any(|a| {
                             a.broker_ids.iter().any(|b| b.0 != NODE_ID)
                         });
-                        let outcome = if bad_assignment {
+                        let outcome = if !access.allowed(
+                            super::Operation::Alter,
+                            super::ResourceType::Topic,
+                            t.name.0.as_str(),
+                        ) {
+                            Err(Error::TopicAuthorization("Authorization failed.".into()))
+                        } else if bad_assignment {
                             Err(Error::InvalidReplicaAssignment(
                                 "Replica assignments may only name broker 0.".into(),
                             ))

@@ -77,14 +77,27 @@ fn create_all(
     topics: &Topics,
     req: &CreateTopicsRequest,
     version: i16,
+    access: &super::Access,
 ) -> Vec<CreatableTopicResult> {
     let mut results = Vec::with_capacity(req.topics.len());
+    // CREATE on the cluster, or on each topic (when ACLs are enforced).
+    let cluster = access.may(
+        super::Operation::Create,
+        super::ResourceType::Cluster,
+        crate::services::acl::CLUSTER_NAME,
+    );
     for t in &req.topics {
         let name = t.name.0.as_str();
         let mut r = CreatableTopicResult::default()
             .with_name(topic_name(name))
             .with_num_partitions(-1)
             .with_replication_factor(-1);
+        if !cluster && !access.allowed(super::Operation::Create, super::ResourceType::Topic, name) {
+            r.error_code = kafka_protocol::ResponseError::TopicAuthorizationFailed.code();
+            r.error_message = Some(str_bytes("Authorization failed."));
+            results.push(r);
+            continue;
+        }
         let nt = new_topic(t);
         let outcome = topics.check_new(&nt).and_then(|(partitions, configs)| {
             if req.validate_only {
@@ -137,8 +150,9 @@ fn create_all(
 
 fn handle(session: &mut Session, call: Call, req: CreateTopicsRequest) -> Pending {
     let topics = session.services.topics.clone();
+    let access = super::Access::of(session);
     blocking(call, "CreateTopics", move || {
-        let results = create_all(&topics, &req, call.version);
+        let results = create_all(&topics, &req, call.version, &access);
         CreateTopicsResponse::default().with_topics(results)
     })
 }

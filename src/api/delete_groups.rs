@@ -20,11 +20,17 @@ impl KafkaApi for DeleteGroups {
     fn handle(session: &mut Session, call: Call, req: DeleteGroupsRequest) -> Pending {
         let groups = session.services.groups.clone();
         let services = session.services.clone();
+        let access = super::Access::of(session);
         Box::pin(async move {
             let job = tokio::task::spawn_blocking(move || {
                 req.groups_names
                     .iter()
                     .map(|id| {
+                        if !access.allowed(super::Operation::Delete, super::ResourceType::Group, id.0.as_str()) {
+                            return DeletableGroupResult::default()
+                                .with_group_id(id.clone())
+                                .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+                        }
                         let code = match groups.delete(id.0.as_str()) {
                             Ok(()) => 0,
                             Err(e) => errors::code(&e).code(),

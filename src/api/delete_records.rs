@@ -22,12 +22,18 @@ impl KafkaApi for DeleteRecords {
 
     fn handle(session: &mut Session, call: Call, req: DeleteRecordsRequest) -> Pending {
         let services = session.services.clone();
+        let access = super::Access::of(session);
         Box::pin(async move {
             let s = services.clone();
             let job = tokio::task::spawn_blocking(move || {
                 req.topics
                     .iter()
                     .map(|t| {
+                        let may = access.allowed(
+                            super::Operation::Delete,
+                            super::ResourceType::Topic,
+                            t.name.0.as_str(),
+                        );
                         let topic = s.topics.get(t.name.0.as_str());
                         let parts = t
                             .partitions
@@ -36,6 +42,10 @@ impl KafkaApi for DeleteRecords {
                                 let mut r = DeleteRecordsPartitionResult::default()
                                     .with_partition_index(p.partition_index)
                                     .with_low_watermark(-1);
+                                if !may {
+                                    r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                                    return r;
+                                }
                                 match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                                     None => {
                                         r.error_code = ResponseError::UnknownTopicOrPartition.code()

@@ -22,8 +22,9 @@ impl KafkaApi for DeleteTopics {
 
     fn handle(session: &mut Session, call: Call, req: DeleteTopicsRequest) -> Pending {
         let topics = session.services.topics.clone();
+        let access = super::Access::of(session);
         blocking(call, "DeleteTopics", move || {
-            let r = delete_all(&topics, call, &req);
+            let r = delete_all(&topics, call, &req, &access);
             DeleteTopicsResponse::default().with_responses(r)
         })
     }
@@ -42,7 +43,12 @@ const SCHEMA: Schema = Schema::new(
     4,
 );
 
-fn delete_all(topics: &Topics, call: Call, req: &DeleteTopicsRequest) -> Vec<DeletableTopicResult> {
+fn delete_all(
+    topics: &Topics,
+    call: Call,
+    req: &DeleteTopicsRequest,
+    access: &super::Access,
+) -> Vec<DeletableTopicResult> {
     // (name, id) pairs as asked: names before v6, names or ids from v6.
     let asked: Vec<(Option<String>, uuid::Uuid)> = if call.version >= 6 {
         req.topics
@@ -64,6 +70,11 @@ fn delete_all(topics: &Topics, call: Call, req: &DeleteTopicsRequest) -> Vec<Del
                 None => topics.by_id(*id.as_bytes()).map(|t| t.meta.name.clone()),
             };
             let outcome = match target {
+                Some(n)
+                    if !access.allowed(super::Operation::Delete, super::ResourceType::Topic, &n) =>
+                {
+                    Err((ResponseError::TopicAuthorizationFailed, "Authorization failed.".to_string()))
+                }
                 Some(n) => {
                     if call.version >= 6 {
                         if let Some(t) = topics.get(&n) {

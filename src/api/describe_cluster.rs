@@ -20,6 +20,12 @@ impl KafkaApi for DescribeCluster {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: DescribeClusterRequest) -> Pending {
+        if !super::cluster_allowed(session, super::Operation::Describe) {
+            let resp = DescribeClusterResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code())
+                .with_error_message(Some(str_bytes("DescribeCluster needs DESCRIBE on the cluster")));
+            return call.ready(&resp);
+        }
         let (host, port) = session.advertised();
         let mut resp = DescribeClusterResponse::default()
             .with_cluster_id(str_bytes(session.services.store.cluster_id()))
@@ -32,7 +38,11 @@ impl KafkaApi for DescribeCluster {
             resp.endpoint_type = req.endpoint_type;
         }
         if req.include_cluster_authorized_operations {
-            resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+            resp.cluster_authorized_operations = super::Access::of(session).operations(
+                super::ResourceType::Cluster,
+                crate::services::acl::CLUSTER_NAME,
+                CLUSTER_OPERATIONS,
+            );
         }
         call.ready(&resp)
     }

@@ -17,6 +17,15 @@ pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
 pub const BROKER_LOGGER: i8 = 8;
 
+/// Whether `access` may do `op` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on a config resource: a
+/// topic's are the topic's, the broker's are the cluster's.
+pub fn config_allowed(access: &super::Access, op: super::Operation, resource_type: i8, name: &str) -> bool {
+    match resource_type {
+        TOPIC => access.allowed(op, super::ResourceType::Topic, name),
+        _ => access.allowed(op, super::ResourceType::Cluster, crate::services::acl::CLUSTER_NAME),
+    }
+}
+
 /// DescribeConfigs, declared for the API table.
 pub struct DescribeConfigs;
 
@@ -29,6 +38,7 @@ impl KafkaApi for DescribeConfigs {
 
     fn handle(session: &mut Session, call: Call, req: DescribeConfigsRequest) -> Pending {
         let topics = &session.services.topics;
+        let access = super::Access::of(session);
         let results = req
             .resources
             .iter()
@@ -43,6 +53,14 @@ impl KafkaApi for DescribeConfigs {
                     .map(|k| k.iter().map(|s| s.to_string()).collect());
                 let values: Result<Vec<ConfigValue>, (ResponseError, String)> =
                     match res.resource_type {
+                        t if !config_allowed(&access, super::Operation::DescribeConfigs, t, name) => Err((
+                            if t == TOPIC {
+                                ResponseError::TopicAuthorizationFailed
+                            } else {
+                                ResponseError::ClusterAuthorizationFailed
+                            },
+                            "Authorization failed.".to_string(),
+                        )),
                         TOPIC => match topics.get(name) {
                             Some(t) => Ok(topics.describe_configs(&t, keys.as_deref())),
                             None => Err((

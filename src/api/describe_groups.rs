@@ -9,7 +9,11 @@ use super::{str_bytes, Call, KafkaApi, Pending};
 use crate::listener::Session;
 
 /// KIP-430 operations on a group, with no ACLs: READ(3), DELETE(6), DESCRIBE(8).
-pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+pub const GROUP_OPERATIONS: &[super::Operation] = &[
+    super::Operation::Read,
+    super::Operation::Delete,
+    super::Operation::Describe,
+];
 
 /// DescribeGroups, declared for the API table.
 pub struct DescribeGroups;
@@ -23,13 +27,19 @@ impl KafkaApi for DescribeGroups {
 
     fn handle(session: &mut Session, call: Call, req: DescribeGroupsRequest) -> Pending {
         let groups = &session.services.groups;
+        let access = super::Access::of(session);
         let described = req
             .groups
             .iter()
             .map(|id| {
                 let mut d = DescribedGroup::default().with_group_id(id.clone());
                 if req.include_authorized_operations && call.version >= 3 {
-                    d.authorized_operations = GROUP_OPERATIONS;
+                    d.authorized_operations =
+                        access.operations(super::ResourceType::Group, id.0.as_str(), GROUP_OPERATIONS);
+                }
+                if !access.allowed(super::Operation::Describe, super::ResourceType::Group, id.0.as_str()) {
+                    d.error_code = ResponseError::GroupAuthorizationFailed.code();
+                    return d;
                 }
                 match groups.describe(id.0.as_str()) {
                     Some(g) => {

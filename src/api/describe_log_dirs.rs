@@ -21,6 +21,11 @@ impl KafkaApi for DescribeLogDirs {
 
     fn handle(session: &mut Session, call: Call, req: DescribeLogDirsRequest) -> Pending {
         let services = session.services.clone();
+        if !super::cluster_allowed(session, super::Operation::Describe) {
+            return call.ready(&DescribeLogDirsResponse::default().with_error_code(
+                kafka_protocol::ResponseError::ClusterAuthorizationFailed.code(),
+            ));
+        }
         Box::pin(async move {
             let job = tokio::task::spawn_blocking(move || {
                 let store = &services.store;

@@ -22,11 +22,13 @@ impl KafkaApi for DescribeProducers {
 
     fn handle(session: &mut Session, call: Call, req: DescribeProducersRequest) -> Pending {
         let store = &session.services.store;
+        let access = super::Access::of(session);
         let topics = req
             .topics
             .iter()
             .map(|t| {
-                let topic = store.topic(t.name.0.as_str());
+                let may = access.allowed(super::Operation::Read, super::ResourceType::Topic, t.name.0.as_str());
+                let topic = store.topic(t.name.0.as_str()).filter(|_| may);
                 TopicResponse::default()
                     .with_name(t.name.clone())
                     .with_partitions(
@@ -35,6 +37,9 @@ impl KafkaApi for DescribeProducers {
                             .map(|&p| {
                                 let mut r = PartitionResponse::default().with_partition_index(p);
                                 match topic.as_ref().and_then(|t| t.partition(p)) {
+                                    None if !may => {
+                                        r.error_code = ResponseError::TopicAuthorizationFailed.code()
+                                    }
                                     None => {
                                         r.error_code = ResponseError::UnknownTopicOrPartition.code()
                                     }

@@ -45,6 +45,7 @@ pub fn code(e: &Error) -> ResponseError {
         Error::UnacceptableCredential(_) => R::UnacceptableCredential,
         Error::DuplicateResource(_) => R::DuplicateResource,
         Error::ClusterAuthorization(_) => R::ClusterAuthorizationFailed,
+        Error::TopicAuthorization(_) => R::TopicAuthorizationFailed,
         Error::Internal(_) => R::UnknownServerError,
         Error::Storage(e) => storage(e),
     }

@@ -26,7 +26,11 @@ struct Built {
     has_error: bool,
 }
 
-fn build(broker: &crate::services::Services, req: &FetchRequest) -> Built {
+fn build(
+    broker: &crate::services::Services,
+    req: &FetchRequest,
+    denied: &std::collections::HashSet<String>,
+) -> Built {
     let store = &broker.store;
     let mut remaining = usize::try_from(req.max_bytes)
         .unwrap_or(0)
@@ -47,6 +51,12 @@ fn build(broker: &crate::services::Services, req: &FetchRequest) -> Built {
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                 .with_records(Some(bytes::Bytes::new()));
+            if denied.contains(name) {
+                has_error = true;
+                pd.error_code = ResponseError::TopicAuthorizationFailed.code();
+                parts.push(pd);
+                continue;
+            }
             let part = topic.as_ref().and_then(|t| t.partition(fp.partition));
             let Some(part) = part else {
                 has_error = true;
@@ -159,6 +169,16 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
     let broker = session.services.clone();
+    // READ on each topic (when ACLs are enforced); refused partitions answer
+    // TOPIC_AUTHORIZATION_FAILED.
+    let denied: std::collections::HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.topic.0.as_str())
+        .filter(|t| !super::allowed(session, super::Operation::Read, super::ResourceType::Topic, t))
+        .map(str::to_string)
+        .collect();
+    let denied = std::sync::Arc::new(denied);
     Box::pin(async move {
         if call.version >= 7 && (req.session_id != 0 || req.session_epoch > 0) {
             // kafkabox never hands out a session, so an incremental fetch cannot be one of ours.
@@ -177,8 +197,8 @@ fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
             appends.borrow_and_update();
             // Reading the store is blocking work: never on a runtime worker.
             let built = {
-                let (broker, req) = (broker.clone(), req.clone());
-                match tokio::task::spawn_blocking(move || build(&broker, &req)).await {
+                let (broker, req, denied) = (broker.clone(), req.clone(), denied.clone());
+                match tokio::task::spawn_blocking(move || build(&broker, &req, &denied)).await {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!(error = %e, "fetch task failed");

@@ -38,8 +38,17 @@ const SCHEMA: Schema = Schema::new(
 fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pending {
     let (host, port) = session.advertised();
     let mut resp = FindCoordinatorResponse::default();
+    let access = super::Access::of(session);
     let answer = |key: &str| -> (i16, Option<String>) {
         match req.key_type {
+            0 if !key.is_empty()
+                && !access.allowed(super::Operation::Describe, super::ResourceType::Group, key) =>
+            {
+                (
+                    ResponseError::GroupAuthorizationFailed.code(),
+                    Some("Not authorized to describe this group.".into()),
+                )
+            }
             0 | 1 if key.is_empty() => (
                 ResponseError::InvalidRequest.code(),
                 Some("The coordinator key is empty.".into()),

@@ -18,6 +18,18 @@ impl KafkaApi for Heartbeat {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: HeartbeatRequest) -> Pending {
+        if !super::allowed(
+            session,
+            super::Operation::Read,
+            super::ResourceType::Group,
+            req.group_id.0.as_str(),
+        ) {
+            return call.ready(
+                &kafka_protocol::messages::HeartbeatResponse::default().with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
+        }
         let r = session.services.groups.heartbeat(
             req.group_id.0.as_str(),
             req.member_id.as_str(),

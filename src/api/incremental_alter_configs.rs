@@ -20,6 +20,7 @@ impl KafkaApi for IncrementalAlterConfigs {
 
     fn handle(session: &mut Session, call: Call, req: IncrementalAlterConfigsRequest) -> Pending {
         let topics = session.services.topics.clone();
+        let access = super::Access::of(session);
         blocking(call, "IncrementalAlterConfigs", move || {
             let r = {
                 req.resources
@@ -38,6 +39,7 @@ impl KafkaApi for IncrementalAlterConfigs {
                             .collect();
                         let outcome = alter(
                             &topics,
+                            &access,
                             res.resource_type,
                             res.resource_name.as_str(),
                             &ops,

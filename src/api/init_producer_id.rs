@@ -37,6 +37,19 @@ const SCHEMA: Schema = Schema::new(
 fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
     let store = session.services.store.clone();
     let owner = session.principal.clone();
+    // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (when ACLs are enforced).
+    let may = req.transactional_id.is_some()
+        || super::Access::of(session).may(
+            super::Operation::IdempotentWrite,
+            super::ResourceType::Cluster,
+            crate::services::acl::CLUSTER_NAME,
+        )
+        || session.services.acl.authorize_any(
+            &session.principal,
+            session.peer.ip(),
+            super::Operation::Write,
+            super::ResourceType::Topic,
+        );
     Box::pin(async move {
         let mut resp = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
@@ -53,6 +66,10 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
                 "InitProducerId for a transactional producer: kafkabox does not support transactions"
             );
             resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return call.respond(&resp);
+        }
+        if !may {
+            resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
             return call.respond(&resp);
         }
         match tokio::task::spawn_blocking(move || store.new_producer_id(owner.as_bytes())).await {

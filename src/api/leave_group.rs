@@ -19,6 +19,18 @@ impl KafkaApi for LeaveGroup {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: LeaveGroupRequest) -> Pending {
+        if !super::allowed(
+            session,
+            super::Operation::Read,
+            super::ResourceType::Group,
+            req.group_id.0.as_str(),
+        ) {
+            return call.ready(
+                &kafka_protocol::messages::LeaveGroupResponse::default().with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
+        }
         let members: Vec<(String, Option<String>)> = if call.version < 3 {
             vec![(req.member_id.to_string(), None)]
         } else {

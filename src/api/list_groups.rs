@@ -21,6 +21,13 @@ impl KafkaApi for ListGroups {
     fn handle(session: &mut Session, call: Call, req: ListGroupsRequest) -> Pending {
         let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
         let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+        // DESCRIBE on the cluster lists every group; otherwise those the client may DESCRIBE.
+        let access = super::Access::of(session);
+        let all = access.may(
+            super::Operation::Describe,
+            super::ResourceType::Cluster,
+            crate::services::acl::CLUSTER_NAME,
+        );
         let groups = session
             .services
             .groups
@@ -28,6 +35,9 @@ impl KafkaApi for ListGroups {
             .into_iter()
             .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
             .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+            .filter(|g| {
+                all || access.may(super::Operation::Describe, super::ResourceType::Group, &g.group_id)
+            })
             .map(|g| {
                 let mut l = ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(&g.group_id)))

@@ -51,8 +51,9 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
     let services = session.services.clone();
+    let access = super::Access::of(session);
     blocking(call, "ListOffsets", move || {
-        let topics = answer(&services, call, &req);
+        let topics = answer(&services, call, &req, &access);
         ListOffsetsResponse::default().with_topics(topics)
     })
 }
@@ -62,12 +63,14 @@ fn answer(
     services: &Services,
     call: Call,
     req: &ListOffsetsRequest,
+    access: &super::Access,
 ) -> Vec<ListOffsetsTopicResponse> {
     let store = &services.store;
     let mut topics = Vec::with_capacity(req.topics.len());
     for lt in &req.topics {
         let name = lt.name.0.as_str();
         let topic = store.topic(name);
+        let may = access.allowed(super::Operation::Describe, super::ResourceType::Topic, name);
         let mut parts = Vec::with_capacity(lt.partitions.len());
         for lp in &lt.partitions {
             let mut r = ListOffsetsPartitionResponse::default()
@@ -76,6 +79,11 @@ fn answer(
                 .with_offset(-1);
             if call.version >= 4 {
                 r.leader_epoch = LEADER_EPOCH;
+            }
+            if !may {
+                r.error_code = ResponseError::TopicAuthorizationFailed.code();
+                parts.push(r);
+                continue;
             }
             let part = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
             let Some(part) = part else {

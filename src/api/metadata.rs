@@ -9,18 +9,33 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_storage::Topic;
 
-use super::{errors, str_bytes, topic_name, topic_uuid, LEADER_EPOCH, NODE_ID};
+use super::{
+    errors, str_bytes, topic_name, topic_uuid, Access, Operation, ResourceType, LEADER_EPOCH,
+    NODE_ID,
+};
 use crate::services::topics::{validate_topic_name, Topics};
 
-/// KIP-430 authorized operations: kafkabox has no ACLs, so every client may do everything a
-/// topic allows: READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8) DESCRIBE_CONFIGS(10)
-/// ALTER_CONFIGS(11), as bits.
-pub const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-/// ... and everything on the cluster: CREATE(5) ALTER(7) DESCRIBE(8) CLUSTER_ACTION(9)
-/// DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11) IDEMPOTENT_WRITE(12).
-pub const CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+/// The operations a topic has (KIP-430 authorized operations are the allowed ones of these).
+pub const TOPIC_OPERATIONS: &[Operation] = &[
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
+/// ... and the cluster.
+pub const CLUSTER_OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+];
 use crate::api::{Call, KafkaApi, Pending, Reply};
 use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
@@ -52,19 +67,28 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, code: ResponseError) -> Metad
         .with_error_code(code.code())
 }
 
-/// Answers for the requested topics, creating missing ones when allowed (blocking).
+/// Answers for the requested topics, creating missing ones when allowed (blocking). With ACLs
+/// enforced, a listing shows only the topics the client may DESCRIBE, a named topic it may not
+/// is TOPIC_AUTHORIZATION_FAILED, and auto-creation needs CREATE on the cluster or the topic.
 fn resolve(
     topics: &Topics,
     req: &MetadataRequest,
     version: i16,
     auto_create: bool,
+    access: &Access,
 ) -> Vec<MetadataResponseTopic> {
     let all = match &req.topics {
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
+    let topic_t = ResourceType::Topic;
     if all {
-        return topics.list().iter().map(|t| describe(t)).collect();
+        return topics
+            .list()
+            .iter()
+            .filter(|t| access.may(Operation::Describe, topic_t, &t.meta.name))
+            .map(|t| describe(t))
+            .collect();
     }
     let allow_create = auto_create && req.allow_auto_topic_creation;
     let mut out = Vec::new();
@@ -76,6 +100,12 @@ fn resolve(
                 .into_iter()
                 .find(|t| topic_uuid(t) == rt.topic_id)
             {
+                Some(t) if !access.allowed(Operation::Describe, topic_t, &t.meta.name) => out
+                    .push(error_topic(
+                        None,
+                        rt.topic_id,
+                        ResponseError::TopicAuthorizationFailed,
+                    )),
                 Some(t) => out.push(describe(&t)),
                 None => out.push(error_topic(
                     None,
@@ -86,7 +116,15 @@ fn resolve(
             continue;
         };
         if let Some(t) = topics.get(name) {
-            out.push(describe(&t));
+            if access.allowed(Operation::Describe, topic_t, name) {
+                out.push(describe(&t));
+            } else {
+                out.push(error_topic(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    ResponseError::TopicAuthorizationFailed,
+                ));
+            }
             continue;
         }
         if let Err(msg) = validate_topic_name(name) {
@@ -95,6 +133,20 @@ fn resolve(
                 Some(name),
                 uuid::Uuid::nil(),
                 ResponseError::InvalidTopicException,
+            ));
+            continue;
+        }
+        let may_create = || {
+            access.may(Operation::Create, ResourceType::Cluster, crate::services::acl::CLUSTER_NAME)
+                || access.allowed(Operation::Create, topic_t, name)
+        };
+        if (allow_create && !may_create())
+            || (!allow_create && !access.allowed(Operation::Describe, topic_t, name))
+        {
+            out.push(error_topic(
+                Some(name),
+                uuid::Uuid::nil(),
+                ResponseError::TopicAuthorizationFailed,
             ));
             continue;
         }
@@ -148,11 +200,14 @@ fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
     let auto_create = session.services.config.auto_create_topics;
     let cluster_id = session.services.store.cluster_id().to_string();
     let (host, port) = session.advertised();
+    let access = Access::of(session);
     Box::pin(async move {
         let include_cluster_ops = req.include_cluster_authorized_operations;
         let include_topic_ops = req.include_topic_authorized_operations;
-        let job =
-            tokio::task::spawn_blocking(move || resolve(&topics, &req, call.version, auto_create));
+        let acc = access.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            resolve(&topics, &req, call.version, auto_create, &acc)
+        });
         let mut topics = match job.await {
             Ok(t) => t,
             Err(e) => {
@@ -162,7 +217,13 @@ fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
         };
         if include_topic_ops && call.version >= 8 {
             for t in &mut topics {
-                t.topic_authorized_operations = TOPIC_OPERATIONS;
+                if let Some(name) = &t.name {
+                    t.topic_authorized_operations = access.operations(
+                        ResourceType::Topic,
+                        name.0.as_str(),
+                        TOPIC_OPERATIONS,
+                    );
+                }
             }
         }
         let mut resp = MetadataResponse::default()
@@ -174,7 +235,11 @@ fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
             .with_controller_id(BrokerId(NODE_ID))
             .with_topics(topics);
         if include_cluster_ops && (8..=10).contains(&call.version) {
-            resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+            resp.cluster_authorized_operations = access.operations(
+                ResourceType::Cluster,
+                crate::services::acl::CLUSTER_NAME,
+                CLUSTER_OPERATIONS,
+            );
         }
         call.respond(&resp)
     })

@@ -7,19 +7,24 @@
 pub mod errors;
 
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_user_scram_credentials;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -51,6 +56,7 @@ use kafkabox_storage::Topic;
 use tracing::{debug, warn, Instrument};
 
 use crate::listener::Session;
+pub use crate::services::acl::{Operation, ResourceType};
 
 pub use crate::services::{LEADER_EPOCH, NODE_ID};
 
@@ -258,6 +264,9 @@ pub static APIS: &[ApiEntry] = &[
     entry::<delete_records::DeleteRecords>(),
     entry::<init_producer_id::InitProducerId>(),
     entry::<offset_for_leader_epoch::OffsetForLeaderEpoch>(),
+    entry::<describe_acls::DescribeAcls>(),
+    entry::<create_acls::CreateAcls>(),
+    entry::<delete_acls::DeleteAcls>(),
     entry::<describe_configs::DescribeConfigs>(),
     entry::<alter_configs::AlterConfigs>(),
     entry::<create_partitions::CreatePartitions>(),
@@ -266,6 +275,8 @@ pub static APIS: &[ApiEntry] = &[
     entry::<offset_delete::OffsetDelete>(),
     entry::<describe_log_dirs::DescribeLogDirs>(),
     entry::<sasl_authenticate::SaslAuthenticate>(),
+    entry::<describe_user_scram_credentials::DescribeUserScramCredentials>(),
+    entry::<alter_user_scram_credentials::AlterUserScramCredentials>(),
     entry::<describe_cluster::DescribeCluster>(),
     entry::<describe_producers::DescribeProducers>(),
     entry::<consumer_group_heartbeat::ConsumerGroupHeartbeat>(),
@@ -383,6 +394,78 @@ fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<Pending, Decode
         }
         .instrument(span.clone()),
     ))
+}
+
+/// Whether the session's principal may do `op` on a resource (always, unless ACLs are
+/// enforced); a refusal is counted and logged at debug.
+pub fn allowed(session: &Session, op: Operation, resource: ResourceType, name: &str) -> bool {
+    Access::of(session).allowed(op, resource, name)
+}
+
+/// Who a request is from, for ACL checks made off the connection's task (blocking work).
+#[derive(Debug, Clone)]
+pub struct Access {
+    services: std::sync::Arc<crate::services::Services>,
+    principal: String,
+    host: std::net::IpAddr,
+}
+
+impl Access {
+    pub fn of(session: &Session) -> Access {
+        Access {
+            services: session.services.clone(),
+            principal: session.principal.clone(),
+            host: session.peer.ip(),
+        }
+    }
+
+    /// [`allowed`]: a refusal is counted and logged.
+    pub fn allowed(&self, op: Operation, resource: ResourceType, name: &str) -> bool {
+        let ok = self
+            .services
+            .acl
+            .authorize(&self.principal, self.host, op, resource, name);
+        if !ok {
+            self.denied(op, resource, name);
+        }
+        ok
+    }
+
+    /// Whether allowed, without counting a refusal (KIP-430 authorized operations, filters).
+    pub fn may(&self, op: Operation, resource: ResourceType, name: &str) -> bool {
+        self.services
+            .acl
+            .authorize(&self.principal, self.host, op, resource, name)
+    }
+
+    /// KIP-430's authorized operations of a resource, as bits of operation codes.
+    pub fn operations(&self, resource: ResourceType, name: &str, ops: &[Operation]) -> i32 {
+        ops.iter()
+            .filter(|op| self.may(**op, resource, name))
+            .fold(0, |bits, op| bits | (1 << op.code()))
+    }
+
+    fn denied(&self, op: Operation, resource: ResourceType, name: &str) {
+        self.services
+            .metrics
+        .authorization_denied
+        .get_or_create(&crate::services::metrics::DeniedLabels {
+            resource: resource.name(),
+        })
+            .inc();
+        debug!(
+            principal = %self.principal,
+            operation = op.name(),
+            resource = resource.name(),
+            name = %crate::services::truncate(name, 256),
+            "denied by the ACLs"
+        );
+    }
+}
+
+/// [`allowed`] on the cluster resource.
+pub fn cluster_allowed(session: &Session, op: Operation) -> bool {
+    allowed(session, op, ResourceType::Cluster, crate::services::acl::CLUSTER_NAME)
 }
 
 pub fn str_bytes(s: &str) -> StrBytes {

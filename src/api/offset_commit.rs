@@ -50,6 +50,23 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pending {
     let services = session.services.clone();
+    // READ on the group, and on each topic committed (when ACLs are enforced).
+    let group_allowed = super::allowed(
+        session,
+        super::Operation::Read,
+        super::ResourceType::Group,
+        req.group_id.0.as_str(),
+    );
+    let denied: std::collections::HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|t| {
+            group_allowed
+                && !super::allowed(session, super::Operation::Read, super::ResourceType::Topic, t)
+        })
+        .map(str::to_string)
+        .collect();
     Box::pin(async move {
         let group_id = req.group_id.0.to_string();
         let who = Committer {
@@ -60,6 +77,7 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
         let offsets: Vec<OffsetToCommit> = req
             .topics
             .iter()
+            .filter(|t| !denied.contains(t.name.0.as_str()))
             .flat_map(|t| {
                 t.partitions.iter().map(|p| OffsetToCommit {
                     topic: t.name.0.to_string(),
@@ -72,7 +90,12 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
             .collect();
         let groups = services.groups.clone();
         let g = group_id.clone();
-        let job = tokio::task::spawn_blocking(move || groups.commit_offsets(&g, &who, offsets));
+        let job = tokio::task::spawn_blocking(move || {
+            if !group_allowed {
+                return Err(crate::services::Error::GroupAuthorization(g));
+            }
+            groups.commit_offsets(&g, &who, offsets)
+        });
         let outcome = match job.await {
             Ok(o) => o,
             Err(e) => {
@@ -107,6 +130,9 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
                                 .map(|p| {
                                     let code: ResponseError = match group_error {
                                         Some(c) => c,
+                                        None if denied.contains(name) => {
+                                            ResponseError::TopicAuthorizationFailed
+                                        }
                                         None => match results.iter().find(|(tn, pi, _)| {
                                             tn == name && *pi == p.partition_index
                                         }) {

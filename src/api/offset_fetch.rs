@@ -57,10 +57,22 @@ const SCHEMA: Schema = Schema::new(
 
 type Fetched = Result<Vec<(String, i32, Option<CommittedOffset>)>, i16>;
 
-fn fetch(groups: &Coordinator, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
-    groups
+/// A group's committed offsets: DESCRIBE on the group needed, and only topics the client may
+/// DESCRIBE are shown (when ACLs are enforced).
+fn fetch(
+    groups: &Coordinator,
+    access: &super::Access,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Fetched {
+    if !access.allowed(super::Operation::Describe, super::ResourceType::Group, group) {
+        return Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
+    let mut rows = groups
         .fetch_offsets(group, topics)
-        .map_err(|e| errors::code(&e).code())
+        .map_err(|e| errors::code(&e).code())?;
+    rows.retain(|(t, _, _)| access.may(super::Operation::Describe, super::ResourceType::Topic, t));
+    Ok(rows)
 }
 
 /// (topic -> [(partition, offset, epoch, metadata)]) in request order of topics.
@@ -80,6 +92,7 @@ fn by_topic(
 
 fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending {
     let groups = session.services.groups.clone();
+    let access = super::Access::of(session);
     let version = call.version;
     blocking(call, "OffsetFetch", move || {
         let resp = {
@@ -90,7 +103,7 @@ fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                match fetch(&groups, req.group_id.0.as_str(), topics) {
+                match fetch(&groups, &access, req.group_id.0.as_str(), topics) {
                     Ok(rows) => {
                         resp.topics = by_topic(&rows)
                             .into_iter()
@@ -129,7 +142,7 @@ fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending
                     });
                     let mut out =
                         OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                    match fetch(&groups, g.group_id.0.as_str(), topics) {
+                    match fetch(&groups, &access, g.group_id.0.as_str(), topics) {
                         Ok(rows) => {
                             out.topics = by_topic(&rows)
                                 .into_iter()

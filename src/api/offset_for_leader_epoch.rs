@@ -23,11 +23,13 @@ impl KafkaApi for OffsetForLeaderEpoch {
 
     fn handle(session: &mut Session, call: Call, req: OffsetForLeaderEpochRequest) -> Pending {
         let store = &session.services.store;
+        let access = super::Access::of(session);
         let topics = req
             .topics
             .iter()
             .map(|t| {
-                let topic = store.topic(t.topic.0.as_str());
+                let may = access.allowed(super::Operation::Describe, super::ResourceType::Topic, t.topic.0.as_str());
+                let topic = store.topic(t.topic.0.as_str()).filter(|_| may);
                 OffsetForLeaderTopicResult::default()
                     .with_topic(t.topic.clone())
                     .with_partitions(
@@ -39,6 +41,9 @@ impl KafkaApi for OffsetForLeaderEpoch {
                                     .with_leader_epoch(-1)
                                     .with_end_offset(-1);
                                 match topic.as_ref().and_then(|t| t.partition(p.partition)) {
+                                    None if !may => {
+                                        r.error_code = ResponseError::TopicAuthorizationFailed.code()
+                                    }
                                     None => {
                                         r.error_code = ResponseError::UnknownTopicOrPartition.code()
                                     }

@@ -108,6 +108,11 @@ const SCHEMA: Schema = Schema::new(
     9,
 );
 
+/// WRITE on the topic (once per topic of a request; the ACLs are in memory).
+fn write_allowed(session: &Session, topic: &str) -> bool {
+    super::allowed(session, super::Operation::Write, super::ResourceType::Topic, topic)
+}
+
 fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
     let acks = req.acks;
     let refuse_all = if !matches!(acks, -1..=1) {
@@ -128,10 +133,15 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
     let mut responses = Vec::with_capacity(req.topic_data.len());
     for td in &req.topic_data {
         let topic = td.name.0.as_str();
+        let may_write = refuse_all.is_some() || write_allowed(session, topic);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for pd in &td.partition_data {
             let o = match &refuse_all {
                 Some((code, msg)) => Outcome::err(*code, msg.clone()),
+                None if !may_write => Outcome::err(
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("Not authorized to write to topic '{}'.", crate::services::truncate(topic, 256)),
+                ),
                 None => produce_one(
                     &session.services,
                     &session.principal,

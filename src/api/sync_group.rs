@@ -21,6 +21,18 @@ impl KafkaApi for SyncGroup {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
+        if !super::allowed(
+            session,
+            super::Operation::Read,
+            super::ResourceType::Group,
+            req.group_id.0.as_str(),
+        ) {
+            return call.ready(
+                &kafka_protocol::messages::SyncGroupResponse::default().with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
+        }
         handle(session, call, req)
     }
 }

@@ -82,6 +82,8 @@ pub enum Error {
     #[error("{0}")]
     ClusterAuthorization(String),
     #[error("{0}")]
+    TopicAuthorization(String),
+    #[error("{0}")]
     Internal(String),
     #[error(transparent)]
     Storage(StoreError),

@@ -10,6 +10,7 @@
 //! - [`retention`]: the background sweep (time and size retention, idle producers).
 //! - [`error`]: the one error type, mapped to Kafka codes in `api::errors`.
 
+pub mod acl;
 pub mod dead_letters;
 pub mod error;
 pub mod groups;
@@ -79,6 +80,8 @@ pub struct Services {
     pub topics: Topics,
     pub groups: Arc<groups::Coordinator>,
     pub metrics: Arc<metrics::Metrics>,
+    /// ACLs and the authorizer (`authorizer.class.name`).
+    pub acl: acl::Authorizer,
     /// Topics whose produce requests are checked record by record against a contract
     /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
     contracts: HashMap<String, Arc<Contract>>,
@@ -97,7 +100,9 @@ impl Services {
         let groups =
             tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
                 .await??;
+        let acl = acl::Authorizer::open(store.clone(), &config)?;
         Ok(Arc::new(Services {
+            acl,
             topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
             metrics: Arc::default(),
