@@ -20,8 +20,12 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x "${KB_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 # tests/contrib.rs checks contrib/kafkabox.service with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
-# tests/security.rs makes its CA and certificates with the openssl command.
+# tests/security.rs makes its CA and certificates with openssl and calls the HTTPS API with curl.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# librdkafka (rdkafka's "ssl" feature: the client commands against TLS/SASL) links OpenSSL.
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq

@@ -176,6 +176,8 @@ pub struct Config {
     pub reject_invalid: bool,
     /// `http.listen`: the HTTP listener (/health, /metrics); empty turns it off.
     pub http_listen: Option<String>,
+    /// `http.listen` given as `https://host:port`: TLS with `ssl.keystore.location`.
+    pub http_tls: bool,
     /// `http.token`: when set, every HTTP request but /health, /metrics and the dashboard page
     /// must carry `Authorization: Bearer <token>`.
     pub http_token: Option<Secret>,
@@ -248,6 +250,7 @@ impl Default for Config {
             webhook_url: None,
             exec_command: None,
             http_listen: Some("127.0.0.1:8080".to_string()),
+            http_tls: false,
             http_token: None,
             http_max_body_bytes: 8 * 1024 * 1024,
             customer_schema: None,
@@ -302,7 +305,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
-    ("http.listen", "HTTP listener: API, dashboard, /health, /metrics (default 127.0.0.1:8080; empty: off)"),
+    ("http.listen", "HTTP listener: API, dashboard, /health, /metrics (default 127.0.0.1:8080; empty: off; https://host:port for TLS with ssl.keystore.location)"),
     ("http.token", "bearer token the HTTP API requires (all but /health, /metrics and the dashboard page); empty: none (default)"),
     ("http.max.body.bytes", "largest HTTP request body accepted (default 8388608)"),
     ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
@@ -523,6 +526,7 @@ impl Config {
             }
             "http.listen" => {
                 let v = value.trim();
+                self.http_tls = v.to_ascii_lowercase().starts_with("https://");
                 self.http_listen = if v.is_empty() {
                     None
                 } else {

@@ -483,6 +483,9 @@ pub fn open_to_the_network(addr: SocketAddr) -> bool {
     !addr.ip().is_loopback()
 }
 
+/// How long a connection stays open after an answer that ends it (failed authentication).
+const CLOSE_AFTER_DELAY: Duration = Duration::from_millis(100);
+
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -601,7 +604,14 @@ where
         };
         session = back;
         drop(permit);
-        if tx.send(pending).await.is_err() || close || session.close_after {
+        if tx.send(pending).await.is_err() || close {
+            break;
+        }
+        if session.close_after {
+            // The answer goes out now; the connection closes a little later, as Kafka's
+            // connection.failed.authentication.delay.ms does (a client that closed at once
+            // could miss the answer, and a password guesser is slowed down).
+            tokio::time::sleep(CLOSE_AFTER_DELAY).await;
             break;
         }
     }

@@ -25,7 +25,9 @@ pub fn server_config(config: &Config, alpn: &[&[u8]]) -> Result<Arc<ServerConfig
     let keystore = config
         .ssl_keystore_location
         .as_deref()
-        .ok_or_else(|| anyhow!("TLS needs ssl.keystore.location"))?;
+        .ok_or_else(|| {
+            anyhow!("TLS (https:// in http.listen, or an SSL or SASL_SSL listener) needs ssl.keystore.location, a PEM file with the private key and certificate chain")
+        })?;
     let (chain, key) = read_keystore(keystore)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

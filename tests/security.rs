@@ -248,6 +248,25 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         assert!(out.contains(&format!("at 127.0.0.1:{port}")), "{out}");
     }
 
+    // The client commands of the binary speak SASL_SSL through -X.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_kafkabox")).args([
+        "topics",
+        "list",
+        "-b",
+        &bootstrap,
+        "-X",
+        "security.protocol=SASL_SSL",
+        "-X",
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "-X",
+        "sasl.username=alice",
+        "-X",
+        "sasl.password=alice-secret",
+        "-X",
+        &ca_arg,
+    ]));
+    assert!(out.contains("kcat-scram") && out.contains("kcat-plain"), "{out}");
+
     // confluent-kafka with SCRAM-SHA-512 and PLAIN: an idempotent producer and a group consumer.
     for (mech, user, pw, topic) in [
         ("SCRAM-SHA-512", "alice", "alice-secret", "ck-scram"),
@@ -532,4 +551,53 @@ fn bad_security_settings_are_clear_errors() {
             assert!(err.contains("cannot read /nonexistent.pem"), "{err}");
         }
     }
+}
+
+#[test]
+fn https_http_listener_with_the_kafka_certificate_and_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path(), &[]);
+    let data = dir.path().join("data");
+    add_user(&data, "alice", "alice-secret", &["SCRAM-SHA-512"]);
+    let b = BrokerProcess::spawn(
+        &data,
+        &[
+            "--set",
+            "listeners=SASL_SSL://127.0.0.1:0",
+            "--set",
+            &format!("ssl.keystore.location={}", certs.server.display()),
+            "--set",
+            "http.listen=https://127.0.0.1:0",
+            "--set",
+            "http.token=s3cret-token",
+        ],
+    );
+    let http = b.http_addr();
+    assert!(b.log_text().contains(&format!("dashboard at https://{http}/")));
+    let curl = |path: &str, token: Option<&str>| -> (String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.env_remove("LD_LIBRARY_PATH")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&certs.ca)
+            .arg(format!("https://localhost:{}{path}", http.port()));
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = run(&mut cmd);
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    assert_eq!(curl("/health", None).0, "200");
+    assert_eq!(curl("/api/topics", None).0, "401");
+    let (code, body) = curl("/api/topics", Some("s3cret-token"));
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("customer-events"), "{body}");
+    // Plain HTTP to the TLS port gets no answer.
+    let out = Command::new("curl")
+        .env_remove("LD_LIBRARY_PATH")
+        .args(["-sS", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{}/health", http.port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("ok"));
 }

@@ -102,7 +102,9 @@ pub fn produce(e: &ProduceError) -> (ResponseError, String) {
         ProduceError::InvalidRecord { message, .. } => {
             (ResponseError::InvalidRecord, message.clone())
         }
-        ProduceError::ForeignProducerId(m) => (ResponseError::ClusterAuthorizationFailed, m.clone()),
+        // Kafka's answer to a producer id it has no record of (for this principal): the client
+        // asks for a new id.
+        ProduceError::ForeignProducerId(m) => (ResponseError::UnknownProducerId, m.clone()),
         ProduceError::Batch(b) => (b.kafka_error(), b.to_string()),
         ProduceError::Append { error, producer_id } => append(error, *producer_id),
     }

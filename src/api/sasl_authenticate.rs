@@ -1,8 +1,7 @@
 //! SaslAuthenticate (v0-2): one step of the SASL exchange chosen by SaslHandshake. A failed
-//! authentication is answered with SASL_AUTHENTICATION_FAILED after Kafka's
-//! `connection.failed.authentication.delay.ms` (100 ms), and the connection closes.
-
-use std::time::Duration;
+//! authentication is answered with SASL_AUTHENTICATION_FAILED at once, and the connection
+//! closes after Kafka's `connection.failed.authentication.delay.ms` (100 ms; the listener's
+//! `close_after` delay), which slows password guessing.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse};
@@ -17,10 +16,6 @@ use crate::services::users::Users;
 
 /// SaslAuthenticate, declared for the API table.
 pub struct SaslAuthenticate;
-
-/// Kafka's `connection.failed.authentication.delay.ms`: a failed client waits this long for
-/// its answer, which slows password guessing.
-const FAILED_DELAY: Duration = Duration::from_millis(100);
 
 impl KafkaApi for SaslAuthenticate {
     const NAME: &'static str = "SaslAuthenticate";
@@ -59,7 +54,20 @@ impl KafkaApi for SaslAuthenticate {
                 call.ready(&resp)
             }
             Step::Failed { reason } => {
-                tracing::info!(mechanism, reason = %crate::services::truncate(&reason, 512), "SASL authentication failed; closing the connection");
+                // A client retrying a wrong password reconnects every 100 ms or so: one line
+                // every 10 s at most, the rest counted (kafkabox_sasl_authentications_total).
+                static LOG: std::sync::Mutex<crate::services::log_limit::RateLimitedLog> =
+                    std::sync::Mutex::new(crate::services::log_limit::RateLimitedLog::new());
+                let allowed = LOG.lock().map(|mut l| l.allow()).unwrap_or(None);
+                if let Some(suppressed) = allowed {
+                    tracing::warn!(
+                        mechanism,
+                        peer = %session.peer,
+                        reason = %crate::services::truncate(&reason, 512),
+                        suppressed,
+                        "SASL authentication failed; closing the connection"
+                    );
+                }
                 session.services.metrics.authentications.get_or_create(&AuthLabels {
                     mechanism,
                     result: "failure",
@@ -67,11 +75,7 @@ impl KafkaApi for SaslAuthenticate {
                 resp.error_code = ResponseError::SaslAuthenticationFailed.code();
                 resp.error_message = Some(str_bytes(&failure_message(mechanism)));
                 session.close_after = true;
-                let reply = call.respond(&resp);
-                Box::pin(async move {
-                    tokio::time::sleep(FAILED_DELAY).await;
-                    reply
-                }) as Pending
+                call.ready(&resp)
             }
         }
     }

@@ -467,6 +467,16 @@ pub async fn serve(
     sources: Sources,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let config = sources.services.config.clone();
+    // https:// in http.listen: TLS with the Kafka listeners' certificate (ssl.keystore.location).
+    let tls = if config.http_tls {
+        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            &config,
+            &[b"http/1.1"],
+        )?))
+    } else {
+        None
+    };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?;
@@ -477,18 +487,24 @@ pub async fn serve(
             .insert(*path, i)
             .map_err(|e| anyhow::anyhow!("route {path}: {e}"))?;
     }
-    let config = sources.services.config.clone();
     let server = Arc::new(Server {
         sources,
         router,
         token: config.http_token.as_ref().map(|t| t.0.clone()),
         max_body: config.http_max_body_bytes,
     });
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         addr = %bound,
         token = server.token.is_some(),
-        "HTTP listener ready: dashboard at http://{bound}/, API under /api, /health, /ready, /metrics"
+        "HTTP listener ready: dashboard at {scheme}://{bound}/, API under /api, /health, /ready, /metrics"
     );
+    if server.token.is_none() && config.authenticates() {
+        tracing::warn!(
+            addr = %bound,
+            "the Kafka listeners authenticate clients but the HTTP API has no http.token: whoever reaches {bound} can read records and profiles, produce and replay dead letters; set http.token"
+        );
+    }
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
@@ -509,18 +525,38 @@ pub async fn serve(
                 continue;
             };
             let server = server.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| route(req, server.clone()));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(120), conn).await;
+                match tls {
+                    None => serve_one(stream, server).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        );
+                        if let Ok(Ok(stream)) = handshake.await {
+                            serve_one(stream, server).await
+                        }
+                    }
+                }
                 drop(permit);
             });
         }
     });
     Ok((bound, task))
+}
+
+/// One HTTP/1.1 connection, plain or TLS, for at most 120 s.
+async fn serve_one<S>(stream: S, server: Arc<Server>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| route(req, server.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(120), conn).await;
 }
 
 /// Bytes shown in JSON: the JSON value itself when they are JSON, else a UTF-8 string, else

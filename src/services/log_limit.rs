@@ -13,15 +13,20 @@ pub struct RateLimitedLog {
 
 impl Default for RateLimitedLog {
     fn default() -> Self {
-        RateLimitedLog {
-            last: None,
-            suppressed: 0,
-        }
+        RateLimitedLog::new()
     }
 }
 
 impl RateLimitedLog {
     const EVERY: Duration = Duration::from_secs(10);
+
+    /// A limiter that allows its first line at once (const: usable in a `static`).
+    pub const fn new() -> RateLimitedLog {
+        RateLimitedLog {
+            last: None,
+            suppressed: 0,
+        }
+    }
 
     /// `Some(suppressed since the last line)` when a line may be logged now.
     pub fn allow(&mut self) -> Option<u64> {

@@ -33,7 +33,8 @@ pub enum ProduceError {
         message: String,
         record_errors: Vec<(i32, String)>,
     },
-    /// An idempotent batch under a producer id that was not issued to this principal.
+    /// An idempotent batch under a producer id that was not issued to this principal (by this
+    /// data dir: never issued, or issued to another principal; the two look alike).
     #[error("{0}")]
     ForeignProducerId(String),
     #[error(transparent)]

@@ -869,3 +869,35 @@ async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
         }
     );
 }
+
+#[test]
+fn producer_ids_are_unguessable_and_bound_to_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path());
+    let (a1, a2, b1);
+    {
+        let s = Store::open(cfg.clone()).unwrap();
+        a1 = s.new_producer_id(b"User:alice").unwrap();
+        a2 = s.new_producer_id(b"User:alice").unwrap();
+        b1 = s.new_producer_id(b"User:bob").unwrap();
+        assert!(a1 > 0 && a2 > 0 && b1 > 0);
+        // Not a counter: the next id is not the previous one plus one.
+        assert_ne!(a2, a1 + 1);
+        assert!(s.producer_id_owned_by(a1, b"User:alice"));
+        assert!(s.producer_id_owned_by(b1, b"User:bob"));
+        assert!(!s.producer_id_owned_by(a1, b"User:bob"));
+        assert!(!s.producer_id_owned_by(b1, b"User:alice"));
+        // Ids never issued: a neighbour of a real one, a future sequence number, negatives.
+        assert!(!s.producer_id_owned_by(a1 + 1, b"User:alice"));
+        assert!(!s.producer_id_owned_by(a1 ^ 1, b"User:alice"));
+        assert!(!s.producer_id_owned_by(1 << 40, b"User:alice"));
+        assert!(!s.producer_id_owned_by(-1, b"User:alice"));
+        s.close().unwrap();
+    }
+    // The key is the data dir's: the binding holds after a restart.
+    let s = Store::open(cfg).unwrap();
+    assert!(s.producer_id_owned_by(a2, b"User:alice"));
+    assert!(!s.producer_id_owned_by(a2, b"User:bob"));
+    let next = s.new_producer_id(b"User:alice").unwrap();
+    assert!(![a1, a2, b1].contains(&next));
+}

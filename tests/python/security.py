@@ -77,17 +77,31 @@ def kp(action, conf, args):
         c.close()
         return {"offsets": offsets, "read": got}
     if action == "refused":
+        # The producer retries its bootstrap until max_block_ms; the answer is read off
+        # kafka-python's log as soon as the broker's refusal shows there.
+        import os
+        import threading
         cap = Captured()
         logging.getLogger("kafka").addHandler(cap)
         logging.getLogger("kafka").setLevel(logging.DEBUG)
-        err = None
-        try:
-            p = KafkaProducer(**conf, max_block_ms=5000)
-            p.close()
-        except Exception as e:  # the producer cannot bootstrap
-            err = type(e).__name__
-        auth = [l for l in cap.lines if "SaslAuthenticationFailedError" in l]
-        return {"error": err, "auth_failures": auth[:3]}
+        result = {}
+
+        def connect():
+            try:
+                KafkaProducer(**conf, max_block_ms=20000).close()
+                result["error"] = None
+            except Exception as e:  # the producer cannot bootstrap
+                result["error"] = type(e).__name__
+
+        threading.Thread(target=connect, daemon=True).start()
+        deadline = time.time() + 25
+        while time.time() < deadline and "error" not in result:
+            auth = [l for l in list(cap.lines) if "SaslAuthenticationFailedError" in l]
+            if auth:
+                print(json.dumps({"error": "refused", "auth_failures": auth[:3]}), flush=True)
+                os._exit(0)
+            time.sleep(0.05)
+        return {"error": result.get("error"), "auth_failures": []}
     if action == "denied-produce":
         p = KafkaProducer(**conf, acks="all", retries=0)
         try:
