@@ -59,7 +59,10 @@ impl SecurityProtocol {
     }
 
     pub fn sasl(self) -> bool {
-        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 }
 
@@ -386,7 +389,9 @@ impl Config {
                 let mut out: Vec<ListenerConfig> = Vec::new();
                 for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                     let (name, _) = item.split_once("://").ok_or_else(|| {
-                        anyhow!("{k}: '{item}' is not NAME://host:port (e.g. SASL_SSL://0.0.0.0:9093)")
+                        anyhow!(
+                            "{k}: '{item}' is not NAME://host:port (e.g. SASL_SSL://0.0.0.0:9093)"
+                        )
                     })?;
                     let name = name.trim().to_ascii_uppercase();
                     if out.iter().any(|l| l.name == name) {
@@ -699,7 +704,9 @@ impl Config {
 
     /// Each listener's bind address and protocol, checked against the TLS and SASL settings
     /// they need.
-    pub fn resolved_listeners(&self) -> Result<Vec<(ListenerConfig, SecurityProtocol, SocketAddr)>> {
+    pub fn resolved_listeners(
+        &self,
+    ) -> Result<Vec<(ListenerConfig, SecurityProtocol, SocketAddr)>> {
         use std::net::ToSocketAddrs;
         let mut out = Vec::new();
         for l in &self.listeners {
@@ -856,7 +863,10 @@ mod tests {
             ("customer.events.handlers", "profile"),
             ("advertised.listener", "host:1"),
             ("listen", "127.0.0.1:0"),
-            ("listeners", "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+            ),
             ("listener.security.protocol.map", "INTERNAL:PLAINTEXT"),
             ("ssl.keystore.location", "/tmp/key.pem"),
             ("ssl.truststore.location", "/tmp/ca.pem"),

@@ -180,7 +180,10 @@ pub async fn users(cmd: UsersCommand) -> Result<()> {
                 bail!("give the password on stdin with --password-stdin (never on the command line), e.g. printf '%s\\n' \"$PASSWORD\" | kafkabox users add {} --password-stdin", a.name);
             }
             if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&a.iterations) {
-                bail!("--iterations must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}, got {}", a.iterations);
+                bail!(
+                    "--iterations must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}, got {}",
+                    a.iterations
+                );
             }
             let mut mechs = Vec::new();
             for m in &a.mechanisms {

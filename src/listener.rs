@@ -138,10 +138,15 @@ impl Server {
             open_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
-        let tls = if config.listeners.iter().any(|l| {
-            config.protocol_of(&l.name).is_ok_and(SecurityProtocol::tls)
-        }) {
-            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&config, &[])?))
+        let tls = if config
+            .listeners
+            .iter()
+            .any(|l| config.protocol_of(&l.name).is_ok_and(SecurityProtocol::tls))
+        {
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                &config,
+                &[],
+            )?))
         } else {
             None
         };
@@ -157,7 +162,8 @@ impl Server {
             let addr = listener.local_addr()?;
             info!(%addr, listener = %l.name, protocol = protocol.name(), "Kafka listener ready");
             let authenticates = protocol.sasl()
-                || (protocol.tls() && config.ssl_client_auth == crate::config::ClientAuth::Required);
+                || (protocol.tls()
+                    && config.ssl_client_auth == crate::config::ClientAuth::Required);
             if open_to_the_network(addr) && !authenticates {
                 tracing::warn!(
                     %addr,
@@ -543,13 +549,16 @@ where
                     Reply::Frame(b, _) => {
                         if let Err(e) = wr.write_all(&b).await {
                             debug!(error = %e, "write failed; closing");
-                            return;
+                            break;
                         }
                     }
                     Reply::Nothing => {}
-                    Reply::Close => return,
+                    Reply::Close => break,
                 }
             }
+            // The client sees the end of the stream (FIN, or TLS close_notify) now, even while
+            // the read half is still held by the reading loop.
+            let _ = wr.shutdown().await;
         }
         .in_current_span(),
     );

@@ -35,13 +35,17 @@ pub fn server_config(config: &Config, alpn: &[&[u8]]) -> Result<Arc<ServerConfig
     let builder = match config.ssl_client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         auth => {
-            let path = config.ssl_truststore_location.as_deref().ok_or_else(|| {
-                anyhow!("ssl.client.auth needs ssl.truststore.location")
-            })?;
+            let path = config
+                .ssl_truststore_location
+                .as_deref()
+                .ok_or_else(|| anyhow!("ssl.client.auth needs ssl.truststore.location"))?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in read_certs(path)? {
                 roots.add(cert).with_context(|| {
-                    format!("ssl.truststore.location {}: a certificate rustls cannot use", path.display())
+                    format!(
+                        "ssl.truststore.location {}: a certificate rustls cannot use",
+                        path.display()
+                    )
                 })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
@@ -50,7 +54,8 @@ pub fn server_config(config: &Config, alpn: &[&[u8]]) -> Result<Arc<ServerConfig
             } else {
                 verifier
             };
-            builder.with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
+            builder
+                .with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
         }
     };
     let mut sc = builder.with_single_cert(chain, key).with_context(|| {

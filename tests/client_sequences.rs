@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use common::Conn;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_request::ApiVersionsRequest;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -16,58 +16,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
     InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, TopicName,
+    TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-struct Conn {
-    s: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Conn {
-        Conn {
-            s: TcpStream::connect(addr).await.unwrap(),
-            correlation: 0,
-        }
-    }
-
-    async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        req: &Q,
-    ) -> R {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("producer-1")));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        req.encode(&mut buf, version).unwrap();
-        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&buf);
-        self.s.write_all(&frame).await.unwrap();
-        let mut len = [0u8; 4];
-        self.s.read_exact(&mut len).await.expect("response");
-        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut body).await.unwrap();
-        let mut body = Bytes::from(body);
-        let rh =
-            kafka_protocol::messages::ResponseHeader::decode(&mut body, R::header_version(version))
-                .unwrap();
-        assert_eq!(rh.correlation_id, self.correlation);
-        R::decode(&mut body, version).unwrap()
-    }
-}
 
 fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

@@ -40,8 +40,19 @@ impl Certs {
             run(Command::new("openssl").args(args).current_dir(dir));
         };
         openssl(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=kafkabox-test-ca",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kafkabox-test-ca",
         ]);
         std::fs::write(p("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
         // X.509 v3 client certificates (webpki refuses v1 ones, which openssl makes without
@@ -56,17 +67,40 @@ impl Certs {
         for name in names {
             let cn = if name == "server" { "localhost" } else { name };
             openssl(&[
-                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"),
-                "-out", &format!("{name}.csr"), "-subj", &format!("/O=kafkabox-test/CN={cn}"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/O=kafkabox-test/CN={cn}"),
             ]);
             let mut args = vec![
-                "x509", "-req", "-in", &*format!("{name}.csr"), "-CA", "ca.pem", "-CAkey",
-                "ca.key", "-CAcreateserial", "-out", &*format!("{name}.crt"), "-days", "2",
+                "x509",
+                "-req",
+                "-in",
+                &*format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &*format!("{name}.crt"),
+                "-days",
+                "2",
             ]
             .into_iter()
             .map(str::to_string)
             .collect::<Vec<_>>();
-            let ext = if name == "server" { "ext.cnf" } else { "client.cnf" };
+            let ext = if name == "server" {
+                "ext.cnf"
+            } else {
+                "client.cnf"
+            };
             args.extend(["-extfile".to_string(), ext.to_string()]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             openssl(&args);
@@ -131,7 +165,9 @@ fn py(
     let out = Command::new(common::python())
         .env_remove("LD_LIBRARY_PATH")
         .arg(script)
-        .args([client, action, bootstrap, protocol, mechanism, user, password])
+        .args([
+            client, action, bootstrap, protocol, mechanism, user, password,
+        ])
         .arg(ca)
         .args(args)
         .output()
@@ -188,7 +224,12 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::new(dir.path(), &[]);
     let data = dir.path().join("data");
-    add_user(&data, "alice", "alice-secret", &["SCRAM-SHA-512", "SCRAM-SHA-256"]);
+    add_user(
+        &data,
+        "alice",
+        "alice-secret",
+        &["SCRAM-SHA-512", "SCRAM-SHA-256"],
+    );
     add_user(&data, "bob", "bob-secret", &["PLAIN"]);
     // Only `listeners`: the box advertises that listener.
     let b = BrokerProcess::spawn(
@@ -201,7 +242,10 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         ],
     );
     let log = b.log_text();
-    assert!(log.contains("listener=SASL_SSL protocol=\"SASL_SSL\""), "{log}");
+    assert!(
+        log.contains("listener=SASL_SSL protocol=\"SASL_SSL\""),
+        "{log}"
+    );
     assert!(!log.contains("without authentication"), "{log}");
     let port = b.addr.port();
     let bootstrap = format!("localhost:{port}");
@@ -240,7 +284,11 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         let consume: Vec<&str> = consume.iter().map(String::as_str).collect();
         let (ok, out, err) = kcat(&consume, None);
         assert!(ok, "kcat consume with {mech}: {err}");
-        assert_eq!(out.lines().collect::<Vec<_>>(), ["one", "two", "three"], "{mech}");
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["one", "two", "three"],
+            "{mech}"
+        );
         let list = args(&["-L", "-t", topic]);
         let list: Vec<&str> = list.iter().map(String::as_str).collect();
         let (ok, out, err) = kcat(&list, None);
@@ -265,7 +313,10 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         "-X",
         &ca_arg,
     ]));
-    assert!(out.contains("kcat-scram") && out.contains("kcat-plain"), "{out}");
+    assert!(
+        out.contains("kcat-scram") && out.contains("kcat-plain"),
+        "{out}"
+    );
 
     // confluent-kafka with SCRAM-SHA-512 and PLAIN: an idempotent producer and a group consumer.
     for (mech, user, pw, topic) in [
@@ -273,9 +324,27 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         ("PLAIN", "bob", "bob-secret", "ck-plain"),
         ("PLAIN", "alice", "alice-secret", "ck-plain-scram-user"),
     ] {
-        let r = py("ck", "roundtrip", &bootstrap, "SASL_SSL", mech, user, pw, &certs.ca, &[topic, "5"]);
-        assert_eq!(r["offsets"], serde_json::json!([0, 1, 2, 3, 4]), "{mech} {user}: {r}");
-        assert_eq!(r["read"].as_array().map(Vec::len), Some(5), "{mech} {user}: {r}");
+        let r = py(
+            "ck",
+            "roundtrip",
+            &bootstrap,
+            "SASL_SSL",
+            mech,
+            user,
+            pw,
+            &certs.ca,
+            &[topic, "5"],
+        );
+        assert_eq!(
+            r["offsets"],
+            serde_json::json!([0, 1, 2, 3, 4]),
+            "{mech} {user}: {r}"
+        );
+        assert_eq!(
+            r["read"].as_array().map(Vec::len),
+            Some(5),
+            "{mech} {user}: {r}"
+        );
         assert_eq!(r["errors"], serde_json::json!([]), "{r}");
     }
 
@@ -287,7 +356,17 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         ("PLAIN", "mallory", "whatever"),
         ("SCRAM-SHA-256", "bob", "bob-secret"),
     ] {
-        let r = py("ck", "refused", &bootstrap, "SASL_SSL", mech, user, pw, &certs.ca, &[]);
+        let r = py(
+            "ck",
+            "refused",
+            &bootstrap,
+            "SASL_SSL",
+            mech,
+            user,
+            pw,
+            &certs.ca,
+            &[],
+        );
         let first = &r["errors"][0];
         assert_eq!(first["name"], "_AUTHENTICATION", "{mech} {user}: {r}");
         assert!(
@@ -305,15 +384,27 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         metric_value(&m, "kafkabox_kafka_requests_total{api=\"SaslAuthenticate\",error=\"SASL_AUTHENTICATION_FAILED\"}") >= 5.0,
         "{m}"
     );
-    assert!(metric_value(&m, "kafkabox_sasl_authentications_total{mechanism=\"PLAIN\",result=\"failure\"}") >= 2.0, "{m}");
-    assert!(metric_value(&m, "kafkabox_sasl_authentications_total{mechanism=\"SCRAM-SHA-512\",result=\"success\"}") >= 1.0, "{m}");
+    assert!(
+        metric_value(
+            &m,
+            "kafkabox_sasl_authentications_total{mechanism=\"PLAIN\",result=\"failure\"}"
+        ) >= 2.0,
+        "{m}"
+    );
+    assert!(
+        metric_value(
+            &m,
+            "kafkabox_sasl_authentications_total{mechanism=\"SCRAM-SHA-512\",result=\"success\"}"
+        ) >= 1.0,
+        "{m}"
+    );
 
     // A client without TLS gets nothing from a TLS listener (the handshake fails, counted).
-    let (ok, _, _) = kcat(
-        &["-b", &format!("127.0.0.1:{port}"), "-L", "-m", "3"],
-        None,
+    let (ok, _, _) = kcat(&["-b", &format!("127.0.0.1:{port}"), "-L", "-m", "3"], None);
+    assert!(
+        !ok,
+        "a PLAINTEXT client must not get metadata from a SASL_SSL listener"
     );
-    assert!(!ok, "a PLAINTEXT client must not get metadata from a SASL_SSL listener");
     std::thread::sleep(Duration::from_millis(200));
     assert!(metric_value(&metrics(&b), "kafkabox_tls_handshake_failures_total") >= 1.0);
 }
@@ -324,14 +415,25 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
     let data = dir.path().join("data");
     let none = Path::new("");
     add_user(&data, "admin", "admin-secret", &["SCRAM-SHA-512"]);
-    add_user(&data, "alice", "alice-secret", &["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    add_user(
+        &data,
+        "alice",
+        "alice-secret",
+        &["SCRAM-SHA-256", "SCRAM-SHA-512"],
+    );
     // `kafkabox users list` and `remove` through the binary.
     add_user(&data, "temp", "temp-secret", &["PLAIN"]);
     let listed = run(Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["users", "list", "--data-dir"])
         .arg(&data));
-    assert!(listed.contains("alice\tSCRAM-SHA-256 (iterations 8192), SCRAM-SHA-512 (iterations 8192)"), "{listed}");
-    assert!(listed.contains("temp\tPLAIN") && listed.contains("3 users"), "{listed}");
+    assert!(
+        listed.contains("alice\tSCRAM-SHA-256 (iterations 8192), SCRAM-SHA-512 (iterations 8192)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("temp\tPLAIN") && listed.contains("3 users"),
+        "{listed}"
+    );
     assert!(!listed.contains("secret"), "{listed}");
     run(Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["users", "remove", "temp", "--data-dir"])
@@ -360,7 +462,11 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is kafkabox running on it?"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is kafkabox running on it?"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bs = b.addr.to_string();
     let p = "SASL_PLAINTEXT";
@@ -373,22 +479,53 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
         let r = call("kp", "refused", "SCRAM-SHA-256", user, pw, &[]);
         let failures = r["auth_failures"].as_array().cloned().unwrap_or_default();
         assert!(
-            failures.iter().any(|l| l.as_str().unwrap_or_default().contains("[Error 58] SaslAuthenticationFailedError")),
+            failures.iter().any(|l| l
+                .as_str()
+                .unwrap_or_default()
+                .contains("[Error 58] SaslAuthenticationFailedError")),
             "{user}: {r}"
         );
     }
 
     // The admin (a super user) creates topics; alice, without ACLs, is refused.
     for t in ["orders", "payments"] {
-        call("ck", "topic-create", "SCRAM-SHA-512", "admin", "admin-secret", &[t]);
+        call(
+            "ck",
+            "topic-create",
+            "SCRAM-SHA-512",
+            "admin",
+            "admin-secret",
+            &[t],
+        );
     }
-    let r = call("kp", "denied-produce", "SCRAM-SHA-256", "alice", "alice-secret", &["orders"]);
+    let r = call(
+        "kp",
+        "denied-produce",
+        "SCRAM-SHA-256",
+        "alice",
+        "alice-secret",
+        &["orders"],
+    );
     assert_eq!(r["error"], "TOPIC_AUTHORIZATION_FAILED", "{r}");
 
     // CreateAcls / DescribeAcls from an admin client.
-    let r = call("ck", "acls-create", "SCRAM-SHA-512", "admin", "admin-secret", &["User:alice", "orders"]);
+    let r = call(
+        "ck",
+        "acls-create",
+        "SCRAM-SHA-512",
+        "admin",
+        "admin-secret",
+        &["User:alice", "orders"],
+    );
     assert_eq!(r["created"], 3);
-    let r = call("ck", "acls-describe", "SCRAM-SHA-512", "admin", "admin-secret", &[]);
+    let r = call(
+        "ck",
+        "acls-describe",
+        "SCRAM-SHA-512",
+        "admin",
+        "admin-secret",
+        &[],
+    );
     assert_eq!(
         r["acls"],
         serde_json::json!([
@@ -399,30 +536,99 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
         "{r}"
     );
     // Now alice writes and reads orders (kafka-python, SCRAM-SHA-256) ...
-    let r = call("kp", "roundtrip", "SCRAM-SHA-256", "alice", "alice-secret", &["orders", "3"]);
+    let r = call(
+        "kp",
+        "roundtrip",
+        "SCRAM-SHA-256",
+        "alice",
+        "alice-secret",
+        &["orders", "3"],
+    );
     assert_eq!(r["offsets"], serde_json::json!([0, 1, 2]), "{r}");
-    assert_eq!(r["read"], serde_json::json!(["kp-0", "kp-1", "kp-2"]), "{r}");
+    assert_eq!(
+        r["read"],
+        serde_json::json!(["kp-0", "kp-1", "kp-2"]),
+        "{r}"
+    );
     // ... but not payments.
-    let r = call("kp", "denied-produce", "SCRAM-SHA-256", "alice", "alice-secret", &["payments"]);
+    let r = call(
+        "kp",
+        "denied-produce",
+        "SCRAM-SHA-256",
+        "alice",
+        "alice-secret",
+        &["payments"],
+    );
     assert_eq!(r["error"], "TOPIC_AUTHORIZATION_FAILED", "{r}");
-    let r = call("ck", "denied-consume", "SCRAM-SHA-512", "alice", "alice-secret", &["payments"]);
+    let r = call(
+        "ck",
+        "denied-consume",
+        "SCRAM-SHA-512",
+        "alice",
+        "alice-secret",
+        &["payments"],
+    );
     assert_eq!(r["error"]["name"], "TOPIC_AUTHORIZATION_FAILED", "{r}");
     // alice cannot change ACLs.
     let r = Command::new(common::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/security.py"))
-        .args(["ck", "acls-create", &bs, p, "SCRAM-SHA-512", "alice", "alice-secret", "", "User:alice", "payments"])
+        .args([
+            "ck",
+            "acls-create",
+            &bs,
+            p,
+            "SCRAM-SHA-512",
+            "alice",
+            "alice-secret",
+            "",
+            "User:alice",
+            "payments",
+        ])
         .output()
         .unwrap();
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("CLUSTER_AUTHORIZATION_FAILED"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("CLUSTER_AUTHORIZATION_FAILED"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 
     // Users online: AlterUserScramCredentials / DescribeUserScramCredentials.
-    call("ck", "scram-upsert", "SCRAM-SHA-512", "admin", "admin-secret", &["carol", "carol-secret"]);
-    let r = call("ck", "scram-describe", "SCRAM-SHA-512", "admin", "admin-secret", &[]);
-    assert_eq!(r["users"]["carol"], serde_json::json!(["SCRAM_SHA_512:8192"]), "{r}");
-    assert_eq!(r["users"]["alice"], serde_json::json!(["SCRAM_SHA_256:8192", "SCRAM_SHA_512:8192"]), "{r}");
+    call(
+        "ck",
+        "scram-upsert",
+        "SCRAM-SHA-512",
+        "admin",
+        "admin-secret",
+        &["carol", "carol-secret"],
+    );
+    let r = call(
+        "ck",
+        "scram-describe",
+        "SCRAM-SHA-512",
+        "admin",
+        "admin-secret",
+        &[],
+    );
+    assert_eq!(
+        r["users"]["carol"],
+        serde_json::json!(["SCRAM_SHA_512:8192"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["users"]["alice"],
+        serde_json::json!(["SCRAM_SHA_256:8192", "SCRAM_SHA_512:8192"]),
+        "{r}"
+    );
     // carol authenticates (then her write is refused: she has no ACL).
-    let r = call("kp", "denied-produce", "SCRAM-SHA-512", "carol", "carol-secret", &["orders"]);
+    let r = call(
+        "kp",
+        "denied-produce",
+        "SCRAM-SHA-512",
+        "carol",
+        "carol-secret",
+        &["orders"],
+    );
     assert_eq!(r["error"], "TOPIC_AUTHORIZATION_FAILED", "{r}");
 
     // Users and ACLs survive a restart.
@@ -432,21 +638,69 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
     let call = |client: &str, action: &str, mech: &str, user: &str, pw: &str, args: &[&str]| {
         py(client, action, &bs, p, mech, user, pw, none, args)
     };
-    let r = call("kp", "roundtrip", "SCRAM-SHA-512", "alice", "alice-secret", &["orders", "1"]);
+    let r = call(
+        "kp",
+        "roundtrip",
+        "SCRAM-SHA-512",
+        "alice",
+        "alice-secret",
+        &["orders", "1"],
+    );
     assert_eq!(r["offsets"], serde_json::json!([3]), "{r}");
-    let r = call("kp", "denied-produce", "SCRAM-SHA-512", "carol", "carol-secret", &["orders"]);
+    let r = call(
+        "kp",
+        "denied-produce",
+        "SCRAM-SHA-512",
+        "carol",
+        "carol-secret",
+        &["orders"],
+    );
     assert_eq!(r["error"], "TOPIC_AUTHORIZATION_FAILED", "{r}");
 
     // DeleteAcls, and a deleted credential no longer authenticates.
-    let r = call("ck", "acls-delete", "SCRAM-SHA-512", "admin", "admin-secret", &["User:alice"]);
+    let r = call(
+        "ck",
+        "acls-delete",
+        "SCRAM-SHA-512",
+        "admin",
+        "admin-secret",
+        &["User:alice"],
+    );
     assert_eq!(r["deleted"], 3, "{r}");
-    let r = call("kp", "denied-produce", "SCRAM-SHA-256", "alice", "alice-secret", &["orders"]);
+    let r = call(
+        "kp",
+        "denied-produce",
+        "SCRAM-SHA-256",
+        "alice",
+        "alice-secret",
+        &["orders"],
+    );
     assert_eq!(r["error"], "TOPIC_AUTHORIZATION_FAILED", "{r}");
-    call("ck", "scram-delete", "SCRAM-SHA-512", "admin", "admin-secret", &["carol"]);
-    let r = call("kp", "refused", "SCRAM-SHA-512", "carol", "carol-secret", &[]);
+    call(
+        "ck",
+        "scram-delete",
+        "SCRAM-SHA-512",
+        "admin",
+        "admin-secret",
+        &["carol"],
+    );
+    let r = call(
+        "kp",
+        "refused",
+        "SCRAM-SHA-512",
+        "carol",
+        "carol-secret",
+        &[],
+    );
     assert!(r["auth_failures"].to_string().contains("[Error 58]"), "{r}");
     let m = metrics(&b);
-    assert!(metric_value(&m, "kafkabox_authorization_denied_total{resource=\"TOPIC\"}") >= 1.0, "{m}");
+    assert!(
+        metric_value(
+            &m,
+            "kafkabox_authorization_denied_total{resource=\"TOPIC\"}"
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -490,7 +744,10 @@ fn mutual_tls_certificate_subject_is_the_principal() {
     // writer (a super user by its certificate's subject) produces and reads back.
     let mut a = with_cert("writer");
     a.extend(["-P", "-t", "mtls"].map(String::from));
-    let (ok, _, err) = kcat(&a.iter().map(String::as_str).collect::<Vec<_>>(), Some("a\nb\n"));
+    let (ok, _, err) = kcat(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some("a\nb\n"),
+    );
     assert!(ok, "writer produce: {err}");
     let mut a = with_cert("writer");
     a.extend(["-C", "-t", "mtls", "-o", "beginning", "-e", "-q"].map(String::from));
@@ -501,7 +758,10 @@ fn mutual_tls_certificate_subject_is_the_principal() {
     let mut a = with_cert("reader");
     a.extend(["-C", "-t", "mtls", "-o", "beginning", "-e", "-q"].map(String::from));
     let (ok, _, err) = kcat(&a.iter().map(String::as_str).collect::<Vec<_>>(), None);
-    assert!(!ok && err.contains("Topic authorization failed"), "reader: {err}");
+    assert!(
+        !ok && err.contains("Topic authorization failed"),
+        "reader: {err}"
+    );
     // No certificate: the TLS handshake is refused.
     let (ok, _, _) = kcat(
         &[
@@ -525,10 +785,19 @@ fn bad_security_settings_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     for (set, expected) in [
-        ("listeners=SASL_SSL://127.0.0.1:0", "needs ssl.keystore.location"),
+        (
+            "listeners=SASL_SSL://127.0.0.1:0",
+            "needs ssl.keystore.location",
+        ),
         ("listeners=FOO://127.0.0.1:0", "not a security protocol"),
-        ("sasl.enabled.mechanisms=GSSAPI", "does not implement SASL mechanism 'GSSAPI'"),
-        ("super.users=admin", "is not a principal of the form User:NAME"),
+        (
+            "sasl.enabled.mechanisms=GSSAPI",
+            "does not implement SASL mechanism 'GSSAPI'",
+        ),
+        (
+            "super.users=admin",
+            "is not a principal of the form User:NAME",
+        ),
         ("ssl.keystore.location=/nonexistent.pem", ""),
     ] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkabox"));
@@ -573,7 +842,9 @@ fn https_http_listener_with_the_kafka_certificate_and_a_token() {
         ],
     );
     let http = b.http_addr();
-    assert!(b.log_text().contains(&format!("dashboard at https://{http}/")));
+    assert!(b
+        .log_text()
+        .contains(&format!("dashboard at https://{http}/")));
     let curl = |path: &str, token: Option<&str>| -> (String, String) {
         let mut cmd = Command::new("curl");
         cmd.env_remove("LD_LIBRARY_PATH")

@@ -75,7 +75,12 @@ pub fn alter(
     replace: bool,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
-    if !super::describe_configs::config_allowed(access, super::Operation::AlterConfigs, resource_type, name) {
+    if !super::describe_configs::config_allowed(
+        access,
+        super::Operation::AlterConfigs,
+        resource_type,
+        name,
+    ) {
         return Err((
             if resource_type == TOPIC {
                 ResponseError::TopicAuthorizationFailed

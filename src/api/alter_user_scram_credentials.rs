@@ -4,7 +4,9 @@
 //! user and mechanism per request.
 
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
-use kafka_protocol::messages::{AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
@@ -66,15 +68,25 @@ impl KafkaApi for AlterUserScramCredentials {
         let mut changes: Vec<Change> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut refuse = |user: &str, code: ResponseError, msg: String| {
-            errors_by_user.entry(user.to_string()).or_insert((code, msg));
+            errors_by_user
+                .entry(user.to_string())
+                .or_insert((code, msg));
         };
         for d in &req.deletions {
             let name = d.name.to_string();
             match Scram::from_kafka_type(d.mechanism) {
-                None => refuse(&name, ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {}", d.mechanism)),
+                None => refuse(
+                    &name,
+                    ResponseError::UnsupportedSaslMechanism,
+                    format!("unknown SCRAM mechanism {}", d.mechanism),
+                ),
                 Some(s) => {
                     if !seen.insert((name.clone(), d.mechanism)) {
-                        refuse(&name, ResponseError::DuplicateResource, format!("more than one change for user {name} and {}", s.name()));
+                        refuse(
+                            &name,
+                            ResponseError::DuplicateResource,
+                            format!("more than one change for user {name} and {}", s.name()),
+                        );
                     }
                     changes.push((name, mechanism(s), None));
                 }
@@ -83,11 +95,19 @@ impl KafkaApi for AlterUserScramCredentials {
         for u in &req.upsertions {
             let name = u.name.to_string();
             let Some(s) = Scram::from_kafka_type(u.mechanism) else {
-                refuse(&name, ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {}", u.mechanism));
+                refuse(
+                    &name,
+                    ResponseError::UnsupportedSaslMechanism,
+                    format!("unknown SCRAM mechanism {}", u.mechanism),
+                );
                 continue;
             };
             if !seen.insert((name.clone(), u.mechanism)) {
-                refuse(&name, ResponseError::DuplicateResource, format!("more than one change for user {name} and {}", s.name()));
+                refuse(
+                    &name,
+                    ResponseError::DuplicateResource,
+                    format!("more than one change for user {name} and {}", s.name()),
+                );
                 continue;
             }
             if let Err(e) = check_name(&name) {
@@ -101,7 +121,8 @@ impl KafkaApi for AlterUserScramCredentials {
                 ));
                 continue;
             }
-            if u.salt.is_empty() || u.salt.len() > 1024 || u.salted_password.len() != s.output_len() {
+            if u.salt.is_empty() || u.salt.len() > 1024 || u.salted_password.len() != s.output_len()
+            {
                 refuse(&name, ResponseError::UnacceptableCredential, format!(
                     "a {} credential needs a salt (1 to 1024 bytes) and a salted password of {} bytes",
                     s.name(),
@@ -109,7 +130,8 @@ impl KafkaApi for AlterUserScramCredentials {
                 ));
                 continue;
             }
-            let cred = Credential::from_salted(s, u.salt.to_vec(), iterations as u32, &u.salted_password);
+            let cred =
+                Credential::from_salted(s, u.salt.to_vec(), iterations as u32, &u.salted_password);
             changes.push((name, mechanism(s), Some(cred)));
         }
         let store = session.services.store.clone();
@@ -133,7 +155,10 @@ impl KafkaApi for AlterUserScramCredentials {
                     results.push(result(
                         user,
                         Some(ResponseError::ResourceNotFound),
-                        Some(format!("Attempt to delete a user credential that does not exist: {user} {}", m.name())),
+                        Some(format!(
+                            "Attempt to delete a user credential that does not exist: {user} {}",
+                            m.name()
+                        )),
                     ));
                     continue;
                 }

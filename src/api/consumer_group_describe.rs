@@ -35,10 +35,17 @@ impl KafkaApi for ConsumerGroupDescribe {
             .map(|id| {
                 let mut d = DescribedGroup::default().with_group_id(id.clone());
                 if req.include_authorized_operations {
-                    d.authorized_operations =
-                        access.operations(super::ResourceType::Group, id.0.as_str(), GROUP_OPERATIONS);
+                    d.authorized_operations = access.operations(
+                        super::ResourceType::Group,
+                        id.0.as_str(),
+                        GROUP_OPERATIONS,
+                    );
                 }
-                if !access.allowed(super::Operation::Describe, super::ResourceType::Group, id.0.as_str()) {
+                if !access.allowed(
+                    super::Operation::Describe,
+                    super::ResourceType::Group,
+                    id.0.as_str(),
+                ) {
                     d.error_code = kafka_protocol::ResponseError::GroupAuthorizationFailed.code();
                     return d;
                 }

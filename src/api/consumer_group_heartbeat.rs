@@ -29,9 +29,10 @@ impl KafkaApi for ConsumerGroupHeartbeat {
             req.group_id.0.as_str(),
         ) {
             return call.ready(
-                &kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default().with_error_code(
-                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
-                ),
+                &kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                    .with_error_code(
+                        kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                    ),
             );
         }
         let resp = answer(session, call, req);

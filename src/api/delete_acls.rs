@@ -1,7 +1,9 @@
 //! DeleteAcls (v1-3): removes the ACL bindings matching each filter and says which; needs
 //! ALTER on the cluster.
 
-use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
 use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
@@ -50,12 +52,10 @@ impl KafkaApi for DeleteAcls {
                 fl.permission_type,
             ) {
                 Some(x) => filters.push(x),
-                None => {
-                    return call.ready(&fail(
-                        ResponseError::InvalidRequest,
-                        "unknown resource type, pattern type, operation or permission code in a filter",
-                    ))
-                }
+                None => return call.ready(&fail(
+                    ResponseError::InvalidRequest,
+                    "unknown resource type, pattern type, operation or permission code in a filter",
+                )),
             }
         }
         let services = session.services.clone();

@@ -26,10 +26,16 @@ impl KafkaApi for DeleteGroups {
                 req.groups_names
                     .iter()
                     .map(|id| {
-                        if !access.allowed(super::Operation::Delete, super::ResourceType::Group, id.0.as_str()) {
+                        if !access.allowed(
+                            super::Operation::Delete,
+                            super::ResourceType::Group,
+                            id.0.as_str(),
+                        ) {
                             return DeletableGroupResult::default()
                                 .with_group_id(id.clone())
-                                .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+                                .with_error_code(
+                                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                                );
                         }
                         let code = match groups.delete(id.0.as_str()) {
                             Ok(()) => 0,

@@ -71,9 +71,16 @@ fn delete_all(
             };
             let outcome = match target {
                 Some(n)
-                    if !access.allowed(super::Operation::Delete, super::ResourceType::Topic, &n) =>
+                    if !access.allowed(
+                        super::Operation::Delete,
+                        super::ResourceType::Topic,
+                        &n,
+                    ) =>
                 {
-                    Err((ResponseError::TopicAuthorizationFailed, "Authorization failed.".to_string()))
+                    Err((
+                        ResponseError::TopicAuthorizationFailed,
+                        "Authorization failed.".to_string(),
+                    ))
                 }
                 Some(n) => {
                     if call.version >= 6 {

@@ -23,7 +23,9 @@ impl KafkaApi for DescribeCluster {
         if !super::cluster_allowed(session, super::Operation::Describe) {
             let resp = DescribeClusterResponse::default()
                 .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code())
-                .with_error_message(Some(str_bytes("DescribeCluster needs DESCRIBE on the cluster")));
+                .with_error_message(Some(str_bytes(
+                    "DescribeCluster needs DESCRIBE on the cluster",
+                )));
             return call.ready(&resp);
         }
         let (host, port) = session.advertised();

@@ -19,10 +19,19 @@ pub const BROKER_LOGGER: i8 = 8;
 
 /// Whether `access` may do `op` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on a config resource: a
 /// topic's are the topic's, the broker's are the cluster's.
-pub fn config_allowed(access: &super::Access, op: super::Operation, resource_type: i8, name: &str) -> bool {
+pub fn config_allowed(
+    access: &super::Access,
+    op: super::Operation,
+    resource_type: i8,
+    name: &str,
+) -> bool {
     match resource_type {
         TOPIC => access.allowed(op, super::ResourceType::Topic, name),
-        _ => access.allowed(op, super::ResourceType::Cluster, crate::services::acl::CLUSTER_NAME),
+        _ => access.allowed(
+            op,
+            super::ResourceType::Cluster,
+            crate::services::acl::CLUSTER_NAME,
+        ),
     }
 }
 
@@ -51,40 +60,43 @@ impl KafkaApi for DescribeConfigs {
                     .configuration_keys
                     .as_ref()
                     .map(|k| k.iter().map(|s| s.to_string()).collect());
-                let values: Result<Vec<ConfigValue>, (ResponseError, String)> =
-                    match res.resource_type {
-                        t if !config_allowed(&access, super::Operation::DescribeConfigs, t, name) => Err((
+                let values: Result<Vec<ConfigValue>, (ResponseError, String)> = match res
+                    .resource_type
+                {
+                    t if !config_allowed(&access, super::Operation::DescribeConfigs, t, name) => {
+                        Err((
                             if t == TOPIC {
                                 ResponseError::TopicAuthorizationFailed
                             } else {
                                 ResponseError::ClusterAuthorizationFailed
                             },
                             "Authorization failed.".to_string(),
+                        ))
+                    }
+                    TOPIC => match topics.get(name) {
+                        Some(t) => Ok(topics.describe_configs(&t, keys.as_deref())),
+                        None => Err((
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("Topic {name} does not exist."),
                         )),
-                        TOPIC => match topics.get(name) {
-                            Some(t) => Ok(topics.describe_configs(&t, keys.as_deref())),
-                            None => Err((
-                                ResponseError::UnknownTopicOrPartition,
-                                format!("Topic {name} does not exist."),
-                            )),
-                        },
-                        BROKER if name.is_empty() || name == "0" => {
-                            let all = topics.broker_configs();
-                            Ok(all
-                                .into_iter()
-                                .filter(|c| keys.as_ref().is_none_or(|k| k.contains(&c.name)))
-                                .collect())
-                        }
-                        BROKER => Err((
-                            ResponseError::InvalidRequest,
-                            format!("Broker {name} does not exist; kafkabox is broker 0."),
-                        )),
-                        BROKER_LOGGER => Ok(Vec::new()),
-                        other => Err((
-                            ResponseError::InvalidRequest,
-                            format!("Unsupported resource type {other}."),
-                        )),
-                    };
+                    },
+                    BROKER if name.is_empty() || name == "0" => {
+                        let all = topics.broker_configs();
+                        Ok(all
+                            .into_iter()
+                            .filter(|c| keys.as_ref().is_none_or(|k| k.contains(&c.name)))
+                            .collect())
+                    }
+                    BROKER => Err((
+                        ResponseError::InvalidRequest,
+                        format!("Broker {name} does not exist; kafkabox is broker 0."),
+                    )),
+                    BROKER_LOGGER => Ok(Vec::new()),
+                    other => Err((
+                        ResponseError::InvalidRequest,
+                        format!("Unsupported resource type {other}."),
+                    )),
+                };
                 match values {
                     Ok(values) => {
                         r.configs = values

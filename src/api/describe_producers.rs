@@ -27,7 +27,11 @@ impl KafkaApi for DescribeProducers {
             .topics
             .iter()
             .map(|t| {
-                let may = access.allowed(super::Operation::Read, super::ResourceType::Topic, t.name.0.as_str());
+                let may = access.allowed(
+                    super::Operation::Read,
+                    super::ResourceType::Topic,
+                    t.name.0.as_str(),
+                );
                 let topic = store.topic(t.name.0.as_str()).filter(|_| may);
                 TopicResponse::default()
                     .with_name(t.name.clone())
@@ -38,7 +42,8 @@ impl KafkaApi for DescribeProducers {
                                 let mut r = PartitionResponse::default().with_partition_index(p);
                                 match topic.as_ref().and_then(|t| t.partition(p)) {
                                     None if !may => {
-                                        r.error_code = ResponseError::TopicAuthorizationFailed.code()
+                                        r.error_code =
+                                            ResponseError::TopicAuthorizationFailed.code()
                                     }
                                     None => {
                                         r.error_code = ResponseError::UnknownTopicOrPartition.code()

@@ -4,7 +4,9 @@
 use kafka_protocol::messages::describe_user_scram_credentials_response::{
     CredentialInfo, DescribeUserScramCredentialsResult,
 };
-use kafka_protocol::messages::{DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse};
+use kafka_protocol::messages::{
+    DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
@@ -22,11 +24,17 @@ impl KafkaApi for DescribeUserScramCredentials {
     const MAX: i16 = 0;
     const SCHEMA: Schema = SCHEMA;
 
-    fn handle(session: &mut Session, call: Call, req: DescribeUserScramCredentialsRequest) -> Pending {
+    fn handle(
+        session: &mut Session,
+        call: Call,
+        req: DescribeUserScramCredentialsRequest,
+    ) -> Pending {
         let mut resp = DescribeUserScramCredentialsResponse::default();
         if !cluster_allowed(session, Operation::Describe) {
             resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
-            resp.error_message = Some(str_bytes("DescribeUserScramCredentials needs DESCRIBE on the cluster"));
+            resp.error_message = Some(str_bytes(
+                "DescribeUserScramCredentials needs DESCRIBE on the cluster",
+            ));
             return call.ready(&resp);
         }
         let users = Users::new(session.services.store.clone());
@@ -64,7 +72,8 @@ impl KafkaApi for DescribeUserScramCredentials {
                 let mut seen = std::collections::HashSet::new();
                 for n in names {
                     let name = n.name.as_str();
-                    let mut r = DescribeUserScramCredentialsResult::default().with_user(n.name.clone());
+                    let mut r =
+                        DescribeUserScramCredentialsResult::default().with_user(n.name.clone());
                     if !seen.insert(name) {
                         r.error_code = ResponseError::DuplicateResource.code();
                         r.error_message = Some(str_bytes(&format!("user {name} asked for twice")));

@@ -175,7 +175,14 @@ fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
         .topics
         .iter()
         .map(|t| t.topic.0.as_str())
-        .filter(|t| !super::allowed(session, super::Operation::Read, super::ResourceType::Topic, t))
+        .filter(|t| {
+            !super::allowed(
+                session,
+                super::Operation::Read,
+                super::ResourceType::Topic,
+                t,
+            )
+        })
         .map(str::to_string)
         .collect();
     let denied = std::sync::Arc::new(denied);

@@ -36,7 +36,11 @@ impl KafkaApi for ListGroups {
             .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
             .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
             .filter(|g| {
-                all || access.may(super::Operation::Describe, super::ResourceType::Group, &g.group_id)
+                all || access.may(
+                    super::Operation::Describe,
+                    super::ResourceType::Group,
+                    &g.group_id,
+                )
             })
             .map(|g| {
                 let mut l = ListedGroup::default()

@@ -100,12 +100,9 @@ fn resolve(
                 .into_iter()
                 .find(|t| topic_uuid(t) == rt.topic_id)
             {
-                Some(t) if !access.allowed(Operation::Describe, topic_t, &t.meta.name) => out
-                    .push(error_topic(
-                        None,
-                        rt.topic_id,
-                        ResponseError::TopicAuthorizationFailed,
-                    )),
+                Some(t) if !access.allowed(Operation::Describe, topic_t, &t.meta.name) => out.push(
+                    error_topic(None, rt.topic_id, ResponseError::TopicAuthorizationFailed),
+                ),
                 Some(t) => out.push(describe(&t)),
                 None => out.push(error_topic(
                     None,
@@ -137,8 +134,11 @@ fn resolve(
             continue;
         }
         let may_create = || {
-            access.may(Operation::Create, ResourceType::Cluster, crate::services::acl::CLUSTER_NAME)
-                || access.allowed(Operation::Create, topic_t, name)
+            access.may(
+                Operation::Create,
+                ResourceType::Cluster,
+                crate::services::acl::CLUSTER_NAME,
+            ) || access.allowed(Operation::Create, topic_t, name)
         };
         if (allow_create && !may_create())
             || (!allow_create && !access.allowed(Operation::Describe, topic_t, name))
@@ -218,11 +218,8 @@ fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
         if include_topic_ops && call.version >= 8 {
             for t in &mut topics {
                 if let Some(name) = &t.name {
-                    t.topic_authorized_operations = access.operations(
-                        ResourceType::Topic,
-                        name.0.as_str(),
-                        TOPIC_OPERATIONS,
-                    );
+                    t.topic_authorized_operations =
+                        access.operations(ResourceType::Topic, name.0.as_str(), TOPIC_OPERATIONS);
                 }
             }
         }

@@ -448,10 +448,10 @@ impl Access {
     fn denied(&self, op: Operation, resource: ResourceType, name: &str) {
         self.services
             .metrics
-        .authorization_denied
-        .get_or_create(&crate::services::metrics::DeniedLabels {
-            resource: resource.name(),
-        })
+            .authorization_denied
+            .get_or_create(&crate::services::metrics::DeniedLabels {
+                resource: resource.name(),
+            })
             .inc();
         debug!(
             principal = %self.principal,
@@ -465,7 +465,12 @@ impl Access {
 
 /// [`allowed`] on the cluster resource.
 pub fn cluster_allowed(session: &Session, op: Operation) -> bool {
-    allowed(session, op, ResourceType::Cluster, crate::services::acl::CLUSTER_NAME)
+    allowed(
+        session,
+        op,
+        ResourceType::Cluster,
+        crate::services::acl::CLUSTER_NAME,
+    )
 }
 
 pub fn str_bytes(s: &str) -> StrBytes {

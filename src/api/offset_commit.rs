@@ -63,7 +63,12 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
         .map(|t| t.name.0.as_str())
         .filter(|t| {
             group_allowed
-                && !super::allowed(session, super::Operation::Read, super::ResourceType::Topic, t)
+                && !super::allowed(
+                    session,
+                    super::Operation::Read,
+                    super::ResourceType::Topic,
+                    t,
+                )
         })
         .map(str::to_string)
         .collect();

@@ -21,10 +21,17 @@ impl KafkaApi for OffsetDelete {
 
     fn handle(session: &mut Session, call: Call, req: OffsetDeleteRequest) -> Pending {
         let groups = session.services.groups.clone();
-        if !super::allowed(session, super::Operation::Delete, super::ResourceType::Group, req.group_id.0.as_str()) {
-            return call.ready(&OffsetDeleteResponse::default().with_error_code(
-                kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
-            ));
+        if !super::allowed(
+            session,
+            super::Operation::Delete,
+            super::ResourceType::Group,
+            req.group_id.0.as_str(),
+        ) {
+            return call.ready(
+                &OffsetDeleteResponse::default().with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
         }
         blocking(call, "OffsetDelete", move || {
             let resp = {

@@ -65,7 +65,11 @@ fn fetch(
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Fetched {
-    if !access.allowed(super::Operation::Describe, super::ResourceType::Group, group) {
+    if !access.allowed(
+        super::Operation::Describe,
+        super::ResourceType::Group,
+        group,
+    ) {
         return Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
     }
     let mut rows = groups

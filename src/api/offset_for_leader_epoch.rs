@@ -28,7 +28,11 @@ impl KafkaApi for OffsetForLeaderEpoch {
             .topics
             .iter()
             .map(|t| {
-                let may = access.allowed(super::Operation::Describe, super::ResourceType::Topic, t.topic.0.as_str());
+                let may = access.allowed(
+                    super::Operation::Describe,
+                    super::ResourceType::Topic,
+                    t.topic.0.as_str(),
+                );
                 let topic = store.topic(t.topic.0.as_str()).filter(|_| may);
                 OffsetForLeaderTopicResult::default()
                     .with_topic(t.topic.clone())
@@ -42,7 +46,8 @@ impl KafkaApi for OffsetForLeaderEpoch {
                                     .with_end_offset(-1);
                                 match topic.as_ref().and_then(|t| t.partition(p.partition)) {
                                     None if !may => {
-                                        r.error_code = ResponseError::TopicAuthorizationFailed.code()
+                                        r.error_code =
+                                            ResponseError::TopicAuthorizationFailed.code()
                                     }
                                     None => {
                                         r.error_code = ResponseError::UnknownTopicOrPartition.code()

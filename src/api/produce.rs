@@ -110,7 +110,12 @@ const SCHEMA: Schema = Schema::new(
 
 /// WRITE on the topic (once per topic of a request; the ACLs are in memory).
 fn write_allowed(session: &Session, topic: &str) -> bool {
-    super::allowed(session, super::Operation::Write, super::ResourceType::Topic, topic)
+    super::allowed(
+        session,
+        super::Operation::Write,
+        super::ResourceType::Topic,
+        topic,
+    )
 }
 
 fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
@@ -140,7 +145,10 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
                 Some((code, msg)) => Outcome::err(*code, msg.clone()),
                 None if !may_write => Outcome::err(
                     ResponseError::TopicAuthorizationFailed,
-                    format!("Not authorized to write to topic '{}'.", crate::services::truncate(topic, 256)),
+                    format!(
+                        "Not authorized to write to topic '{}'.",
+                        crate::services::truncate(topic, 256)
+                    ),
                 ),
                 None => produce_one(
                     &session.services,

@@ -44,10 +44,15 @@ impl KafkaApi for SaslAuthenticate {
             }
             Step::Done { principal, reply } => {
                 tracing::info!(%principal, mechanism, "authenticated");
-                session.services.metrics.authentications.get_or_create(&AuthLabels {
-                    mechanism,
-                    result: "success",
-                }).inc();
+                session
+                    .services
+                    .metrics
+                    .authentications
+                    .get_or_create(&AuthLabels {
+                        mechanism,
+                        result: "success",
+                    })
+                    .inc();
                 session.principal = principal;
                 session.auth = Auth::Done;
                 resp.auth_bytes = Bytes::from(reply);
@@ -68,10 +73,15 @@ impl KafkaApi for SaslAuthenticate {
                         "SASL authentication failed; closing the connection"
                     );
                 }
-                session.services.metrics.authentications.get_or_create(&AuthLabels {
-                    mechanism,
-                    result: "failure",
-                }).inc();
+                session
+                    .services
+                    .metrics
+                    .authentications
+                    .get_or_create(&AuthLabels {
+                        mechanism,
+                        result: "failure",
+                    })
+                    .inc();
                 resp.error_code = ResponseError::SaslAuthenticationFailed.code();
                 resp.error_message = Some(str_bytes(&failure_message(mechanism)));
                 session.close_after = true;

@@ -151,7 +151,9 @@ impl Acl {
     /// Kafka's checks of a new binding (CreateAcls).
     pub fn validate(&self) -> Result<()> {
         if matches!(self.resource_type, ResourceType::Any) {
-            return Err(Error::InvalidRequest("an ACL needs a resource type (not ANY)".into()));
+            return Err(Error::InvalidRequest(
+                "an ACL needs a resource type (not ANY)".into(),
+            ));
         }
         if !matches!(self.pattern, PatternType::Literal | PatternType::Prefixed) {
             return Err(Error::InvalidRequest(
@@ -159,7 +161,9 @@ impl Acl {
             ));
         }
         if matches!(self.operation, Operation::Any) {
-            return Err(Error::InvalidRequest("an ACL needs an operation (not ANY)".into()));
+            return Err(Error::InvalidRequest(
+                "an ACL needs an operation (not ANY)".into(),
+            ));
         }
         if !matches!(self.permission, Permission::Allow | Permission::Deny) {
             return Err(Error::InvalidRequest(
@@ -297,8 +301,7 @@ impl Authorizer {
         acls.iter()
             .filter(applies)
             .any(|a| a.permission == Permission::Allow && implies(a.operation, op))
-            || (self.allow_if_no_acl
-                && !acls.iter().any(|a| a.resource_type == resource_type))
+            || (self.allow_if_no_acl && !acls.iter().any(|a| a.resource_type == resource_type))
     }
 
     /// The bindings matching `filter`.
@@ -320,7 +323,10 @@ impl Authorizer {
         if !self.enabled {
             return Err(disabled());
         }
-        let mut guard = self.acls.write().map_err(|_| Error::Internal("ACL lock".into()))?;
+        let mut guard = self
+            .acls
+            .write()
+            .map_err(|_| Error::Internal("ACL lock".into()))?;
         let mut next: Vec<Acl> = guard.as_ref().clone();
         let mut results = Vec::with_capacity(new.len());
         for a in new {
@@ -354,7 +360,10 @@ impl Authorizer {
         if !self.enabled {
             return Err(disabled());
         }
-        let mut guard = self.acls.write().map_err(|_| Error::Internal("ACL lock".into()))?;
+        let mut guard = self
+            .acls
+            .write()
+            .map_err(|_| Error::Internal("ACL lock".into()))?;
         let mut removed = vec![Vec::new(); filters.len()];
         let mut kept = Vec::with_capacity(guard.len());
         for a in guard.iter() {
@@ -398,7 +407,11 @@ fn disabled() -> Error {
 }
 
 fn load(store: &Store) -> Result<Vec<Acl>> {
-    match store.security_records(KEY)?.into_iter().find(|(k, _)| k == KEY) {
+    match store
+        .security_records(KEY)?
+        .into_iter()
+        .find(|(k, _)| k == KEY)
+    {
         None => Ok(Vec::new()),
         Some((_, v)) => serde_json::from_slice(&v)
             .map_err(|e| Error::Internal(format!("stored ACLs cannot be read: {e}"))),
@@ -415,7 +428,13 @@ fn save(store: &Store, acls: &[Acl]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn acl(name: &str, pattern: PatternType, principal: &str, op: Operation, perm: Permission) -> Acl {
+    fn acl(
+        name: &str,
+        pattern: PatternType,
+        principal: &str,
+        op: Operation,
+        perm: Permission,
+    ) -> Acl {
         Acl {
             resource_type: ResourceType::Topic,
             resource_name: name.into(),
@@ -440,9 +459,27 @@ mod tests {
         assert!(!a.authorize("User:alice", host, Operation::Read, t, "orders"));
         assert!(a.authorize("User:root", host, Operation::Read, t, "orders"));
         a.create(vec![
-            acl("ord", PatternType::Prefixed, "User:alice", Operation::Read, Permission::Allow),
-            acl("orders-secret", PatternType::Literal, "User:*", Operation::All, Permission::Deny),
-            acl("*", PatternType::Literal, "User:bob", Operation::Write, Permission::Allow),
+            acl(
+                "ord",
+                PatternType::Prefixed,
+                "User:alice",
+                Operation::Read,
+                Permission::Allow,
+            ),
+            acl(
+                "orders-secret",
+                PatternType::Literal,
+                "User:*",
+                Operation::All,
+                Permission::Deny,
+            ),
+            acl(
+                "*",
+                PatternType::Literal,
+                "User:bob",
+                Operation::Write,
+                Permission::Allow,
+            ),
         ])
         .unwrap()
         .into_iter()
@@ -471,7 +508,13 @@ mod tests {
             .unwrap();
         assert_eq!(removed[0].len(), 1);
         assert!(!b.authorize("User:alice", host, Operation::Read, t, "orders"));
-        let bad = acl("x", PatternType::Any, "alice", Operation::Read, Permission::Allow);
+        let bad = acl(
+            "x",
+            PatternType::Any,
+            "alice",
+            Operation::Read,
+            Permission::Allow,
+        );
         assert!(b.create(vec![bad]).unwrap()[0].is_err());
     }
 }

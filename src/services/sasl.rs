@@ -85,7 +85,9 @@ fn plain(users: &Users, input: &[u8]) -> Step {
             principal: format!("User:{user}"),
             reply: Vec::new(),
         },
-        Ok(false) => failed(format!("PLAIN: unknown user or wrong password for '{user}'")),
+        Ok(false) => failed(format!(
+            "PLAIN: unknown user or wrong password for '{user}'"
+        )),
         Err(e) => failed(format!("PLAIN: cannot read the users: {e}")),
     }
 }
@@ -169,7 +171,11 @@ impl ScramServer {
         let (Some(user), Some(client_nonce)) = (user, client_nonce) else {
             return failed("SCRAM client-first message lacks n= or r=");
         };
-        if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+        if client_nonce.is_empty()
+            || !client_nonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return failed("SCRAM client nonce is empty or not printable");
         }
         if let Some(a) = authz.strip_prefix("a=") {
@@ -199,7 +205,10 @@ impl ScramServer {
             Err(e) => return failed(format!("SCRAM: cannot read the users: {e}")),
         };
         let mut server_nonce = [0u8; 24];
-        if ring::rand::SystemRandom::new().fill(&mut server_nonce).is_err() {
+        if ring::rand::SystemRandom::new()
+            .fill(&mut server_nonce)
+            .is_err()
+        {
             return failed("no random source for a SCRAM nonce");
         }
         let nonce = format!("{client_nonce}{}", super::users::b64(&server_nonce));

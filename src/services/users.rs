@@ -103,7 +103,8 @@ impl Scram {
             Scram::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,
         };
         let mut out = vec![0u8; self.output_len()];
-        let iterations = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let iterations =
+            std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         pbkdf2::derive(alg, iterations, salt, password, &mut out);
         out
     }
@@ -231,7 +232,9 @@ fn key(name: &str) -> Vec<u8> {
 /// Kafka's checks of a user name: not empty, bounded.
 pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::InvalidRequest("a user name must not be empty".into()));
+        return Err(Error::InvalidRequest(
+            "a user name must not be empty".into(),
+        ));
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(Error::InvalidRequest(format!(

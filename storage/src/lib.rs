@@ -1026,7 +1026,10 @@ impl Store {
         let (key, limit) = if producer_id < 1 << PRODUCER_ID_SEQ_SHIFT {
             (META_NEXT_PRODUCER, producer_id as u64)
         } else {
-            (META_NEXT_PRODUCER_SEQ, (producer_id as u64) >> PRODUCER_ID_SEQ_SHIFT)
+            (
+                META_NEXT_PRODUCER_SEQ,
+                (producer_id as u64) >> PRODUCER_ID_SEQ_SHIFT,
+            )
         };
         match self.inner.meta.get(key) {
             Ok(Some(v)) => read_u64(&v).map(|next| limit < next).unwrap_or(false),

@@ -261,6 +261,65 @@ pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// One connection speaking raw Kafka requests (kafka-protocol's client-side encoders), the
+/// correlation id checked on every answer.
+pub struct Conn {
+    pub s: tokio::net::TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    pub async fn open(addr: std::net::SocketAddr) -> Conn {
+        Conn {
+            s: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
+    pub async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Q,
+    ) -> R {
+        self.try_call(key, version, req)
+            .await
+            .unwrap_or_else(|| panic!("{key:?} v{version}: no response"))
+    }
+
+    /// Sends a request and reads what comes back: `None` when the broker closed the connection
+    /// instead of answering.
+    pub async fn try_call<Q: Encodable, R: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Q,
+    ) -> Option<R> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("producer-1")));
+        let mut buf = BytesMut::new();
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&buf);
+        self.s.write_all(&frame).await.ok()?;
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).await.ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut body).await.ok()?;
+        let mut body = Bytes::from(body);
+        let rh = ResponseHeader::decode(&mut body, R::header_version(version)).unwrap();
+        assert_eq!(rh.correlation_id, self.correlation);
+        Some(R::decode(&mut body, version).unwrap())
+    }
+}
+
 /// Sends one request on a new connection and decodes the answer at the same version (the
 /// correlation id is checked).
 pub async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
