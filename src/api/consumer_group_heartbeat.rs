@@ -22,18 +22,8 @@ impl KafkaApi for ConsumerGroupHeartbeat {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: ConsumerGroupHeartbeatRequest) -> Pending {
-        if !super::allowed(
-            session,
-            super::Operation::Read,
-            super::ResourceType::Group,
-            req.group_id.0.as_str(),
-        ) {
-            return call.ready(
-                &kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
-                    .with_error_code(
-                        kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
-                    ),
-            );
+        if let Some(code) = super::group_refused(session, super::Operation::Read, &req.group_id) {
+            return call.ready(&ConsumerGroupHeartbeatResponse::default().with_error_code(code));
         }
         let resp = answer(session, call, req);
         let services = session.services.clone();

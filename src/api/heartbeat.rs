@@ -18,16 +18,9 @@ impl KafkaApi for Heartbeat {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: HeartbeatRequest) -> Pending {
-        if !super::allowed(
-            session,
-            super::Operation::Read,
-            super::ResourceType::Group,
-            req.group_id.0.as_str(),
-        ) {
+        if let Some(code) = super::group_refused(session, super::Operation::Read, &req.group_id) {
             return call.ready(
-                &kafka_protocol::messages::HeartbeatResponse::default().with_error_code(
-                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
-                ),
+                &kafka_protocol::messages::HeartbeatResponse::default().with_error_code(code),
             );
         }
         let r = session.services.groups.heartbeat(

@@ -463,6 +463,13 @@ impl Access {
     }
 }
 
+/// `Some(GROUP_AUTHORIZATION_FAILED)` when the session may not do `op` on group `group`: the
+/// top-level error code of a group request's answer.
+pub fn group_refused(session: &Session, op: Operation, group: &str) -> Option<i16> {
+    (!allowed(session, op, ResourceType::Group, group))
+        .then(|| kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
+}
+
 /// [`allowed`] on the cluster resource.
 pub fn cluster_allowed(session: &Session, op: Operation) -> bool {
     allowed(

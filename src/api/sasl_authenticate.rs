@@ -10,7 +10,6 @@ use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 use super::{str_bytes, Call, KafkaApi, Pending};
 use crate::listener::{Auth, Session};
-use crate::services::metrics::AuthLabels;
 use crate::services::sasl::{failure_message, Step};
 use crate::services::users::Users;
 
@@ -44,15 +43,7 @@ impl KafkaApi for SaslAuthenticate {
             }
             Step::Done { principal, reply } => {
                 tracing::info!(%principal, mechanism, "authenticated");
-                session
-                    .services
-                    .metrics
-                    .authentications
-                    .get_or_create(&AuthLabels {
-                        mechanism,
-                        result: "success",
-                    })
-                    .inc();
+                session.services.metrics.authenticated(mechanism, "success");
                 session.principal = principal;
                 session.auth = Auth::Done;
                 resp.auth_bytes = Bytes::from(reply);
@@ -73,15 +64,7 @@ impl KafkaApi for SaslAuthenticate {
                         "SASL authentication failed; closing the connection"
                     );
                 }
-                session
-                    .services
-                    .metrics
-                    .authentications
-                    .get_or_create(&AuthLabels {
-                        mechanism,
-                        result: "failure",
-                    })
-                    .inc();
+                session.services.metrics.authenticated(mechanism, "failure");
                 resp.error_code = ResponseError::SaslAuthenticationFailed.code();
                 resp.error_message = Some(str_bytes(&failure_message(mechanism)));
                 session.close_after = true;

@@ -130,6 +130,13 @@ impl Metrics {
         self.appended_records.get_or_create(&l).inc_by(records);
     }
 
+    /// One SASL authentication of `mechanism` ended: `success` or `failure`.
+    pub fn authenticated(&self, mechanism: &'static str, result: &'static str) {
+        self.authentications
+            .get_or_create(&AuthLabels { mechanism, result })
+            .inc();
+    }
+
     /// One event of `topic` dead-lettered.
     pub fn dead_lettered(&self, topic: &str, source: Option<&str>, reason: &'static str) {
         let source = source.unwrap_or("unknown");
