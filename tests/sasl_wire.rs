@@ -159,3 +159,29 @@ async fn sasl_gates_and_producer_ids_bound_to_principals() {
     assert_eq!((p.error_code, p.base_offset), (0, 1));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mechanism_not_enabled_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(
+        dir.path(),
+        &[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:0"),
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-512"),
+        ],
+    )
+    .await;
+    let mut c = Conn::open(server.kafka_addr()).await;
+    let hs: SaslHandshakeResponse = c
+        .call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )
+        .await;
+    // UNSUPPORTED_SASL_MECHANISM, with the mechanisms that are enabled.
+    assert_eq!(hs.error_code, 33);
+    let enabled: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(enabled, ["SCRAM-SHA-512"]);
+    server.shutdown().await.unwrap();
+}

@@ -872,3 +872,38 @@ fn https_http_listener_with_the_kafka_certificate_and_a_token() {
         .unwrap();
     assert!(!out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
+
+#[test]
+fn named_listeners_and_allow_everyone_if_no_acl_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A listener name mapped to its protocol; ACLs on, but a resource no ACL names is open.
+    let b = BrokerProcess::spawn(
+        &data,
+        &[
+            "--set",
+            "listeners=INTERNAL://127.0.0.1:0",
+            "--set",
+            "listener.security.protocol.map=INTERNAL:PLAINTEXT",
+            "--set",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "--set",
+            "allow.everyone.if.no.acl.found=true",
+            "--set",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        ],
+    );
+    assert!(b
+        .log_text()
+        .contains("listener=INTERNAL protocol=\"PLAINTEXT\""));
+    let bs = b.addr.to_string();
+    let (ok, _, err) = kcat(&["-P", "-b", &bs, "-t", "open"], Some("x\n"));
+    assert!(ok, "anonymous produce to a topic no ACL names: {err}");
+    let (ok, out, err) = kcat(
+        &["-C", "-b", &bs, "-t", "open", "-o", "beginning", "-e", "-q"],
+        None,
+    );
+    assert!(ok && out.trim() == "x", "{out} {err}");
+    let (ok, out, _) = kcat(&["-L", "-b", &bs, "-t", "open"], None);
+    assert!(ok && out.contains(&format!("at {bs}")), "{out}");
+}

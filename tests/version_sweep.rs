@@ -83,7 +83,16 @@ async fn commit(addr: SocketAddr, v: i16, group: &str, offset: i64) -> OffsetCom
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_is_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path()).await;
+    // ACLs enforced, but no binding names the resources used: everything is allowed (and the
+    // ACL APIs answer).
+    let server = common::start_with(
+        dir.path(),
+        &[
+            ("authorizer.class.name", "kafkabox"),
+            ("allow.everyone.if.no.acl.found", "true"),
+        ],
+    )
+    .await;
     let addr = server.kafka_addr();
     server
         .store()
@@ -515,6 +524,85 @@ async fn every_advertised_version_is_answered() {
                     let r: ConsumerGroupDescribeResponse = call(addr, key, v, &req).await;
                     assert_eq!(r.groups[0].error_code, 0, "ConsumerGroupDescribe v{v}");
                     assert_eq!(r.groups[0].members.len(), 1, "ConsumerGroupDescribe v{v}");
+                }
+                ApiKey::SaslHandshake => {
+                    // On a PLAINTEXT listener there is no SASL to start: ILLEGAL_SASL_STATE.
+                    let req = SaslHandshakeRequest::default()
+                        .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512"));
+                    let r: SaslHandshakeResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 34, "SaslHandshake v{v}");
+                    assert_eq!(r.mechanisms.len(), 3, "SaslHandshake v{v}");
+                }
+                ApiKey::SaslAuthenticate => {
+                    let req = SaslAuthenticateRequest::default()
+                        .with_auth_bytes(Bytes::from_static(b"\0u\0p"));
+                    let r: SaslAuthenticateResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 34, "SaslAuthenticate v{v}");
+                }
+                ApiKey::CreateAcls => {
+                    let req = CreateAclsRequest::default().with_creations(vec![
+                        create_acls_request::AclCreation::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_string(format!("acl-v{v}")))
+                            .with_resource_pattern_type(3)
+                            .with_principal(StrBytes::from_static_str("User:sweep"))
+                            .with_host(StrBytes::from_static_str("*"))
+                            .with_operation(3)
+                            .with_permission_type(3),
+                    ]);
+                    let r: CreateAclsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(
+                        r.results[0].error_code, 0,
+                        "CreateAcls v{v}: {:?}",
+                        r.results[0].error_message
+                    );
+                }
+                ApiKey::DescribeAcls => {
+                    let req = DescribeAclsRequest::default()
+                        .with_resource_type_filter(1)
+                        .with_pattern_type_filter(1)
+                        .with_operation(1)
+                        .with_permission_type(1);
+                    let r: DescribeAclsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "DescribeAcls v{v}");
+                }
+                ApiKey::DeleteAcls => {
+                    let req = DeleteAclsRequest::default().with_filters(vec![
+                        delete_acls_request::DeleteAclsFilter::default()
+                            .with_resource_type_filter(1)
+                            .with_pattern_type_filter(1)
+                            .with_principal_filter(Some(StrBytes::from_static_str("User:sweep")))
+                            .with_operation(1)
+                            .with_permission_type(1),
+                    ]);
+                    let r: DeleteAclsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.filter_results[0].error_code, 0, "DeleteAcls v{v}");
+                }
+                ApiKey::AlterUserScramCredentials => {
+                    let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+                        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                            .with_name(StrBytes::from_static_str("sweep"))
+                            .with_mechanism(2)
+                            .with_iterations(4096)
+                            .with_salt(Bytes::from_static(b"0123456789abcdef"))
+                            .with_salted_password(Bytes::from(vec![7u8; 64])),
+                    ]);
+                    let r: AlterUserScramCredentialsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(
+                        r.results[0].error_code, 0,
+                        "AlterUserScramCredentials v{v}: {:?}",
+                        r.results[0].error_message
+                    );
+                }
+                ApiKey::DescribeUserScramCredentials => {
+                    let r: DescribeUserScramCredentialsResponse = call(
+                        addr,
+                        key,
+                        v,
+                        &DescribeUserScramCredentialsRequest::default().with_users(None),
+                    )
+                    .await;
+                    assert_eq!(r.error_code, 0, "DescribeUserScramCredentials v{v}");
                 }
                 other => panic!("no sweep case for {other:?}"),
             }
