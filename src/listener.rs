@@ -253,13 +253,17 @@ impl Server {
     }
 }
 
-/// The next connection on any of `listeners`, with the index of its listener.
+/// The next connection on any of `listeners`, with the index of its listener. The listener
+/// polled first turns with `turn`, so a flood on one cannot starve the others.
 async fn accept_any(
     listeners: &[(TcpListener, BoundListener)],
+    turn: usize,
 ) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
     std::future::poll_fn(|cx| {
-        for (i, (l, _)) in listeners.iter().enumerate() {
-            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+        let n = listeners.len();
+        for k in 0..n {
+            let i = (turn + k) % n;
+            if let std::task::Poll::Ready(r) = listeners[i].0.poll_accept(cx) {
                 return std::task::Poll::Ready((i, r));
             }
         }
@@ -281,10 +285,12 @@ async fn run(
     let background = tokio::spawn(services.clone().run_background());
     let mut refused_log = crate::services::log_limit::RateLimitedLog::default();
     let mut accept_errors = crate::services::log_limit::RateLimitedLog::default();
+    let mut turn = 0usize;
     loop {
+        turn = turn.wrapping_add(1);
         let (which, accepted) = tokio::select! {
             _ = shutdown.changed() => break,
-            a = accept_any(&listeners) => a,
+            a = accept_any(&listeners, turn) => a,
         };
         let bound = &listeners[which].1;
         // Reap finished connections so the set stays bounded by max.connections.

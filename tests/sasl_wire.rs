@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafkabox::services::users::{Credential, Mechanism, Users};
+use kafkabox::services::users::{Credential, Mechanism};
 use kafkabox_protocol::batch::{encode_uncompressed, ProducerFields};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -65,7 +65,7 @@ async fn sasl_gates_and_producer_ids_bound_to_principals() {
     let dir = tempfile::tempdir().unwrap();
     let server =
         common::start_with(dir.path(), &[("listeners", "SASL_PLAINTEXT://127.0.0.1:0")]).await;
-    let users = Users::new(server.store().clone());
+    let users = &server.services().users;
     let mut changes = Vec::new();
     for (name, pw) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
         changes.push((

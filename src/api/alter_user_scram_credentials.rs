@@ -13,7 +13,7 @@ use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 use super::{cluster_allowed, errors, str_bytes, Call, KafkaApi, Operation, Pending};
 use crate::listener::Session;
 use crate::services::users::{
-    check_name, Credential, Mechanism, Scram, Users, MAX_ITERATIONS, MIN_ITERATIONS,
+    check_name, Credential, Mechanism, Scram, MAX_ITERATIONS, MIN_ITERATIONS,
 };
 
 /// AlterUserScramCredentials, declared for the API table.
@@ -134,10 +134,9 @@ impl KafkaApi for AlterUserScramCredentials {
                 Credential::from_salted(s, u.salt.to_vec(), iterations as u32, &u.salted_password);
             changes.push((name, mechanism(s), Some(cred)));
         }
-        let store = session.services.store.clone();
+        let users_svc = session.services.users.clone();
         let by = session.principal.clone();
         super::blocking(call, "AlterUserScramCredentials", move || {
-            let users_svc = Users::new(store);
             let mut results = Vec::new();
             let mut to_apply = Vec::new();
             for user in &users {

@@ -12,7 +12,7 @@ use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 use super::{cluster_allowed, errors, str_bytes, Call, KafkaApi, Operation, Pending};
 use crate::listener::Session;
-use crate::services::users::{Mechanism, User, Users};
+use crate::services::users::{Mechanism, User};
 
 /// DescribeUserScramCredentials, declared for the API table.
 pub struct DescribeUserScramCredentials;
@@ -37,7 +37,7 @@ impl KafkaApi for DescribeUserScramCredentials {
             ));
             return call.ready(&resp);
         }
-        let users = Users::new(session.services.store.clone());
+        let users = &session.services.users;
         let infos = |u: &User| -> Vec<CredentialInfo> {
             u.credentials
                 .iter()

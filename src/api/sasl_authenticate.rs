@@ -11,7 +11,6 @@ use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 use super::{str_bytes, Call, KafkaApi, Pending};
 use crate::listener::{Auth, Session};
 use crate::services::sasl::{failure_message, Step};
-use crate::services::users::Users;
 
 /// SaslAuthenticate, declared for the API table.
 pub struct SaslAuthenticate;
@@ -35,7 +34,7 @@ impl KafkaApi for SaslAuthenticate {
         };
         let mechanism = exchange.mechanism();
         // This runs on the blocking pool (the listener's dispatch): PLAIN's PBKDF2 may take ms.
-        let users = Users::new(session.services.store.clone());
+        let users = session.services.users.clone();
         match exchange.step(&users, &req.auth_bytes) {
             Step::Continue(challenge) => {
                 resp.auth_bytes = Bytes::from(challenge);

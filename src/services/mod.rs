@@ -82,6 +82,8 @@ pub struct Services {
     pub metrics: Arc<metrics::Metrics>,
     /// ACLs and the authorizer (`authorizer.class.name`).
     pub acl: acl::Authorizer,
+    /// SASL users (the one in-memory copy the listeners authenticate against).
+    pub users: users::Users,
     /// Topics whose produce requests are checked record by record against a contract
     /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
     contracts: HashMap<String, Arc<Contract>>,
@@ -103,6 +105,7 @@ impl Services {
         let acl = acl::Authorizer::open(store.clone(), &config)?;
         Ok(Arc::new(Services {
             acl,
+            users: users::Users::new(store.clone()),
             topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
             metrics: Arc::default(),

@@ -217,10 +217,14 @@ pub struct User {
     pub credentials: BTreeMap<Mechanism, Credential>,
 }
 
-/// The stored users (over the store's security records).
+/// The stored users (over the store's security records), with an in-memory copy: an
+/// authentication reads no database (a client retrying a wrong password as fast as it can
+/// costs a lookup in a map). Changes go through [`Users::apply`] / [`Users::remove`], which
+/// write the store first; clones share the copy.
 #[derive(Debug, Clone)]
 pub struct Users {
     store: Store,
+    cache: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<BTreeMap<String, User>>>>>,
 }
 
 fn key(name: &str) -> Vec<u8> {
@@ -249,49 +253,70 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+fn load(store: &Store) -> Result<BTreeMap<String, User>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in store.security_records(PREFIX)? {
+        let name = String::from_utf8_lossy(&k[PREFIX.len()..]).into_owned();
+        let user: User = serde_json::from_slice(&v)
+            .map_err(|e| Error::Internal(format!("user record of {name}: {e}")))?;
+        out.insert(name, user);
+    }
+    Ok(out)
+}
+
 impl Users {
     pub fn new(store: Store) -> Users {
-        Users { store }
+        Users {
+            store,
+            cache: Default::default(),
+        }
+    }
+
+    /// Every user, read from the store on first use.
+    fn all(&self) -> Result<std::sync::Arc<BTreeMap<String, User>>> {
+        if let Some(all) = self.cache.read().ok().and_then(|c| c.clone()) {
+            return Ok(all);
+        }
+        let mut guard = self
+            .cache
+            .write()
+            .map_err(|_| Error::Internal("users lock".into()))?;
+        if let Some(all) = guard.clone() {
+            return Ok(all);
+        }
+        let all = std::sync::Arc::new(load(&self.store)?);
+        *guard = Some(all.clone());
+        Ok(all)
     }
 
     /// The user `name`, if stored.
     pub fn get(&self, name: &str) -> Result<Option<User>> {
-        let k = key(name);
-        let recs = self.store.security_records(&k)?;
-        match recs.into_iter().find(|(rk, _)| *rk == k) {
-            None => Ok(None),
-            Some((_, v)) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("user record of {name}: {e}"))),
-        }
+        Ok(self.all()?.get(name).cloned())
     }
 
     /// Every stored user, by name.
     pub fn list(&self) -> Result<Vec<(String, User)>> {
-        let mut out = Vec::new();
-        for (k, v) in self.store.security_records(PREFIX)? {
-            let name = String::from_utf8_lossy(&k[PREFIX.len()..]).into_owned();
-            let user: User = serde_json::from_slice(&v)
-                .map_err(|e| Error::Internal(format!("user record of {name}: {e}")))?;
-            out.push((name, user));
-        }
-        Ok(out)
+        Ok(self
+            .all()?
+            .iter()
+            .map(|(n, u)| (n.clone(), u.clone()))
+            .collect())
     }
 
     /// Applies credential changes in one durable write: `Some` sets a mechanism's credential,
     /// `None` removes it (a user left with none is removed).
     pub fn apply(&self, changes: &[(String, Mechanism, Option<Credential>)]) -> Result<()> {
-        let mut users: BTreeMap<String, User> = BTreeMap::new();
-        for (name, _, _) in changes {
-            if !users.contains_key(name) {
-                users.insert(name.clone(), self.get(name)?.unwrap_or_default());
-            }
-        }
-        let existing = self.store.security_records(PREFIX)?.len();
-        let new = users.values().filter(|u| u.credentials.is_empty()).count();
+        let all = self.all()?;
+        // One writer at a time: the copy and the store change together.
+        let mut guard = self
+            .cache
+            .write()
+            .map_err(|_| Error::Internal("users lock".into()))?;
+        let current = guard.clone().unwrap_or(all);
+        let mut next: BTreeMap<String, User> = current.as_ref().clone();
         for (name, mech, cred) in changes {
             check_name(name)?;
-            let user = users.entry(name.clone()).or_default();
+            let user = next.entry(name.clone()).or_default();
             match cred {
                 Some(c) => {
                     user.credentials.insert(*mech, c.clone());
@@ -301,29 +326,39 @@ impl Users {
                 }
             }
         }
-        if existing + new > MAX_USERS {
+        next.retain(|_, u| !u.credentials.is_empty());
+        if next.len() > MAX_USERS && next.len() > current.len() {
             return Err(Error::PolicyViolation(format!(
                 "at most {MAX_USERS} users may be stored"
             )));
         }
-        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = users
-            .iter()
-            .map(|(name, user)| {
-                let v = (!user.credentials.is_empty())
-                    .then(|| serde_json::to_vec(user).unwrap_or_default());
-                (key(name), v)
-            })
-            .collect();
+        let mut touched: Vec<&String> = changes.iter().map(|(n, _, _)| n).collect();
+        touched.sort();
+        touched.dedup();
+        let mut records = Vec::with_capacity(touched.len());
+        for name in touched {
+            let v = match next.get(name) {
+                Some(u) => Some(serde_json::to_vec(u).map_err(|e| Error::Internal(e.to_string()))?),
+                None => None,
+            };
+            records.push((key(name), v));
+        }
         self.store.put_security_records(&records)?;
+        *guard = Some(std::sync::Arc::new(next));
         Ok(())
     }
 
     /// Removes a user and all its credentials; false when there was none.
     pub fn remove(&self, name: &str) -> Result<bool> {
-        if self.get(name)?.is_none() {
+        let Some(user) = self.get(name)? else {
             return Ok(false);
-        }
-        self.store.put_security_records(&[(key(name), None)])?;
+        };
+        let changes: Vec<(String, Mechanism, Option<Credential>)> = user
+            .credentials
+            .keys()
+            .map(|m| (name.to_string(), *m, None))
+            .collect();
+        self.apply(&changes)?;
         Ok(true)
     }
 

@@ -1018,7 +1018,8 @@ impl Store {
         Ok(key)
     }
 
-    /// Whether `producer_id` was handed out by this data dir (to anyone).
+    /// Whether `producer_id`'s sequence number was handed out by this data dir (to someone:
+    /// the HMAC part is checked, with the owner, by [`Store::producer_id_owned_by`]).
     fn producer_id_issued(&self, producer_id: i64) -> bool {
         if producer_id < 0 {
             return false;

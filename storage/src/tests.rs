@@ -127,10 +127,13 @@ async fn idempotent_duplicates_and_gaps_survive_restart() {
                 got: 7
             })
         ));
+        // An id whose sequence number was never handed out (the store checks only that;
+        // whether an id belongs to the principal using it is `producer_id_owned_by`, which
+        // the broker asks before appending).
         let (b, h) = batch(
             1,
             ProducerFields {
-                producer_id: pid + 50,
+                producer_id: pid + (1 << 40),
                 producer_epoch: 0,
                 base_sequence: 0,
             },
