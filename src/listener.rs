@@ -472,20 +472,30 @@ async fn read_body<R: AsyncRead + Unpin>(
     Ok((buf.freeze(), permit))
 }
 
-/// Sets TCP_NODELAY on the socket under a connection's stream.
-pub trait NoDelay {
-    fn no_delay(&self);
+/// A client connection's stream: plain TCP, split into owned halves with no lock between
+/// them (the hot path), or TLS, split with tokio's shared halves.
+pub trait Connection: Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    /// Sets TCP_NODELAY and splits the stream for the reading loop and the writer task.
+    fn into_halves(self) -> (Self::Read, Self::Write);
 }
 
-impl NoDelay for TcpStream {
-    fn no_delay(&self) {
+impl Connection for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
         let _ = self.set_nodelay(true);
+        self.into_split()
     }
 }
 
-impl NoDelay for tokio_rustls::server::TlsStream<TcpStream> {
-    fn no_delay(&self) {
+impl Connection for tokio_rustls::server::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
         let _ = self.get_ref().0.set_nodelay(true);
+        tokio::io::split(self)
     }
 }
 
@@ -542,10 +552,9 @@ async fn tls_handshake(
 
 async fn serve_connection<S>(stream: S, mut session: Session, request_bytes: Arc<Semaphore>)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static + NoDelay,
+    S: Connection,
 {
-    stream.no_delay();
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (mut rd, mut wr) = stream.into_halves();
     let config = session.services.config.clone();
     let (tx, mut rx) = mpsc::channel::<Pending>(config.max_inflight_per_connection);
     let writer = tokio::spawn(
