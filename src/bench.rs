@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// Broker to measure; default: start one in-process over a temporary data dir.
     #[arg(long)]
     bootstrap: Option<String>,
+    /// A librdkafka setting for every client of the bench, KEY=VALUE (repeatable): security
+    /// for a `--bootstrap` broker, e.g. -X security.protocol=SASL_SSL -X sasl.mechanisms=...
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    client_settings: Vec<String>,
     /// Message sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "100,1024")]
     sizes: Vec<usize>,
@@ -53,6 +57,18 @@ pub struct BenchArgs {
     /// Group sizes whose rebalance time is measured (20 partitions, heartbeat.interval.ms=100).
     #[arg(long, value_delimiter = ',', default_value = "2,20")]
     rebalance_members: Vec<usize>,
+}
+
+/// The `-X` settings, applied to every client the bench makes.
+static CLIENT_SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// A librdkafka client configuration with the `-X` settings.
+fn client_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in CLIENT_SETTINGS.get().into_iter().flatten() {
+        c.set(k, v);
+    }
+    c
 }
 
 /// Most messages one run sends, whatever `bytes_per_run` says (10 GiB of 1 KiB records fit).
@@ -88,6 +104,14 @@ fn progress(quiet: bool, len: u64, what: &str) -> ProgressBar {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    let mut settings = Vec::new();
+    for kv in &args.client_settings {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("-X {kv}: expected KEY=VALUE"))?;
+        settings.push((k.to_string(), v.to_string()));
+    }
+    let _ = CLIENT_SETTINGS.set(settings);
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = base.join(format!("kafkabox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
@@ -487,7 +511,7 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
 
 async fn create_topic(addr: &str, name: &str, partitions: i32) -> Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config()
         .set("bootstrap.servers", addr)
         .create()
         .context("admin client")?;
@@ -505,7 +529,7 @@ async fn create_topic(addr: &str, name: &str, partitions: i32) -> Result<()> {
 }
 
 fn group_member(addr: &str, group: &str, heartbeat_ms: &str) -> Result<BaseConsumer> {
-    ClientConfig::new()
+    client_config()
         .set("bootstrap.servers", addr)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
@@ -859,7 +883,7 @@ fn file_append_mib_per_s(dir: &Path, total: usize) -> Result<f64> {
 }
 
 fn producer(addr: &str, acks: &str, linger_ms: &str) -> Result<FutureProducer> {
-    ClientConfig::new()
+    client_config()
         .set("bootstrap.servers", addr)
         .set("acks", acks)
         .set("linger.ms", linger_ms)
@@ -965,7 +989,7 @@ async fn latency(addr: &str, count: usize, quiet: bool) -> Result<(f64, f64, usi
     let consumer_topic = topic.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || -> Result<Vec<f64>> {
-        let c: BaseConsumer = ClientConfig::new()
+        let c: BaseConsumer = client_config()
             .set("bootstrap.servers", &consumer_addr)
             .set("group.id", "kafkabox-bench-unused")
             .set("enable.auto.commit", "false")

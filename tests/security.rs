@@ -399,6 +399,42 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         "{m}"
     );
 
+    // `kafkabox bench` measures a SASL_SSL listener with -X settings.
+    let scratch = tempfile::tempdir().unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_kafkabox")).args([
+        "bench",
+        "--quiet",
+        "--dir",
+        scratch.path().to_str().unwrap(),
+        "--bootstrap",
+        &bootstrap,
+        "-X",
+        "security.protocol=SASL_SSL",
+        "-X",
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "-X",
+        "sasl.username=alice",
+        "-X",
+        "sasl.password=alice-secret",
+        "-X",
+        &ca_arg,
+        "--sizes",
+        "100",
+        "--acks",
+        "all",
+        "--bytes-per-run",
+        "20000",
+        "--latency-messages",
+        "20",
+        "--handler-events",
+        "0",
+        "--consume-bytes",
+        "20480",
+        "--rebalance-members",
+        "2",
+    ]));
+    assert!(out.contains("produce   100 B acks=all"), "{out}");
+
     // A client without TLS gets nothing from a TLS listener (the handshake fails, counted).
     let (ok, _, _) = kcat(&["-b", &format!("127.0.0.1:{port}"), "-L", "-m", "3"], None);
     assert!(
