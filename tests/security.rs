@@ -458,7 +458,28 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
         &["SCRAM-SHA-256", "SCRAM-SHA-512"],
     );
     // `kafkabox users list` and `remove` through the binary.
-    add_user(&data, "temp", "temp-secret", &["PLAIN"]);
+    {
+        // --iterations through the binary.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+            .args([
+                "users",
+                "add",
+                "temp",
+                "--mechanism",
+                "PLAIN",
+                "--iterations",
+                "4096",
+            ])
+            .args(["--password-stdin", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "temp-secret").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
     let listed = run(Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["users", "list", "--data-dir"])
         .arg(&data));
@@ -467,7 +488,7 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
         "{listed}"
     );
     assert!(
-        listed.contains("temp\tPLAIN") && listed.contains("3 users"),
+        listed.contains("temp\tPLAIN (iterations 4096)") && listed.contains("3 users"),
         "{listed}"
     );
     assert!(!listed.contains("secret"), "{listed}");
