@@ -855,6 +855,7 @@ fn bad_security_settings_are_clear_errors() {
             "super.users=admin",
             "is not a principal of the form User:NAME",
         ),
+        ("ssl.keystore.type=JKS", "kafkabox reads PEM files only"),
         ("ssl.keystore.location=/nonexistent.pem", ""),
     ] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkabox"));
@@ -892,6 +893,8 @@ fn https_http_listener_with_the_kafka_certificate_and_a_token() {
             "listeners=SASL_SSL://127.0.0.1:0",
             "--set",
             &format!("ssl.keystore.location={}", certs.server.display()),
+            "--set",
+            "ssl.keystore.type=PEM",
             "--set",
             "http.listen=https://127.0.0.1:0",
             "--set",
