@@ -867,14 +867,14 @@ fn bad_security_settings_are_clear_errors() {
             "--set",
             set,
         ]);
-        if set.starts_with("ssl.keystore") {
+        if set.starts_with("ssl.keystore.location") {
             cmd.args(["--set", "listeners=SSL://127.0.0.1:0"]);
         }
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{set}: {err}");
         assert!(err.contains(expected), "{set}: {err}");
-        if set.starts_with("ssl.keystore") {
+        if set.starts_with("ssl.keystore.location") {
             assert!(err.contains("cannot read /nonexistent.pem"), "{err}");
         }
     }
