@@ -362,11 +362,15 @@ impl Users {
         Ok(true)
     }
 
-    /// PLAIN: whether `password` is `name`'s (a PLAIN credential, else any SCRAM one).
+    /// PLAIN: whether `password` is `name`'s (a PLAIN credential, else any SCRAM one). The
+    /// key derivation (PBKDF2, 4096 to 16384 rounds: milliseconds of CPU) runs one at a time,
+    /// so clients trying passwords on many connections cannot take every core.
     pub fn check_password(&self, name: &str, password: &str) -> Result<bool> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let Some(user) = self.get(name)? else {
             return Ok(false);
         };
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         for (mech, cred) in &user.credentials {
             if cred.matches(mech.scram(), password) {
                 return Ok(true);
