@@ -554,6 +554,8 @@ struct Inner {
     groups: sled::Tree,
     /// Users' credentials and ACLs, opaque to the store (tree `security`).
     security: sled::Tree,
+    /// The producer-id key, once read or made (checked on every idempotent batch).
+    producer_key: std::sync::OnceLock<[u8; 32]>,
     cluster_id: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation and producer id allocation.
@@ -714,6 +716,7 @@ impl Store {
             meta,
             groups,
             security,
+            producer_key: std::sync::OnceLock::new(),
             cluster_id,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
@@ -1001,8 +1004,16 @@ impl Store {
         Ok(producer_id_for(&key, seq, owner))
     }
 
-    /// The data dir's producer-id key, created on first use.
+    /// The data dir's producer-id key, created on first use, then kept in memory.
     fn producer_key(&self) -> Result<[u8; 32], StoreError> {
+        if let Some(k) = self.inner.producer_key.get() {
+            return Ok(*k);
+        }
+        let key = self.read_or_make_producer_key()?;
+        Ok(*self.inner.producer_key.get_or_init(|| key))
+    }
+
+    fn read_or_make_producer_key(&self) -> Result<[u8; 32], StoreError> {
         let meta = &self.inner.meta;
         if let Some(v) = meta.get(META_PRODUCER_KEY)? {
             return v
