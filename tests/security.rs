@@ -942,9 +942,11 @@ fn named_listeners_and_allow_everyone_if_no_acl_found() {
         &data,
         &[
             "--set",
-            "listeners=INTERNAL://127.0.0.1:0",
+            "listeners=INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0",
             "--set",
-            "listener.security.protocol.map=INTERNAL:PLAINTEXT",
+            "listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            "--set",
+            "advertised.listeners=EXTERNAL://advertised.example:1234",
             "--set",
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "--set",
@@ -966,4 +968,15 @@ fn named_listeners_and_allow_everyone_if_no_acl_found() {
     assert!(ok && out.trim() == "x", "{out} {err}");
     let (ok, out, _) = kcat(&["-L", "-b", &bs, "-t", "open"], None);
     assert!(ok && out.contains(&format!("at {bs}")), "{out}");
+    // Each listener advertises its own address: EXTERNAL the one configured.
+    let log = b.log_text();
+    let external = log
+        .lines()
+        .find(|l| l.contains("Kafka listener ready") && l.contains("listener=EXTERNAL"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .expect("EXTERNAL listener in the log")
+        .to_string();
+    let (ok, out, _) = kcat(&["-L", "-b", &external, "-t", "open"], None);
+    assert!(ok && out.contains("at advertised.example:1234"), "{out}");
 }
