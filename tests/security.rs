@@ -835,6 +835,66 @@ fn mutual_tls_certificate_subject_is_the_principal() {
         None,
     );
     assert!(!ok, "a client without a certificate must be refused");
+
+    // ssl.client.auth=requested: a certificate is asked for but not required.
+    let data2 = dir.path().join("data2");
+    let b2 = BrokerProcess::spawn(
+        &data2,
+        &[
+            "--set",
+            "listeners=SSL://127.0.0.1:0",
+            "--set",
+            &format!("ssl.keystore.location={}", certs.server.display()),
+            "--set",
+            &format!("ssl.truststore.location={}", certs.ca.display()),
+            "--set",
+            "ssl.client.auth=requested",
+        ],
+    );
+    let bootstrap2 = format!("localhost:{}", b2.addr.port());
+    let ca_arg = format!("ssl.ca.location={}", certs.ca.display());
+    let (ok, _, err) = kcat(
+        &[
+            "-P",
+            "-b",
+            &bootstrap2,
+            "-X",
+            "security.protocol=SSL",
+            "-X",
+            &ca_arg,
+            "-t",
+            "req",
+        ],
+        Some("anon\n"),
+    );
+    assert!(ok, "no certificate, requested only: {err}");
+    let (crt, key) = certs.client("writer");
+    let (ok, out, err) = kcat(
+        &[
+            "-C",
+            "-b",
+            &bootstrap2,
+            "-X",
+            "security.protocol=SSL",
+            "-X",
+            &ca_arg,
+            "-X",
+            &format!("ssl.certificate.location={}", crt.display()),
+            "-X",
+            &format!("ssl.key.location={}", key.display()),
+            "-t",
+            "req",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        None,
+    );
+    assert!(
+        ok && out.trim() == "anon",
+        "with a certificate: {out} {err}"
+    );
 }
 
 #[test]
