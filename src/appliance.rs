@@ -91,6 +91,19 @@ pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
     Ok(builder)
 }
 
+/// `addr`, with the loopback address of its family in place of a wildcard one.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
 /// The integration guide's topic.
 pub const CUSTOMER_EVENTS: &str = "customer-events";
 
@@ -186,6 +199,12 @@ impl ApplianceBuilder {
         self
     }
 
+    /// A fresh temporary data directory, removed at shutdown (and fault injection allowed):
+    /// for tests. Use with `listen("127.0.0.1:0")`.
+    pub fn ephemeral(self) -> Self {
+        self.set("data.ephemeral", "true")
+    }
+
     /// Serves `/health` and `/metrics` over HTTP on `addr` (e.g. `127.0.0.1:0`).
     pub fn http(mut self, addr: &str) -> Self {
         self.http = Some(addr.to_string());
@@ -203,6 +222,13 @@ impl ApplianceBuilder {
         for (k, v) in &self.settings {
             config.set(k, v).with_context(|| format!("setting {k}"))?;
         }
+        let ephemeral = if config.ephemeral {
+            let dir = ephemeral_dir()?;
+            config.data_dir = dir.path().to_path_buf();
+            Some(dir)
+        } else {
+            None
+        };
         let partitions = config.num_partitions;
         if config.reject_invalid && !self.reject.iter().any(|t| t == CUSTOMER_EVENTS) {
             self.reject.push(CUSTOMER_EVENTS.to_string());
@@ -320,6 +346,7 @@ impl ApplianceBuilder {
             tasks,
             shutdown_tx,
             http_addr,
+            ephemeral,
         })
     }
 }
@@ -396,9 +423,140 @@ pub struct ApplianceHandle {
     tasks: JoinSet<()>,
     shutdown_tx: watch::Sender<bool>,
     http_addr: Option<SocketAddr>,
+    /// The data directory of an ephemeral appliance, removed when this is dropped.
+    ephemeral: Option<tempfile::TempDir>,
+}
+
+/// Prefix of ephemeral data directories in the system's temporary directory.
+const EPHEMERAL_PREFIX: &str = "kafkabox-ephemeral-";
+
+/// A new ephemeral data directory, `kafkabox-ephemeral-<pid>-<random>` (mode 0700). Those of
+/// processes that no longer run (killed before they could remove theirs) are removed first.
+fn ephemeral_dir() -> Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(EPHEMERAL_PREFIX)) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let proc_dir = std::path::Path::new("/proc");
+            if proc_dir.exists() && !proc_dir.join(pid.to_string()).exists() {
+                match std::fs::remove_dir_all(e.path()) {
+                    Ok(()) => tracing::info!(dir = %e.path().display(), pid, "removed the ephemeral data directory of a kafkabox that no longer runs"),
+                    Err(err) => tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove a stale ephemeral data directory"),
+                }
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{EPHEMERAL_PREFIX}{}-", std::process::id()))
+        .tempdir_in(&tmp)
+        .with_context(|| format!("cannot create an ephemeral data directory in {}", tmp.display()))
+}
+
+/// Adds, lists and clears injected faults ([`ApplianceHandle::faults`]).
+#[derive(Debug, Clone)]
+pub struct FaultControl {
+    services: Arc<crate::services::Services>,
+}
+
+pub use crate::services::faults::{Fault, FaultRequest};
+
+impl FaultControl {
+    /// Injects a fault, e.g. `FaultRequest::error("Produce", "NOT_LEADER_OR_FOLLOWER").count(3)`.
+    pub fn add(&self, fault: FaultRequest) -> Result<Fault> {
+        let spec = crate::api::faults::resolve(&fault).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(self.services.faults.add(spec, fault)?)
+    }
+
+    /// The faults in effect, oldest first.
+    pub fn list(&self) -> Vec<Fault> {
+        self.services.faults.list()
+    }
+
+    /// Clears every fault; stalled answers go out. Returns how many there were.
+    pub fn clear(&self) -> usize {
+        self.services.faults.clear()
+    }
+
+    /// Clears one fault; false if there is none with `id`.
+    pub fn remove(&self, id: u64) -> bool {
+        self.services.faults.remove(id)
+    }
 }
 
 impl ApplianceHandle {
+    /// `bootstrap.servers` for a client on this machine: the first listener's address, with
+    /// 127.0.0.1 for a wildcard one.
+    pub fn bootstrap(&self) -> String {
+        connectable(self.kafka_addr()).to_string()
+    }
+
+    /// Every Kafka listener: name, protocol and bound address.
+    pub fn listeners(&self) -> &[crate::listener::BoundListener] {
+        self.server.listeners()
+    }
+
+    /// The data directory (the temporary one of an ephemeral appliance).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.server.services().config.data_dir
+    }
+
+    /// Whether the data directory is removed at shutdown.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral.is_some()
+    }
+
+    /// Fault injection (an ephemeral appliance, or `faults.allow`).
+    pub fn faults(&self) -> FaultControl {
+        FaultControl {
+            services: self.server.services().clone(),
+        }
+    }
+
+    /// The one line `kafkabox serve` prints (and writes to `--ready-file`) when it is ready:
+    /// where to connect, as JSON.
+    pub fn ready_line(&self) -> String {
+        let listeners: serde_json::Map<String, serde_json::Value> = self
+            .listeners()
+            .iter()
+            .map(|l| {
+                (
+                    l.name.to_string(),
+                    serde_json::json!({
+                        "protocol": l.protocol.name(),
+                        "address": connectable(l.addr).to_string(),
+                    }),
+                )
+            })
+            .collect();
+        let http = self.http_addr.map(|a| {
+            let scheme = if self.server.services().config.http_tls {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", connectable(a))
+        });
+        serde_json::json!({
+            "ready": true,
+            "bootstrap": self.bootstrap(),
+            "listeners": listeners,
+            "http": http,
+            "data_dir": self.data_dir().display().to_string(),
+            "ephemeral": self.is_ephemeral(),
+            "faults": self.server.services().faults.allowed(),
+            "emulate_kafka": self.server.services().config.emulate_kafka,
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string()
+    }
+
     /// The bound HTTP address, when the HTTP listener runs.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
@@ -438,6 +596,13 @@ impl ApplianceHandle {
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
-        self.server.shutdown().await
+        self.server.shutdown().await?;
+        if let Some(dir) = self.ephemeral.take() {
+            let path = dir.path().display().to_string();
+            dir.close()
+                .with_context(|| format!("cannot remove the ephemeral data directory {path}"))?;
+            tracing::info!(dir = %path, "ephemeral data directory removed");
+        }
+        Ok(())
     }
 }

@@ -207,6 +207,12 @@ pub struct Config {
     pub group_consumer_session_timeout_ms: i32,
     /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `data.ephemeral`: a fresh temporary data directory, removed at shutdown.
+    pub ephemeral: bool,
+    /// `faults.allow`: fault injection on a data directory that is not ephemeral.
+    pub faults_allowed: bool,
+    /// `emulate.kafka`: the Apache Kafka release whose API versions ApiVersions advertises.
+    pub emulate_kafka: Option<String>,
 }
 
 impl Default for Config {
@@ -266,6 +272,9 @@ impl Default for Config {
             offset_metadata_max_bytes: 4096,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            ephemeral: false,
+            faults_allowed: false,
+            emulate_kafka: None,
         }
     }
 }
@@ -285,6 +294,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("super.users", "principals allowed everything when ACLs are enforced, User:NAME;User:OTHER"),
     ("allow.everyone.if.no.acl.found", "when ACLs are enforced, allow an action on a resource no ACL names (default false)"),
     ("data.dir", "data directory (default ./kafkabox-data)"),
+    ("data.ephemeral", "a fresh temporary data directory instead of data.dir, removed at shutdown; fault injection allowed (default false; serve --ephemeral)"),
+    ("faults.allow", "accept fault injection (HTTP /api/v1/faults, kafkabox faults, the Rust API) on a data directory that is not ephemeral (default false; serve --allow-faults)"),
+    ("emulate.kafka", "advertise the API versions of this Apache Kafka release in ApiVersions and refuse others, e.g. 2.8, 3.5, 3.9, 4.0 (default: every version kafkabox answers; serve --emulate-kafka)"),
     ("auto.create.topics.enable", "create a topic when Metadata asks for an unknown one (default true)"),
     ("num.partitions", "partitions of auto-created topics (default 1)"),
     ("message.max.bytes", "largest record batch accepted (default 1048588)"),
@@ -600,6 +612,17 @@ impl Config {
             "group.consumer.heartbeat.interval.ms" => {
                 self.group_consumer_heartbeat_interval_ms = positive(k, parse_num(k, value)?)?
             }
+            "data.ephemeral" => self.ephemeral = parse_bool(k, value)?,
+            "faults.allow" => self.faults_allowed = parse_bool(k, value)?,
+            "emulate.kafka" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    self.emulate_kafka = None;
+                } else {
+                    crate::api::emulate::release(v).map_err(|e| anyhow!("{k}: {e}"))?;
+                    self.emulate_kafka = Some(v.to_string());
+                }
+            }
             "offset.metadata.max.bytes" => {
                 self.offset_metadata_max_bytes = positive(k, parse_num(k, value)?)?
             }
@@ -876,6 +899,7 @@ mod tests {
             ("super.users", "User:admin;User:ops"),
             ("data.dir", "/tmp/x"),
             ("http.listen", "127.0.0.1:0"),
+            ("emulate.kafka", "3.5"),
         ];
         for (key, _) in KEYS {
             if *key == "handlers.<topic>" {

@@ -62,6 +62,8 @@ pub struct Session {
     pub client_id: String,
     /// Requests answered on this connection.
     pub requests: u64,
+    /// The API versions this broker advertises and accepts (`emulate.kafka`).
+    pub apis: Arc<crate::api::emulate::Advertised>,
 }
 
 impl Session {
@@ -189,11 +191,23 @@ impl Server {
         )
         .await
         .context("starting the broker's services")?;
+        let apis = Arc::new(
+            crate::api::emulate::Advertised::from_config(services.config.emulate_kafka.as_deref())
+                .map_err(|e| anyhow::anyhow!("emulate.kafka: {e}"))?,
+        );
+        if let Some(release) = &apis.release {
+            info!(
+                release = %release,
+                apis = apis.iter().count(),
+                "emulating Apache Kafka {release}: ApiVersions advertises its API versions (those kafkabox answers) and other versions are refused"
+            );
+        }
         let task = tokio::spawn(run(
             sockets.into_iter().zip(bound.iter().cloned()).collect(),
             tls,
             services.clone(),
             request_bytes,
+            apis,
         ));
         // Partitions load when first used; this loads the rest in the background, so start-up
         // does not wait for them and the first requests mostly do not either.
@@ -278,6 +292,7 @@ async fn run(
     tls: Option<tokio_rustls::TlsAcceptor>,
     services: Arc<Services>,
     request_bytes: Arc<Semaphore>,
+    apis: Arc<crate::api::emulate::Advertised>,
 ) {
     let conn_permits = Arc::new(Semaphore::new(services.config.max_connections));
     let mut shutdown = services.shutdown.clone();
@@ -296,6 +311,11 @@ async fn run(
         // Reap finished connections so the set stays bounded by max.connections.
         while conns.try_join_next().is_some() {}
         match accepted {
+            Ok((stream, peer)) if services.faults.refusing() => {
+                // An injected fault: the client sees its connection closed at once.
+                debug!(%peer, "connection refused by an injected fault");
+                drop(stream);
+            }
             Ok((stream, peer)) => {
                 // At max.connections a new client is closed at once (it sees the connection
                 // end and retries), never left waiting in the backlog.
@@ -329,6 +349,7 @@ async fn run(
                     close_after: false,
                     client_id: String::new(),
                     requests: 0,
+                    apis: apis.clone(),
                 };
                 let request_bytes = request_bytes.clone();
                 let tls = bound.protocol.tls().then(|| tls.clone()).flatten();

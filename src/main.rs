@@ -68,6 +68,11 @@ enum Command {
     #[cfg(feature = "client")]
     #[command(subcommand)]
     Dlq(cli::DlqCommand),
+    /// Inject, list and clear faults in a box started with --ephemeral or --allow-faults
+    /// (kafkabox's HTTP API).
+    #[cfg(feature = "client")]
+    #[command(subcommand)]
+    Faults(cli::FaultsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +83,20 @@ struct ServeArgs {
     /// Data directory (`data.dir`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A fresh temporary data directory, removed at exit; fault injection allowed
+    /// (`data.ephemeral`). For tests, with `--listen 127.0.0.1:0`.
+    #[arg(long, conflicts_with = "data_dir")]
+    ephemeral: bool,
+    /// When ready, also write the ready line (JSON: bootstrap, listeners, http, data_dir, pid)
+    /// to this file (written whole, by rename; removed at a clean exit).
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// Accept fault injection on a data directory that is not ephemeral (`faults.allow`).
+    #[arg(long)]
+    allow_faults: bool,
+    /// Advertise the API versions of this Apache Kafka release, e.g. 3.5 (`emulate.kafka`).
+    #[arg(long, value_name = "VERSION")]
+    emulate_kafka: Option<String>,
     /// Kafka listener address (`listen`), e.g. 0.0.0.0:9092 or 127.0.0.1:0.
     #[arg(long)]
     listen: Option<String>,
@@ -109,6 +128,15 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
     }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
+    }
+    if args.ephemeral {
+        config.ephemeral = true;
+    }
+    if args.allow_faults {
+        config.faults_allowed = true;
+    }
+    if let Some(v) = &args.emulate_kafka {
+        config.set("emulate.kafka", v).context("--emulate-kafka")?;
     }
     if let Some(l) = &args.listen {
         config.set("listen", l).context("--listen")?;
@@ -196,12 +224,42 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // The broker plus the built-in customer-events contract (invalid events go to
     // customer-events.dlq).
     let app = kafkabox::appliance::from_config(config)?.start().await?;
+    // One machine-readable line on stdout once every listener and handler runs: a test
+    // harness reads it to learn the ports chosen for 127.0.0.1:0.
+    let ready = app.ready_line();
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (the harness stopped reading) is no reason to stop serving.
+        let _ = writeln!(out, "{ready}").and_then(|()| out.flush());
+    }
+    if let Some(path) = &args.ready_file {
+        if let Err(e) = write_ready_file(path, &ready) {
+            let _ = app.shutdown().await;
+            return Err(e);
+        }
+    }
     let signal = signals.wait().await?;
     tracing::info!(
         signal,
         "shutting down: no new connections, answering requests in flight, flushing"
     );
-    app.shutdown().await
+    let result = app.shutdown().await;
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Writes `line` to `path` whole: to a temporary file beside it, then renamed over it, so a
+/// harness polling for the file never reads half of it.
+fn write_ready_file(path: &std::path::Path, line: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{line}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("--ready-file: cannot write {}", path.display()))
 }
 
 /// The commands that need the `client` cargo feature (librdkafka).
@@ -212,6 +270,9 @@ const CLIENT_COMMANDS: &[&str] = &[
     "groups",
     "customers",
     "dlq",
+    "faults",
+    "dump",
+    "load",
     "bench",
 ];
 
@@ -278,6 +339,8 @@ fn main() {
             Command::Customers(c) => cli::httpapi::customers(c).await,
             #[cfg(feature = "client")]
             Command::Dlq(c) => cli::httpapi::dlq(c).await,
+            #[cfg(feature = "client")]
+            Command::Faults(c) => cli::httpapi::faults(c).await,
         }
     });
     if let Err(e) = result {

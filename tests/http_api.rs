@@ -795,6 +795,88 @@ async fn http_api_matches_openapi_and_works() {
         assert!(m.contains(needle), "/metrics lacks {needle}:\n{m}");
     }
 
+
+    // Fault injection: refused on a kept data directory without --allow-faults ...
+    let a = call(
+        &mut spec,
+        addr,
+        "POST",
+        "/api/faults",
+        "/api/faults",
+        Some(json!({"api": "Produce", "error": "NOT_LEADER_OR_FOLLOWER"})),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.body.contains("--allow-faults"), "{}", a.body);
+    // ... allowed with it.
+    let fdir = tempfile::tempdir().unwrap();
+    let faulty = BrokerProcess::spawn(
+        &fdir.path().join("data"),
+        &["--allow-faults", "--set", &format!("http.token={TOKEN}")],
+    );
+    let faddr = faulty.http_addr();
+    let a = call(&mut spec, faddr, "GET", "/api/faults", "/api/faults", None);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json(), json!({"allowed": true, "faults": []}));
+    let a = call(
+        &mut spec,
+        faddr,
+        "POST",
+        "/api/faults",
+        "/api/faults",
+        Some(json!({"api": "Produce", "error": "NOT_LEADER_OR_FOLLOWER", "count": 3})),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.json()["id"].as_u64().unwrap();
+    assert_eq!(a.json()["remaining"], 3);
+    for (body, wanted) in [
+        (json!({"api": "Produce"}), "exactly one"),
+        (json!({"api": "Nope", "stall": true}), "unknown api 'Nope'"),
+        (json!({"api": "Fetch", "error": "NO_SUCH"}), "unknown error 'NO_SUCH'"),
+        (json!({"api": "SaslHandshake", "error": "UNKNOWN_SERVER_ERROR"}), "does not take injected errors"),
+        (json!({"api": "Fetch", "latency_ms": 5, "probability": 2.0}), "probability"),
+        (json!({"api": "Fetch", "latency": 5}), "unknown field"),
+    ] {
+        let a = call(&mut spec, faddr, "POST", "/api/faults", "/api/faults", Some(body.clone()));
+        assert_eq!(a.status, 400, "{body}: {}", a.body);
+        assert!(a.body.contains(wanted), "{body}: {}", a.body);
+    }
+    let a = call(
+        &mut spec,
+        faddr,
+        "POST",
+        "/api/faults",
+        "/api/faults",
+        Some(json!({"api": "Fetch", "latency_ms": 100, "probability": 0.5})),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = call(&mut spec, faddr, "GET", "/api/faults", "/api/faults", None);
+    assert_eq!(a.json()["faults"].as_array().unwrap().len(), 2);
+    let a = call(
+        &mut spec,
+        faddr,
+        "DELETE",
+        "/api/faults/{id}",
+        &format!("/api/faults/{id}"),
+        None,
+    );
+    assert_eq!(a.status, 200);
+    let a = call(
+        &mut spec,
+        faddr,
+        "DELETE",
+        "/api/faults/{id}",
+        &format!("/api/faults/{id}"),
+        None,
+    );
+    assert_eq!(a.status, 404);
+    let a = call(&mut spec, faddr, "DELETE", "/api/faults/{id}", "/api/faults/x", None);
+    assert_eq!(a.status, 400);
+    let a = call(&mut spec, faddr, "DELETE", "/api/faults", "/api/faults", None);
+    assert_eq!(a.json(), json!({"cleared": 1}));
+    let m = http(faddr, "GET", "/metrics", None, None).body;
+    assert!(m.contains("kafkabox_faults_active 0"), "{m}");
+    drop(faulty);
+
     let missing: Vec<_> = spec
         .documented()
         .difference(&spec.exercised)

@@ -1,6 +1,6 @@
-//! ApiVersions: advertises exactly the table in `kafkabox_protocol::APIS`.
+//! ApiVersions: advertises exactly the table in `api::APIS`, or the part of it an emulated
+//! Kafka release has (`api::emulate`).
 
-use super::APIS;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
@@ -42,15 +42,16 @@ const SCHEMA: Schema = Schema::new(
     3,
 );
 
-fn handle(_session: &mut Session, call: Call, req: ApiVersionsRequest) -> Pending {
+fn handle(session: &mut Session, call: Call, req: ApiVersionsRequest) -> Pending {
     let mut resp = ApiVersionsResponse::default();
-    resp.api_keys = APIS
+    resp.api_keys = session
+        .apis
         .iter()
-        .map(|a| {
+        .map(|(key, min, max)| {
             ApiVersion::default()
-                .with_api_key(a.key)
-                .with_min_version(a.min)
-                .with_max_version(a.max)
+                .with_api_key(key)
+                .with_min_version(min)
+                .with_max_version(max)
         })
         .collect();
     if call.version >= 3

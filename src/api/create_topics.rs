@@ -21,6 +21,12 @@ impl KafkaApi for CreateTopics {
     const MAX: i16 = 7;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &CreateTopicsRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: CreateTopicsRequest) -> Pending {
         handle(session, call, req)
     }
@@ -161,4 +167,21 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::CreateTopicsResponse {
     fn first_error(&self) -> i16 {
         crate::api::first(self.topics.iter().map(|t| t.error_code))
     }
+}
+
+/// An injected error for every topic of the request.
+fn error_answer(call: Call, req: &CreateTopicsRequest, code: i16) -> crate::api::Reply {
+    let mut resp = CreateTopicsResponse::default();
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            kafka_protocol::messages::create_topics_response::CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code)
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+        })
+        .collect();
+    call.respond(&resp)
 }

@@ -20,6 +20,12 @@ impl KafkaApi for DeleteTopics {
     const MAX: i16 = 6;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &DeleteTopicsRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: DeleteTopicsRequest) -> Pending {
         let topics = session.services.topics.clone();
         let access = super::Access::of(session);
@@ -114,4 +120,23 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::DeleteTopicsResponse {
     fn first_error(&self) -> i16 {
         crate::api::first(self.responses.iter().map(|t| t.error_code))
     }
+}
+
+/// An injected error for every topic of the request.
+fn error_answer(call: Call, req: &DeleteTopicsRequest, code: i16) -> crate::api::Reply {
+    let mut resp = DeleteTopicsResponse::default();
+    let names: Vec<_> = if call.version >= 6 {
+        req.topics.iter().filter_map(|t| t.name.clone()).collect()
+    } else {
+        req.topic_names.clone()
+    };
+    resp.responses = names
+        .into_iter()
+        .map(|n| {
+            DeletableTopicResult::default()
+                .with_name(Some(n))
+                .with_error_code(code)
+        })
+        .collect();
+    call.respond(&resp)
 }

@@ -128,6 +128,12 @@ impl KafkaApi for Fetch {
     const MAX: i16 = 12;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &FetchRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
         handle(session, call, req)
     }
@@ -240,4 +246,39 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::FetchResponse {
             ),
         )
     }
+}
+
+/// An injected error: fetch-session errors at the top, others on every partition.
+fn error_answer(call: Call, req: &FetchRequest, code: i16) -> Reply {
+    let mut resp = FetchResponse::default();
+    let session_error = code == ResponseError::FetchSessionIdNotFound.code()
+        || code == ResponseError::InvalidFetchSessionEpoch.code();
+    if session_error {
+        resp.error_code = code;
+    } else {
+        resp.session_id = req.session_id.max(0);
+        resp.responses = req
+            .topics
+            .iter()
+            .map(|t| {
+                FetchableTopicResponse::default()
+                    .with_topic(t.topic.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                PartitionData::default()
+                                    .with_partition_index(p.partition)
+                                    .with_error_code(code)
+                                    .with_high_watermark(-1)
+                                    .with_last_stable_offset(-1)
+                                    .with_log_start_offset(-1)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+    }
+    call.respond(&resp)
 }

@@ -21,6 +21,12 @@ impl KafkaApi for FindCoordinator {
     const MAX: i16 = 6;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &FindCoordinatorRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pending {
         handle(session, call, req)
     }
@@ -107,4 +113,27 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::FindCoordinatorRespons
             std::iter::once(self.error_code).chain(self.coordinators.iter().map(|c| c.error_code)),
         )
     }
+}
+
+/// An injected error, for the one key (v0-3) or each key (v4+).
+fn error_answer(call: Call, req: &FindCoordinatorRequest, code: i16) -> crate::api::Reply {
+    let mut resp = FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(-1))
+        .with_port(-1);
+    if call.version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(code)
+            })
+            .collect();
+    } else {
+        resp.error_code = code;
+    }
+    call.respond(&resp)
 }

@@ -17,6 +17,12 @@ impl KafkaApi for Heartbeat {
     const MAX: i16 = 4;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &HeartbeatRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: HeartbeatRequest) -> Pending {
         if let Some(code) = super::group_refused(session, super::Operation::Read, &req.group_id) {
             return call.ready(
@@ -52,4 +58,9 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::HeartbeatResponse {
     fn first_error(&self) -> i16 {
         self.error_code
     }
+}
+
+/// An injected error.
+fn error_answer(call: Call, _req: &HeartbeatRequest, code: i16) -> crate::api::Reply {
+    call.respond(&HeartbeatResponse::default().with_error_code(code))
 }

@@ -19,6 +19,12 @@ impl KafkaApi for InitProducerId {
     const MAX: i16 = 5;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &InitProducerIdRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
         handle(session, call, req)
     }
@@ -94,4 +100,14 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::InitProducerIdResponse
     fn first_error(&self) -> i16 {
         self.error_code
     }
+}
+
+/// An injected error.
+fn error_answer(call: Call, _req: &InitProducerIdRequest, code: i16) -> crate::api::Reply {
+    call.respond(
+        &InitProducerIdResponse::default()
+            .with_error_code(code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    )
 }

@@ -22,6 +22,12 @@ impl KafkaApi for JoinGroup {
     const MAX: i16 = 9;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &JoinGroupRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: JoinGroupRequest) -> Pending {
         if let Some(code) = super::group_refused(session, super::Operation::Read, &req.group_id) {
             return call.ready(
@@ -154,4 +160,14 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::JoinGroupResponse {
     fn first_error(&self) -> i16 {
         self.error_code
     }
+}
+
+/// An injected error.
+fn error_answer(call: Call, req: &JoinGroupRequest, code: i16) -> Reply {
+    call.respond(
+        &JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone()),
+    )
 }

@@ -18,6 +18,12 @@ impl KafkaApi for LeaveGroup {
     const MAX: i16 = 5;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &LeaveGroupRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: LeaveGroupRequest) -> Pending {
         if let Some(code) = super::group_refused(session, super::Operation::Read, &req.group_id) {
             return call.ready(
@@ -99,4 +105,9 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::LeaveGroupResponse {
             std::iter::once(self.error_code).chain(self.members.iter().map(|m| m.error_code)),
         )
     }
+}
+
+/// An injected error.
+fn error_answer(call: Call, _req: &LeaveGroupRequest, code: i16) -> crate::api::Reply {
+    call.respond(&LeaveGroupResponse::default().with_error_code(code))
 }

@@ -25,6 +25,12 @@ impl KafkaApi for ListOffsets {
     const MAX: i16 = 10;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &ListOffsetsRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: ListOffsetsRequest) -> Pending {
         handle(session, call, req)
     }
@@ -139,4 +145,31 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::ListOffsetsResponse {
                 .map(|p| p.error_code),
         )
     }
+}
+
+/// An injected error for every partition of the request.
+fn error_answer(call: Call, req: &ListOffsetsRequest, code: i16) -> crate::api::Reply {
+    let mut resp = ListOffsetsResponse::default();
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            ListOffsetsPartitionResponse::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                                .with_timestamp(-1)
+                                .with_offset(-1)
+                                .with_leader_epoch(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    call.respond(&resp)
 }

@@ -25,6 +25,8 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_user_scram_credentials;
+pub mod emulate;
+pub mod faults;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -59,6 +61,7 @@ use crate::listener::Session;
 pub use crate::services::acl::{Operation, ResourceType};
 
 pub use crate::services::{LEADER_EPOCH, NODE_ID};
+use crate::services::faults::Injection;
 
 /// What a request turns into once handled.
 #[derive(Debug)]
@@ -173,6 +176,13 @@ pub trait KafkaApi {
     /// Runs in request order on the connection's task; long work goes into the returned future
     /// (or `spawn_blocking` inside it).
     fn handle(session: &mut Session, call: Call, req: Self::Request) -> Pending;
+    /// Whether [`KafkaApi::error_response`] answers (fault injection, `api::faults`).
+    const TAKES_ERRORS: bool = false;
+    /// The answer to `req` with error `code` wherever the API puts errors, the request not
+    /// carried out (an injected fault). `None` when the API takes no injected errors.
+    fn error_response(_call: Call, _req: &Self::Request, _code: i16) -> Option<Reply> {
+        None
+    }
 }
 
 /// A row of [`APIS`].
@@ -183,7 +193,9 @@ pub struct ApiEntry {
     pub name: &'static str,
     pub min: i16,
     pub max: i16,
-    run: fn(&mut Session, Call, Bytes) -> Result<Pending, DecodeError>,
+    /// Whether an injected error can answer it.
+    pub takes_errors: bool,
+    run: fn(&mut Session, Call, Bytes, Option<i16>) -> Result<Pending, DecodeError>,
     decode: fn(i16, Bytes) -> Result<(), DecodeError>,
 }
 
@@ -201,6 +213,7 @@ const fn entry<A: KafkaApi>() -> ApiEntry {
         name: A::NAME,
         min: A::MIN,
         max: A::MAX,
+        takes_errors: A::TAKES_ERRORS,
         run: run::<A>,
         decode: decode::<A>,
     }
@@ -231,14 +244,21 @@ pub fn decode_frame(frame: Bytes) -> Result<(), DecodeError> {
     (api.decode)(prefix.api_version, framed.body)
 }
 
+/// Decodes the request and handles it, or answers it with `injected_error` (a fault).
 fn run<A: KafkaApi>(
     session: &mut Session,
     call: Call,
     body: Bytes,
+    injected_error: Option<i16>,
 ) -> Result<Pending, DecodeError> {
     let key = ApiKey::try_from(<A::Request as Request>::KEY)
         .map_err(|()| DecodeError::UnknownApiKey(<A::Request as Request>::KEY))?;
     let req = kafkabox_protocol::decode_body::<A::Request>(key, &A::SCHEMA, body, call.version)?;
+    if let Some(code) = injected_error {
+        if let Some(reply) = A::error_response(call, &req, code) {
+            return Ok(ready(reply));
+        }
+    }
     Ok(A::handle(session, call, req))
 }
 
@@ -310,7 +330,7 @@ pub fn dispatch(session: &mut Session, frame: Bytes) -> (Pending, bool) {
         }
     }
     match decode_and_run(session, frame) {
-        Ok(pending) => (pending, false),
+        Ok(out) => out,
         Err(DecodeError::UnsupportedVersion {
             key: ApiKey::ApiVersions,
             version,
@@ -321,8 +341,9 @@ pub fn dispatch(session: &mut Session, frame: Bytes) -> (Pending, bool) {
                 version,
                 "ApiVersions at an unsupported version; answering v0 UNSUPPORTED_VERSION"
             );
-            let range = supported(ApiKey::ApiVersions as i16)
-                .map(|a| (a.min, a.max))
+            let range = session
+                .apis
+                .range(ApiKey::ApiVersions as i16)
                 .unwrap_or((0, 0));
             (
                 ready(Reply::Frame(
@@ -345,18 +366,24 @@ pub fn dispatch(session: &mut Session, frame: Bytes) -> (Pending, bool) {
     }
 }
 
-fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<Pending, DecodeError> {
+/// The pending answer, and whether the connection closes after it (an injected disconnect).
+fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<(Pending, bool), DecodeError> {
     let prefix = RequestPrefix::parse(&frame).ok_or(DecodeError::TooShort(frame.len()))?;
     let key = ApiKey::try_from(prefix.api_key)
         .map_err(|()| DecodeError::UnknownApiKey(prefix.api_key))?;
     let api = supported(prefix.api_key).ok_or(DecodeError::UnsupportedApi { key })?;
+    // What ApiVersions advertised (all of `api`'s versions, or an emulated release's part).
+    let (min, max) = session
+        .apis
+        .range(prefix.api_key)
+        .ok_or(DecodeError::UnsupportedApi { key })?;
     let version = prefix.api_version;
-    if version < api.min || version > api.max {
+    if version < min || version > max {
         return Err(DecodeError::UnsupportedVersion {
             key,
             version,
-            min: api.min,
-            max: api.max,
+            min,
+            max,
         });
     }
     let framed = kafkabox_protocol::decode_header(frame, key)?;
@@ -378,10 +405,46 @@ fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<Pending, Decode
         correlation_id: prefix.correlation_id,
         version,
     };
-    let pending = (api.run)(session, call, framed.body)?;
+    let injection = session.services.faults.on_request(api.key, api.name);
+    let injected_error = match injection {
+        Some(Injection::Error(code)) => Some(code),
+        _ => None,
+    };
+    let mut pending = (api.run)(session, call, framed.body, injected_error)?;
+    let mut close = false;
+    match injection {
+        Some(Injection::Latency(d)) => {
+            pending = Box::pin(async move {
+                let reply = pending.await;
+                tokio::time::sleep(d).await;
+                reply
+            });
+        }
+        Some(Injection::Stall) => {
+            let mut released = session.services.faults.released();
+            let mut shutdown = session.services.shutdown.clone();
+            pending = Box::pin(async move {
+                let reply = pending.await;
+                tokio::select! {
+                    _ = released.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+                reply
+            });
+        }
+        Some(Injection::Disconnect) => {
+            // Carried out, never answered: the acknowledgement is lost.
+            pending = Box::pin(async move {
+                let _ = pending.await;
+                Reply::Close
+            });
+            close = true;
+        }
+        Some(Injection::Error(_)) | None => {}
+    }
     let metrics = session.services.metrics.clone();
     let (name, started) = (api.name, std::time::Instant::now());
-    Ok(Box::pin(
+    Ok((Box::pin(
         async move {
             let reply = pending.await;
             let error = match &reply {
@@ -393,7 +456,7 @@ fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<Pending, Decode
             reply
         }
         .instrument(span.clone()),
-    ))
+    ) as Pending, close))
 }
 
 /// Whether the session's principal may do `op` on a resource (always, unless ACLs are

@@ -21,6 +21,12 @@ impl KafkaApi for OffsetCommit {
     const MAX: i16 = 9;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &OffsetCommitRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pending {
         handle(session, call, req)
     }
@@ -170,4 +176,29 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetCommitResponse {
                 .map(|p| p.error_code),
         )
     }
+}
+
+/// An injected error for every partition of the request.
+fn error_answer(call: Call, req: &OffsetCommitRequest, code: i16) -> Reply {
+    let mut resp = OffsetCommitResponse::default();
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    call.respond(&resp)
 }

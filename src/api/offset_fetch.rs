@@ -26,6 +26,12 @@ impl KafkaApi for OffsetFetch {
     const MAX: i16 = 9;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &OffsetFetchRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending {
         handle(session, call, req)
     }
@@ -198,4 +204,23 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetFetchResponse {
                 })),
         )
     }
+}
+
+/// An injected error: the top-level (v2-7) or each group's (v8+) error code.
+fn error_answer(call: Call, req: &OffsetFetchRequest, code: i16) -> crate::api::Reply {
+    let mut resp = OffsetFetchResponse::default();
+    if call.version >= 8 {
+        resp.groups = req
+            .groups
+            .iter()
+            .map(|g| {
+                kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_error_code(code)
+            })
+            .collect();
+    } else {
+        resp.error_code = code;
+    }
+    call.respond(&resp)
 }

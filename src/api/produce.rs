@@ -84,6 +84,12 @@ impl KafkaApi for Produce {
     const MAX: i16 = 12;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &ProduceRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
         handle(session, call, req)
     }
@@ -241,4 +247,36 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::ProduceResponse {
                 .map(|p| p.error_code),
         )
     }
+}
+
+/// An injected error for every partition of the request (acks=0: the connection closes, as
+/// Kafka closes it on a failed acks=0 produce).
+fn error_answer(call: Call, req: &ProduceRequest, code: i16) -> Reply {
+    if req.acks == 0 {
+        return Reply::Close;
+    }
+    let mut resp = ProduceResponse::default();
+    resp.responses = req
+        .topic_data
+        .iter()
+        .map(|td| {
+            TopicProduceResponse::default()
+                .with_name(td.name.clone())
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(
+                    td.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(code)
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    call.respond(&resp)
 }

@@ -20,6 +20,12 @@ impl KafkaApi for SyncGroup {
     const MAX: i16 = 5;
     const SCHEMA: Schema = SCHEMA;
 
+    const TAKES_ERRORS: bool = true;
+
+    fn error_response(call: Call, req: &SyncGroupRequest, code: i16) -> Option<crate::api::Reply> {
+        Some(error_answer(call, req, code))
+    }
+
     fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
         if let Some(code) = super::group_refused(session, super::Operation::Read, &req.group_id) {
             return call.ready(
@@ -103,4 +109,9 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::SyncGroupResponse {
     fn first_error(&self) -> i16 {
         self.error_code
     }
+}
+
+/// An injected error.
+fn error_answer(call: Call, _req: &SyncGroupRequest, code: i16) -> crate::api::Reply {
+    call.respond(&SyncGroupResponse::default().with_error_code(code))
 }

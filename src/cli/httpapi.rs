@@ -308,3 +308,133 @@ pub async fn dlq(cmd: DlqCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FaultsCommand {
+    /// Inject a fault (a box started with --ephemeral or --allow-faults): one of --error,
+    /// --latency-ms, --disconnect, --stall (with --api), or --refuse-connections-ms.
+    Add {
+        /// The Kafka API: Kafka's name (Produce, Fetch, ...) or its key.
+        #[arg(long)]
+        api: Option<String>,
+        /// Answer with this error instead of carrying the request out, e.g.
+        /// NOT_LEADER_OR_FOLLOWER or 6.
+        #[arg(long)]
+        error: Option<String>,
+        /// Answer this many milliseconds late.
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        /// Carry the request out, close the connection instead of answering.
+        #[arg(long)]
+        disconnect: bool,
+        /// Carry the request out, hold the answer until the faults are cleared.
+        #[arg(long)]
+        stall: bool,
+        /// Close every new Kafka connection at once for this many milliseconds.
+        #[arg(long)]
+        refuse_connections_ms: Option<u64>,
+        /// Only the next N matching requests (default: until cleared).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Each matching request with this probability (0 < P <= 1).
+        #[arg(long)]
+        probability: Option<f64>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// The faults in effect: id, what, how often it applied.
+    List {
+        /// One JSON object per fault.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Clear one fault (ID) or all of them; stalled answers go out.
+    Clear {
+        id: Option<u64>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+fn fault_line(f: &serde_json::Value) -> String {
+    let what: Vec<String> = [
+        "api",
+        "error",
+        "latency_ms",
+        "disconnect",
+        "stall",
+        "refuse_connections_ms",
+        "count",
+        "probability",
+    ]
+    .iter()
+    .filter_map(|k| f.get(*k).map(|v| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string))))
+    .collect();
+    format!(
+        "{}\t{}\tinjected={}",
+        f["id"],
+        what.join(" "),
+        f["injected"]
+    )
+}
+
+pub async fn faults(cmd: FaultsCommand) -> Result<()> {
+    match cmd {
+        FaultsCommand::Add {
+            api,
+            error,
+            latency_ms,
+            disconnect,
+            stall,
+            refuse_connections_ms,
+            count,
+            probability,
+            http,
+        } => {
+            let request = kafkabox::appliance::FaultRequest {
+                api,
+                error,
+                latency_ms,
+                disconnect,
+                stall,
+                refuse_connections_ms,
+                count,
+                probability,
+            };
+            let (status, out) = call(
+                &http,
+                hyper::Method::POST,
+                "/api/faults",
+                Some(serde_json::to_value(&request)?),
+            )
+            .await?;
+            if status != 201 {
+                bail!("{}", out["error"].as_str().unwrap_or("refused"));
+            }
+            super::line(fault_line(&out));
+        }
+        FaultsCommand::List { json, http } => {
+            let (status, out) = call(&http, hyper::Method::GET, "/api/faults", None).await?;
+            if status != 200 {
+                bail!("{}", out["error"].as_str().unwrap_or("failed"));
+            }
+            for f in out["faults"].as_array().into_iter().flatten() {
+                super::line(if json { f.to_string() } else { fault_line(f) });
+            }
+        }
+        FaultsCommand::Clear { id, http } => {
+            let path = match id {
+                Some(id) => format!("/api/faults/{id}"),
+                None => "/api/faults".to_string(),
+            };
+            let (status, out) = call(&http, hyper::Method::DELETE, &path, None).await?;
+            if status != 200 {
+                bail!("{}", out["error"].as_str().unwrap_or("failed"));
+            }
+            eprintln!("{} faults cleared", out["cleared"]);
+        }
+    }
+    Ok(())
+}

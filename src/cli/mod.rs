@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 
 pub use consume::ConsumeArgs;
 pub use groups::GroupsCommand;
-pub use httpapi::{CustomersCommand, DlqCommand};
+pub use httpapi::{CustomersCommand, DlqCommand, FaultsCommand};
 pub use produce::ProduceArgs;
 pub use topics::TopicsCommand;
 

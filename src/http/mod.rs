@@ -17,6 +17,7 @@
 pub mod customers;
 pub mod dashboard;
 pub mod dlq;
+pub mod faults;
 pub mod metrics;
 pub mod records;
 pub mod status;
@@ -248,6 +249,8 @@ enum Route {
     Dlq,
     DlqReplay,
     DlqSkip,
+    Faults,
+    Fault,
 }
 
 const ROUTES: &[(&str, Route, &[Method])] = &[
@@ -282,6 +285,12 @@ const ROUTES: &[(&str, Route, &[Method])] = &[
     ("/api/dlq", Route::Dlq, &[Method::GET]),
     ("/api/dlq/replay", Route::DlqReplay, &[Method::POST]),
     ("/api/dlq/skip", Route::DlqSkip, &[Method::POST]),
+    (
+        "/api/faults",
+        Route::Faults,
+        &[Method::GET, Method::POST, Method::DELETE],
+    ),
+    ("/api/faults/{id}", Route::Fault, &[Method::DELETE]),
 ];
 
 struct Server {
@@ -425,6 +434,8 @@ impl Server {
             Route::Dlq => dlq::list(s, r).await,
             Route::DlqReplay => dlq::replay(s, r).await,
             Route::DlqSkip => dlq::skip(s, r).await,
+            Route::Faults => faults::faults(s, r),
+            Route::Fault => faults::fault(s, r),
         }
     }
 

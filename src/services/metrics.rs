@@ -58,6 +58,13 @@ pub struct DeniedLabels {
     pub resource: &'static str,
 }
 
+/// An injected fault's API (`connection` for refused connections) and action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub api: &'static str,
+    pub action: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
@@ -93,6 +100,10 @@ pub struct Metrics {
     pub authentications: Family<AuthLabels, Counter>,
     pub authorization_denied: Family<DeniedLabels, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Requests (and connections) an injected fault applied to.
+    pub faults_injected: Family<FaultLabels, Counter>,
+    /// Faults set and not yet cleared or run out.
+    pub faults_active: Gauge,
     /// Offsets time retention would have removed but keeps because a handler stage has not
     /// committed past them (set by each retention sweep).
     pub retention_held_back: Family<PartitionLabels, Gauge>,
@@ -114,6 +125,8 @@ impl Default for Metrics {
             authentications: Family::default(),
             authorization_denied: Family::default(),
             http_requests: Family::default(),
+            faults_injected: Family::default(),
+            faults_active: Gauge::default(),
             retention_held_back: Family::default(),
             sources: Mutex::default(),
         }
@@ -233,6 +246,16 @@ impl Metrics {
             "kafkabox_authorization_denied",
             "Operations refused by the ACLs, by resource type",
             self.authorization_denied.clone(),
+        );
+        registry.register(
+            "kafkabox_faults_injected",
+            "Kafka requests (api) and new connections (api=\"connection\") an injected fault applied to, by action (error, latency, disconnect, stall, refuse_connections)",
+            self.faults_injected.clone(),
+        );
+        registry.register(
+            "kafkabox_faults_active",
+            "Injected faults not yet cleared or run out (0 unless a test set some)",
+            self.faults_active.clone(),
         );
         registry.register(
             "kafkabox_http_requests",

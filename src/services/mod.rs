@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod dead_letters;
 pub mod error;
+pub mod faults;
 pub mod groups;
 pub mod log_limit;
 pub mod metrics;
@@ -84,6 +85,8 @@ pub struct Services {
     pub acl: acl::Authorizer,
     /// SASL users (the one in-memory copy the listeners authenticate against).
     pub users: users::Users,
+    /// Injected faults (tests): see `faults.allow` and `data.ephemeral`.
+    pub faults: faults::Faults,
     /// Topics whose produce requests are checked record by record against a contract
     /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
     contracts: HashMap<String, Arc<Contract>>,
@@ -103,12 +106,17 @@ impl Services {
             tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
                 .await??;
         let acl = acl::Authorizer::open(store.clone(), &config)?;
+        let metrics: Arc<metrics::Metrics> = Arc::default();
         Ok(Arc::new(Services {
             acl,
+            faults: faults::Faults::new(
+                config.ephemeral || config.faults_allowed,
+                metrics.clone(),
+            ),
             users: users::Users::new(store.clone()),
             topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
-            metrics: Arc::default(),
+            metrics,
             store,
             config,
             contracts,
