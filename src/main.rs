@@ -56,6 +56,14 @@ enum Command {
     /// Print a topic's records, from the beginning, an offset or a time, with or without a group.
     #[cfg(feature = "client")]
     Consume(cli::ConsumeArgs),
+    /// Write a topic's records as JSON lines (partition, offset, timestamp, key, value,
+    /// headers; exact), from the beginning to the end, for `kafkabox load`.
+    #[cfg(feature = "client")]
+    Dump(cli::DumpArgs),
+    /// Produce the JSON lines of `kafkabox dump` (stdin) to a topic: same partitions,
+    /// timestamps, keys, values and headers, in order (acks=all, idempotent).
+    #[cfg(feature = "client")]
+    Load(cli::LoadArgs),
     /// List and describe consumer groups and handler stages, with lag.
     #[cfg(feature = "client")]
     #[command(subcommand)]
@@ -333,6 +341,10 @@ fn main() {
             Command::Produce(a) => cli::produce::run(a).await,
             #[cfg(feature = "client")]
             Command::Consume(a) => cli::consume::run(a).await,
+            #[cfg(feature = "client")]
+            Command::Dump(a) => cli::dump::dump(a).await,
+            #[cfg(feature = "client")]
+            Command::Load(a) => cli::dump::load(a).await,
             #[cfg(feature = "client")]
             Command::Groups(c) => cli::groups::run(c).await,
             #[cfg(feature = "client")]

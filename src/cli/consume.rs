@@ -20,6 +20,9 @@ pub enum Format {
     Lines,
     /// One JSON object per record: topic, partition, offset, timestamp, key, value, headers.
     Json,
+    /// Like json, but exact: keys, values and header values as UTF-8 text or base64, never as
+    /// embedded JSON (what `kafkabox dump` writes and `kafkabox load` reads).
+    Dump,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +224,10 @@ fn write(
                 "value_encoding": value_encoding,
                 "headers": headers,
             });
+            writeln!(out, "{v}")?;
+        }
+        Format::Dump => {
+            let v = super::dump::record_line(m);
             writeln!(out, "{v}")?;
         }
     }

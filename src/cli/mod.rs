@@ -6,6 +6,7 @@
 //! refused); 2 bad usage or configuration; 3 not found (topic, group, customer, dead letter).
 
 pub mod consume;
+pub mod dump;
 pub mod groups;
 pub mod httpapi;
 pub mod produce;
@@ -17,6 +18,7 @@ use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
 
 pub use consume::ConsumeArgs;
+pub use dump::{DumpArgs, LoadArgs};
 pub use groups::GroupsCommand;
 pub use httpapi::{CustomersCommand, DlqCommand, FaultsCommand};
 pub use produce::ProduceArgs;
