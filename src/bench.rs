@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file (to compare a run with the last one).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Start-ups measured: `kafkabox serve --ephemeral` until its ready line and its first
+    /// ApiVersions answer, and `Appliance::builder().ephemeral()` in-process; 0 to skip.
+    #[arg(long, default_value_t = 20)]
+    startups: usize,
     /// Group sizes whose rebalance time is measured (20 partitions, heartbeat.interval.ms=100).
     #[arg(long, value_delimiter = ',', default_value = "2,20")]
     rebalance_members: Vec<usize>,
@@ -335,6 +339,27 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         "reference: file append, 64 KiB writes, fdatasync every 5 ms: {file:.0} MiB/s durable"
     );
 
+    if args.startups > 0 && args.bootstrap.is_none() {
+        let s = startup_bench(args.startups).await?;
+        let (ready, first, inproc) = (pct(&s.ready_ms), pct(&s.first_answer_ms), pct(&s.in_process_ms));
+        println!(
+            "start-up, kafkabox serve --ephemeral --listen 127.0.0.1:0 (process spawn to ready line on stdout), {} runs: p50 {:.1} ms, max {:.1} ms; to the first ApiVersions answer: p50 {:.1} ms, max {:.1} ms",
+            args.startups, ready.0, ready.1, first.0, first.1
+        );
+        println!(
+            "start-up in-process, Appliance::builder().ephemeral().start(): p50 {:.1} ms, max {:.1} ms",
+            inproc.0, inproc.1
+        );
+        report.insert(
+            "startup_ms".into(),
+            serde_json::json!({
+                "process_ready_p50": ready.0, "process_ready_max": ready.1,
+                "process_first_answer_p50": first.0, "process_first_answer_max": first.1,
+                "in_process_p50": inproc.0, "in_process_max": inproc.1,
+            }),
+        );
+    }
+
     let (mut server, addr) = match &args.bootstrap {
         Some(b) => (None, b.clone()),
         None => {
@@ -507,6 +532,82 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         println!("results written to {}", path.display());
     }
     Ok(())
+}
+
+struct Startups {
+    ready_ms: Vec<f64>,
+    first_answer_ms: Vec<f64>,
+    in_process_ms: Vec<f64>,
+}
+
+/// (p50, max) of `v`.
+fn pct(v: &[f64]) -> (f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return (0.0, 0.0);
+    }
+    (s[s.len() / 2], s[s.len() - 1])
+}
+
+/// Starts `kafkabox serve --ephemeral` `n` times (timing the ready line and the first
+/// ApiVersions answer; SIGTERM after each) and an ephemeral appliance in-process `n` times.
+async fn startup_bench(n: usize) -> Result<Startups> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("finding the kafkabox binary")?;
+    let mut out = Startups {
+        ready_ms: Vec::new(),
+        first_answer_ms: Vec::new(),
+        in_process_ms: Vec::new(),
+    };
+    for _ in 0..n {
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .env("KAFKABOX_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting kafkabox serve --ephemeral")?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("no ready line within 60 s")??
+            .context("kafkabox serve exited before its ready line")?;
+        let ready = started.elapsed();
+        let v: serde_json::Value = serde_json::from_str(&line).context("the ready line is not JSON")?;
+        let addr = v["bootstrap"].as_str().context("no bootstrap in the ready line")?.to_string();
+        api_versions(&addr).await?;
+        let first = started.elapsed();
+        out.ready_ms.push(ready.as_secs_f64() * 1000.0);
+        out.first_answer_ms.push(first.as_secs_f64() * 1000.0);
+        if let Some(pid) = child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        let st = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .context("kafkabox serve --ephemeral did not stop within 30 s of SIGTERM")??;
+        if !st.success() {
+            bail!("kafkabox serve --ephemeral exited with {st}");
+        }
+    }
+    for _ in 0..n {
+        let started = Instant::now();
+        let app = kafkabox::Appliance::builder()
+            .ephemeral()
+            .listen("127.0.0.1:0")
+            .start()
+            .await?;
+        out.in_process_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        app.shutdown().await?;
+    }
+    Ok(out)
 }
 
 async fn create_topic(addr: &str, name: &str, partitions: i32) -> Result<()> {

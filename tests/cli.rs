@@ -170,6 +170,8 @@ fn bench_runs_every_section() {
             "20480",
             "--rebalance-members",
             "2,3",
+            "--startups",
+            "3",
             "--json",
             json_path.to_str().unwrap(),
         ])
@@ -193,6 +195,8 @@ fn bench_runs_every_section() {
         "produce-to-handled p50 / p99 / p99.9",
         "space on disk",
         "start after kill -9",
+        "start-up, kafkabox serve --ephemeral",
+        "start-up in-process, Appliance::builder().ephemeral()",
         "broker RSS",
         "peak RSS",
     ] {
@@ -215,6 +219,9 @@ fn bench_runs_every_section() {
     assert!(report["broker_rss_bytes"]["peak"].as_u64().unwrap() > 0);
     assert_eq!(report["consume"].as_array().unwrap().len(), 2);
     assert!(report["rebalance_ms_by_members"]["3"].as_f64().is_some());
+    for k in ["process_ready_p50", "process_first_answer_max", "in_process_p50"] {
+        assert!(report["startup_ms"][k].as_f64().unwrap() > 0.0, "{k}: {report}");
+    }
     // It cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
