@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of kafkabox: unit tests, and end-to-end tests with real Kafka clients
 # (rdkafka/librdkafka, kafka-python, confluent-kafka, kafkajs, kcat). Installs what they need
-# first: kcat, Node.js, chromium and the Python venv tooling from Debian, the Python clients into
-# ./.venv, kafkajs and playwright-core (pinned by tests/js/package-lock.json) into
-# tests/js/node_modules.
+# first: kcat, Node.js, chromium and the Python venv tooling from Debian, the Python clients,
+# pytest and kafkabox's pytest plugin (clients/python) into ./.venv, kafkajs and
+# playwright-core (pinned by tests/js/package-lock.json) into tests/js/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python test clients"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+echo "== installing kafkabox's pytest plugin (clients/python), as a user does"
+.venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 export KB_TEST_PYTHON="$PWD/.venv/bin/python"
 
 echo "== installing kafkajs and playwright-core (tests/js)"

@@ -446,8 +446,12 @@ fn ephemeral_dir() -> Result<tempfile::TempDir> {
             let proc_dir = std::path::Path::new("/proc");
             if proc_dir.exists() && !proc_dir.join(pid.to_string()).exists() {
                 match std::fs::remove_dir_all(e.path()) {
-                    Ok(()) => tracing::info!(dir = %e.path().display(), pid, "removed the ephemeral data directory of a kafkabox that no longer runs"),
-                    Err(err) => tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove a stale ephemeral data directory"),
+                    Ok(()) => {
+                        tracing::info!(dir = %e.path().display(), pid, "removed the ephemeral data directory of a kafkabox that no longer runs")
+                    }
+                    Err(err) => {
+                        tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove a stale ephemeral data directory")
+                    }
                 }
             }
         }
@@ -455,7 +459,12 @@ fn ephemeral_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(&format!("{EPHEMERAL_PREFIX}{}-", std::process::id()))
         .tempdir_in(&tmp)
-        .with_context(|| format!("cannot create an ephemeral data directory in {}", tmp.display()))
+        .with_context(|| {
+            format!(
+                "cannot create an ephemeral data directory in {}",
+                tmp.display()
+            )
+        })
 }
 
 /// Adds, lists and clears injected faults ([`ApplianceHandle::faults`]).

@@ -341,7 +341,11 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
 
     if args.startups > 0 && args.bootstrap.is_none() {
         let s = startup_bench(args.startups).await?;
-        let (ready, first, inproc) = (pct(&s.ready_ms), pct(&s.first_answer_ms), pct(&s.in_process_ms));
+        let (ready, first, inproc) = (
+            pct(&s.ready_ms),
+            pct(&s.first_answer_ms),
+            pct(&s.in_process_ms),
+        );
         println!(
             "start-up, kafkabox serve --ephemeral --listen 127.0.0.1:0 (process spawn to ready line on stdout), {} runs: p50 {:.1} ms, max {:.1} ms; to the first ApiVersions answer: p50 {:.1} ms, max {:.1} ms",
             args.startups, ready.0, ready.1, first.0, first.1
@@ -563,7 +567,14 @@ async fn startup_bench(n: usize) -> Result<Startups> {
     for _ in 0..n {
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&exe)
-            .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--ephemeral",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .env("KAFKABOX_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -577,8 +588,12 @@ async fn startup_bench(n: usize) -> Result<Startups> {
             .context("no ready line within 60 s")??
             .context("kafkabox serve exited before its ready line")?;
         let ready = started.elapsed();
-        let v: serde_json::Value = serde_json::from_str(&line).context("the ready line is not JSON")?;
-        let addr = v["bootstrap"].as_str().context("no bootstrap in the ready line")?.to_string();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).context("the ready line is not JSON")?;
+        let addr = v["bootstrap"]
+            .as_str()
+            .context("no bootstrap in the ready line")?
+            .to_string();
         api_versions(&addr).await?;
         let first = started.elapsed();
         out.ready_ms.push(ready.as_secs_f64() * 1000.0);
@@ -604,7 +619,8 @@ async fn startup_bench(n: usize) -> Result<Startups> {
             .listen("127.0.0.1:0")
             .start()
             .await?;
-        out.in_process_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        out.in_process_ms
+            .push(started.elapsed().as_secs_f64() * 1000.0);
         app.shutdown().await?;
     }
     Ok(out)

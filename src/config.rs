@@ -661,8 +661,10 @@ impl Config {
             let Some(rest) = name.strip_prefix("KAFKABOX_") else {
                 continue;
             };
-            if rest == "LOG" {
-                continue; // the log filter, read by main
+            // The log filter (read by main), and the variables of the client commands and the
+            // test helpers, which may well be set where a box runs.
+            if ["LOG", "BIN", "BOOTSTRAP", "HTTP", "HTTP_TOKEN"].contains(&rest) {
+                continue;
             }
             let key = rest.to_ascii_lowercase().replace('_', ".");
             if !KEYS.iter().any(|(k, _)| *k == key) && !ALIASES.contains(&key.as_str()) {

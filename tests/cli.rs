@@ -219,8 +219,15 @@ fn bench_runs_every_section() {
     assert!(report["broker_rss_bytes"]["peak"].as_u64().unwrap() > 0);
     assert_eq!(report["consume"].as_array().unwrap().len(), 2);
     assert!(report["rebalance_ms_by_members"]["3"].as_f64().is_some());
-    for k in ["process_ready_p50", "process_first_answer_max", "in_process_p50"] {
-        assert!(report["startup_ms"][k].as_f64().unwrap() > 0.0, "{k}: {report}");
+    for k in [
+        "process_ready_p50",
+        "process_first_answer_max",
+        "in_process_p50",
+    ] {
+        assert!(
+            report["startup_ms"][k].as_f64().unwrap() > 0.0,
+            "{k}: {report}"
+        );
     }
     // It cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -795,7 +795,6 @@ async fn http_api_matches_openapi_and_works() {
         assert!(m.contains(needle), "/metrics lacks {needle}:\n{m}");
     }
 
-
     // Fault injection: refused on a kept data directory without --allow-faults ...
     let a = call(
         &mut spec,
@@ -831,12 +830,28 @@ async fn http_api_matches_openapi_and_works() {
     for (body, wanted) in [
         (json!({"api": "Produce"}), "exactly one"),
         (json!({"api": "Nope", "stall": true}), "unknown api 'Nope'"),
-        (json!({"api": "Fetch", "error": "NO_SUCH"}), "unknown error 'NO_SUCH'"),
-        (json!({"api": "SaslHandshake", "error": "UNKNOWN_SERVER_ERROR"}), "does not take injected errors"),
-        (json!({"api": "Fetch", "latency_ms": 5, "probability": 2.0}), "probability"),
+        (
+            json!({"api": "Fetch", "error": "NO_SUCH"}),
+            "unknown error 'NO_SUCH'",
+        ),
+        (
+            json!({"api": "SaslHandshake", "error": "UNKNOWN_SERVER_ERROR"}),
+            "does not take injected errors",
+        ),
+        (
+            json!({"api": "Fetch", "latency_ms": 5, "probability": 2.0}),
+            "probability",
+        ),
         (json!({"api": "Fetch", "latency": 5}), "unknown field"),
     ] {
-        let a = call(&mut spec, faddr, "POST", "/api/faults", "/api/faults", Some(body.clone()));
+        let a = call(
+            &mut spec,
+            faddr,
+            "POST",
+            "/api/faults",
+            "/api/faults",
+            Some(body.clone()),
+        );
         assert_eq!(a.status, 400, "{body}: {}", a.body);
         assert!(a.body.contains(wanted), "{body}: {}", a.body);
     }
@@ -869,9 +884,23 @@ async fn http_api_matches_openapi_and_works() {
         None,
     );
     assert_eq!(a.status, 404);
-    let a = call(&mut spec, faddr, "DELETE", "/api/faults/{id}", "/api/faults/x", None);
+    let a = call(
+        &mut spec,
+        faddr,
+        "DELETE",
+        "/api/faults/{id}",
+        "/api/faults/x",
+        None,
+    );
     assert_eq!(a.status, 400);
-    let a = call(&mut spec, faddr, "DELETE", "/api/faults", "/api/faults", None);
+    let a = call(
+        &mut spec,
+        faddr,
+        "DELETE",
+        "/api/faults",
+        "/api/faults",
+        None,
+    );
     assert_eq!(a.json(), json!({"cleared": 1}));
     let m = http(faddr, "GET", "/metrics", None, None).body;
     assert!(m.contains("kafkabox_faults_active 0"), "{m}");

@@ -618,3 +618,187 @@ async fn every_advertised_version_is_answered() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Every API that takes injected errors answers one at every advertised version, in the place
+/// its clients look (an encoder refusing a field the version lacks would close the connection
+/// instead), and the request is not carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_errors_answer_every_version() {
+    use kafkabox::appliance::FaultRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(dir.path(), &[("faults.allow", "true")]).await;
+    let addr = server.kafka_addr();
+    server
+        .store()
+        .create_topic("sweep", 1, Default::default())
+        .unwrap();
+    let faults = &server.services().faults;
+    let group = || GroupId(StrBytes::from_static_str("g"));
+    let mut checked = 0;
+    for api in SUPPORTED_APIS.iter().filter(|a| a.takes_errors) {
+        let key = ApiKey::try_from(api.key).unwrap();
+        for v in api.min..=api.max {
+            let code = 15i16; // COORDINATOR_NOT_AVAILABLE: any code will do
+            let request = FaultRequest::error(api.name, &code.to_string()).count(1);
+            let spec = kafkabox::api::faults::resolve(&request).unwrap();
+            faults.add(spec, request).unwrap();
+            let got: Vec<i16> = match key {
+                ApiKey::Produce => {
+                    let batch = encode_uncompressed(&[(None, Some(b"v"))], 1, ProducerFields::NONE);
+                    let req = ProduceRequest::default()
+                        .with_acks(-1)
+                        .with_timeout_ms(5000)
+                        .with_topic_data(vec![TopicProduceData::default()
+                            .with_name(name("sweep"))
+                            .with_partition_data(vec![PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(Bytes::from(batch)))])]);
+                    let r: ProduceResponse = call(addr, key, v, &req).await;
+                    vec![r.responses[0].partition_responses[0].error_code]
+                }
+                ApiKey::Fetch => {
+                    let req = FetchRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_max_bytes(1 << 20)
+                        .with_topics(vec![FetchTopic::default()
+                            .with_topic(name("sweep"))
+                            .with_partitions(vec![FetchPartition::default()
+                                .with_partition(0)
+                                .with_partition_max_bytes(1 << 20)])]);
+                    let r: FetchResponse = call(addr, key, v, &req).await;
+                    vec![r.responses[0].partitions[0].error_code]
+                }
+                ApiKey::ListOffsets => {
+                    let req = ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![ListOffsetsTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(-1)])]);
+                    let r: ListOffsetsResponse = call(addr, key, v, &req).await;
+                    vec![r.topics[0].partitions[0].error_code]
+                }
+                ApiKey::OffsetCommit => {
+                    let r = commit(addr, v, "g", 0).await;
+                    vec![r.topics[0].partitions[0].error_code]
+                }
+                ApiKey::OffsetFetch => {
+                    let req = if v >= 8 {
+                        OffsetFetchRequest::default().with_groups(vec![
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(group())
+                                .with_topics(None),
+                        ])
+                    } else {
+                        OffsetFetchRequest::default()
+                            .with_group_id(group())
+                            .with_topics(None)
+                    };
+                    let r: OffsetFetchResponse = call(addr, key, v, &req).await;
+                    if v >= 8 {
+                        vec![r.groups[0].error_code]
+                    } else if v >= 2 {
+                        vec![r.error_code]
+                    } else {
+                        // v0-1 have no top-level error code: an empty answer, nothing done.
+                        vec![code]
+                    }
+                }
+                ApiKey::FindCoordinator => {
+                    let req = if v >= 4 {
+                        FindCoordinatorRequest::default()
+                            .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+                    } else {
+                        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+                    };
+                    let r: FindCoordinatorResponse = call(addr, key, v, &req).await;
+                    if v >= 4 {
+                        vec![r.coordinators[0].error_code]
+                    } else {
+                        vec![r.error_code]
+                    }
+                }
+                ApiKey::JoinGroup => {
+                    let r: JoinGroupResponse = call(addr, key, v, &join_request("g", "")).await;
+                    vec![r.error_code]
+                }
+                ApiKey::Heartbeat => {
+                    let req = HeartbeatRequest::default()
+                        .with_group_id(group())
+                        .with_member_id(StrBytes::from_static_str("m"));
+                    let r: HeartbeatResponse = call(addr, key, v, &req).await;
+                    vec![r.error_code]
+                }
+                ApiKey::LeaveGroup => {
+                    let req = if v >= 3 {
+                        LeaveGroupRequest::default()
+                            .with_group_id(group())
+                            .with_members(vec![leave_group_request::MemberIdentity::default()
+                                .with_member_id(StrBytes::from_static_str("m"))])
+                    } else {
+                        LeaveGroupRequest::default()
+                            .with_group_id(group())
+                            .with_member_id(StrBytes::from_static_str("m"))
+                    };
+                    let r: LeaveGroupResponse = call(addr, key, v, &req).await;
+                    vec![r.error_code]
+                }
+                ApiKey::SyncGroup => {
+                    let r: SyncGroupResponse = call(addr, key, v, &sync_request("g", "m", 1)).await;
+                    vec![r.error_code]
+                }
+                ApiKey::InitProducerId => {
+                    let req = InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(60_000);
+                    let r: InitProducerIdResponse = call(addr, key, v, &req).await;
+                    vec![r.error_code]
+                }
+                ApiKey::CreateTopics => {
+                    let req = CreateTopicsRequest::default()
+                        .with_timeout_ms(5000)
+                        .with_topics(vec![CreatableTopic::default()
+                            .with_name(name("never-created"))
+                            .with_num_partitions(1)
+                            .with_replication_factor(1)]);
+                    let r: CreateTopicsResponse = call(addr, key, v, &req).await;
+                    vec![r.topics[0].error_code]
+                }
+                ApiKey::DeleteTopics => {
+                    let req = if v >= 6 {
+                        DeleteTopicsRequest::default()
+                            .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                                .with_name(Some(name("sweep")))])
+                    } else {
+                        DeleteTopicsRequest::default().with_topic_names(vec![name("sweep")])
+                    };
+                    let r: DeleteTopicsResponse = call(addr, key, v, &req).await;
+                    vec![r.responses[0].error_code]
+                }
+                other => panic!("no case for {other:?}, which takes injected errors"),
+            };
+            assert_eq!(got, vec![code], "{} v{v}", api.name);
+            checked += 1;
+        }
+    }
+    assert!(faults.list().is_empty());
+    // Nothing was carried out: no record, no topic created or deleted.
+    assert_eq!(
+        server.store().topic("sweep").map(|t| t.partitions.len()),
+        Some(1)
+    );
+    assert!(server.store().topic("never-created").is_none());
+    let t = server.store().topic("sweep").unwrap();
+    let end = server.store().offsets(t.partition(0).unwrap()).log_end;
+    assert_eq!(end, 0, "no produce went through");
+    assert_eq!(
+        checked,
+        SUPPORTED_APIS
+            .iter()
+            .filter(|a| a.takes_errors)
+            .map(|a| (a.max - a.min + 1) as usize)
+            .sum::<usize>()
+    );
+    server.shutdown().await.unwrap();
+}

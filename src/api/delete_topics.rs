@@ -22,7 +22,11 @@ impl KafkaApi for DeleteTopics {
 
     const TAKES_ERRORS: bool = true;
 
-    fn error_response(call: Call, req: &DeleteTopicsRequest, code: i16) -> Option<crate::api::Reply> {
+    fn error_response(
+        call: Call,
+        req: &DeleteTopicsRequest,
+        code: i16,
+    ) -> Option<crate::api::Reply> {
         Some(error_answer(call, req, code))
     }
 

@@ -59,7 +59,11 @@ pub fn release(version: &str) -> Result<Release, String> {
             Some([key, min, max]) => {
                 out.insert(*key, (*min, *max));
             }
-            _ => return Err(format!("Kafka {minor}: the row of {name} is not [key, min, max]")),
+            _ => {
+                return Err(format!(
+                    "Kafka {minor}: the row of {name} is not [key, min, max]"
+                ))
+            }
         }
     }
     Ok(Release {

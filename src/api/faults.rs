@@ -37,7 +37,10 @@ pub fn error_by_name(name: &str) -> Option<(i16, String)> {
 
 /// The names of the APIs that can be answered with an injected error.
 pub fn erring_apis() -> Vec<&'static str> {
-    APIS.iter().filter(|a| a.takes_errors).map(|a| a.name).collect()
+    APIS.iter()
+        .filter(|a| a.takes_errors)
+        .map(|a| a.name)
+        .collect()
 }
 
 /// Checks and resolves a fault request.
@@ -126,7 +129,11 @@ mod tests {
         );
         assert_eq!(error_by_name("7"), Some((7, "REQUEST_TIMED_OUT".into())));
         assert_eq!(error_by_name("NO_SUCH_ERROR"), None);
-        let e = resolve(&FaultRequest::error("SaslHandshake", "UNKNOWN_SERVER_ERROR")).unwrap_err();
+        let e = resolve(&FaultRequest::error(
+            "SaslHandshake",
+            "UNKNOWN_SERVER_ERROR",
+        ))
+        .unwrap_err();
         assert!(e.contains("does not take injected errors"), "{e}");
         let e = resolve(&FaultRequest::default()).unwrap_err();
         assert!(e.contains("exactly one"), "{e}");

@@ -23,7 +23,11 @@ impl KafkaApi for FindCoordinator {
 
     const TAKES_ERRORS: bool = true;
 
-    fn error_response(call: Call, req: &FindCoordinatorRequest, code: i16) -> Option<crate::api::Reply> {
+    fn error_response(
+        call: Call,
+        req: &FindCoordinatorRequest,
+        code: i16,
+    ) -> Option<crate::api::Reply> {
         Some(error_answer(call, req, code))
     }
 
@@ -117,9 +121,7 @@ impl crate::api::ErrorCodes for kafka_protocol::messages::FindCoordinatorRespons
 
 /// An injected error, for the one key (v0-3) or each key (v4+).
 fn error_answer(call: Call, req: &FindCoordinatorRequest, code: i16) -> crate::api::Reply {
-    let mut resp = FindCoordinatorResponse::default()
-        .with_node_id(BrokerId(-1))
-        .with_port(-1);
+    let mut resp = FindCoordinatorResponse::default();
     if call.version >= 4 {
         resp.coordinators = req
             .coordinator_keys
@@ -134,6 +136,8 @@ fn error_answer(call: Call, req: &FindCoordinatorRequest, code: i16) -> crate::a
             .collect();
     } else {
         resp.error_code = code;
+        resp.node_id = BrokerId(-1);
+        resp.port = -1;
     }
     call.respond(&resp)
 }

@@ -21,7 +21,11 @@ impl KafkaApi for InitProducerId {
 
     const TAKES_ERRORS: bool = true;
 
-    fn error_response(call: Call, req: &InitProducerIdRequest, code: i16) -> Option<crate::api::Reply> {
+    fn error_response(
+        call: Call,
+        req: &InitProducerIdRequest,
+        code: i16,
+    ) -> Option<crate::api::Reply> {
         Some(error_answer(call, req, code))
     }
 

@@ -27,7 +27,11 @@ impl KafkaApi for ListOffsets {
 
     const TAKES_ERRORS: bool = true;
 
-    fn error_response(call: Call, req: &ListOffsetsRequest, code: i16) -> Option<crate::api::Reply> {
+    fn error_response(
+        call: Call,
+        req: &ListOffsetsRequest,
+        code: i16,
+    ) -> Option<crate::api::Reply> {
         Some(error_answer(call, req, code))
     }
 

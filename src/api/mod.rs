@@ -60,8 +60,8 @@ use tracing::{debug, warn, Instrument};
 use crate::listener::Session;
 pub use crate::services::acl::{Operation, ResourceType};
 
-pub use crate::services::{LEADER_EPOCH, NODE_ID};
 use crate::services::faults::Injection;
+pub use crate::services::{LEADER_EPOCH, NODE_ID};
 
 /// What a request turns into once handled.
 #[derive(Debug)]
@@ -444,19 +444,22 @@ fn decode_and_run(session: &mut Session, frame: Bytes) -> Result<(Pending, bool)
     }
     let metrics = session.services.metrics.clone();
     let (name, started) = (api.name, std::time::Instant::now());
-    Ok((Box::pin(
-        async move {
-            let reply = pending.await;
-            let error = match &reply {
-                Reply::Frame(_, code) => error_name(*code),
-                Reply::Nothing => "NONE".into(),
-                Reply::Close => "CONNECTION_CLOSED".into(),
-            };
-            metrics.request(name, error, started.elapsed().as_secs_f64());
-            reply
-        }
-        .instrument(span.clone()),
-    ) as Pending, close))
+    Ok((
+        Box::pin(
+            async move {
+                let reply = pending.await;
+                let error = match &reply {
+                    Reply::Frame(_, code) => error_name(*code),
+                    Reply::Nothing => "NONE".into(),
+                    Reply::Close => "CONNECTION_CLOSED".into(),
+                };
+                metrics.request(name, error, started.elapsed().as_secs_f64());
+                reply
+            }
+            .instrument(span.clone()),
+        ) as Pending,
+        close,
+    ))
 }
 
 /// Whether the session's principal may do `op` on a resource (always, unless ACLs are

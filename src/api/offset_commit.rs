@@ -23,7 +23,11 @@ impl KafkaApi for OffsetCommit {
 
     const TAKES_ERRORS: bool = true;
 
-    fn error_response(call: Call, req: &OffsetCommitRequest, code: i16) -> Option<crate::api::Reply> {
+    fn error_response(
+        call: Call,
+        req: &OffsetCommitRequest,
+        code: i16,
+    ) -> Option<crate::api::Reply> {
         Some(error_answer(call, req, code))
     }
 

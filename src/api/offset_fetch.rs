@@ -28,7 +28,11 @@ impl KafkaApi for OffsetFetch {
 
     const TAKES_ERRORS: bool = true;
 
-    fn error_response(call: Call, req: &OffsetFetchRequest, code: i16) -> Option<crate::api::Reply> {
+    fn error_response(
+        call: Call,
+        req: &OffsetFetchRequest,
+        code: i16,
+    ) -> Option<crate::api::Reply> {
         Some(error_answer(call, req, code))
     }
 

@@ -111,11 +111,14 @@ fn bytes_of(v: &serde_json::Value, encoding: Option<&str>, what: &str) -> Result
             .map(Some)
             .with_context(|| format!("{what} is not valid base64")),
         (v, None | Some("json")) => Ok(Some(serde_json::to_vec(v)?)),
-        (_, Some(e)) => bail!("{what}: encoding '{e}' is not utf8, base64 or json (or {what} does not fit it)"),
+        (_, Some(e)) => {
+            bail!("{what}: encoding '{e}' is not utf8, base64 or json (or {what} does not fit it)")
+        }
     }
 }
 
 /// A record read from a line.
+#[derive(Debug)]
 struct Loaded {
     partition: Option<i32>,
     timestamp: Option<i64>,
@@ -158,10 +161,20 @@ fn parse_line(line: &str) -> Result<Loaded> {
     let enc = |name: &str| o.get(name).and_then(|e| e.as_str());
     let null = serde_json::Value::Null;
     let partition = int("partition")?
-        .map(|p| i32::try_from(p).ok().filter(|p| *p >= 0).context("partition out of range"))
+        .map(|p| {
+            i32::try_from(p)
+                .ok()
+                .filter(|p| *p >= 0)
+                .context("partition out of range")
+        })
         .transpose()?;
     let mut headers = Vec::new();
-    for h in o.get("headers").and_then(|h| h.as_array()).into_iter().flatten() {
+    for h in o
+        .get("headers")
+        .and_then(|h| h.as_array())
+        .into_iter()
+        .flatten()
+    {
         let name = h["key"].as_str().context("a header without a key")?;
         let value = bytes_of(&h["value"], h["value_encoding"].as_str(), "header value")?;
         headers.push((name.to_string(), value));
@@ -170,7 +183,11 @@ fn parse_line(line: &str) -> Result<Loaded> {
         partition,
         timestamp: int("timestamp")?.filter(|t| *t >= 0),
         key: bytes_of(o.get("key").unwrap_or(&null), enc("key_encoding"), "key")?,
-        value: bytes_of(o.get("value").unwrap_or(&null), enc("value_encoding"), "value")?,
+        value: bytes_of(
+            o.get("value").unwrap_or(&null),
+            enc("value_encoding"),
+            "value",
+        )?,
         headers,
     })
 }
@@ -185,7 +202,10 @@ pub async fn load(args: LoadArgs) -> Result<()> {
         .client()?
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", args.kafka.timeout_ms.max(1000).to_string())
+        .set(
+            "message.timeout.ms",
+            args.kafka.timeout_ms.max(1000).to_string(),
+        )
         .set("partitioner", "murmur2_random")
         .create()
         .context("Kafka producer")?;
@@ -317,7 +337,10 @@ mod tests {
         assert_eq!(r.headers[1].1, None);
         let r = parse_line(r#"{"value":{"a":1}}"#).unwrap();
         assert_eq!(r.value.as_deref(), Some(&br#"{"a":1}"#[..]));
-        assert!(parse_line(r#"{"valu":1}"#).unwrap_err().to_string().contains("unknown field"));
+        assert!(parse_line(r#"{"valu":1}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
         assert!(parse_line(r#"{"partition":-1}"#).is_err());
         assert!(parse_line(r#"{"value":"%%","value_encoding":"base64"}"#).is_err());
     }

@@ -370,7 +370,10 @@ fn fault_line(f: &serde_json::Value) -> String {
         "probability",
     ]
     .iter()
-    .filter_map(|k| f.get(*k).map(|v| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string))))
+    .filter_map(|k| {
+        f.get(*k)
+            .map(|v| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+    })
     .collect();
     format!(
         "{}\t{}\tinjected={}",

@@ -371,7 +371,13 @@ impl Faults {
             Err(p) => p.into_inner().allow(),
         };
         if let Some(suppressed) = limited {
-            tracing::info!(id, api = name, action = action.name(), suppressed, "fault applied");
+            tracing::info!(
+                id,
+                api = name,
+                action = action.name(),
+                suppressed,
+                "fault applied"
+            );
         }
         match action {
             Action::Error(code) => Some(Injection::Error(code)),
@@ -448,8 +454,11 @@ mod tests {
     fn counts_run_out_and_clear_ends_all() {
         let f = Faults::new(true, Arc::default());
         assert_eq!(f.on_request(0, "Produce"), None);
-        f.add(spec(Action::Error(6), Some(2), 1.0), FaultRequest::default())
-            .unwrap();
+        f.add(
+            spec(Action::Error(6), Some(2), 1.0),
+            FaultRequest::default(),
+        )
+        .unwrap();
         assert_eq!(f.on_request(1, "Fetch"), None);
         assert_eq!(f.on_request(0, "Produce"), Some(Injection::Error(6)));
         assert_eq!(f.on_request(0, "Produce"), Some(Injection::Error(6)));
@@ -457,7 +466,7 @@ mod tests {
         assert!(f.list().is_empty());
         f.add(spec(Action::Stall, None, 1.0), FaultRequest::default())
             .unwrap();
-        let mut released = f.released();
+        let released = f.released();
         assert_eq!(f.on_request(0, "Produce"), Some(Injection::Stall));
         assert_eq!(f.clear(), 1);
         assert!(released.has_changed().unwrap());
@@ -501,7 +510,11 @@ mod tests {
     #[test]
     fn refusing_connections_ends_by_itself() {
         let f = Faults::new(true, Arc::default());
-        let mut s = spec(Action::RefuseConnections(Duration::from_millis(50)), None, 1.0);
+        let mut s = spec(
+            Action::RefuseConnections(Duration::from_millis(50)),
+            None,
+            1.0,
+        );
         s.api = None;
         f.add(s, FaultRequest::default()).unwrap();
         assert!(f.refusing());

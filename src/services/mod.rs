@@ -109,10 +109,7 @@ impl Services {
         let metrics: Arc<metrics::Metrics> = Arc::default();
         Ok(Arc::new(Services {
             acl,
-            faults: faults::Faults::new(
-                config.ephemeral || config.faults_allowed,
-                metrics.clone(),
-            ),
+            faults: faults::Faults::new(config.ephemeral || config.faults_allowed, metrics.clone()),
             users: users::Users::new(store.clone()),
             topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
