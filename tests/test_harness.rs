@@ -313,6 +313,24 @@ async fn serve_ephemeral_ready_file_faults_cli_and_dump_load() {
         None,
     );
     assert!(ok, "{err}");
+    let (ok, out, err) = run(
+        &[
+            "faults",
+            "add",
+            "--api",
+            "Metadata",
+            "--disconnect",
+            "--probability",
+            "0.01",
+            "--http",
+            &h,
+        ],
+        None,
+    );
+    assert!(
+        ok && out.contains("api=Metadata disconnect=true"),
+        "{out} {err}"
+    );
     let (ok, out, _) = run(&["faults", "list", "--json", "--http", &h], None);
     assert!(ok);
     let listed: Vec<serde_json::Value> = out
@@ -385,6 +403,50 @@ async fn serve_ephemeral_ready_file_faults_cli_and_dump_load() {
     assert_eq!(v["key"], serde_json::Value::Null);
     assert_eq!(v["value_encoding"], "base64");
     assert_eq!(v["headers"][0]["value"], "v");
+    // dump -p: one partition; consume --format dump: the same lines.
+    let (ok, p1, err) = run(&["dump", "seeded", "-p", "1", "-b", &b2], None);
+    assert!(ok, "{err}");
+    assert!(
+        p1.lines().all(|l| l.contains("\"partition\":1")) && p1.contains("/wA="),
+        "{p1}"
+    );
+    let (ok, same, err) = run(&["consume", "seeded", "--format", "dump", "-b", &b2], None);
+    assert!(ok, "{err}");
+    let (mut x, mut y): (Vec<&str>, Vec<&str>) = (same.lines().collect(), dump2.lines().collect());
+    x.sort();
+    y.sort();
+    assert_eq!(x, y);
+    // load --partition N puts everything there; --now replaces the timestamps.
+    let (ok, _, err) = run(
+        &["topics", "create", "one", "--partitions", "2", "-b", &b2],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        &["load", "one", "--partition", "1", "--now", "-b", &b2],
+        Some(extra.as_bytes()),
+    );
+    assert!(ok, "{err}");
+    let (ok, d, _) = run(&["dump", "one", "-b", &b2], None);
+    assert!(ok);
+    let lines: Vec<serde_json::Value> = d
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["partition"] == 1), "{d}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].as_i64().unwrap() > 1_700_000_000_000 + 86_400_000),
+        "{d}"
+    );
+    // --by-key: the lines' partitions are ignored (a partition the topic lacks is no error).
+    let (ok, _, err) = run(
+        &["load", "seeded", "--by-key", "-b", &b2],
+        Some(b"{\"partition\":7,\"key\":\"k\",\"value\":\"x\"}\n"),
+    );
+    assert!(ok, "{err}");
     let (ok, _, err) = run(
         &["load", "seeded", "-b", &b2],
         Some(b"{\"partition\":7,\"value\":\"x\"}\n"),
