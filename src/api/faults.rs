@@ -8,6 +8,11 @@ use crate::services::faults::{Action, FaultRequest, FaultSpec};
 
 use super::{error_name, supported, APIS};
 
+/// The longest injected latency.
+const MAX_LATENCY_MS: u64 = 600_000;
+/// The longest time new connections are refused.
+const MAX_MS: u64 = 86_400_000;
+
 /// The API key and name of `name`: Kafka's name (`Produce`, any case) or its key (`0`).
 pub fn api_by_name(name: &str) -> Option<(i16, &'static str)> {
     let n = name.trim();
@@ -60,6 +65,11 @@ pub fn resolve(r: &FaultRequest) -> Result<FaultSpec, String> {
     }
     let probability = r.probability.unwrap_or(1.0);
     if let Some(ms) = r.refuse_connections_ms {
+        if ms > MAX_MS {
+            return Err(format!(
+                "refuse_connections_ms is at most {MAX_MS} (24 hours)"
+            ));
+        }
         if r.api.is_some() {
             return Err("refuse_connections_ms applies to connections, not to an api".into());
         }
@@ -96,8 +106,10 @@ pub fn resolve(r: &FaultRequest) -> Result<FaultSpec, String> {
         error_name = Some(name);
         Action::Error(code)
     } else if let Some(ms) = r.latency_ms {
-        if ms > 600_000 {
-            return Err("latency_ms is at most 600000 (10 minutes)".into());
+        if ms > MAX_LATENCY_MS {
+            return Err(format!(
+                "latency_ms is at most {MAX_LATENCY_MS} (10 minutes)"
+            ));
         }
         Action::Latency(Duration::from_millis(ms))
     } else if r.disconnect {
@@ -137,6 +149,10 @@ mod tests {
         assert!(e.contains("does not take injected errors"), "{e}");
         let e = resolve(&FaultRequest::default()).unwrap_err();
         assert!(e.contains("exactly one"), "{e}");
+        let e = resolve(&FaultRequest::refuse_connections(u64::MAX)).unwrap_err();
+        assert!(e.contains("at most 86400000"), "{e}");
+        let e = resolve(&FaultRequest::latency("Fetch", u64::MAX)).unwrap_err();
+        assert!(e.contains("at most 600000"), "{e}");
         let s = resolve(&FaultRequest::error("Produce", "REQUEST_TIMED_OUT").count(2)).unwrap();
         assert_eq!(s.action, Action::Error(7));
         assert_eq!(s.count, Some(2));

@@ -257,7 +257,11 @@ impl Faults {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let until = match spec.action {
-            Action::RefuseConnections(d) => Some(Instant::now() + d),
+            Action::RefuseConnections(d) => {
+                Some(Instant::now().checked_add(d).ok_or_else(|| {
+                    FaultError::Invalid("refuse_connections_ms is too long".into())
+                })?)
+            }
             _ => None,
         };
         tracing::warn!(

@@ -98,8 +98,7 @@ async function emulated(release, out) {
 async function main() {
   const out = {};
   await faults(out);
-  await emulated('2.8', out);
-  await emulated('4.0', out);
+  for (const release of ['2.8', '3.5', '3.9', '4.0']) await emulated(release, out);
   console.log(JSON.stringify(out));
 }
 
