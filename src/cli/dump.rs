@@ -6,7 +6,6 @@
 //! or array with no encoding).
 
 use std::io::BufRead;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
@@ -60,18 +59,7 @@ pub async fn dump(args: DumpArgs) -> Result<()> {
     .await
 }
 
-fn exact(bytes: Option<&[u8]>) -> (serde_json::Value, serde_json::Value) {
-    match bytes {
-        None => (serde_json::Value::Null, serde_json::Value::Null),
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(s) => (s.into(), "utf8".into()),
-            Err(_) => (
-                base64::engine::general_purpose::STANDARD.encode(b).into(),
-                "base64".into(),
-            ),
-        },
-    }
-}
+use kafkabox::http::utf8_or_base64 as exact;
 
 /// One record as a dump line.
 pub fn record_line(m: &impl Message) -> serde_json::Value {
@@ -284,14 +272,14 @@ pub async fn load(args: LoadArgs) -> Result<()> {
             }
         }
         if pending.len() >= WINDOW {
-            sent += settle(&mut pending, &mut failure).await;
+            sent += super::produce::settle(&mut pending, &mut failure).await;
             if failure.is_some() {
                 break;
             }
         }
     }
     drop(rx);
-    sent += settle(&mut pending, &mut failure).await;
+    sent += super::produce::settle(&mut pending, &mut failure).await;
     let read = reader.await.context("stdin reader")?;
     if let Some(f) = failure {
         bail!("{sent} records loaded into {}, then: {f}", args.topic);
@@ -301,25 +289,6 @@ pub async fn load(args: LoadArgs) -> Result<()> {
     }
     eprintln!("{sent} records loaded into {}", args.topic);
     Ok(())
-}
-
-async fn settle(
-    pending: &mut Vec<(usize, rdkafka::producer::DeliveryFuture)>,
-    failure: &mut Option<String>,
-) -> u64 {
-    let mut ok = 0;
-    for (line, f) in pending.drain(..) {
-        match tokio::time::timeout(Duration::from_secs(300), f).await {
-            Ok(Ok(Ok(_))) => ok += 1,
-            Ok(Ok(Err((e, _)))) => {
-                failure.get_or_insert(format!("line {line}: {e}"));
-            }
-            Ok(Err(_)) | Err(_) => {
-                failure.get_or_insert(format!("line {line}: no acknowledgement"));
-            }
-        }
-    }
-    ok
 }
 
 #[cfg(test)]

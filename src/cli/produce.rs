@@ -107,8 +107,8 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
 }
 
 /// Waits for the acknowledgements of `pending`; returns how many succeeded and keeps the
-/// first failure.
-async fn settle(
+/// first failure (also `kafkabox load`'s).
+pub(super) async fn settle(
     pending: &mut Vec<(usize, rdkafka::producer::DeliveryFuture)>,
     failure: &mut Option<String>,
 ) -> u64 {

@@ -603,10 +603,11 @@ pub fn shown_key(bytes: Option<&[u8]>) -> (serde_json::Value, serde_json::Value)
     }
 }
 
-/// A header value as text: UTF-8 when it is, else base64 (`value_encoding` says which).
-pub fn header_json(k: &[u8], v: Option<&[u8]>) -> serde_json::Value {
+/// Bytes as exact text: a UTF-8 string when they are UTF-8, else base64; with the encoding
+/// used (`utf8`, `base64`, or null for null).
+pub fn utf8_or_base64(bytes: Option<&[u8]>) -> (serde_json::Value, serde_json::Value) {
     use base64::Engine as _;
-    let (value, enc) = match v {
+    match bytes {
         None => (serde_json::Value::Null, serde_json::Value::Null),
         Some(b) => match std::str::from_utf8(b) {
             Ok(s) => (s.into(), "utf8".into()),
@@ -615,7 +616,12 @@ pub fn header_json(k: &[u8], v: Option<&[u8]>) -> serde_json::Value {
                 "base64".into(),
             ),
         },
-    };
+    }
+}
+
+/// A header value as text: UTF-8 when it is, else base64 (`value_encoding` says which).
+pub fn header_json(k: &[u8], v: Option<&[u8]>) -> serde_json::Value {
+    let (value, enc) = utf8_or_base64(v);
     serde_json::json!({
         "key": String::from_utf8_lossy(k),
         "value": value,
