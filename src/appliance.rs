@@ -56,9 +56,13 @@ pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
     let exec_command = config.exec_command.clone();
     let contract = config.customer_contract()?;
     let http = config.http_listen.clone();
+    let contract_on = config.customer_contract_on;
     let mut builder = Appliance::builder()
         .config(config)
         .contract(CUSTOMER_EVENTS, contract);
+    if !contract_on {
+        builder = builder.without_contract(CUSTOMER_EVENTS);
+    }
     // `http.listen` (default 127.0.0.1:8080; empty: off).
     if let Some(addr) = &http {
         builder = builder.http(addr);

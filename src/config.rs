@@ -177,6 +177,8 @@ pub struct Config {
     /// `customer.events.on.invalid`: `dlq` (log, skip, keep in customer-events.dlq) or
     /// `reject` (the produce request fails with INVALID_RECORD).
     pub reject_invalid: bool,
+    /// `customer.events.contract`: whether customer-events is checked against the contract.
+    pub customer_contract_on: bool,
     /// `http.listen`: the HTTP listener (/health, /metrics); empty turns it off.
     pub http_listen: Option<String>,
     /// `http.listen` given as `https://host:port`: TLS with `ssl.keystore.location`.
@@ -213,6 +215,9 @@ pub struct Config {
     pub faults_allowed: bool,
     /// `emulate.kafka`: the Apache Kafka release whose API versions ApiVersions advertises.
     pub emulate_kafka: Option<String>,
+    /// `kafka.<librdkafka key>`: client settings of `kafkabox handle` (and the edge
+    /// forwarder), passed to librdkafka as they are.
+    pub kafka_client: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -264,6 +269,7 @@ impl Default for Config {
             http_max_body_bytes: 8 * 1024 * 1024,
             customer_schema: None,
             reject_invalid: false,
+            customer_contract_on: true,
             validate_compressed: true,
             max_inflated_batch_bytes: 64 * 1024 * 1024,
             group_min_session_timeout_ms: 6000,
@@ -275,6 +281,7 @@ impl Default for Config {
             ephemeral: false,
             faults_allowed: false,
             emulate_kafka: None,
+            kafka_client: BTreeMap::new(),
         }
     }
 }
@@ -318,7 +325,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage.segments.open.max", "segment databases kept open at once; more are closed least recently used first (default 64)"),
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
+    ("kafka.<librdkafka key>", "a client setting of kafkabox handle, passed to librdkafka, e.g. kafka.security.protocol=SASL_SSL, kafka.session.timeout.ms=10000"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
+    ("customer.events.contract", "check customer-events against the contract, dead-lettering invalid events (default true); false: a plain topic (e.g. a kafkabox standing in for the cluster of kafkabox handle)"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
     ("http.listen", "HTTP listener: API, dashboard, /health, /metrics (default 127.0.0.1:8080; empty: off; https://host:port for TLS with ssl.keystore.location)"),
     ("http.token", "bearer token the HTTP API requires (all but /health, /metrics and the dashboard page); empty: none (default)"),
@@ -541,6 +550,10 @@ impl Config {
             _ if k.starts_with("handlers.") => {
                 self.set_handlers(&k["handlers.".len()..], k, value)?
             }
+            _ if k.starts_with("kafka.") && k.len() > "kafka.".len() => {
+                self.kafka_client
+                    .insert(k["kafka.".len()..].to_string(), value.trim().to_string());
+            }
             "http.listen" => {
                 let v = value.trim();
                 self.http_tls = v.to_ascii_lowercase().starts_with("https://");
@@ -564,6 +577,7 @@ impl Config {
                 self.customer_schema =
                     Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
             }
+            "customer.events.contract" => self.customer_contract_on = parse_bool(k, value)?,
             "customer.events.on.invalid" => {
                 self.reject_invalid = match value.trim() {
                     "dlq" => false,
@@ -667,7 +681,10 @@ impl Config {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace('_', ".");
-            if !KEYS.iter().any(|(k, _)| *k == key) && !ALIASES.contains(&key.as_str()) {
+            if !KEYS.iter().any(|(k, _)| *k == key)
+                && !ALIASES.contains(&key.as_str())
+                && !key.starts_with("kafka.")
+            {
                 ignored.push(name);
                 continue;
             }
@@ -904,7 +921,7 @@ mod tests {
             ("emulate.kafka", "3.5"),
         ];
         for (key, _) in KEYS {
-            if *key == "handlers.<topic>" {
+            if *key == "handlers.<topic>" || *key == "kafka.<librdkafka key>" {
                 continue;
             }
             let value = samples

@@ -7,12 +7,15 @@
 //! - [`services`]: the domain services (topics, retention, groups) every front end calls.
 //! - [`pipeline`]: in-process handlers fed from the log, with their own committed offsets.
 //! - [`appliance`]: the embedding API (`Appliance::builder()`).
+//! - `handle` (cargo feature `client`): the handlers as a consumer group on a Kafka cluster.
 
 pub mod api;
 pub mod appliance;
 pub mod config;
 pub mod contract;
 pub mod datadir;
+#[cfg(feature = "client")]
+pub mod handle;
 pub mod handlers;
 pub mod http;
 pub mod listener;

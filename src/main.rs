@@ -35,6 +35,10 @@ enum LogFormat {
 enum Command {
     /// Run the broker (Kafka listener on 0.0.0.0:9092, data in ./kafkabox-data by default).
     Serve(ServeArgs),
+    /// Run the handlers of `serve` (contract, dead letters, profiles, webhook, exec, log) as a
+    /// consumer group on a Kafka cluster; profiles kept in a compacted changelog topic.
+    #[cfg(feature = "client")]
+    Handle(HandleArgs),
     /// Check a data directory for damage (kafkabox not running on it); exit code 1 if damaged.
     Check(kafkabox::datadir::DirArgs),
     /// Truncate the damaged partitions of a data directory to their last intact batch, saying
@@ -119,9 +123,14 @@ struct ServeArgs {
     set: Vec<String>,
 }
 
-fn load_config(args: &ServeArgs) -> Result<Config> {
+/// Defaults < `--config FILE` < `KAFKABOX_*` < `--data-dir` < `--set KEY=VALUE`.
+fn base_config(
+    file: Option<&PathBuf>,
+    data_dir: Option<&PathBuf>,
+    set: &[String],
+) -> Result<Config> {
     let mut config = Config::default();
-    if let Some(path) = &args.config {
+    if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         config
@@ -134,9 +143,20 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
             "environment variable names no kafkabox setting; ignored (see the README's configuration reference)"
         );
     }
-    if let Some(d) = &args.data_dir {
+    if let Some(d) = data_dir {
         config.data_dir = d.clone();
     }
+    for kv in set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+        config.set(k, v).with_context(|| format!("--set {kv}"))?;
+    }
+    Ok(config)
+}
+
+fn load_config(args: &ServeArgs) -> Result<Config> {
+    let mut config = base_config(args.config.as_ref(), args.data_dir.as_ref(), &[])?;
     if args.ephemeral {
         config.ephemeral = true;
     }
@@ -164,6 +184,47 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
         config.set(k, v).with_context(|| format!("--set {kv}"))?;
     }
     Ok(config)
+}
+
+/// `kafkabox handle`'s flags.
+#[cfg(feature = "client")]
+#[derive(Debug, clap::Args)]
+struct HandleArgs {
+    /// The Kafka cluster's bootstrap servers.
+    #[arg(long, short = 'b', env = "KAFKABOX_BOOTSTRAP")]
+    bootstrap: String,
+    /// The consumer group the handler processes share (also names the changelog topic,
+    /// GROUP-profiles-changelog).
+    #[arg(long, short = 'g')]
+    group: String,
+    /// TOML config file (keys as in the README's configuration reference).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the local profile cache lives (`data.dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Any other setting, KEY=VALUE (repeatable): handlers, webhook.url, exec.command, the
+    /// contract, and librdkafka's own as kafka.<key>, e.g. --set kafka.security.protocol=SASL_SSL.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[cfg(feature = "client")]
+async fn handle(args: HandleArgs) -> Result<()> {
+    let mut signals = Signals::install()?;
+    let config = base_config(args.config.as_ref(), args.data_dir.as_ref(), &args.set)?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let runner = kafkabox::handle::HandleBuilder::new(config, &args.bootstrap, &args.group);
+    let task = tokio::spawn(runner.run(rx));
+    tokio::pin!(task);
+    tokio::select! {
+        done = &mut task => return done.context("handler task")?,
+        signal = signals.wait() => {
+            tracing::info!(signal = signal?, "stopping: finishing the batch in hand, committing");
+        }
+    }
+    let _ = tx.send(true);
+    task.await.context("handler task")?
 }
 
 fn init_logging(default_filter: &str, format: LogFormat) {
@@ -272,6 +333,7 @@ fn write_ready_file(path: &std::path::Path, line: &str) -> Result<()> {
 
 /// The commands that need the `client` cargo feature (librdkafka).
 const CLIENT_COMMANDS: &[&str] = &[
+    "handle",
     "topics",
     "produce",
     "consume",
@@ -308,6 +370,8 @@ fn main() {
     init_logging(
         match cli.command {
             Command::Serve(_) => "info",
+            #[cfg(feature = "client")]
+            Command::Handle(_) => "info,rdkafka::client=warn",
             #[cfg(feature = "bench")]
             Command::Bench(_) => "warn",
             // The client commands report librdkafka's errors themselves.
@@ -330,6 +394,8 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            #[cfg(feature = "client")]
+            Command::Handle(args) => handle(args).await,
             Command::Check(args) => kafkabox::datadir::check(args).await,
             Command::Repair(args) => kafkabox::datadir::repair(args).await,
             Command::Users(c) => kafkabox::datadir::users(c).await,

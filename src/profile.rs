@@ -104,6 +104,10 @@ pub struct Profile {
     pub last_by_source: BTreeMap<String, Kept>,
     #[serde(default)]
     pub recent: VecDeque<Kept>,
+    /// `kafkabox handle` only: the last offset applied per source partition (`topic/partition`),
+    /// so an event replayed after a crash or a rebalance is not counted twice.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied: BTreeMap<String, i64>,
 }
 
 /// A valid event to apply: its parsed JSON, its JSON as stored, and where it is stored.
@@ -116,6 +120,18 @@ pub struct Valid<'a> {
 }
 
 impl Profile {
+    /// Applies the event at `offset` of `topic`/`partition` unless this profile has applied it
+    /// (or a later one of that partition) already; returns whether it did.
+    pub fn apply_once(&mut self, topic: &str, v: &Valid<'_>) -> bool {
+        let at = format!("{topic}/{}", v.partition);
+        if self.applied.get(&at).is_some_and(|o| *o >= v.offset) {
+            return false;
+        }
+        self.apply(v);
+        self.applied.insert(at, v.offset);
+        true
+    }
+
     /// Applies one valid event (already checked against the contract).
     pub fn apply(&mut self, v: &Valid<'_>) {
         let event = v.event;
@@ -358,6 +374,29 @@ mod tests {
 
     fn valid(e: &Value, offset: i64) -> (Value, Vec<u8>, i64) {
         (e.clone(), serde_json::to_vec(e).unwrap(), offset)
+    }
+
+    #[test]
+    fn apply_once_skips_what_it_applied() {
+        let mut p = Profile::default();
+        let e = json!({"customer_id": "42", "event_type": "recharge", "value": 2});
+        let raw = serde_json::to_vec(&e).unwrap();
+        let at = |partition, offset| Valid {
+            event: &e,
+            raw: &raw,
+            partition,
+            offset,
+        };
+        assert!(p.apply_once("t", &at(0, 5)));
+        assert!(!p.apply_once("t", &at(0, 5)), "a replay");
+        assert!(!p.apply_once("t", &at(0, 3)), "an older one");
+        assert!(p.apply_once("t", &at(1, 3)), "another partition");
+        assert!(p.apply_once("t", &at(0, 6)));
+        assert_eq!(p.events, 3);
+        assert_eq!(p.applied.get("t/0"), Some(&6));
+        // Profiles of serve keep no applied offsets: their JSON is unchanged.
+        let plain = serde_json::to_value(Profile::default()).unwrap();
+        assert!(plain.get("applied").is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
 use kafkabox::appliance::FaultRequest;
@@ -38,71 +38,7 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
     )
 }
 
-/// `kafkabox serve --ephemeral ...` with its ready line read from stdout.
-struct Ephemeral {
-    child: std::process::Child,
-    ready: serde_json::Value,
-}
-
-impl Ephemeral {
-    fn start(extra: &[&str]) -> Ephemeral {
-        use std::io::BufRead;
-        let mut child = Command::new(bin())
-            .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0"])
-            .args(["--http-listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kafkabox serve --ephemeral");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a ready line within 60 s");
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-        Ephemeral { child, ready }
-    }
-
-    fn bootstrap(&self) -> String {
-        self.ready["bootstrap"].as_str().unwrap().to_string()
-    }
-
-    fn http(&self) -> String {
-        self.ready["http"].as_str().unwrap().to_string()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Ephemeral {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use common::Ephemeral;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builder_ephemeral_with_faults_exactly_once() {

@@ -450,3 +450,77 @@ impl FlakyDownstream {
         FlakyDownstream { flag, out, command }
     }
 }
+
+/// `kafkabox serve --ephemeral ...` with its ready line read from stdout.
+pub struct Ephemeral {
+    pub child: std::process::Child,
+    pub ready: serde_json::Value,
+    /// Its stderr (the log).
+    pub log: tempfile::NamedTempFile,
+}
+
+impl Ephemeral {
+    pub fn start(extra: &[&str]) -> Ephemeral {
+        use std::io::BufRead;
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+            .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log.reopen().expect("log file"))
+            .spawn()
+            .expect("spawn kafkabox serve --ephemeral");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a ready line within 60 s");
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+        Ephemeral { child, ready, log }
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.ready["bootstrap"].as_str().unwrap().to_string()
+    }
+
+    pub fn http(&self) -> String {
+        self.ready["http"].as_str().unwrap().to_string()
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ephemeral {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

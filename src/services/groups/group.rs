@@ -852,6 +852,13 @@ impl Group {
         if self.state == GroupState::PreparingRebalance
             && self.rebalance_deadline.is_some_and(|d| now >= d)
         {
+            let missing: Vec<&str> = self
+                .members
+                .values()
+                .filter(|m| m.join_waiter.is_none())
+                .map(|m| m.id.as_str())
+                .collect();
+            tracing::info!(group = %self.id, ?missing, "rebalance timeout: completing the rebalance without the members that did not rejoin");
             self.complete_join(now);
         }
         if self.state == GroupState::CompletingRebalance
