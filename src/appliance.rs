@@ -318,6 +318,12 @@ impl ApplianceBuilder {
             groups.register_pipeline(stage.name(), &t.meta.name);
             pipeline::spawn(&mut tasks, &shared, &t, stage, contract);
         }
+        if let Some(upstream) = server.services().config.upstream.clone() {
+            start_forwarder(
+                &upstream, &server, &topics, &groups, &shared, &mut tasks, partitions,
+            )
+            .await?;
+        }
         tasks.spawn(log_counts(stats.clone(), shutdown_rx.clone()));
         let mut http_addr = None;
         if let Some(addr) = &self.http {
@@ -353,6 +359,71 @@ impl ApplianceBuilder {
             ephemeral,
         })
     }
+}
+
+/// The edge forwarder (`upstream.bootstrap`): a pipeline handler over each topic of
+/// `upstream.topics` that sends every record (valid or not) to the central cluster.
+#[cfg(feature = "client")]
+async fn start_forwarder(
+    upstream: &str,
+    server: &Server,
+    topics: &Topics,
+    groups: &Arc<crate::services::groups::Coordinator>,
+    shared: &pipeline::Shared,
+    tasks: &mut JoinSet<()>,
+    partitions: u32,
+) -> Result<()> {
+    let config = &server.services().config;
+    let names: Vec<String> = if config.upstream_topics.iter().any(|t| t == "*") {
+        server
+            .store()
+            .topics()
+            .iter()
+            .map(|t| t.meta.name.clone())
+            .filter(|n| !n.ends_with(".dlq"))
+            .collect()
+    } else {
+        config.upstream_topics.clone()
+    };
+    let mut local = std::collections::HashMap::new();
+    let mut forwarded = Vec::new();
+    for name in &names {
+        let t = ensure_topic(topics, name, partitions).await?;
+        local.insert(name.clone(), t.partitions.len() as i32);
+        forwarded.push(t);
+    }
+    let forward = Arc::new(crate::handlers::forward::Forward::new(
+        upstream,
+        &config.kafka_client,
+        server.store().cluster_id(),
+        local,
+        server.services().metrics.clone(),
+    )?);
+    for t in forwarded {
+        let dlq = ensure_dead_letter_topic(topics, &t).await?;
+        let stage = Stage::Handler {
+            handler: forward.clone(),
+            dlq,
+        };
+        groups.register_pipeline(stage.name(), &t.meta.name);
+        // Every record, valid or not: the cluster gets the stream as it arrived.
+        pipeline::spawn(tasks, shared, &t, stage, None);
+    }
+    tracing::info!(%upstream, topics = ?names, "forwarding every record upstream");
+    Ok(())
+}
+
+#[cfg(not(feature = "client"))]
+async fn start_forwarder(
+    _upstream: &str,
+    _server: &Server,
+    _topics: &Topics,
+    _groups: &Arc<crate::services::groups::Coordinator>,
+    _shared: &pipeline::Shared,
+    _tasks: &mut JoinSet<()>,
+    _partitions: u32,
+) -> Result<()> {
+    anyhow::bail!("upstream.bootstrap: this build cannot forward (it has no Kafka client): build with cargo build --release --features client")
 }
 
 /// How often the count of handled events is logged at info level.

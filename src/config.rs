@@ -218,6 +218,10 @@ pub struct Config {
     /// `kafka.<librdkafka key>`: client settings of `kafkabox handle` (and the edge
     /// forwarder), passed to librdkafka as they are.
     pub kafka_client: BTreeMap<String, String>,
+    /// `upstream.bootstrap`: the central cluster the edge forwarder sends every record to.
+    pub upstream: Option<String>,
+    /// `upstream.topics`: what it forwards; `*` every topic there is at start.
+    pub upstream_topics: Vec<String>,
 }
 
 impl Default for Config {
@@ -282,6 +286,8 @@ impl Default for Config {
             faults_allowed: false,
             emulate_kafka: None,
             kafka_client: BTreeMap::new(),
+            upstream: None,
+            upstream_topics: vec!["*".to_string()],
         }
     }
 }
@@ -325,6 +331,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage.segments.open.max", "segment databases kept open at once; more are closed least recently used first (default 64)"),
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
+    ("upstream.bootstrap", "forward every record appended here, in order per partition, to the same topic and partition of this Kafka cluster (bootstrap servers; serve --upstream; needs the cargo feature client)"),
+    ("upstream.topics", "topics the edge forwarder sends upstream, a,b,c; * every topic there is at start but the .dlq ones (default *)"),
     ("kafka.<librdkafka key>", "a client setting of kafkabox handle, passed to librdkafka, e.g. kafka.security.protocol=SASL_SSL, kafka.session.timeout.ms=10000"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.contract", "check customer-events against the contract, dead-lettering invalid events (default true); false: a plain topic (e.g. a kafkabox standing in for the cluster of kafkabox handle)"),
@@ -576,6 +584,25 @@ impl Config {
             "customer.events.schema" => {
                 self.customer_schema =
                     Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
+            }
+            "upstream.bootstrap" => {
+                let v = value.trim();
+                self.upstream = (!v.is_empty()).then(|| v.to_string());
+            }
+            "upstream.topics" => {
+                let topics: Vec<String> = value
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                for t in topics.iter().filter(|t| *t != "*") {
+                    crate::services::topics::validate_topic_name(t)
+                        .map_err(|e| anyhow!("{k}: {e}"))?;
+                }
+                if topics.is_empty() {
+                    bail!("{k}: name at least one topic, or * for all");
+                }
+                self.upstream_topics = topics;
             }
             "customer.events.contract" => self.customer_contract_on = parse_bool(k, value)?,
             "customer.events.on.invalid" => {
@@ -919,6 +946,8 @@ mod tests {
             ("data.dir", "/tmp/x"),
             ("http.listen", "127.0.0.1:0"),
             ("emulate.kafka", "3.5"),
+            ("upstream.bootstrap", "central:9092"),
+            ("upstream.topics", "a,b"),
         ];
         for (key, _) in KEYS {
             if *key == "handlers.<topic>" || *key == "kafka.<librdkafka key>" {

@@ -106,6 +106,10 @@ struct ServeArgs {
     /// Accept fault injection on a data directory that is not ephemeral (`faults.allow`).
     #[arg(long)]
     allow_faults: bool,
+    /// Forward every record, in order per partition, to this Kafka cluster (`upstream.bootstrap`;
+    /// which topics: `upstream.topics`; client settings: kafka.<librdkafka key>).
+    #[arg(long, value_name = "BROKERS")]
+    upstream: Option<String>,
     /// Advertise the API versions of this Apache Kafka release, e.g. 3.5 (`emulate.kafka`).
     #[arg(long, value_name = "VERSION")]
     emulate_kafka: Option<String>,
@@ -165,6 +169,9 @@ fn load_config(args: &ServeArgs) -> Result<Config> {
     }
     if let Some(v) = &args.emulate_kafka {
         config.set("emulate.kafka", v).context("--emulate-kafka")?;
+    }
+    if let Some(u) = &args.upstream {
+        config.set("upstream.bootstrap", u).context("--upstream")?;
     }
     if let Some(l) = &args.listen {
         config.set("listen", l).context("--listen")?;

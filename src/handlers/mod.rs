@@ -2,6 +2,8 @@
 //! `crate::profile`, because it commits its state with its offset.)
 
 pub mod exec;
+#[cfg(feature = "client")]
+pub mod forward;
 pub mod log;
 pub mod webhook;
 

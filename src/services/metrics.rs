@@ -104,6 +104,10 @@ pub struct Metrics {
     pub faults_injected: Family<FaultLabels, Counter>,
     /// Faults set and not yet cleared or run out.
     pub faults_active: Gauge,
+    /// Records and bytes (values) the edge forwarder delivered upstream, and its failures.
+    pub forwarded_records: Family<TopicLabels, Counter>,
+    pub forwarded_bytes: Family<TopicLabels, Counter>,
+    pub forward_errors: Family<TopicLabels, Counter>,
     /// Offsets time retention would have removed but keeps because a handler stage has not
     /// committed past them (set by each retention sweep).
     pub retention_held_back: Family<PartitionLabels, Gauge>,
@@ -127,6 +131,9 @@ impl Default for Metrics {
             http_requests: Family::default(),
             faults_injected: Family::default(),
             faults_active: Gauge::default(),
+            forwarded_records: Family::default(),
+            forwarded_bytes: Family::default(),
+            forward_errors: Family::default(),
             retention_held_back: Family::default(),
             sources: Mutex::default(),
         }
@@ -256,6 +263,21 @@ impl Metrics {
             "kafkabox_faults_active",
             "Injected faults not yet cleared or run out (0 unless a test set some)",
             self.faults_active.clone(),
+        );
+        registry.register(
+            "kafkabox_forwarded_records",
+            "Records the edge forwarder (serve --upstream) delivered to the central cluster, per topic",
+            self.forwarded_records.clone(),
+        );
+        registry.register(
+            "kafkabox_forwarded_bytes",
+            "Bytes of record values the edge forwarder delivered to the central cluster, per topic",
+            self.forwarded_bytes.clone(),
+        );
+        registry.register(
+            "kafkabox_forward_errors",
+            "Failed attempts of the edge forwarder (cluster unreachable, refused), per topic; it retries",
+            self.forward_errors.clone(),
         );
         registry.register(
             "kafkabox_http_requests",

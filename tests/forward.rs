@@ -1,0 +1,225 @@
+//! The edge forwarder through the real binaries: an edge kafkabox (`serve --upstream`) forwards
+//! 1,000,000 records to a second kafkabox standing in for the central cluster while the
+//! cluster is stopped and restarted twice and the edge is killed with SIGKILL once; the
+//! cluster ends with every record once, in order per partition.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::BrokerProcess;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const TOPIC: &str = "edge-data";
+const PARTITIONS: i32 = 3;
+const TOTAL: usize = 1_000_000;
+
+fn cluster(dir: &std::path::Path, listen: Option<&str>) -> BrokerProcess {
+    let mut extra = vec![
+        "--set",
+        "customer.events.contract=false",
+        "--set",
+        "customer.events.handlers=",
+    ];
+    let l;
+    if let Some(addr) = listen {
+        l = format!("listen={addr}");
+        extra.extend(["--set", l.as_str()]);
+    }
+    BrokerProcess::spawn(dir, &extra)
+}
+
+fn edge(dir: &std::path::Path, upstream: &str) -> BrokerProcess {
+    BrokerProcess::spawn(
+        dir,
+        &[
+            "--upstream",
+            upstream,
+            "--set",
+            &format!("upstream.topics={TOPIC}"),
+            "--set",
+            "customer.events.handlers=",
+            "--set",
+            "num.partitions=3",
+        ],
+    )
+}
+
+/// Produces records `range` to the edge (value: the record's number), acks=all, idempotent.
+async fn produce(edge: &BrokerProcess, range: std::ops::Range<usize>) {
+    let p = common::producer(
+        edge.addr,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "20"),
+            ("batch.num.messages", "10000"),
+        ],
+    );
+    let mut acks = Vec::with_capacity(range.len());
+    for i in range {
+        let v = format!("r{i:07}");
+        let key = format!("k{}", i % 101);
+        loop {
+            match p.send_result(FutureRecord::to(TOPIC).key(&key).payload(&v)) {
+                Ok(f) => {
+                    acks.push(f);
+                    break;
+                }
+                // The local queue is full: wait for some acknowledgements.
+                Err((_, _)) => {
+                    for f in acks.drain(..) {
+                        f.await.unwrap().unwrap();
+                    }
+                }
+            }
+        }
+        if acks.len() >= 50_000 {
+            for f in acks.drain(..) {
+                f.await.unwrap().unwrap();
+            }
+        }
+    }
+    for f in acks {
+        f.await.unwrap().unwrap();
+    }
+}
+
+/// Sum of the cluster's high watermarks of TOPIC (0 while it has no such topic).
+fn upstream_count(addr: std::net::SocketAddr) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .set("group.id", "count")
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            c.fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                .map(|(_, h)| h)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn wait_for_count(addr: std::net::SocketAddr, at_least: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let n = upstream_count(addr);
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the cluster has {n} records, want {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_forwards_a_million_records_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cdir, edir) = (dir.path().join("cluster"), dir.path().join("edge"));
+    let mut up = cluster(&cdir, None);
+    let up_addr = up.addr;
+    let upstream = up_addr.to_string();
+    // The forwarded topic is created at start, with num.partitions partitions.
+    let mut e = edge(&edir, &upstream);
+
+    produce(&e, 0..250_000).await;
+    wait_for_count(up_addr, 50_000, "forwarding started");
+    // The cluster goes away; the edge keeps accepting.
+    assert!(up.terminate().success());
+    produce(&e, 250_000..450_000).await;
+    let mut up = cluster(&cdir, Some(&upstream));
+    wait_for_count(up_addr, 300_000, "after the first restart of the cluster");
+    // The edge dies mid-forwarding and comes back on its data dir.
+    e.kill9();
+    let mut e = edge(&edir, &upstream);
+    produce(&e, 450_000..700_000).await;
+    wait_for_count(up_addr, 500_000, "after the edge was killed");
+    assert!(up.terminate().success());
+    produce(&e, 700_000..900_000).await;
+    let mut up = cluster(&cdir, Some(&upstream));
+    produce(&e, 900_000..TOTAL).await;
+    wait_for_count(up_addr, TOTAL as i64, "everything");
+    // Nothing more arrives (a duplicate would).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(upstream_count(up_addr), TOTAL as i64, "duplicates upstream");
+
+    // Per partition: the edge's records, once, in the edge's order, same keys and values.
+    let edge_records = read_all(e.addr, false);
+    let upstream_records = read_all(up_addr, true);
+    for p in 0..PARTITIONS {
+        let here = &edge_records[&p];
+        let there = &upstream_records[&p];
+        assert_eq!(here.len(), there.len(), "partition {p}");
+        for (i, (a, b)) in here.iter().zip(there.iter()).enumerate() {
+            assert_eq!(a, b, "partition {p}, record {i}");
+        }
+    }
+    let metrics = common::http(e.http_addr(), "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains(&format!(
+            "kafkabox_forwarded_records_total{{topic=\"{TOPIC}\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(e.terminate().success());
+    assert!(up.terminate().success());
+}
+
+/// (edge offset, key, value).
+type Row = (i64, Vec<u8>, Vec<u8>);
+
+/// Every record of TOPIC by partition: (edge offset, key, value). Upstream, the edge offset is
+/// the `kafkabox.edge.offset` header; on the edge, the record's offset.
+fn read_all(addr: std::net::SocketAddr, upstream: bool) -> HashMap<i32, Vec<Row>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .set("group.id", "read-all")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .unwrap();
+    let mut out = HashMap::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = c
+            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let mut got = Vec::with_capacity(high as usize);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while (got.len() as i64) < high {
+            assert!(Instant::now() < deadline, "reading {addr} partition {p}");
+            let Some(m) = c.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            let offset = if upstream {
+                let h = m.headers().expect("edge headers");
+                let v = h
+                    .iter()
+                    .find(|h| h.key == "kafkabox.edge.offset")
+                    .and_then(|h| h.value)
+                    .expect("kafkabox.edge.offset");
+                String::from_utf8_lossy(v).parse::<i64>().unwrap()
+            } else {
+                m.offset()
+            };
+            got.push((
+                offset,
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+        out.insert(p, got);
+    }
+    out
+}
