@@ -58,6 +58,13 @@ pub struct BenchArgs {
     /// ApiVersions answer, and `Appliance::builder().ephemeral()` in-process; 0 to skip.
     #[arg(long, default_value_t = 20)]
     startups: usize,
+    /// Records an edge box forwards to a second box (`serve --upstream`), 0 to skip.
+    #[arg(long, default_value_t = 200_000)]
+    forward_records: usize,
+    /// Customer events `kafkabox handle` handles from a second box (contract, re-keying,
+    /// profiles in the changelog), 0 to skip.
+    #[arg(long, default_value_t = 100_000)]
+    handle_events: usize,
     /// Group sizes whose rebalance time is measured (20 partitions, heartbeat.interval.ms=100).
     #[arg(long, value_delimiter = ',', default_value = "2,20")]
     rebalance_members: Vec<usize>,
@@ -523,6 +530,38 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
             }),
         );
     }
+    if args.bootstrap.is_none() && args.forward_records > 0 {
+        let (secs, produced) = forward_bench(args.forward_records).await?;
+        let n = args.forward_records as f64;
+        println!(
+            "  edge forwarding (serve --upstream)  {:>8.0} records/s {:>6.1} MiB/s of values ({} records of 100 B, 3 partitions, to a second kafkabox; produced in {:.2} s, all upstream after {:.2} s)",
+            n / secs,
+            n * 100.0 / secs / 1048576.0,
+            args.forward_records,
+            produced,
+            secs
+        );
+        report.insert(
+            "forward".into(),
+            serde_json::json!({"records": args.forward_records, "records_per_s": n / secs, "secs": secs, "produced_secs": produced}),
+        );
+    }
+    if args.bootstrap.is_none() && args.handle_events > 0 {
+        let (secs, produced) = handle_bench(args.handle_events).await?;
+        let n = args.handle_events as f64;
+        println!(
+            "  kafkabox handle (one process)  {:>8.0} events/s ({} events, {} customers, 3 partitions, from a second kafkabox: contract, re-keying, profiles to the changelog; produced in {:.2} s, handled after {:.2} s)",
+            n / secs,
+            args.handle_events,
+            HANDLER_CUSTOMERS,
+            produced,
+            secs
+        );
+        report.insert(
+            "handle".into(),
+            serde_json::json!({"events": args.handle_events, "events_per_s": n / secs, "secs": secs, "produced_secs": produced}),
+        );
+    }
     if let Some(peak) = rss_peak() {
         println!(
             "  peak RSS of this process      {:>8.0} MiB (the clients and the handler section's appliance)",
@@ -536,6 +575,227 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         println!("results written to {}", path.display());
     }
     Ok(())
+}
+
+/// `kafkabox serve --ephemeral ...` as a child; its ready line.
+async fn ephemeral_child(extra: &[&str]) -> Result<(tokio::process::Child, serde_json::Value)> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("finding the kafkabox binary")?;
+    let mut child = tokio::process::Command::new(&exe)
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "",
+        ])
+        .args(extra)
+        .env("KAFKABOX_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting kafkabox serve --ephemeral")?;
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("no ready line within 60 s")??
+        .context("kafkabox serve exited before its ready line")?;
+    Ok((child, serde_json::from_str(&line)?))
+}
+
+/// SIGTERM, and wait (at most 30 s).
+async fn stop_child(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+}
+
+/// A box standing in for a central cluster: customer-events is a plain topic there.
+const PLAIN_CLUSTER: &[&str] = &[
+    "--set",
+    "customer.events.contract=false",
+    "--set",
+    "customer.events.handlers=",
+    "--set",
+    "num.partitions=3",
+];
+
+/// Sum of the high watermarks of `topic`'s `partitions` at `addr`.
+fn high_watermarks(addr: &str, topic: &str, partitions: i32) -> i64 {
+    let Ok(c) = client_config()
+        .set("bootstrap.servers", addr)
+        .create::<BaseConsumer>()
+    else {
+        return 0;
+    };
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, h)| h)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Produces `n` records of 100 bytes to `topic` at `addr` (acks=1); returns the seconds.
+async fn produce_n(
+    addr: &str,
+    topic: &str,
+    n: usize,
+    value: impl Fn(usize) -> String,
+) -> Result<f64> {
+    let p = producer(addr, "1", "5")?;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let v = value(i);
+        let key = format!("k{}", i % 1000);
+        loop {
+            match p.send_result(FutureRecord::to(topic).key(&key).payload(&v)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err(_) => {
+                    for f in pending.drain(..) {
+                        check_delivery(f).await?;
+                    }
+                }
+            }
+        }
+        if pending.len() >= 100_000 {
+            for f in pending.drain(..) {
+                check_delivery(f).await?;
+            }
+        }
+    }
+    for f in pending {
+        check_delivery(f).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Records/s an edge box forwards to a second box: time from the first produce until the
+/// second holds all `n`.
+async fn forward_bench(n: usize) -> Result<(f64, f64)> {
+    let (mut up, ready) = ephemeral_child(PLAIN_CLUSTER).await?;
+    let upstream = ready["bootstrap"]
+        .as_str()
+        .context("bootstrap")?
+        .to_string();
+    let (mut edge, ready) = ephemeral_child(&[
+        "--upstream",
+        &upstream,
+        "--set",
+        "upstream.topics=bench-forward",
+        "--set",
+        "num.partitions=3",
+        "--set",
+        "customer.events.handlers=",
+    ])
+    .await?;
+    let edge_addr = ready["bootstrap"]
+        .as_str()
+        .context("bootstrap")?
+        .to_string();
+    let started = Instant::now();
+    let produced = produce_n(&edge_addr, "bench-forward", n, |i| format!("{i:0100}")).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (u, t) = (upstream.clone(), "bench-forward");
+        let have = tokio::task::spawn_blocking(move || high_watermarks(&u, t, 3)).await?;
+        if have >= n as i64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the edge forwarded {have} of {n} records in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop_child(&mut edge).await;
+    stop_child(&mut up).await;
+    Ok((secs, produced))
+}
+
+/// Events/s of one `kafkabox handle` process over customer events in a second box: time from
+/// the first produce until its group has committed everything (the source and the re-keyed
+/// events).
+async fn handle_bench(n: usize) -> Result<(f64, f64)> {
+    let (mut up, ready) = ephemeral_child(PLAIN_CLUSTER).await?;
+    let upstream = ready["bootstrap"]
+        .as_str()
+        .context("bootstrap")?
+        .to_string();
+    create_topic(&upstream, "customer-events", 3).await?;
+    let exe = std::env::current_exe()?;
+    let data = tempfile::tempdir()?;
+    let mut handle = tokio::process::Command::new(&exe)
+        .args(["handle", "--bootstrap", &upstream, "--group", "bench"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("KAFKABOX_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting kafkabox handle")?;
+    let started = Instant::now();
+    let produced = produce_n(&upstream, "customer-events", n, |i| customer_event(i, 0)).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let group = client_config()
+        .set("bootstrap.servers", &upstream)
+        .set("group.id", "bench")
+        .create::<BaseConsumer>()?;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        for t in ["customer-events", "bench-customer-events-repartition"] {
+            for p in 0..3 {
+                tpl.add_partition(t, p);
+            }
+        }
+        let done = match group.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(c) => {
+                let committed = |t: &str| -> i64 {
+                    c.elements_for_topic(t)
+                        .iter()
+                        .map(|e| match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => 0,
+                        })
+                        .sum()
+                };
+                let u = upstream.clone();
+                let repartitioned = tokio::task::spawn_blocking(move || {
+                    high_watermarks(&u, "bench-customer-events-repartition", 3)
+                })
+                .await?;
+                committed("customer-events") >= n as i64
+                    && repartitioned >= n as i64
+                    && committed("bench-customer-events-repartition") >= repartitioned
+            }
+            Err(_) => false,
+        };
+        if done {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("kafkabox handle did not handle {n} events in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop_child(&mut handle).await;
+    stop_child(&mut up).await;
+    Ok((secs, produced))
 }
 
 struct Startups {

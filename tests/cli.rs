@@ -172,6 +172,10 @@ fn bench_runs_every_section() {
             "2,3",
             "--startups",
             "3",
+            "--forward-records",
+            "3000",
+            "--handle-events",
+            "2000",
             "--json",
             json_path.to_str().unwrap(),
         ])
@@ -197,6 +201,8 @@ fn bench_runs_every_section() {
         "start after kill -9",
         "start-up, kafkabox serve --ephemeral",
         "start-up in-process, Appliance::builder().ephemeral()",
+        "edge forwarding (serve --upstream)",
+        "kafkabox handle (one process)",
         "broker RSS",
         "peak RSS",
     ] {
