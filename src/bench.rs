@@ -793,6 +793,7 @@ async fn handle_bench(n: usize) -> Result<(f64, f64)> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    drop(group);
     stop_child(&mut handle).await;
     stop_child(&mut up).await;
     Ok((secs, produced))
