@@ -397,7 +397,7 @@ async fn start_forwarder(
         &config.kafka_client,
         server.store().cluster_id(),
         local,
-        server.services().metrics.clone(),
+        server.services().clone(),
     )?);
     for t in forwarded {
         let dlq = ensure_dead_letter_topic(topics, &t).await?;

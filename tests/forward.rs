@@ -45,6 +45,9 @@ fn edge(dir: &std::path::Path, upstream: &str) -> BrokerProcess {
             "customer.events.handlers=",
             "--set",
             "num.partitions=3",
+            // Deliveries fail fast while the cluster is down: the read-back path runs.
+            "--set",
+            "kafka.message.timeout.ms=3000",
         ],
     )
 }
@@ -143,6 +146,21 @@ async fn edge_forwards_a_million_records_once_in_order() {
     wait_for_count(up_addr, 500_000, "after the edge was killed");
     assert!(up.terminate().success());
     produce(&e, 700_000..900_000).await;
+    // The edge notices: its deliveries fail (kafka.message.timeout.ms=3000), it says so, and
+    // it keeps the records.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = common::http(e.http_addr(), "GET", "/api/forward", None, None).json();
+        if status["errors"].as_u64().unwrap_or(0) > 0 {
+            assert!(status["lag"].as_i64().unwrap() > 0, "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no forwarding error reported: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut up = cluster(&cdir, Some(&upstream));
     produce(&e, 900_000..TOTAL).await;
     wait_for_count(up_addr, TOTAL as i64, "everything");
@@ -161,6 +179,38 @@ async fn edge_forwards_a_million_records_once_in_order() {
             assert_eq!(a, b, "partition {p}, record {i}");
         }
     }
+    let status = common::http(e.http_addr(), "GET", "/api/forward", None, None).json();
+    assert_eq!(status["upstream"], upstream.as_str(), "{status}");
+    // The dashboard shows it (a real browser).
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in tests/js: run scripts/test.sh (npm ci)"
+    );
+    let out = std::process::Command::new("node")
+        .current_dir(&js)
+        .arg("forward_dashboard.js")
+        .arg(format!("http://{}", e.http_addr()))
+        .arg(&upstream)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "forward_dashboard.js: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status["lag"], 0, "{status}");
+    assert_eq!(
+        status["partitions"].as_array().unwrap().len(),
+        3,
+        "{status}"
+    );
+    assert!(status["records"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        status["errors"].as_u64().unwrap() > 0 && status["last_error"]["message"].is_string(),
+        "the cluster was down while this edge ran: {status}"
+    );
     let metrics = common::http(e.http_addr(), "GET", "/metrics", None, None).body;
     assert!(
         metrics.contains(&format!(

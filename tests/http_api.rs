@@ -795,6 +795,12 @@ async fn http_api_matches_openapi_and_works() {
         assert!(m.contains(needle), "/metrics lacks {needle}:\n{m}");
     }
 
+    // The edge forwarder's status: this box forwards nothing.
+    let a = call(&mut spec, addr, "GET", "/api/forward", "/api/forward", None);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["upstream"], Value::Null);
+    assert_eq!(a.json()["partitions"], json!([]));
+
     // Fault injection: refused on a kept data directory without --allow-faults ...
     let a = call(
         &mut spec,

@@ -43,7 +43,7 @@ pub struct Forward {
     /// Partition counts of the forwarded topics here (a topic missing upstream is created with
     /// as many).
     local_partitions: HashMap<String, i32>,
-    metrics: Arc<crate::services::metrics::Metrics>,
+    services: Arc<crate::services::Services>,
     /// Failures logged at most every 10 s.
     log: Mutex<crate::services::log_limit::RateLimitedLog>,
 }
@@ -63,19 +63,24 @@ impl Forward {
         settings: &std::collections::BTreeMap<String, String>,
         edge_id: &str,
         local_partitions: HashMap<String, i32>,
-        metrics: Arc<crate::services::metrics::Metrics>,
+        services: Arc<crate::services::Services>,
     ) -> anyhow::Result<Forward> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", bootstrap);
         for (k, v) in settings {
             client.set(k, v);
         }
-        let producer: FutureProducer = client
-            .clone()
+        let mut producer = client.clone();
+        producer
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        // The user's settings win, but for what makes the forwarding exact.
+        for (k, v) in settings {
+            producer.set(k, v);
+        }
+        let producer: FutureProducer = producer
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Forward {
             client,
@@ -83,7 +88,7 @@ impl Forward {
             edge_id: edge_id.to_string(),
             known: Mutex::default(),
             local_partitions,
-            metrics,
+            services,
             log: Mutex::new(crate::services::log_limit::RateLimitedLog::new()),
         })
     }
@@ -120,10 +125,17 @@ impl Forward {
     /// A failed attempt: counted, logged (at most every 10 s), the partition's upstream
     /// position to be looked up again before the retry.
     fn failed(&self, topic: &str, partition: i32, why: String) -> HandlerError {
-        self.metrics
+        self.services
+            .metrics
             .forward_errors
             .get_or_create(&Self::topic_label(topic))
             .inc();
+        if let Ok(mut last) = self.services.forward_error.lock() {
+            *last = Some((
+                crate::services::now_ms(),
+                format!("{topic}/{partition}: {why}"),
+            ));
+        }
         if let Ok(mut k) = self.known.lock() {
             k.insert((topic.to_string(), partition), None);
         }
@@ -225,8 +237,13 @@ impl Handler for Forward {
             match f.await {
                 Ok(Ok(_)) => {
                     let l = Self::topic_label(&topic);
-                    self.metrics.forwarded_records.get_or_create(&l).inc();
-                    self.metrics
+                    self.services
+                        .metrics
+                        .forwarded_records
+                        .get_or_create(&l)
+                        .inc();
+                    self.services
+                        .metrics
                         .forwarded_bytes
                         .get_or_create(&l)
                         .inc_by(bytes as u64);

@@ -251,6 +251,7 @@ enum Route {
     DlqSkip,
     Faults,
     Fault,
+    Forward,
 }
 
 const ROUTES: &[(&str, Route, &[Method])] = &[
@@ -291,6 +292,7 @@ const ROUTES: &[(&str, Route, &[Method])] = &[
         &[Method::GET, Method::POST, Method::DELETE],
     ),
     ("/api/faults/{id}", Route::Fault, &[Method::DELETE]),
+    ("/api/forward", Route::Forward, &[Method::GET]),
 ];
 
 struct Server {
@@ -436,6 +438,7 @@ impl Server {
             Route::DlqSkip => dlq::skip(s, r).await,
             Route::Faults => faults::faults(s, r),
             Route::Fault => faults::fault(s, r),
+            Route::Forward => status::forward(s, &r),
         }
     }
 

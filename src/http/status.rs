@@ -1,5 +1,5 @@
 //! `/ready`, `/api/sources` (ingest per source, with events per minute), `/api/groups`
-//! (consumer groups and handler stages with their lag).
+//! (consumer groups and handler stages with their lag), `/api/forward` (the edge forwarder).
 
 use hyper::StatusCode;
 
@@ -93,4 +93,55 @@ fn groups_json(s: &Sources) -> serde_json::Value {
         })
         .collect();
     serde_json::json!(out)
+}
+
+/// The edge forwarder (`upstream.bootstrap`): where to, what it delivered, its lag per
+/// partition and its last failure; `upstream` null when the box forwards nothing.
+pub fn forward(s: &Sources, r: &Req) -> ApiResult {
+    r.query.only(&[])?;
+    let m = &s.services.metrics;
+    let partitions: Vec<(String, i32, i64)> = s
+        .lag
+        .snapshot()
+        .into_iter()
+        .filter(|(stage, ..)| stage == "forward")
+        .map(|(_, topic, partition, lag)| (topic, partition, lag))
+        .collect();
+    let mut topics: Vec<&str> = partitions.iter().map(|(t, ..)| t.as_str()).collect();
+    topics.dedup();
+    let count = |f: &prometheus_client::metrics::family::Family<
+        crate::services::metrics::TopicLabels,
+        prometheus_client::metrics::counter::Counter,
+    >|
+     -> u64 {
+        topics
+            .iter()
+            .map(|t| {
+                f.get_or_create(&crate::services::metrics::TopicLabels {
+                    topic: t.to_string(),
+                })
+                .get()
+            })
+            .sum()
+    };
+    let last_error = s
+        .services
+        .forward_error
+        .lock()
+        .ok()
+        .and_then(|l| l.clone())
+        .map(|(at, message)| serde_json::json!({"at_ms": at, "message": message}));
+    ok(serde_json::json!({
+        "upstream": s.services.config.upstream,
+        "records": count(&m.forwarded_records),
+        "bytes": count(&m.forwarded_bytes),
+        "errors": count(&m.forward_errors),
+        "lag": partitions.iter().map(|(.., l)| *l).sum::<i64>(),
+        "last_error": last_error,
+        "partitions": partitions
+            .iter()
+            .take(MAX_ITEMS)
+            .map(|(t, p, l)| serde_json::json!({"topic": t, "partition": p, "lag": l}))
+            .collect::<Vec<_>>(),
+    }))
 }

@@ -87,6 +87,8 @@ pub struct Services {
     pub users: users::Users,
     /// Injected faults (tests): see `faults.allow` and `data.ephemeral`.
     pub faults: faults::Faults,
+    /// The edge forwarder's last failure (ms since the epoch, why), for the HTTP API.
+    pub forward_error: std::sync::Mutex<Option<(i64, String)>>,
     /// Topics whose produce requests are checked record by record against a contract
     /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
     contracts: HashMap<String, Arc<Contract>>,
@@ -109,6 +111,7 @@ impl Services {
         let metrics: Arc<metrics::Metrics> = Arc::default();
         Ok(Arc::new(Services {
             acl,
+            forward_error: std::sync::Mutex::new(None),
             faults: faults::Faults::new(config.ephemeral || config.faults_allowed, metrics.clone()),
             users: users::Users::new(store.clone()),
             topics: Topics::new(store.clone(), config.clone())?,
