@@ -303,17 +303,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // One machine-readable line on stdout once every listener and handler runs: a test
     // harness reads it to learn the ports chosen for 127.0.0.1:0.
     let ready = app.ready_line();
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        // A closed stdout (the harness stopped reading) is no reason to stop serving.
-        let _ = writeln!(out, "{ready}").and_then(|()| out.flush());
-    }
+    // The file first: a harness that read the stdout line finds the file there too.
     if let Some(path) = &args.ready_file {
         if let Err(e) = write_ready_file(path, &ready) {
             let _ = app.shutdown().await;
             return Err(e);
         }
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (the harness stopped reading) is no reason to stop serving.
+        let _ = writeln!(out, "{ready}").and_then(|()| out.flush());
     }
     let signal = signals.wait().await?;
     tracing::info!(

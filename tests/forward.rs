@@ -2,6 +2,7 @@
 //! 1,000,000 records to a second kafkabox standing in for the central cluster while the
 //! cluster is stopped and restarted twice and the edge is killed with SIGKILL once; the
 //! cluster ends with every record once, in order per partition.
+#![cfg(feature = "client")]
 
 mod common;
 

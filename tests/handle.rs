@@ -3,6 +3,7 @@
 //! key, so one customer's events are on several partitions), one is killed with SIGKILL
 //! mid-stream, a third starts later with an empty cache; the profiles in the changelog count
 //! every event exactly once and the invalid events are in customer-events.dlq.
+#![cfg(feature = "client")]
 
 mod common;
 
@@ -325,4 +326,75 @@ async fn two_handlers_one_killed_profiles_exact() {
     assert_eq!(originals.len(), invalid, "{dlq}");
     assert!(c.terminate().success(), "{}", c.log());
     assert!(cluster.terminate().success());
+}
+
+/// An embedded Rust handler through the same `Handler` trait, run by `HandleBuilder` against an
+/// in-process box: it sees every record of its topic, in order per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_handler_on_a_cluster() {
+    use kafkabox::pipeline::{Event, Handler, HandlerError};
+    use std::sync::{Arc, Mutex};
+
+    struct Collect(Arc<Mutex<Vec<(i32, i64, String)>>>);
+    #[async_trait::async_trait]
+    impl Handler for Collect {
+        fn name(&self) -> &str {
+            "collect"
+        }
+        async fn handle(&self, events: &[Event]) -> Result<(), HandlerError> {
+            let mut seen = self.0.lock().unwrap();
+            for e in events {
+                let v = String::from_utf8_lossy(e.value.as_deref().unwrap_or_default());
+                seen.push((e.partition, e.offset, v.into_owned()));
+            }
+            Ok(())
+        }
+    }
+
+    let cluster = kafkabox::Appliance::builder()
+        .ephemeral()
+        .listen("127.0.0.1:0")
+        .without_contract("customer-events")
+        .start()
+        .await
+        .unwrap();
+    let mut config = kafkabox::Config::default();
+    config.set("customer.events.contract", "false").unwrap();
+    config.set("customer.events.handlers", "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let runner = kafkabox::handle::HandleBuilder::new(config, &cluster.bootstrap(), "embedded")
+        .data_dir(dir.path())
+        .handler("orders", Collect(seen.clone()));
+    let task = tokio::spawn(runner.run(rx));
+    let addr: std::net::SocketAddr = cluster.bootstrap().parse().unwrap();
+    let p = common::producer(addr, &[("enable.idempotence", "true")]);
+    for i in 0..50 {
+        let v = format!("order-{i}");
+        p.send(
+            FutureRecord::<(), _>::to("orders").payload(&v),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < 50 {
+        assert!(Instant::now() < deadline, "{:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tx.send(true);
+    task.await.unwrap().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let values: Vec<String> = seen.iter().map(|(_, _, v)| v.clone()).collect();
+    assert_eq!(
+        values,
+        (0..50).map(|i| format!("order-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seen.iter().map(|(_, o, _)| *o).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<i64>>()
+    );
+    cluster.shutdown().await.unwrap();
 }
