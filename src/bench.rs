@@ -578,18 +578,15 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
 }
 
 /// `kafkabox serve --ephemeral ...` as a child; its ready line.
-async fn ephemeral_child(extra: &[&str]) -> Result<(tokio::process::Child, serde_json::Value)> {
+async fn ephemeral_child(
+    http: &str,
+    extra: &[&str],
+) -> Result<(tokio::process::Child, serde_json::Value)> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("finding the kafkabox binary")?;
     let mut child = tokio::process::Command::new(&exe)
-        .args([
-            "serve",
-            "--ephemeral",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "",
-        ])
+        .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0"])
+        .args(["--http-listen", http])
         .args(extra)
         .env("KAFKABOX_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -606,8 +603,8 @@ async fn ephemeral_child(extra: &[&str]) -> Result<(tokio::process::Child, serde
     Ok((child, serde_json::from_str(&line)?))
 }
 
-/// SIGTERM, and wait (at most 30 s).
-async fn stop_child(child: &mut tokio::process::Child) {
+/// SIGTERM, and wait (at most 30 s): its exit status, if it exited.
+async fn stop_child(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
     if let Some(pid) = child.id() {
         let _ = tokio::process::Command::new("kill")
             .arg("-TERM")
@@ -615,7 +612,10 @@ async fn stop_child(child: &mut tokio::process::Child) {
             .status()
             .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .ok()?
+        .ok()
 }
 
 /// A box standing in for a central cluster: customer-events is a plain topic there.
@@ -686,21 +686,24 @@ async fn produce_n(
 /// Records/s an edge box forwards to a second box: time from the first produce until the
 /// second holds all `n`.
 async fn forward_bench(n: usize) -> Result<(f64, f64)> {
-    let (mut up, ready) = ephemeral_child(PLAIN_CLUSTER).await?;
+    let (mut up, ready) = ephemeral_child("", PLAIN_CLUSTER).await?;
     let upstream = ready["bootstrap"]
         .as_str()
         .context("bootstrap")?
         .to_string();
-    let (mut edge, ready) = ephemeral_child(&[
-        "--upstream",
-        &upstream,
-        "--set",
-        "upstream.topics=bench-forward",
-        "--set",
-        "num.partitions=3",
-        "--set",
-        "customer.events.handlers=",
-    ])
+    let (mut edge, ready) = ephemeral_child(
+        "",
+        &[
+            "--upstream",
+            &upstream,
+            "--set",
+            "upstream.topics=bench-forward",
+            "--set",
+            "num.partitions=3",
+            "--set",
+            "customer.events.handlers=",
+        ],
+    )
     .await?;
     let edge_addr = ready["bootstrap"]
         .as_str()
@@ -730,7 +733,7 @@ async fn forward_bench(n: usize) -> Result<(f64, f64)> {
 /// the first produce until its group has committed everything (the source and the re-keyed
 /// events).
 async fn handle_bench(n: usize) -> Result<(f64, f64)> {
-    let (mut up, ready) = ephemeral_child(PLAIN_CLUSTER).await?;
+    let (mut up, ready) = ephemeral_child("", PLAIN_CLUSTER).await?;
     let upstream = ready["bootstrap"]
         .as_str()
         .context("bootstrap")?
@@ -818,8 +821,6 @@ fn pct(v: &[f64]) -> (f64, f64) {
 /// Starts `kafkabox serve --ephemeral` `n` times (timing the ready line and the first
 /// ApiVersions answer; SIGTERM after each) and an ephemeral appliance in-process `n` times.
 async fn startup_bench(n: usize) -> Result<Startups> {
-    use tokio::io::AsyncBufReadExt;
-    let exe = std::env::current_exe().context("finding the kafkabox binary")?;
     let mut out = Startups {
         ready_ms: Vec::new(),
         first_answer_ms: Vec::new(),
@@ -827,31 +828,9 @@ async fn startup_bench(n: usize) -> Result<Startups> {
     };
     for _ in 0..n {
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&exe)
-            .args([
-                "serve",
-                "--ephemeral",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env("KAFKABOX_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting kafkabox serve --ephemeral")?;
-        let stdout = child.stdout.take().context("the child's stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .context("no ready line within 60 s")??
-            .context("kafkabox serve exited before its ready line")?;
+        let (mut child, ready_line) = ephemeral_child("127.0.0.1:0", &[]).await?;
         let ready = started.elapsed();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).context("the ready line is not JSON")?;
-        let addr = v["bootstrap"]
+        let addr = ready_line["bootstrap"]
             .as_str()
             .context("no bootstrap in the ready line")?
             .to_string();
@@ -859,18 +838,10 @@ async fn startup_bench(n: usize) -> Result<Startups> {
         let first = started.elapsed();
         out.ready_ms.push(ready.as_secs_f64() * 1000.0);
         out.first_answer_ms.push(first.as_secs_f64() * 1000.0);
-        if let Some(pid) = child.id() {
-            let _ = tokio::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
-        let st = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .context("kafkabox serve --ephemeral did not stop within 30 s of SIGTERM")??;
-        if !st.success() {
-            bail!("kafkabox serve --ephemeral exited with {st}");
+        match stop_child(&mut child).await {
+            Some(st) if st.success() => {}
+            Some(st) => bail!("kafkabox serve --ephemeral exited with {st}"),
+            None => bail!("kafkabox serve --ephemeral did not stop within 30 s of SIGTERM"),
         }
     }
     for _ in 0..n {

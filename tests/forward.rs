@@ -274,3 +274,52 @@ fn read_all(addr: std::net::SocketAddr, upstream: bool) -> HashMap<i32, Vec<Row>
     }
     out
 }
+
+/// `upstream.topics` defaults to `*`: every topic the edge has at start (but the `.dlq` ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topic_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = cluster(&dir.path().join("cluster"), None);
+    let edir = dir.path().join("edge");
+    let mut plain = BrokerProcess::spawn(&edir, &["--set", "num.partitions=2"]);
+    let p = common::producer(plain.addr, &[]);
+    for i in 0..10 {
+        let v = format!("v{i}");
+        p.send(
+            FutureRecord::<(), _>::to("star-a").payload(&v),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    drop(p);
+    assert!(plain.terminate().success());
+    let mut e = BrokerProcess::spawn(&edir, &["--upstream", &up.addr.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", up.addr.to_string())
+        .set("group.id", "count")
+        .create()
+        .unwrap();
+    loop {
+        let n: i64 = (0..2)
+            .map(|p| {
+                c.fetch_watermarks("star-a", p, Duration::from_secs(10))
+                    .map(|(_, h)| h)
+                    .unwrap_or(0)
+            })
+            .sum();
+        if n == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "star-a upstream: {n} of 10");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    assert!(
+        md.topics().iter().all(|t| !t.name().ends_with(".dlq")),
+        "no dead-letter topic is forwarded"
+    );
+    assert!(e.terminate().success());
+    assert!(up.terminate().success());
+}

@@ -97,18 +97,7 @@ impl Handler {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "kafkabox handle ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::terminate(&mut self.child)
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
 use super::consume::{ConsumeArgs, Format};
 use super::{KafkaArgs, NotFound};
@@ -185,18 +185,7 @@ const WINDOW: usize = 10_000;
 
 /// Produces every line of stdin (acks=all, idempotent: in order per partition).
 pub async fn load(args: LoadArgs) -> Result<()> {
-    let producer: FutureProducer = args
-        .kafka
-        .client()?
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set(
-            "message.timeout.ms",
-            args.kafka.timeout_ms.max(1000).to_string(),
-        )
-        .set("partitioner", "murmur2_random")
-        .create()
-        .context("Kafka producer")?;
+    let producer = super::produce::idempotent_producer(&args.kafka)?;
     let (p, topic, timeout) = (producer.clone(), args.topic.clone(), args.kafka.timeout());
     let partitions = tokio::task::spawn_blocking(move || -> Result<usize> {
         use rdkafka::producer::Producer;

@@ -26,22 +26,24 @@ pub struct ProduceArgs {
     pub kafka: KafkaArgs,
 }
 
+/// The producer of `produce` and `load`: acks=all, idempotent (in order per partition), Java's
+/// partitioner (a key lands where Java clients put it).
+pub(super) fn idempotent_producer(kafka: &KafkaArgs) -> Result<FutureProducer> {
+    kafka
+        .client()?
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", kafka.timeout_ms.max(1000).to_string())
+        .set("partitioner", "murmur2_random")
+        .create()
+        .context("Kafka producer")
+}
+
 /// Records in flight before waiting for their acknowledgements.
 const WINDOW: usize = 10_000;
 
 pub async fn run(args: ProduceArgs) -> Result<()> {
-    let producer: FutureProducer = args
-        .kafka
-        .client()?
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set(
-            "message.timeout.ms",
-            args.kafka.timeout_ms.max(1000).to_string(),
-        )
-        .set("partitioner", "murmur2_random")
-        .create()
-        .context("Kafka producer")?;
+    let producer = idempotent_producer(&args.kafka)?;
     let bar = super::progress("produced");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Option<String>, String)>(1024);
     let json = args.json;

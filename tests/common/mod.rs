@@ -177,21 +177,7 @@ impl BrokerProcess {
 
     /// SIGTERM and wait; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kafkabox did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child)
     }
 
     /// The HTTP listener's address, from the log (waits up to 30 s for it).
@@ -501,18 +487,7 @@ impl Ephemeral {
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut self.child)
     }
 }
 
@@ -522,5 +497,24 @@ impl Drop for Ephemeral {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// SIGTERM to `child` and wait for it (at most 30 s, else the test fails).
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kafkabox did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
