@@ -111,9 +111,12 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 /// The integration guide's topic.
 pub const CUSTOMER_EVENTS: &str = "customer-events";
 
+/// What names a dead-letter topic after its source topic.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
 /// The dead-letter topic of `topic`.
 pub fn dead_letter_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
+    format!("{topic}{DEAD_LETTER_SUFFIX}")
 }
 
 /// Collects the settings and handlers of an [`Appliance`].
@@ -276,54 +279,70 @@ impl ApplianceBuilder {
         let profiles: pipeline::SharedProfiles = Arc::new(std::sync::Mutex::new(
             crate::profile::Profiles::new(crate::profile::CACHE_BYTES),
         ));
+        let mut specs = Vec::new();
         for (topic, contract) in compiled {
-            let t = ensure_topic(&topics, &topic, partitions).await?;
-            let dlq = ensure_dead_letter_topic(&topics, &t).await?;
+            ensure_topic(&topics, &topic, partitions).await?;
             // A topic with a contract and profiles: one stage checks each record once and
             // updates the profiles from the valid ones (offsets of both stages kept).
             let with_profiles = self.profiles.contains(&topic);
-            let stage = Stage::DeadLetter {
-                dlq,
-                stats: stats.clone(),
-                profiles: with_profiles.then(|| profiles.clone()),
-            };
-            for name in stage.names() {
-                groups.register_pipeline(name, &t.meta.name);
-            }
-            pipeline::spawn(&mut tasks, &shared, &t, stage, Some(contract.clone()));
+            specs.push(StageSpec {
+                over: Over::Topic(topic.clone()),
+                kind: StageKind::DeadLetter {
+                    stats: stats.clone(),
+                    profiles: with_profiles.then(|| profiles.clone()),
+                },
+                contract: Some(contract.clone()),
+            });
             contracts.insert(topic, contract);
         }
         for topic in self.profiles {
             if contracts.contains_key(&topic) {
                 continue;
             }
-            let t = ensure_topic(&topics, &topic, partitions).await?;
-            let stage = Stage::Profile {
-                profiles: profiles.clone(),
-            };
-            groups.register_pipeline(stage.name(), &t.meta.name);
-            pipeline::spawn(&mut tasks, &shared, &t, stage, None);
+            ensure_topic(&topics, &topic, partitions).await?;
+            specs.push(StageSpec {
+                over: Over::Topic(topic),
+                kind: StageKind::Profile {
+                    profiles: profiles.clone(),
+                },
+                contract: None,
+            });
         }
         let mut replayers: Vec<(String, String, Arc<dyn Handler>)> = Vec::new();
         for (topic, handler) in self.handlers {
             let t = ensure_topic(&topics, &topic, partitions).await?;
-            let dlq = ensure_dead_letter_topic(&topics, &t).await?;
-            let contract = contracts.get(&topic).cloned();
             replayers.push((
                 handler.name().to_string(),
                 t.meta.name.clone(),
                 handler.clone(),
             ));
-            let stage = Stage::Handler { handler, dlq };
-            groups.register_pipeline(stage.name(), &t.meta.name);
-            pipeline::spawn(&mut tasks, &shared, &t, stage, contract);
+            specs.push(StageSpec {
+                over: Over::Topic(topic.clone()),
+                kind: StageKind::Handler { handler },
+                contract: contracts.get(&topic).cloned(),
+            });
         }
         if let Some(upstream) = server.services().config.upstream.clone() {
-            start_forwarder(
-                &upstream, &server, &topics, &groups, &shared, &mut tasks, partitions,
-            )
-            .await?;
+            specs.extend(start_forwarder(&upstream, &server, &topics, partitions).await?);
+            #[cfg(feature = "client")]
+            tasks.spawn(crate::handlers::forward::watch_outlook(
+                server.services().clone(),
+                lag.clone(),
+                shutdown_rx.clone(),
+            ));
         }
+        // Every stage runs over every partition of its topics: those there now, and those
+        // created, added or re-created later (a worker stops when its topic is deleted).
+        let mut stages = Stages {
+            specs,
+            running: std::collections::HashSet::new(),
+            topics: topics.clone(),
+            groups: groups.clone(),
+            shared: shared.clone(),
+        };
+        let catalog = store.subscribe_catalog();
+        stages.reconcile(&mut tasks).await?;
+        tasks.spawn(keep_stages(stages, catalog, shutdown_rx.clone()));
         tasks.spawn(log_counts(stats.clone(), shutdown_rx.clone()));
         let mut http_addr = None;
         if let Some(addr) = &self.http {
@@ -361,56 +380,184 @@ impl ApplianceBuilder {
     }
 }
 
+/// Which topics a stage runs over.
+enum Over {
+    Topic(String),
+    /// Every topic but the dead-letter ones, also those created later.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    AllButDeadLetters,
+}
+
+impl Over {
+    fn covers(&self, topic: &str) -> bool {
+        match self {
+            Over::Topic(t) => t == topic,
+            Over::AllButDeadLetters => !topic.ends_with(DEAD_LETTER_SUFFIX),
+        }
+    }
+}
+
+/// What a stage does, made into a [`Stage`] for each topic it runs over.
+enum StageKind {
+    DeadLetter {
+        stats: IngestStats,
+        profiles: Option<pipeline::SharedProfiles>,
+    },
+    Profile {
+        profiles: pipeline::SharedProfiles,
+    },
+    Handler {
+        handler: Arc<dyn Handler>,
+    },
+}
+
+/// A stage of the appliance and the topics it runs over.
+struct StageSpec {
+    over: Over,
+    kind: StageKind,
+    contract: Option<Arc<Contract>>,
+}
+
+impl StageSpec {
+    /// The stage over `topic` (its dead-letter topic created when missing).
+    async fn stage(&self, topics: &Topics, topic: &kafkabox_storage::Topic) -> Result<Stage> {
+        Ok(match &self.kind {
+            StageKind::DeadLetter { stats, profiles } => Stage::DeadLetter {
+                dlq: ensure_dead_letter_topic(topics, topic).await?,
+                stats: stats.clone(),
+                profiles: profiles.clone(),
+            },
+            StageKind::Profile { profiles } => Stage::Profile {
+                profiles: profiles.clone(),
+            },
+            StageKind::Handler { handler } => Stage::Handler {
+                handler: handler.clone(),
+                dlq: ensure_dead_letter_topic(topics, topic).await?,
+            },
+        })
+    }
+}
+
+/// The appliance's stages and the partitions they run on.
+struct Stages {
+    specs: Vec<StageSpec>,
+    /// (index in `specs`, store-wide partition id) of every running worker.
+    running: std::collections::HashSet<(usize, u32)>,
+    topics: Topics,
+    groups: Arc<crate::services::groups::Coordinator>,
+    shared: pipeline::Shared,
+}
+
+impl Stages {
+    /// Starts a worker for every partition of every stage's topics that has none.
+    async fn reconcile(&mut self, tasks: &mut JoinSet<()>) -> Result<()> {
+        let live = self.topics.list();
+        let ids: std::collections::HashSet<u32> = live
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.id))
+            .collect();
+        // Partition ids are never reused: those of deleted topics can go.
+        self.running.retain(|(_, id)| ids.contains(id));
+        for (i, spec) in self.specs.iter().enumerate() {
+            for t in live.iter().filter(|t| spec.over.covers(&t.meta.name)) {
+                let new: Vec<Arc<kafkabox_storage::Partition>> = t
+                    .partitions
+                    .iter()
+                    .filter(|p| !self.running.contains(&(i, p.id)))
+                    .cloned()
+                    .collect();
+                if new.is_empty() {
+                    continue;
+                }
+                let stage = spec.stage(&self.topics, t).await?;
+                for name in stage.names() {
+                    self.groups.register_pipeline(name, &t.meta.name);
+                }
+                if !self.running.is_empty() {
+                    tracing::info!(stage = stage.name(), topic = %t.meta.name, partitions = new.len(), "stage started on new partitions");
+                }
+                pipeline::spawn_partitions(
+                    tasks,
+                    &self.shared,
+                    t,
+                    &new,
+                    stage,
+                    spec.contract.clone(),
+                );
+                self.running.extend(new.iter().map(|p| (i, p.id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the stages running over topics created, grown or re-created after the start; waits
+/// for the workers it started at shutdown.
+async fn keep_stages(
+    mut stages: Stages,
+    mut catalog: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    let mut retry = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut log = crate::services::log_limit::RateLimitedLog::new();
+    while !*shutdown.borrow() {
+        tokio::select! {
+            r = catalog.changed() => if r.is_err() { break },
+            _ = retry.tick() => {}
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next() => continue,
+        }
+        if let Err(e) = stages.reconcile(&mut tasks).await {
+            if let Some(suppressed) = log.allow() {
+                tracing::error!(error = %e, suppressed, "cannot start a stage on a new topic; retrying");
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
 /// The edge forwarder (`upstream.bootstrap`): a pipeline handler over each topic of
-/// `upstream.topics` that sends every record (valid or not) to the central cluster.
+/// `upstream.topics` (`*`: every topic but the dead-letter ones, also those created later)
+/// that sends every record (valid or not) to the central cluster.
 #[cfg(feature = "client")]
 async fn start_forwarder(
     upstream: &str,
     server: &Server,
     topics: &Topics,
-    groups: &Arc<crate::services::groups::Coordinator>,
-    shared: &pipeline::Shared,
-    tasks: &mut JoinSet<()>,
     partitions: u32,
-) -> Result<()> {
+) -> Result<Vec<StageSpec>> {
     let config = &server.services().config;
-    let names: Vec<String> = if config.upstream_topics.iter().any(|t| t == "*") {
-        server
-            .store()
-            .topics()
-            .iter()
-            .map(|t| t.meta.name.clone())
-            .filter(|n| !n.ends_with(".dlq"))
-            .collect()
-    } else {
-        config.upstream_topics.clone()
-    };
-    let mut local = std::collections::HashMap::new();
-    let mut forwarded = Vec::new();
-    for name in &names {
-        let t = ensure_topic(topics, name, partitions).await?;
-        local.insert(name.clone(), t.partitions.len() as i32);
-        forwarded.push(t);
-    }
-    let forward = Arc::new(crate::handlers::forward::Forward::new(
+    let all = config.upstream_topics.iter().any(|t| t == "*");
+    let forward: Arc<dyn Handler> = Arc::new(crate::handlers::forward::Forward::new(
         upstream,
         &config.kafka_client,
         server.store().cluster_id(),
-        local,
         server.services().clone(),
     )?);
-    for t in forwarded {
-        let dlq = ensure_dead_letter_topic(topics, &t).await?;
-        let stage = Stage::Handler {
-            handler: forward.clone(),
-            dlq,
-        };
-        groups.register_pipeline(stage.name(), &t.meta.name);
-        // Every record, valid or not: the cluster gets the stream as it arrived.
-        pipeline::spawn(tasks, shared, &t, stage, None);
-    }
-    tracing::info!(%upstream, topics = ?names, "forwarding every record upstream");
-    Ok(())
+    // Every record, valid or not: the cluster gets the stream as it arrived.
+    let specs = if all {
+        vec![StageSpec {
+            over: Over::AllButDeadLetters,
+            kind: StageKind::Handler { handler: forward },
+            contract: None,
+        }]
+    } else {
+        let mut specs = Vec::new();
+        for name in &config.upstream_topics {
+            ensure_topic(topics, name, partitions).await?;
+            specs.push(StageSpec {
+                over: Over::Topic(name.clone()),
+                kind: StageKind::Handler {
+                    handler: forward.clone(),
+                },
+                contract: None,
+            });
+        }
+        specs
+    };
+    tracing::info!(%upstream, topics = ?config.upstream_topics, "forwarding every record upstream");
+    Ok(specs)
 }
 
 #[cfg(not(feature = "client"))]
@@ -418,11 +565,8 @@ async fn start_forwarder(
     _upstream: &str,
     _server: &Server,
     _topics: &Topics,
-    _groups: &Arc<crate::services::groups::Coordinator>,
-    _shared: &pipeline::Shared,
-    _tasks: &mut JoinSet<()>,
     _partitions: u32,
-) -> Result<()> {
+) -> Result<Vec<StageSpec>> {
     anyhow::bail!("upstream.bootstrap: this build cannot forward (it has no Kafka client): build with cargo build --release --features client")
 }
 

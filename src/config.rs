@@ -220,8 +220,12 @@ pub struct Config {
     pub kafka_client: BTreeMap<String, String>,
     /// `upstream.bootstrap`: the central cluster the edge forwarder sends every record to.
     pub upstream: Option<String>,
-    /// `upstream.topics`: what it forwards; `*` every topic there is at start.
+    /// `upstream.topics`: what it forwards; `*` every topic (but the `.dlq` ones), also
+    /// those created later.
     pub upstream_topics: Vec<String>,
+    /// `upstream.warn.free.bytes`: the forwarder warns while it has a backlog and less than
+    /// this is free on the data dir's disk (0: 4 x `storage.free.bytes.min`).
+    pub upstream_warn_free_bytes: u64,
 }
 
 impl Default for Config {
@@ -288,6 +292,7 @@ impl Default for Config {
             kafka_client: BTreeMap::new(),
             upstream: None,
             upstream_topics: vec!["*".to_string()],
+            upstream_warn_free_bytes: 0,
         }
     }
 }
@@ -332,7 +337,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("customer.events.handlers", "built-in handlers over the valid customer-events: profile, webhook, exec, log (default profile)"),
     ("handlers.<topic>", "built-in handlers over another topic's records, e.g. handlers.orders = [\"webhook\"]"),
     ("upstream.bootstrap", "forward every record appended here, in order per partition, to the same topic and partition of this Kafka cluster (bootstrap servers; serve --upstream; needs the cargo feature client)"),
-    ("upstream.topics", "topics the edge forwarder sends upstream, a,b,c; * every topic there is at start but the .dlq ones (default *)"),
+    ("upstream.topics", "topics the edge forwarder sends upstream, a,b,c; * every topic but the .dlq ones, also those created later (default *)"),
+    ("upstream.warn.free.bytes", "the edge forwarder warns (log, /metrics, /api/forward, dashboard) while records wait to be forwarded and less than this is free on the data dir's disk, or the disk would reach storage.free.bytes.min within an hour at its current rate (default 0: 4 x storage.free.bytes.min)"),
     ("kafka.<librdkafka key>", "a client setting of kafkabox handle, passed to librdkafka, e.g. kafka.security.protocol=SASL_SSL, kafka.session.timeout.ms=10000"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.contract", "check customer-events against the contract, dead-lettering invalid events (default true); false: a plain topic (e.g. a kafkabox standing in for the cluster of kafkabox handle)"),
@@ -604,6 +610,7 @@ impl Config {
                 }
                 self.upstream_topics = topics;
             }
+            "upstream.warn.free.bytes" => self.upstream_warn_free_bytes = parse_num(k, value)?,
             "customer.events.contract" => self.customer_contract_on = parse_bool(k, value)?,
             "customer.events.on.invalid" => {
                 self.reject_invalid = match value.trim() {
@@ -948,6 +955,7 @@ mod tests {
             ("emulate.kafka", "3.5"),
             ("upstream.bootstrap", "central:9092"),
             ("upstream.topics", "a,b"),
+            ("upstream.warn.free.bytes", "1073741824"),
         ];
         for (key, _) in KEYS {
             if *key == "handlers.<topic>" || *key == "kafka.<librdkafka key>" {

@@ -66,6 +66,8 @@ const READ_BYTES: usize = 1024 * 1024;
 const INTERNAL_READ_BYTES: usize = 4 * 1024 * 1024;
 /// Most a compressed batch may inflate to while decoding.
 const INFLATE_LIMIT: usize = 64 * 1024 * 1024;
+/// How long a handler call may go on after shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Retry backoff for transient failures: first and cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -100,15 +102,32 @@ impl Lag {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        m.entry((handler.to_string(), part.topic.clone(), part.index))
-            .or_insert_with(|| {
-                Arc::new(LagSlot {
+        let key = (handler.to_string(), part.topic.clone(), part.index);
+        match m.get(&key) {
+            // A partition of a topic of the same name deleted since has no say any more.
+            Some(slot) if slot.part.id == part.id => slot.clone(),
+            _ => {
+                let slot = Arc::new(LagSlot {
                     next: AtomicI64::new(0),
                     part: part.clone(),
                     store: store.clone(),
-                })
-            })
-            .clone()
+                });
+                m.insert(key, slot.clone());
+                slot
+            }
+        }
+    }
+
+    /// Forgets `handler`'s slot on `part` (its topic was deleted).
+    fn remove(&self, handler: &str, part: &Partition) {
+        let mut m = match self.inner.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let key = (handler.to_string(), part.topic.clone(), part.index);
+        if m.get(&key).is_some_and(|s| s.part.id == part.id) {
+            m.remove(&key);
+        }
     }
 
     /// Lag of `handler` on `topic`/`partition`, if it runs there.
@@ -438,11 +457,24 @@ impl Shared {
     }
 }
 
-/// Starts one worker per partition of `topic`. They stop when `shutdown` flips.
+/// Starts one worker per partition of `topic`. They stop when `shutdown` flips or when their
+/// topic is deleted.
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     shared: &Shared,
     topic: &Arc<Topic>,
+    stage: Stage,
+    contract: Option<Arc<Contract>>,
+) {
+    spawn_partitions(tasks, shared, topic, &topic.partitions, stage, contract)
+}
+
+/// Starts one worker for each of `parts` (partitions of `topic`).
+pub fn spawn_partitions(
+    tasks: &mut JoinSet<()>,
+    shared: &Shared,
+    topic: &Arc<Topic>,
+    parts: &[Arc<Partition>],
     stage: Stage,
     contract: Option<Arc<Contract>>,
 ) {
@@ -454,7 +486,7 @@ pub fn spawn(
         verdicts: _,
     } = shared;
     let core_stage = stage.clone();
-    for part in &topic.partitions {
+    for part in parts {
         let worker = Worker {
             core: Arc::new(Core {
                 metrics: metrics.clone(),
@@ -469,6 +501,7 @@ pub fn spawn(
                 .iter()
                 .map(|n| lag.slot(n, part, store))
                 .collect(),
+            lag: lag.clone(),
             stage: stage.clone(),
             shutdown: shutdown.clone(),
         };
@@ -533,6 +566,7 @@ struct Worker {
     stage: Stage,
     /// One per name in `stage.names()`.
     lags: Vec<Arc<LagSlot>>,
+    lag: Lag,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -573,6 +607,13 @@ impl Worker {
         let mut shutdown = self.shutdown.clone();
         while !self.stopping() {
             appends.borrow_and_update();
+            if !self.core.store.is_live(&self.core.part) {
+                tracing::info!("topic deleted; stage stopped on this partition");
+                for n in self.stage.names() {
+                    self.lag.remove(n, &self.core.part);
+                }
+                return;
+            }
             let offsets = self.core.store.offsets(&self.core.part);
             if next < offsets.log_start {
                 tracing::warn!(
@@ -724,7 +765,24 @@ impl Worker {
     async fn deliver(&mut self, handler: &dyn Handler, events: &[Event]) -> Delivery {
         let mut backoff = BACKOFF_FIRST;
         loop {
-            match handler.handle(events).await {
+            let call = handler.handle(events);
+            tokio::pin!(call);
+            let mut shutdown = self.shutdown.clone();
+            let result = tokio::select! {
+                r = &mut call => r,
+                _ = shutdown.changed() => {
+                    // A handler gets a moment to finish; past it, its events are handled
+                    // again at the next start (handlers see events at least once).
+                    match tokio::time::timeout(SHUTDOWN_GRACE, &mut call).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(handler = handler.name(), "handler still busy at shutdown; its events are handled again at the next start");
+                            return Delivery::Interrupted;
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(()) => return Delivery::Done,
                 Err(HandlerError::Permanent(reason)) => {
                     tracing::warn!(

@@ -120,3 +120,86 @@ async fn a_replaced_schema_is_the_contract() {
     );
     store.close().unwrap();
 }
+
+/// The contract runs over partitions added to `customer-events` after the start and over the
+/// topic when it is deleted and created again: invalid events there reach the dead-letter
+/// topic too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_follows_new_partitions_and_a_recreated_topic() {
+    use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, TopicReplication};
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::spawn(&dir.path().join("data"), &["--set", "num.partitions=1"]);
+    let admin = common::admin(broker.addr);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let grown = admin
+        .create_partitions(&[NewPartitions::new("customer-events", 3)], &opts)
+        .await
+        .unwrap();
+    assert!(grown.iter().all(|r| r.is_ok()), "{grown:?}");
+    let p = common::producer(broker.addr, &[("acks", "all")]);
+    let send = |partition: i32, v: &'static str| {
+        let p = p.clone();
+        async move {
+            p.send(
+                FutureRecord::<(), _>::to("customer-events")
+                    .partition(partition)
+                    .payload(v),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    send(2, "not json, on a partition added at runtime").await;
+    send(1, VALID).await;
+    let dead = common::consume(
+        broker.addr,
+        "customer-events.dlq",
+        0,
+        0,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 1, "{}", broker.log_text());
+    assert_eq!(
+        common::payload(&dead[0]),
+        Some(&b"not json, on a partition added at runtime"[..])
+    );
+    assert_eq!(
+        common::header(&dead[0], "kafkabox.dlq.partition").as_deref(),
+        Some("2")
+    );
+
+    let deleted = admin
+        .delete_topics(&["customer-events"], &opts)
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(
+                "customer-events",
+                2,
+                TopicReplication::Fixed(1),
+            )],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    send(1, "not json, on the topic created again").await;
+    let dead = common::consume(
+        broker.addr,
+        "customer-events.dlq",
+        0,
+        0,
+        2,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 2, "{}", broker.log_text());
+    assert_eq!(
+        common::payload(&dead[1]),
+        Some(&b"not json, on the topic created again"[..])
+    );
+    assert!(broker.terminate().success());
+}

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
+use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
@@ -320,6 +321,198 @@ async fn every_topic_by_default() {
         md.topics().iter().all(|t| !t.name().ends_with(".dlq")),
         "no dead-letter topic is forwarded"
     );
+
+    // `*` also takes topics created after the start, partitions added since, and a topic
+    // deleted and created again (its offsets start over: the read-back must not take the old
+    // topic's records for its own).
+    let admin = common::admin(e.addr);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("star-b", 3, TopicReplication::Fixed(1))],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let grown = admin
+        .create_partitions(&[NewPartitions::new("star-a", 4)], &opts)
+        .await
+        .unwrap();
+    assert!(grown.iter().all(|r| r.is_ok()), "{grown:?}");
+    let p = common::producer(e.addr, &[]);
+    let send = |topic: &'static str, partition: i32, v: String| {
+        let p = p.clone();
+        async move {
+            p.send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(partition)
+                    .payload(&v),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    for i in 0..9 {
+        send("star-b", i % 3, format!("b{i}")).await;
+    }
+    for part in [2, 3] {
+        send("star-a", part, format!("a-new-{part}")).await;
+    }
+    let total = |topic: &str| -> (usize, i64) {
+        let n = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|md| md.topics().first().map(|t| t.partitions().len()))
+            .unwrap_or(0);
+        let records = (0..n as i32)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .map(|(_, h)| h)
+                    .unwrap_or(0)
+            })
+            .sum();
+        (n, records)
+    };
+    let wait = |topic: &str, want: (usize, i64)| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let got = total(topic);
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic} upstream: (partitions, records) {got:?}, want {want:?}; edge log:\n{}",
+                e.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("star-b", (3, 9));
+    wait("star-a", (4, 12));
+
+    let deleted = admin.delete_topics(&["star-b"], &opts).await.unwrap();
+    assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new("star-b", 3, TopicReplication::Fixed(1))],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    for i in 0..3 {
+        send("star-b", i, format!("b-again-{i}")).await;
+    }
+    wait("star-b", (3, 12));
+    // The old topic's workers stopped with it.
+    let log = e.log_text();
+    assert!(
+        log.contains("topic deleted; stage stopped on this partition"),
+        "{log}"
+    );
     assert!(e.terminate().success());
     assert!(up.terminate().success());
+}
+
+/// While records wait for an unreachable cluster and the disk runs low (here: a warning level
+/// above any disk, `upstream.warn.free.bytes`), the edge warns long before producers would be
+/// refused: in its log, `/api/forward`, `/metrics` and the dashboard (chromium). It keeps
+/// accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_warns_before_the_disk_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cluster address nothing listens on.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut e = BrokerProcess::spawn(
+        dir.path(),
+        &[
+            "--upstream",
+            &nowhere,
+            "--set",
+            &format!("upstream.topics={TOPIC}"),
+            "--set",
+            "upstream.warn.free.bytes=1000000000000000000",
+            "--set",
+            "num.partitions=3",
+        ],
+    );
+    let p = common::producer(e.addr, &[("acks", "all")]);
+    for i in 0..100 {
+        let v = format!("v{i}");
+        p.send(
+            FutureRecord::<(), _>::to(TOPIC).payload(&v),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = common::http(e.http_addr(), "GET", "/api/forward", None, None).json();
+        if status["disk"]["warning"].is_string() && status["disk"]["backlog_records"] == 100 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no warning: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let disk = &status["disk"];
+    assert_eq!(
+        disk["warn_below_bytes"], 1_000_000_000_000_000_000u64,
+        "{status}"
+    );
+    assert_eq!(disk["refuse_below_bytes"], 268_435_456, "{status}");
+    assert!(disk["free_bytes"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        disk["warning"]
+            .as_str()
+            .unwrap()
+            .starts_with("100 records wait to be forwarded"),
+        "{status}"
+    );
+    let metrics = common::http(e.http_addr(), "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("kafkabox_forward_backlog_records 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kafkabox_forward_disk_full_seconds "),
+        "{metrics}"
+    );
+    let log = e.log_text();
+    assert!(
+        log.contains("records wait to be forwarded") && log.contains("WARN"),
+        "{log}"
+    );
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let out = std::process::Command::new("node")
+        .current_dir(&js)
+        .args([
+            "forward_dashboard.js",
+            &format!("http://{}", e.http_addr()),
+            &nowhere,
+            "disk",
+        ])
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "forward_dashboard.js disk: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Still accepting.
+    p.send(
+        FutureRecord::<(), _>::to(TOPIC).payload("one more"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(e.terminate().success());
 }

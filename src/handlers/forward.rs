@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::pipeline::{Event, Handler, HandlerError};
@@ -26,6 +26,9 @@ use crate::pipeline::{Event, Handler, HandlerError};
 pub const EDGE_ID: &str = "kafkabox.edge.id";
 /// Header with the record's offset on the edge.
 pub const EDGE_OFFSET: &str = "kafkabox.edge.offset";
+/// Header with the id of the record's topic on the edge: a topic deleted and created again
+/// there starts its offsets over, and the read-back must not take the old one's for its own.
+pub const EDGE_TOPIC_ID: &str = "kafkabox.edge.topic.id";
 /// The forwarder's stage name (its position is kept under it; `kafkabox.forward` as a group).
 pub const NAME: &str = "forward";
 /// Records read back per step when looking for this edge's newest record upstream.
@@ -37,12 +40,10 @@ pub struct Forward {
     client: ClientConfig,
     producer: FutureProducer,
     edge_id: String,
-    /// Per (topic, partition): the newest local offset the cluster is known to hold, or
-    /// `None` when it must be looked up (after a start or a failure).
-    known: Mutex<HashMap<(String, i32), Option<i64>>>,
-    /// Partition counts of the forwarded topics here (a topic missing upstream is created with
-    /// as many).
-    local_partitions: HashMap<String, i32>,
+    /// Per (topic, partition): the local topic's id and the newest local offset of it the
+    /// cluster is known to hold, or `None` when it must be looked up (after a start or a
+    /// failure).
+    known: Mutex<HashMap<(String, i32), Option<(String, i64)>>>,
     services: Arc<crate::services::Services>,
     /// Failures logged at most every 10 s.
     log: Mutex<crate::services::log_limit::RateLimitedLog>,
@@ -62,7 +63,6 @@ impl Forward {
         bootstrap: &str,
         settings: &std::collections::BTreeMap<String, String>,
         edge_id: &str,
-        local_partitions: HashMap<String, i32>,
         services: Arc<crate::services::Services>,
     ) -> anyhow::Result<Forward> {
         let mut client = ClientConfig::new();
@@ -87,7 +87,6 @@ impl Forward {
             producer,
             edge_id: edge_id.to_string(),
             known: Mutex::default(),
-            local_partitions,
             services,
             log: Mutex::new(crate::services::log_limit::RateLimitedLog::new()),
         })
@@ -98,9 +97,11 @@ impl Forward {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> =
             self.client.create().map_err(|e| e.to_string())?;
-        let n = self.local_partitions.get(topic).copied().unwrap_or(1);
+        let n = self.local_partitions(topic);
         let new = NewTopic::new(topic, n, TopicReplication::Fixed(-1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
         match admin.create_topics(&[new], &opts).await {
             Ok(results) => match results.into_iter().next() {
                 Some(Ok(_)) => {
@@ -114,6 +115,59 @@ impl Forward {
             },
             Err(e) => Err(format!("upstream unreachable: {e}")),
         }
+    }
+
+    /// How many partitions `topic` has here.
+    fn local_partitions(&self, topic: &str) -> i32 {
+        self.services
+            .topics
+            .get(topic)
+            .map_or(1, |t| t.partitions.len() as i32)
+    }
+
+    /// Grows `topic` upstream to as many partitions as it has here (partitions were added
+    /// here since it was created there).
+    async fn grow_topic(&self, topic: &str, have: i32) -> Result<(), String> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            self.client.create().map_err(|e| e.to_string())?;
+        let n = self.local_partitions(topic);
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        let grow = NewPartitions::new(topic, n as usize);
+        match admin.create_partitions(&[grow], &opts).await {
+            Ok(results) => match results.into_iter().next() {
+                Some(Ok(_)) | None => {
+                    tracing::info!(topic, from = have, to = n, "added partitions to the topic upstream");
+                    // The producer learns of them now, not at its next metadata refresh
+                    // (minutes away): sends to them would fail until then.
+                    let producer = self.producer.clone();
+                    let t = topic.to_string();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        producer
+                            .client()
+                            .fetch_metadata(Some(&t), Duration::from_secs(10))
+                    })
+                    .await;
+                    Ok(())
+                }
+                Some(Err((_, e))) => Err(format!(
+                    "topic {topic} has {have} partitions upstream and {n} here; adding partitions there failed: {e}"
+                )),
+            },
+            Err(e) => Err(format!("upstream unreachable: {e}")),
+        }
+    }
+
+    /// [`find_forwarded`] off the async runtime.
+    async fn scan(&self, topic: &str, partition: i32, topic_id: &str) -> Result<i64, Scan> {
+        let (client, edge) = (self.client.clone(), self.edge_id.clone());
+        let (t, id) = (topic.to_string(), topic_id.to_string());
+        tokio::task::spawn_blocking(move || find_forwarded(&client, &edge, &id, &t, partition))
+            .await
+            .map_err(|e| Scan::Failed(e.to_string()))
+            .and_then(|r| r)
     }
 
     fn topic_label(topic: &str) -> crate::services::metrics::TopicLabels {
@@ -161,36 +215,57 @@ impl Handler for Forward {
             return Ok(());
         };
         let (topic, partition) = (first.topic.clone(), first.partition);
+        let Some(topic_id) = self
+            .services
+            .topics
+            .get(&topic)
+            .map(|t| uuid::Uuid::from_bytes(t.meta.id).to_string())
+        else {
+            // Deleted here meanwhile, with its records: nothing left to forward.
+            return Ok(());
+        };
         let known = self
             .known
             .lock()
             .ok()
-            .and_then(|k| k.get(&(topic.clone(), partition)).copied())
-            .flatten();
+            .and_then(|k| k.get(&(topic.clone(), partition)).cloned())
+            .flatten()
+            .filter(|(id, _)| *id == topic_id)
+            .map(|(_, o)| o);
         let forwarded = match known {
             Some(o) => o,
             None => {
                 self.ensure_topic(&topic)
                     .await
                     .map_err(|e| self.failed(&topic, partition, e))?;
-                let (client, edge) = (self.client.clone(), self.edge_id.clone());
-                let (t, p) = (topic.clone(), partition);
-                let found =
-                    tokio::task::spawn_blocking(move || find_forwarded(&client, &edge, &t, p))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r);
+                let found = self.scan(&topic, partition, &topic_id).await;
+                let found = match found {
+                    Err(Scan::Fewer(have)) => {
+                        self.grow_topic(&topic, have)
+                            .await
+                            .map_err(|e| self.failed(&topic, partition, e))?;
+                        self.scan(&topic, partition, &topic_id).await
+                    }
+                    other => other,
+                };
                 match found {
                     Ok(o) => {
                         if o >= 0 {
                             tracing::info!(%topic, partition, upstream_has_up_to = o, "forwarding resumes after what the cluster holds");
                         }
                         if let Ok(mut k) = self.known.lock() {
-                            k.insert((topic.clone(), partition), Some(o));
+                            k.insert((topic.clone(), partition), Some((topic_id.clone(), o)));
                         }
                         o
                     }
-                    Err(e) => return Err(self.failed(&topic, partition, e)),
+                    Err(Scan::Failed(e)) => return Err(self.failed(&topic, partition, e)),
+                    Err(Scan::Fewer(have)) => {
+                        return Err(self.failed(
+                            &topic,
+                            partition,
+                            format!("topic {topic} still has {have} partitions upstream, none numbered {partition}"),
+                        ))
+                    }
                 }
             }
         };
@@ -215,6 +290,10 @@ impl Handler for Forward {
                 .insert(Header {
                     key: EDGE_OFFSET,
                     value: Some(offset.as_bytes()),
+                })
+                .insert(Header {
+                    key: EDGE_TOPIC_ID,
+                    value: Some(topic_id.as_bytes()),
                 });
             let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
                 .partition(partition)
@@ -248,7 +327,7 @@ impl Handler for Forward {
                         .get_or_create(&l)
                         .inc_by(bytes as u64);
                     if let Ok(mut k) = self.known.lock() {
-                        k.insert((topic.clone(), partition), Some(offset));
+                        k.insert((topic.clone(), partition), Some((topic_id.clone(), offset)));
                     }
                 }
                 Ok(Err((err, _))) => {
@@ -263,14 +342,156 @@ impl Handler for Forward {
     }
 }
 
-/// The newest local offset of edge `edge_id` in upstream `topic`/`partition` (-1: none), read
-/// back from the partition's end.
+/// How often the forwarder's backlog is weighed against the disk.
+const OUTLOOK_EVERY: Duration = Duration::from_secs(5);
+/// How far back the rate at which the disk fills is measured.
+const OUTLOOK_WINDOW: Duration = Duration::from_secs(60);
+/// Warn when the disk would refuse writes within this many seconds at the current rate.
+const OUTLOOK_HORIZON_SECONDS: u64 = 3600;
+/// A warning that holds is logged again at most this often.
+const OUTLOOK_WARN_EVERY: Duration = Duration::from_secs(600);
+
+/// Weighs what the forwarder has not sent against the disk every 5 s, into
+/// [`crate::services::ForwardOutlook`] (`/api/forward`, the dashboard), two gauges and a
+/// warning log: long before producers would be refused (`storage.free.bytes.min`), while
+/// records wait and free space is below `upstream.warn.free.bytes` or would reach the minimum
+/// within an hour at the rate it fell over the last minute.
+pub async fn watch_outlook(
+    services: Arc<crate::services::Services>,
+    lag: crate::pipeline::Lag,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let min = services.config.min_free_bytes;
+    let warn_below = match services.config.upstream_warn_free_bytes {
+        0 => min.saturating_mul(4),
+        n => n,
+    };
+    let mut samples: std::collections::VecDeque<(std::time::Instant, u64)> =
+        std::collections::VecDeque::new();
+    let mut warned: Option<std::time::Instant> = None;
+    let mut tick = tokio::time::interval(OUTLOOK_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let backlog: i64 = lag
+            .snapshot()
+            .into_iter()
+            .filter(|(stage, ..)| stage == NAME)
+            .map(|(.., l)| l)
+            .sum();
+        let store = services.store.clone();
+        let Ok(free) = tokio::task::spawn_blocking(move || store.free_bytes()).await else {
+            continue;
+        };
+        let now = std::time::Instant::now();
+        samples.push_back((now, free));
+        while samples.len() > 1
+            && samples
+                .get(1)
+                .is_some_and(|(t, _)| now.duration_since(*t) >= OUTLOOK_WINDOW)
+        {
+            samples.pop_front();
+        }
+        let oldest = samples.front().map(|(t, f)| (now.duration_since(*t), *f));
+        let (full_in, warning) = outlook(backlog, free, min, warn_below, oldest);
+        let m = &services.metrics;
+        m.forward_backlog.set(backlog);
+        m.forward_disk_full_in
+            .set(full_in.map_or(-1, |s| s.min(i64::MAX as u64) as i64));
+        match &warning {
+            Some(w) => {
+                if warned.is_none_or(|t| t.elapsed() >= OUTLOOK_WARN_EVERY) {
+                    tracing::warn!(
+                        backlog_records = backlog,
+                        free_bytes = free,
+                        "{w}: bring the central cluster back, free disk space, or lower the retention of other topics"
+                    );
+                    warned = Some(now);
+                }
+            }
+            None => {
+                if warned.take().is_some() {
+                    tracing::info!(
+                        backlog_records = backlog,
+                        free_bytes = free,
+                        "the forwarding backlog no longer threatens the disk"
+                    );
+                }
+            }
+        }
+        if let Ok(mut o) = services.forward_outlook.lock() {
+            *o = Some(crate::services::ForwardOutlook {
+                backlog_records: backlog,
+                free_bytes: free,
+                warn_below_bytes: warn_below,
+                refuse_below_bytes: min,
+                full_in_seconds: full_in,
+                warning,
+            });
+        }
+    }
+}
+
+/// Seconds until the disk reaches `min` at the rate it fell since `oldest` (how long ago, free
+/// bytes then), and the warning, if any, for `backlog` records waiting with `free` bytes free.
+fn outlook(
+    backlog: i64,
+    free: u64,
+    min: u64,
+    warn_below: u64,
+    oldest: Option<(Duration, u64)>,
+) -> (Option<u64>, Option<String>) {
+    let full_in = match oldest {
+        Some((ago, then)) if backlog > 0 && then > free && ago >= Duration::from_secs(1) => {
+            let rate = (then - free) as f64 / ago.as_secs_f64();
+            Some((free.saturating_sub(min) as f64 / rate) as u64)
+        }
+        _ => None,
+    };
+    let mib = |b: u64| b / (1024 * 1024);
+    let warning = if backlog > 0 && free < warn_below {
+        Some(format!(
+            "{backlog} records wait to be forwarded and the data dir's disk has {} MiB free (warning below {} MiB; producers are refused below storage.free.bytes.min, {} MiB)",
+            mib(free),
+            mib(warn_below),
+            mib(min)
+        ))
+    } else {
+        full_in.filter(|s| *s < OUTLOOK_HORIZON_SECONDS).map(|s| {
+            format!(
+                "{backlog} records wait to be forwarded and, at the rate it fills, the data dir's disk reaches storage.free.bytes.min ({} MiB; producers are refused then) in about {} min",
+                mib(min),
+                s.div_ceil(60)
+            )
+        })
+    };
+    (full_in, warning)
+}
+
+/// Why the upstream position of a partition is not known.
+enum Scan {
+    /// The topic has this many partitions upstream, too few.
+    Fewer(i32),
+    Failed(String),
+}
+
+impl From<String> for Scan {
+    fn from(e: String) -> Scan {
+        Scan::Failed(e)
+    }
+}
+
+/// The newest local offset of edge `edge_id`'s topic `topic_id` in upstream
+/// `topic`/`partition` (-1: none), read back from the partition's end.
 fn find_forwarded(
     client: &ClientConfig,
     edge_id: &str,
+    topic_id: &str,
     topic: &str,
     partition: i32,
-) -> Result<i64, String> {
+) -> Result<i64, Scan> {
     let consumer: BaseConsumer = client
         .clone()
         .set("group.id", "kafkabox-forward-scan")
@@ -287,9 +508,7 @@ fn find_forwarded(
         .map(|t| t.partitions().len() as i32)
         .unwrap_or(0);
     if upstream <= partition {
-        return Err(format!(
-            "topic {topic} has {upstream} partitions upstream, none numbered {partition}: create it there with as many partitions as here"
-        ));
+        return Err(Scan::Fewer(upstream));
     }
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
@@ -306,7 +525,9 @@ fn find_forwarded(
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while at < end {
             if std::time::Instant::now() > deadline {
-                return Err("reading the upstream partition back timed out".into());
+                return Err(Scan::Failed(
+                    "reading the upstream partition back timed out".into(),
+                ));
             }
             let Some(m) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
@@ -324,7 +545,10 @@ fn find_forwarded(
                         .map(|v| String::from_utf8_lossy(v).into_owned())
                 })
             };
-            if header(EDGE_ID).as_deref() == Some(edge_id) {
+            if header(EDGE_ID).as_deref() == Some(edge_id)
+                // (Records forwarded before the header existed have none.)
+                && header(EDGE_TOPIC_ID).is_none_or(|t| t == topic_id)
+            {
                 if let Some(o) = header(EDGE_OFFSET).and_then(|o| o.parse::<i64>().ok()) {
                     newest = Some(newest.map_or(o, |n| n.max(o)));
                 }
@@ -336,4 +560,50 @@ fn find_forwarded(
         end = from;
     }
     Ok(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn outlook_warns_on_low_space_and_on_a_disk_filling_within_the_hour() {
+        // Nothing waits: no warning, whatever the disk.
+        assert_eq!(outlook(0, MIB, 256 * MIB, 1024 * MIB, None), (None, None));
+        // Records wait and less than the warning level is free.
+        let (full, w) = outlook(10, 900 * MIB, 256 * MIB, 1024 * MIB, None);
+        assert_eq!(full, None);
+        assert!(w.unwrap().starts_with("10 records wait to be forwarded"));
+        // Plenty free, but falling by 1 MiB/s: 10,000 MiB above the minimum lasts 10,000 s.
+        let (full, w) = outlook(
+            10,
+            10_256 * MIB,
+            256 * MIB,
+            1024 * MIB,
+            Some((Duration::from_secs(60), 10_316 * MIB)),
+        );
+        assert_eq!(full, Some(10_000));
+        assert_eq!(w, None, "more than an hour away");
+        // 3,000 MiB above the minimum at 1 MiB/s: 50 minutes.
+        let (full, w) = outlook(
+            10,
+            3_256 * MIB,
+            256 * MIB,
+            1024 * MIB,
+            Some((Duration::from_secs(60), 3_316 * MIB)),
+        );
+        assert_eq!(full, Some(3_000));
+        assert!(w.unwrap().contains("in about 50 min"));
+        // Not falling: no estimate.
+        let (full, _) = outlook(
+            10,
+            3_256 * MIB,
+            256 * MIB,
+            1024 * MIB,
+            Some((Duration::from_secs(60), 3_000 * MIB)),
+        );
+        assert_eq!(full, None);
+    }
 }

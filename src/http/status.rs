@@ -131,6 +131,22 @@ pub fn forward(s: &Sources, r: &Req) -> ApiResult {
         .ok()
         .and_then(|l| l.clone())
         .map(|(at, message)| serde_json::json!({"at_ms": at, "message": message}));
+    let outlook = s
+        .services
+        .forward_outlook
+        .lock()
+        .ok()
+        .and_then(|o| o.clone())
+        .map(|o| {
+            serde_json::json!({
+                "backlog_records": o.backlog_records,
+                "free_bytes": o.free_bytes,
+                "warn_below_bytes": o.warn_below_bytes,
+                "refuse_below_bytes": o.refuse_below_bytes,
+                "full_in_seconds": o.full_in_seconds,
+                "warning": o.warning,
+            })
+        });
     ok(serde_json::json!({
         "upstream": s.services.config.upstream,
         "records": count(&m.forwarded_records),
@@ -138,6 +154,7 @@ pub fn forward(s: &Sources, r: &Req) -> ApiResult {
         "errors": count(&m.forward_errors),
         "lag": partitions.iter().map(|(.., l)| *l).sum::<i64>(),
         "last_error": last_error,
+        "disk": outlook,
         "partitions": partitions
             .iter()
             .take(MAX_ITEMS)

@@ -108,6 +108,10 @@ pub struct Metrics {
     pub forwarded_records: Family<TopicLabels, Counter>,
     pub forwarded_bytes: Family<TopicLabels, Counter>,
     pub forward_errors: Family<TopicLabels, Counter>,
+    /// Records the edge forwarder has not sent, and the seconds until the disk would refuse
+    /// writes at the current rate (-1: not falling).
+    pub forward_backlog: Gauge,
+    pub forward_disk_full_in: Gauge,
     /// Offsets time retention would have removed but keeps because a handler stage has not
     /// committed past them (set by each retention sweep).
     pub retention_held_back: Family<PartitionLabels, Gauge>,
@@ -134,6 +138,8 @@ impl Default for Metrics {
             forwarded_records: Family::default(),
             forwarded_bytes: Family::default(),
             forward_errors: Family::default(),
+            forward_backlog: Gauge::default(),
+            forward_disk_full_in: Gauge::default(),
             retention_held_back: Family::default(),
             sources: Mutex::default(),
         }
@@ -278,6 +284,16 @@ impl Metrics {
             "kafkabox_forward_errors",
             "Failed attempts of the edge forwarder (cluster unreachable, refused), per topic; it retries",
             self.forward_errors.clone(),
+        );
+        registry.register(
+            "kafkabox_forward_backlog_records",
+            "Records waiting to be forwarded to the central cluster (the local log holds them)",
+            self.forward_backlog.clone(),
+        );
+        registry.register(
+            "kafkabox_forward_disk_full_seconds",
+            "Seconds until the data dir's disk reaches storage.free.bytes.min (writes refused) at the rate it filled over the last minute while records waited to be forwarded; -1 when it is not filling or nothing waits",
+            self.forward_disk_full_in.clone(),
         );
         registry.register(
             "kafkabox_http_requests",

@@ -73,6 +73,25 @@ pub fn mono_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// What the edge forwarder has not sent yet, against the disk that holds it: nothing is ever
+/// dropped (retention keeps unsent records), but once free space falls to
+/// `storage.free.bytes.min` producers are refused.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOutlook {
+    /// Records waiting to be forwarded.
+    pub backlog_records: i64,
+    pub free_bytes: u64,
+    /// `upstream.warn.free.bytes` (or its default).
+    pub warn_below_bytes: u64,
+    /// `storage.free.bytes.min`: writes are refused below it.
+    pub refuse_below_bytes: u64,
+    /// Seconds until writes are refused, at the rate free space fell over the last minute
+    /// while records waited (None: it is not falling, or nothing waits).
+    pub full_in_seconds: Option<u64>,
+    /// Why the forwarder warns now, if it does.
+    pub warning: Option<String>,
+}
+
 /// Everything the broker's connections share.
 #[derive(Debug)]
 pub struct Services {
@@ -89,6 +108,8 @@ pub struct Services {
     pub faults: faults::Faults,
     /// The edge forwarder's last failure (ms since the epoch, why), for the HTTP API.
     pub forward_error: std::sync::Mutex<Option<(i64, String)>>,
+    /// The edge forwarder's backlog against the disk, while it runs.
+    pub forward_outlook: std::sync::Mutex<Option<ForwardOutlook>>,
     /// Topics whose produce requests are checked record by record against a contract
     /// (`customer.events.on.invalid = reject`): an invalid record fails the batch.
     contracts: HashMap<String, Arc<Contract>>,
@@ -112,6 +133,7 @@ impl Services {
         Ok(Arc::new(Services {
             acl,
             forward_error: std::sync::Mutex::new(None),
+            forward_outlook: std::sync::Mutex::new(None),
             faults: faults::Faults::new(config.ephemeral || config.faults_allowed, metrics.clone()),
             users: users::Users::new(store.clone()),
             topics: Topics::new(store.clone(), config.clone())?,

@@ -567,6 +567,8 @@ struct Inner {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Bumped after every append: long-polling fetches wait on it.
     appends: watch::Sender<u64>,
+    /// Changes after every topic creation, growth and deletion.
+    catalog_changes: watch::Sender<u64>,
     config: StoreConfig,
     flush_stats: FlushStats,
     space: space::DiskSpace,
@@ -698,6 +700,7 @@ impl Store {
             error: None,
         });
         let (appends, _) = watch::channel(0u64);
+        let (catalog_changes, _) = watch::channel(0u64);
         // Each open segment gets an equal share of the page cache.
         let max_open = config.max_open_segments.max(2);
         let open_segments = OpenSegments::new(
@@ -725,6 +728,7 @@ impl Store {
             signal: Arc::new(FlushSignal::default()),
             flusher: Mutex::new(None),
             appends,
+            catalog_changes,
             space: space::DiskSpace::new(config.path.clone(), config.min_free_bytes),
             config,
             flush_stats: FlushStats::default(),
@@ -875,6 +879,7 @@ impl Store {
         }
         inner.written.fetch_add(1, Ordering::SeqCst);
         inner.appends.send_modify(|n| *n += 1);
+        inner.catalog_changes.send_modify(|n| *n += 1);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -960,6 +965,7 @@ impl Store {
             .write()
             .map_err(|_| StoreError::Closed)?
             .insert(name, topic.clone());
+        inner.catalog_changes.send_modify(|n| *n += 1);
         Ok(topic)
     }
 
@@ -1587,6 +1593,18 @@ impl Store {
     /// A receiver that changes after every append (for long-polling fetches).
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
         self.inner.appends.subscribe()
+    }
+
+    /// A receiver that changes after every topic creation, growth and deletion.
+    pub fn subscribe_catalog(&self) -> watch::Receiver<u64> {
+        self.inner.catalog_changes.subscribe()
+    }
+
+    /// Whether `part` is still one of its topic's partitions (false once the topic is
+    /// deleted, also when a topic of the same name was created since).
+    pub fn is_live(&self, part: &Partition) -> bool {
+        self.topic(&part.topic)
+            .is_some_and(|t| t.partitions.iter().any(|p| p.id == part.id))
     }
 
     /// Log start and end of `part` (0, 0 when its segments cannot be read: the error is
