@@ -35,6 +35,10 @@ use crate::Config;
 const BATCH_RECORDS: usize = 2000;
 /// How long a batch waits to fill.
 const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// Batches whose writes may be awaiting acknowledgement while the next is handled.
+const MAX_IN_FLIGHT: usize = 4;
+/// With batches in flight, how long to wait for a new record before finishing them.
+const IN_FLIGHT_IDLE: Duration = Duration::from_millis(2);
 /// Retry backoff of a handler's transient failures: first and cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -237,6 +241,10 @@ impl HandleBuilder {
             restored: HashSet::new(),
             shutdown,
             handled: 0,
+            inflight: std::collections::VecDeque::new(),
+            unacknowledged: HashMap::new(),
+            seq: 0,
+            hot: HotProfiles::default(),
         };
         runner.run(&consumer).await?;
         consumer.unsubscribe();
@@ -357,6 +365,76 @@ struct Runner {
     restored: HashSet<(String, i32)>,
     shutdown: watch::Receiver<bool>,
     handled: u64,
+    /// Batches whose writes are sent, oldest first (at most [`MAX_IN_FLIGHT`]).
+    inflight: std::collections::VecDeque<InFlight>,
+    /// Profiles changed by batches in flight (batch number, JSON): newer than the cache.
+    unacknowledged: HashMap<String, (u64, Vec<u8>)>,
+    /// Number of the last batch sent.
+    seq: u64,
+    /// The profiles last changed here, typed (the changelog and cache hold JSON).
+    hot: HotProfiles,
+}
+
+/// Most bytes (of their JSON) of profiles kept typed in memory.
+const HOT_BYTES: usize = 32 * 1024 * 1024;
+
+/// Profiles kept typed in memory, so a batch does not read back and parse the JSON of every
+/// profile it changes. Bounded by [`HOT_BYTES`]; a profile dropped is read from the cache
+/// (or the changes in flight) again.
+#[derive(Default)]
+struct HotProfiles {
+    /// customer -> (re-keyed partition, profile, bytes of its JSON)
+    map: HashMap<String, (i32, Profile, usize)>,
+    bytes: usize,
+}
+
+impl HotProfiles {
+    fn take(&mut self, customer: &str) -> Option<Profile> {
+        let (_, p, size) = self.map.remove(customer)?;
+        self.bytes = self.bytes.saturating_sub(size);
+        Some(p)
+    }
+
+    fn put(&mut self, customer: &str, partition: i32, p: Profile, size: usize) {
+        if let Some((_, _, old)) = self.map.insert(customer.to_string(), (partition, p, size)) {
+            self.bytes = self.bytes.saturating_sub(old);
+        }
+        self.bytes += size;
+    }
+
+    /// Drops half when over the bound.
+    fn bound(&mut self) {
+        if self.bytes <= HOT_BYTES {
+            return;
+        }
+        let victims: Vec<String> = self
+            .map
+            .keys()
+            .take(self.map.len() / 2 + 1)
+            .cloned()
+            .collect();
+        for v in victims {
+            self.take(&v);
+            if self.bytes <= HOT_BYTES / 2 {
+                break;
+            }
+        }
+    }
+
+    fn forget_partition(&mut self, partition: i32) {
+        self.map.retain(|_, (p, ..)| *p != partition);
+        self.bytes = self.map.values().map(|(.., s)| *s).sum();
+    }
+}
+
+/// A batch whose writes are sent and not yet all acknowledged.
+struct InFlight {
+    seq: u64,
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+    /// (customer, profile JSON) for the local cache once the changelog has them.
+    profiles: Vec<(String, Vec<u8>)>,
+    /// The offsets to store then.
+    commit: TopicPartitionList,
 }
 
 fn event_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Event {
@@ -384,6 +462,13 @@ fn event_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Event {
     }
 }
 
+/// Changelog deliveries, and (customer, profile JSON) for the local cache once they are
+/// acknowledged.
+type ProfileWrites = (
+    Vec<rdkafka::producer::DeliveryFuture>,
+    Vec<(String, Vec<u8>)>,
+);
+
 /// Key of a profile in the local cache.
 fn profile_key(customer: &str) -> Vec<u8> {
     format!("p/{customer}").into_bytes()
@@ -399,11 +484,66 @@ impl Runner {
         *self.shutdown.borrow()
     }
 
+    /// Waits for the oldest batch in flight: its writes acknowledged, its profiles into the
+    /// local cache, its offsets stored.
+    async fn complete_oldest(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        let Some(b) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        acknowledged(b.deliveries, "a re-keyed, changelog or dead-letter write").await?;
+        // The changelog has the profiles: now the local cache.
+        if !b.profiles.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (customer, json) in &b.profiles {
+                batch.insert(profile_key(customer), json.as_slice());
+            }
+            let cache = self.cache.clone();
+            tokio::task::spawn_blocking(move || cache.apply_batch(batch))
+                .await
+                .context("cache task")??;
+            for (customer, _) in &b.profiles {
+                if self
+                    .unacknowledged
+                    .get(customer)
+                    .is_some_and(|(seq, _)| *seq == b.seq)
+                {
+                    self.unacknowledged.remove(customer);
+                }
+            }
+        }
+        // Only once every re-keyed, changelog and dead-letter record of the batch (and of
+        // every batch before it) is acknowledged.
+        if let Err(e) = consumer.store_offsets(&b.commit) {
+            // A rebalance took the partitions: their next owner handles the events again
+            // and the profiles' applied offsets keep it from counting them twice.
+            tracing::warn!(error = %e, "cannot store the batch's offsets (a rebalance?)");
+        }
+        Ok(())
+    }
+
+    /// Completes every batch in flight.
+    async fn drain(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest(consumer).await?;
+        }
+        Ok(())
+    }
+
     async fn run(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        let r = self.batches(consumer).await;
+        // What is in flight is finished (and its offsets stored) before the consumer leaves.
+        let drained = self.drain(consumer).await;
+        r.and(drained)
+    }
+
+    async fn batches(&mut self, consumer: &StreamConsumer) -> Result<()> {
         let mut shutdown = self.shutdown.clone();
         loop {
             if self.stopping() {
                 return Ok(());
+            }
+            if self.inflight.len() >= MAX_IN_FLIGHT {
+                self.complete_oldest(consumer).await?;
             }
             // The assignment may have changed since the last batch: partitions not assigned
             // now are restored again when they come back.
@@ -415,9 +555,20 @@ impl Runner {
                     .collect();
                 self.restored.retain(|k| now.contains(k));
             }
-            let first = tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
-                m = consumer.recv() => m,
+            let first = if self.inflight.is_empty() {
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    m = consumer.recv() => m,
+                }
+            } else {
+                // Nothing new for a moment: finish what is in flight meanwhile.
+                match tokio::time::timeout(IN_FLIGHT_IDLE, consumer.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.complete_oldest(consumer).await?;
+                        continue;
+                    }
+                }
             };
             let mut batch = Vec::new();
             match first {
@@ -448,30 +599,43 @@ impl Runner {
             }
             let mut commit = TopicPartitionList::new();
             tracing::debug!(partitions = by_partition.len(), "batch");
+            // Every partition's writes go out before the batch waits for their
+            // acknowledgements, once.
+            let mut deliveries = Vec::new();
+            let mut cached: Vec<(String, Vec<u8>)> = Vec::new();
             for ((topic, partition), events) in by_partition {
                 tracing::debug!(%topic, partition, events = events.len(), first = events.first().map(|e| e.offset), "handling");
                 let next = events.last().map_or(0, |e| e.offset + 1);
                 if self.repartitions.contains_key(&topic) {
                     if !self.restored.contains(&(topic.clone(), partition)) {
+                        // This process may have written that changelog partition before.
+                        self.drain(consumer).await?;
                         self.restore(partition).await?;
                         self.restored.insert((topic.clone(), partition));
                     }
-                    self.profile(partition, events).await?;
+                    let (sent, writes) = self.profile(partition, events)?;
+                    deliveries.extend(sent);
+                    cached.extend(writes);
                 } else {
-                    self.handle(&topic, partition, events).await?;
+                    deliveries.extend(self.handle(&topic, partition, events).await?);
                 }
                 commit
                     .add_partition_offset(&topic, partition, Offset::Offset(next))
                     .context("commit offsets")?;
             }
-            // Only once every re-keyed, changelog and dead-letter record of the batch is
-            // acknowledged.
-            tracing::debug!("batch done");
-            if let Err(e) = consumer.store_offsets(&commit) {
-                // A rebalance took the partitions: their next owner handles the events again
-                // and the profiles' applied offsets keep it from counting them twice.
-                tracing::warn!(error = %e, "cannot store the batch's offsets (a rebalance?)");
+            // The next batches are handled while this one's acknowledgements come back;
+            // offsets are stored batch by batch, in order.
+            self.seq += 1;
+            for (customer, json) in &cached {
+                self.unacknowledged
+                    .insert(customer.clone(), (self.seq, json.clone()));
             }
+            self.inflight.push_back(InFlight {
+                seq: self.seq,
+                deliveries,
+                profiles: cached,
+                commit,
+            });
         }
     }
 
@@ -479,6 +643,8 @@ impl Runner {
     /// local cache.
     async fn restore(&mut self, partition: i32) -> Result<()> {
         tracing::debug!(partition, "restoring");
+        // Another process may have changed them while this one did not own the partition.
+        self.hot.forget_partition(partition);
         let started = std::time::Instant::now();
         let cache = self.cache.clone();
         let client = self.builder.client();
@@ -547,9 +713,14 @@ impl Runner {
         Ok(())
     }
 
-    /// One partition's events: contract, profiles (changelog, then the local cache),
-    /// handlers, dead letters; every write acknowledged before returning.
-    async fn handle(&mut self, topic: &str, partition: i32, events: Vec<Event>) -> Result<()> {
+    /// One partition's events: contract, handlers, then the re-keyed events and dead letters
+    /// sent; returns their deliveries.
+    async fn handle(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        events: Vec<Event>,
+    ) -> Result<Vec<rdkafka::producer::DeliveryFuture>> {
         let chain = &self.chains[topic];
         let mut rejected: Vec<(&Event, String, Option<String>, &str)> = Vec::new();
         let mut valid: Vec<(serde_json::Value, &Event)> = Vec::new();
@@ -692,15 +863,15 @@ impl Runner {
             deliveries.push(f);
             tracing::warn!(topic, partition, offset = e.offset, %reason, "event sent to the dead-letter topic");
         }
-        acknowledged(deliveries, "a re-keyed or dead-letter write").await?;
         self.handled += events.len() as u64;
-        Ok(())
+        Ok(deliveries)
     }
 
     /// Re-keyed events of repartition partition `partition`: the profiles they change are
-    /// written to the changelog (same partition), then to the local cache. A profile skips an
-    /// event it has applied already (by its original topic, partition and offset).
-    async fn profile(&mut self, partition: i32, events: Vec<Event>) -> Result<()> {
+    /// sent to the changelog (same partition); returns the deliveries and the profiles for the
+    /// local cache, written once those are acknowledged. A profile skips an event it has
+    /// applied already (by its original topic, partition and offset).
+    fn profile(&mut self, partition: i32, events: Vec<Event>) -> Result<ProfileWrites> {
         let mut changed: BTreeMap<String, Profile> = BTreeMap::new();
         for e in &events {
             let header = |name: &str| {
@@ -733,10 +904,19 @@ impl Runner {
                 continue;
             };
             if !changed.contains_key(customer) {
-                let stored = self.cache.get(profile_key(customer))?;
-                let profile = stored
-                    .and_then(|b| serde_json::from_slice::<Profile>(&b).ok())
-                    .unwrap_or_default();
+                let profile = match self.hot.take(customer) {
+                    Some(p) => p,
+                    None => {
+                        // A change still in flight is newer than the cache.
+                        let stored = match self.unacknowledged.get(customer) {
+                            Some((_, json)) => Some(sled::IVec::from(json.as_slice())),
+                            None => self.cache.get(profile_key(customer))?,
+                        };
+                        stored
+                            .and_then(|b| serde_json::from_slice::<Profile>(&b).ok())
+                            .unwrap_or_default()
+                    }
+                };
                 changed.insert(customer.to_string(), profile);
             }
             let valid = Valid {
@@ -751,8 +931,11 @@ impl Runner {
         }
         let mut writes = Vec::with_capacity(changed.len());
         for (customer, p) in changed {
-            writes.push((customer, serde_json::to_vec(&p)?));
+            let json = serde_json::to_vec(&p)?;
+            self.hot.put(&customer, partition, p, json.len());
+            writes.push((customer, json));
         }
+        self.hot.bound();
         let mut deliveries = Vec::with_capacity(writes.len());
         for (customer, json) in &writes {
             let f = self
@@ -766,17 +949,8 @@ impl Runner {
                 .map_err(|(e, _)| anyhow::anyhow!("changelog: {e}"))?;
             deliveries.push(f);
         }
-        acknowledged(deliveries, "a changelog write").await?;
-        // The changelog has them: now the local cache.
-        if !writes.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (customer, json) in &writes {
-                batch.insert(profile_key(customer), json.as_slice());
-            }
-            self.cache.apply_batch(batch)?;
-        }
         self.handled += events.len() as u64;
-        Ok(())
+        Ok((deliveries, writes))
     }
 }
 

@@ -36,6 +36,9 @@ const SCAN_STEP: i64 = 1000;
 /// How far back (records) the scan goes before deciding this edge has nothing there.
 const SCAN_MAX: i64 = 1_000_000;
 
+/// The id of a local topic and the newest local offset of it the cluster holds.
+type Forwarded = (String, i64);
+
 pub struct Forward {
     client: ClientConfig,
     producer: FutureProducer,
@@ -43,7 +46,7 @@ pub struct Forward {
     /// Per (topic, partition): the local topic's id and the newest local offset of it the
     /// cluster is known to hold, or `None` when it must be looked up (after a start or a
     /// failure).
-    known: Mutex<HashMap<(String, i32), Option<(String, i64)>>>,
+    known: Mutex<HashMap<(String, i32), Option<Forwarded>>>,
     services: Arc<crate::services::Services>,
     /// Failures logged at most every 10 s.
     log: Mutex<crate::services::log_limit::RateLimitedLog>,
