@@ -10,6 +10,8 @@
 //! Each profile keeps the last offset it applied per source partition, and changelog records
 //! are acknowledged before the group's offsets are committed, so an event replayed after a
 //! kill -9 or a rebalance counts once: the changelog holds it or the event is handled again.
+//! A restore skips a changelog record that is behind the profile it already holds (a late
+//! write of a process that had lost the partition), so such a write never moves it back.
 //! Dead letters go to the cluster's `<topic>.dlq` with an idempotent producer (at least once).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -469,6 +471,29 @@ type ProfileWrites = (
     Vec<(String, Vec<u8>)>,
 );
 
+/// Whether changelog value `incoming` is an older state of the profile `current`: every
+/// source offset it applied is at or before `current`'s, and they differ. Successive states
+/// of a profile only move its offsets forward, so such a record is a late write of a process
+/// that lost the partition (a "zombie": its send was in flight when another took over) and
+/// must not move the profile back.
+fn behind(incoming: &[u8], current: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Applied {
+        #[serde(default)]
+        applied: BTreeMap<String, i64>,
+    }
+    let (Ok(i), Ok(c)) = (
+        serde_json::from_slice::<Applied>(incoming),
+        serde_json::from_slice::<Applied>(current),
+    ) else {
+        return false;
+    };
+    i.applied != c.applied
+        && i.applied
+            .iter()
+            .all(|(k, o)| c.applied.get(k).is_some_and(|co| co >= o))
+}
+
 /// Key of a profile in the local cache.
 fn profile_key(customer: &str) -> Vec<u8> {
     format!("p/{customer}").into_bytes()
@@ -666,6 +691,7 @@ impl Runner {
                 .with_context(|| format!("{changelog}/{partition}: watermarks"))?;
             let start = from.max(low);
             let mut n = 0u64;
+            let mut stale = 0u64;
             if start < high {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&changelog, partition, Offset::Offset(start))?;
@@ -690,7 +716,15 @@ impl Runner {
                     if let Some(key) = m.key() {
                         let key = profile_key(&String::from_utf8_lossy(key));
                         match m.payload() {
-                            Some(v) => batch.insert(key, v),
+                            Some(v) => {
+                                let current = cache.get(&key)?;
+                                if current.as_deref().is_some_and(|c| behind(v, c)) {
+                                    // A late write of a process that had lost the partition.
+                                    stale += 1;
+                                } else {
+                                    batch.insert(key, v);
+                                }
+                            }
                             None => batch.remove(key),
                         }
                     }
@@ -699,6 +733,9 @@ impl Runner {
                     cache.apply_batch(batch)?;
                     n += 1;
                 }
+            }
+            if stale > 0 {
+                tracing::warn!(partition, stale, "changelog records older than the profile restored before them were skipped (late writes of a process that had lost the partition)");
             }
             Ok(n)
         })
@@ -975,4 +1012,23 @@ async fn acknowledged(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::behind;
+
+    #[test]
+    fn an_older_state_is_behind() {
+        let v1 = br#"{"events":1,"applied":{"e/0":5}}"#;
+        let v2 = br#"{"events":3,"applied":{"e/0":9,"e/1":2}}"#;
+        assert!(behind(v1, v2));
+        assert!(!behind(v2, v1));
+        assert!(!behind(v2, v2), "the same state is not behind");
+        // Apart on two partitions: neither is behind (not a history of one profile).
+        let v3 = br#"{"events":2,"applied":{"e/0":10}}"#;
+        assert!(!behind(v3, v2));
+        assert!(!behind(v2, v3));
+        assert!(!behind(b"not json", v2));
+    }
 }

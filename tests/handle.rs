@@ -154,8 +154,9 @@ async fn produce(
     invalid
 }
 
-/// Waits until group `profiles` has committed up to the log end of every partition.
-fn wait_caught_up(cluster: &Ephemeral, what: &str, logs: &[&Handler]) {
+/// Waits until group `profiles` has committed up to the log end of every partition (of
+/// `partitions` of customer-events and as many re-keyed ones).
+fn wait_caught_up(cluster: &Ephemeral, partitions: usize, what: &str, logs: &[&Handler]) {
     let bootstrap = &cluster.bootstrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
@@ -167,9 +168,9 @@ fn wait_caught_up(cluster: &Ephemeral, what: &str, logs: &[&Handler]) {
             let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let offsets = v["offsets"].as_array().cloned().unwrap_or_default();
             let of = |t: &str| offsets.iter().filter(|o| o["topic"] == t).count();
-            // The source topic and the re-keyed events, each of 6 partitions, all handled.
-            if of("customer-events") == 6
-                && of("profiles-customer-events-repartition") == 6
+            // The source topic and the re-keyed events, all partitions handled.
+            if of("customer-events") == partitions
+                && of("profiles-customer-events-repartition") == partitions
                 && v["lag"] == 0
             {
                 return;
@@ -251,7 +252,12 @@ async fn two_handlers_one_killed_profiles_exact() {
     let p = common::producer(addr, &[("enable.idempotence", "true")]);
     let mut expected = BTreeMap::new();
     let mut invalid = produce(&p, 0..6000, &mut expected).await;
-    wait_caught_up(&cluster, "the first 6,000 events, two handlers", &[&a, &h2]);
+    wait_caught_up(
+        &cluster,
+        6,
+        "the first 6,000 events, two handlers",
+        &[&a, &h2],
+    );
     assert!(
         a.log().contains("profiles restored from the changelog"),
         "{}",
@@ -280,14 +286,19 @@ async fn two_handlers_one_killed_profiles_exact() {
         e.1 += s;
     }
     invalid += more_invalid;
-    wait_caught_up(&cluster, "16,000 events after a handler was killed", &[&h2]);
+    wait_caught_up(
+        &cluster,
+        6,
+        "16,000 events after a handler was killed",
+        &[&h2],
+    );
     check_exact(&b, &expected);
 
     // A new handler with an empty cache takes over from the changelog alone.
     h2.kill9();
     let mut c = Handler::start_with_config(&b, dir.path(), "c");
     invalid += produce(&p, 16000..18000, &mut expected).await;
-    wait_caught_up(&cluster, "18,000 events, a fresh handler", &[&c]);
+    wait_caught_up(&cluster, 6, "18,000 events, a fresh handler", &[&c]);
     check_exact(&b, &expected);
     assert!(
         c.log().contains("profiles restored from the changelog"),
@@ -386,4 +397,78 @@ async fn embedded_handler_on_a_cluster() {
         (0..50).collect::<Vec<i64>>()
     );
     cluster.shutdown().await.unwrap();
+}
+
+/// A changelog record written late by a process that had lost its partition (its send was in
+/// flight when another took over: a "zombie") does not move a profile back: a process that
+/// restores the changelog afterwards keeps the newer state and counts on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_changelog_write_does_not_move_a_profile_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Ephemeral::start(&[
+        "--set",
+        "customer.events.contract=false",
+        "--set",
+        "customer.events.handlers=",
+    ]);
+    let b = cluster.bootstrap();
+    cli(&[
+        "topics",
+        "create",
+        "customer-events",
+        "--partitions",
+        "1",
+        "-b",
+        &b,
+    ]);
+    let addr: std::net::SocketAddr = b.parse().unwrap();
+    let p = common::producer(addr, &[("enable.idempotence", "true")]);
+    let send = |i: usize| {
+        let p = p.clone();
+        async move {
+            let v = event("zed", "recharge", i);
+            p.send(
+                FutureRecord::<(), _>::to("customer-events").payload(&v),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let mut a = Handler::start(&b, dir.path(), "a");
+    // Two events, one batch each: the changelog holds the profile after one, then after two.
+    send(1).await;
+    wait_caught_up(&cluster, 1, "the first event", &[&a]);
+    send(2).await;
+    wait_caught_up(&cluster, 1, "the second event", &[&a]);
+    assert!(a.terminate().success());
+    let versions: Vec<Value> = cli(&["dump", "profiles-profiles-changelog", "-b", &b])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let first = versions[0]["value"].as_str().unwrap().to_string();
+    assert_eq!(serde_json::from_str::<Value>(&first).unwrap()["events"], 1);
+    // The zombie's late write: the profile after one event, after the one after two.
+    p.send(
+        FutureRecord::to("profiles-profiles-changelog")
+            .key("zed")
+            .payload(&first)
+            .partition(0),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    // A process with an empty cache restores the changelog, then handles a third event.
+    let c = Handler::start(&b, dir.path(), "c");
+    send(3).await;
+    wait_caught_up(&cluster, 1, "the third event, after the restore", &[&c]);
+    let zed = &profiles(&b)["zed"];
+    assert_eq!(zed["events"], 3, "{zed}\n{}", c.log());
+    assert!(
+        c.log()
+            .contains("older than the profile restored before them were skipped"),
+        "{}",
+        c.log()
+    );
 }
