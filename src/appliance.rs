@@ -456,8 +456,14 @@ impl Stages {
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| p.id))
             .collect();
-        // Partition ids are never reused: those of deleted topics can go.
+        // Partition ids are never reused: what is kept for those of deleted topics can go.
         self.running.retain(|(_, id)| ids.contains(id));
+        if let Ok(mut v) = self.shared.verdicts.lock() {
+            v.retain(|id, _| ids.contains(id));
+        }
+        let names: std::collections::HashSet<&str> =
+            live.iter().map(|t| t.meta.name.as_str()).collect();
+        self.groups.retain_pipeline_topics(|t| names.contains(t));
         for (i, spec) in self.specs.iter().enumerate() {
             for t in live.iter().filter(|t| spec.over.covers(&t.meta.name)) {
                 let new: Vec<Arc<kafkabox_storage::Partition>> = t

@@ -312,6 +312,15 @@ impl Coordinator {
         }
     }
 
+    /// Forgets the topics of pipeline groups for which `exists` is false (deleted topics).
+    pub fn retain_pipeline_topics(&self, exists: impl Fn(&str) -> bool) {
+        if let Ok(mut p) = self.pipeline.lock() {
+            for g in p.values_mut() {
+                g.topics.retain(|t| exists(t));
+            }
+        }
+    }
+
     /// The pipeline stages that read `topic` (their names, as committed in the store).
     pub fn pipeline_stages(&self, topic: &str) -> Vec<String> {
         match self.pipeline.lock() {
