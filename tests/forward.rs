@@ -420,7 +420,7 @@ async fn every_topic_by_default() {
 /// While records wait for an unreachable cluster and the disk runs low (here: a warning level
 /// above any disk, `upstream.warn.free.bytes`), the edge warns long before producers would be
 /// refused: in its log, `/api/forward`, `/metrics` and the dashboard (chromium). It keeps
-/// accepting.
+/// accepting, and its local handlers keep running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_warns_before_the_disk_fills() {
     let dir = tempfile::tempdir().unwrap();
@@ -507,12 +507,31 @@ async fn backlog_warns_before_the_disk_fills() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Still accepting.
+    // Still accepting, and the local handlers keep running: the contract sends an invalid
+    // customer event to the dead-letter topic while the cluster is unreachable.
     p.send(
         FutureRecord::<(), _>::to(TOPIC).payload("one more"),
         Duration::from_secs(30),
     )
     .await
     .unwrap();
+    p.send(
+        FutureRecord::<(), _>::to("customer-events")
+            .partition(0)
+            .payload("not json"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let dead = common::consume(
+        e.addr,
+        "customer-events.dlq",
+        0,
+        0,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 1, "{}", e.log_text());
+    assert_eq!(common::payload(&dead[0]), Some(&b"not json"[..]));
     assert!(e.terminate().success());
 }
