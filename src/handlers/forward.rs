@@ -47,6 +47,9 @@ pub struct Forward {
     /// cluster is known to hold, or `None` when it must be looked up (after a start or a
     /// failure).
     known: Mutex<HashMap<(String, i32), Option<Forwarded>>>,
+    /// Per (topic, partition): deliveries a failed attempt left outstanding, awaited before
+    /// the position is looked up again.
+    unsettled: Mutex<HashMap<(String, i32), Vec<rdkafka::producer::DeliveryFuture>>>,
     services: Arc<crate::services::Services>,
     /// Failures logged at most every 10 s.
     log: Mutex<crate::services::log_limit::RateLimitedLog>,
@@ -90,6 +93,7 @@ impl Forward {
             producer,
             edge_id: edge_id.to_string(),
             known: Mutex::default(),
+            unsettled: Mutex::default(),
             services,
             log: Mutex::new(crate::services::log_limit::RateLimitedLog::new()),
         })
@@ -160,6 +164,32 @@ impl Forward {
                 )),
             },
             Err(e) => Err(format!("upstream unreachable: {e}")),
+        }
+    }
+
+    /// Keeps the deliveries a failed attempt on `topic`/`partition` left outstanding.
+    fn park(
+        &self,
+        topic: &str,
+        partition: i32,
+        rest: impl Iterator<Item = rdkafka::producer::DeliveryFuture>,
+    ) {
+        if let Ok(mut u) = self.unsettled.lock() {
+            u.entry((topic.to_string(), partition))
+                .or_default()
+                .extend(rest);
+        }
+    }
+
+    /// Waits until every delivery a failed attempt on `topic`/`partition` left outstanding
+    /// has its outcome (each within the producer's message timeout).
+    async fn settle(&self, topic: &str, partition: i32) {
+        let rest = match self.unsettled.lock() {
+            Ok(mut u) => u.remove(&(topic.to_string(), partition)),
+            Err(_) => None,
+        };
+        for f in rest.unwrap_or_default() {
+            let _ = f.await;
         }
     }
 
@@ -238,6 +268,10 @@ impl Handler for Forward {
         let forwarded = match known {
             Some(o) => o,
             None => {
+                // Sends of an earlier attempt may still be queued in the client (a failed
+                // delivery does not withdraw the ones after it): the read-back must see where
+                // they ended, or they land after it and are sent again.
+                self.settle(&topic, partition).await;
                 self.ensure_topic(&topic)
                     .await
                     .map_err(|e| self.failed(&topic, partition, e))?;
@@ -311,11 +345,13 @@ impl Handler for Forward {
             match self.producer.send_result(r) {
                 Ok(f) => pending.push((e.offset, e.value.as_ref().map_or(0, |v| v.len()), f)),
                 Err((err, _)) => {
-                    return Err(self.failed(&topic, partition, format!("upstream: {err}")))
+                    self.park(&topic, partition, pending.into_iter().map(|(.., f)| f));
+                    return Err(self.failed(&topic, partition, format!("upstream: {err}")));
                 }
             }
         }
-        for (offset, bytes, f) in pending {
+        let mut pending = pending.into_iter();
+        while let Some((offset, bytes, f)) = pending.next() {
             match f.await {
                 Ok(Ok(_)) => {
                     let l = Self::topic_label(&topic);
@@ -334,10 +370,12 @@ impl Handler for Forward {
                     }
                 }
                 Ok(Err((err, _))) => {
-                    return Err(self.failed(&topic, partition, format!("upstream: {err}")))
+                    self.park(&topic, partition, pending.map(|(.., f)| f));
+                    return Err(self.failed(&topic, partition, format!("upstream: {err}")));
                 }
                 Err(_) => {
-                    return Err(self.failed(&topic, partition, "upstream send cancelled".into()))
+                    self.park(&topic, partition, pending.map(|(.., f)| f));
+                    return Err(self.failed(&topic, partition, "upstream send cancelled".into()));
                 }
             }
         }
