@@ -494,6 +494,18 @@ fn behind(incoming: &[u8], current: &[u8]) -> bool {
             .all(|(k, o)| c.applied.get(k).is_some_and(|co| co >= o))
 }
 
+/// The headers of `e` for a record produced from it (dead letters, forwarded records).
+pub(crate) fn event_headers(e: &Event) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in &e.headers {
+        headers = headers.insert(Header {
+            key: &String::from_utf8_lossy(k),
+            value: v.as_deref(),
+        });
+    }
+    headers
+}
+
 /// Key of a profile in the local cache.
 fn profile_key(customer: &str) -> Vec<u8> {
     format!("p/{customer}").into_bytes()
@@ -863,13 +875,7 @@ impl Runner {
                 e.offset.to_string(),
                 e.timestamp.to_string(),
             );
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in &e.headers {
-                headers = headers.insert(Header {
-                    key: &String::from_utf8_lossy(k),
-                    value: v.as_deref(),
-                });
-            }
+            let mut headers = event_headers(e);
             for (k, v) in [
                 ("kafkabox.dlq.reason", reason.as_str()),
                 ("kafkabox.dlq.source", source.as_str()),

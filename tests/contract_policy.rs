@@ -126,7 +126,7 @@ async fn a_replaced_schema_is_the_contract() {
 /// topic too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_contract_follows_new_partitions_and_a_recreated_topic() {
-    use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, TopicReplication};
+    use rdkafka::admin::{AdminOptions, NewPartitions};
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::spawn(&dir.path().join("data"), &["--set", "num.partitions=1"]);
     let admin = common::admin(broker.addr);
@@ -175,18 +175,7 @@ async fn the_contract_follows_new_partitions_and_a_recreated_topic() {
         .await
         .unwrap();
     assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                "customer-events",
-                2,
-                TopicReplication::Fixed(1),
-            )],
-            &opts,
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    common::create_topic(broker.addr, "customer-events", 2).await;
     send(1, "not json, on the topic created again").await;
     let dead = common::consume(
         broker.addr,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
-use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewPartitions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
@@ -327,14 +327,7 @@ async fn every_topic_by_default() {
     // topic's records for its own).
     let admin = common::admin(e.addr);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let created = admin
-        .create_topics(
-            &[NewTopic::new("star-b", 3, TopicReplication::Fixed(1))],
-            &opts,
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    common::create_topic(e.addr, "star-b", 3).await;
     let grown = admin
         .create_partitions(&[NewPartitions::new("star-a", 4)], &opts)
         .await
@@ -395,14 +388,7 @@ async fn every_topic_by_default() {
 
     let deleted = admin.delete_topics(&["star-b"], &opts).await.unwrap();
     assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new("star-b", 3, TopicReplication::Fixed(1))],
-            &opts,
-        )
-        .await
-        .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    common::create_topic(e.addr, "star-b", 3).await;
     for i in 0..3 {
         send("star-b", i, format!("b-again-{i}")).await;
     }

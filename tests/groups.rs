@@ -15,26 +15,9 @@ use bytes::Bytes;
 use common::{call, BrokerProcess};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-
-async fn create_topic(addr: SocketAddr, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr.to_string())
-        .create()
-        .expect("admin client");
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topics");
-    assert!(r[0].is_ok(), "{r:?}");
-}
 
 async fn produce(addr: SocketAddr, topic: &str, n: usize) {
     let p = common::producer(addr, &[]);
@@ -94,7 +77,7 @@ async fn members_share_a_topic_and_rebalance_when_one_leaves_or_dies() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
-    create_topic(addr, "shared", 3).await;
+    common::create_topic(addr, "shared", 3).await;
     produce(addr, "shared", 300).await;
 
     tokio::task::spawn_blocking(move || {
@@ -178,7 +161,7 @@ async fn committed_offsets_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(&data, &[]);
-    create_topic(broker.addr, "durable", 3).await;
+    common::create_topic(broker.addr, "durable", 3).await;
     produce(broker.addr, "durable", 300).await;
     let addr = broker.addr;
     let committed = tokio::task::spawn_blocking(move || {
@@ -267,7 +250,7 @@ async fn cooperative_sticky_members_share_and_take_over() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
-    create_topic(addr, "sticky", 3).await;
+    common::create_topic(addr, "sticky", 3).await;
     produce(addr, "sticky", 90).await;
     tokio::task::spawn_blocking(move || {
         let coop = [("partition.assignment.strategy", "cooperative-sticky")];
@@ -380,7 +363,7 @@ async fn group_errors_are_kafkas_and_a_join_storm_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
-    create_topic(addr, "errors", 1).await;
+    common::create_topic(addr, "errors", 1).await;
 
     // Heartbeats, syncs and joins from members nobody knows.
     assert_eq!(heartbeat(addr, "no-such-group", "m", 1).await, 25);
@@ -460,7 +443,7 @@ async fn group_settings_take_effect_in_serve() {
         ],
     );
     let addr = broker.addr;
-    create_topic(addr, "errors", 1).await;
+    common::create_topic(addr, "errors", 1).await;
     assert_eq!(join(addr, "t", "", 1_500).await.error_code, 26);
     assert_eq!(join(addr, "t", "", 30_000).await.error_code, 26);
     assert_eq!(join(addr, "t", "", 3_000).await.error_code, 79);
@@ -560,7 +543,7 @@ async fn kip_848_consumer_protocol_assigns_reconciles_and_resumes() {
     let data = dir.path().join("data");
     let settings = ["--set", "group.consumer.heartbeat.interval.ms=500"];
     let mut broker = BrokerProcess::spawn(&data, &settings);
-    create_topic(broker.addr, "kip848", 4).await;
+    common::create_topic(broker.addr, "kip848", 4).await;
     produce(broker.addr, "kip848", 200).await;
     let addr = broker.addr;
     let consumer_protocol = [

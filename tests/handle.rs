@@ -193,6 +193,30 @@ fn wait_caught_up(cluster: &Ephemeral, partitions: usize, what: &str, logs: &[&H
     }
 }
 
+/// The cluster: a kafkabox whose customer-events is a plain topic of `partitions` partitions.
+fn plain_cluster(partitions: usize) -> Ephemeral {
+    let cluster = Ephemeral::start(&[
+        "--set",
+        "log.retention.check.interval.ms=600000",
+        "--set",
+        "customer.events.contract=false",
+        "--set",
+        "customer.events.handlers=",
+    ]);
+    let n = partitions.to_string();
+    let b = cluster.bootstrap();
+    cli(&[
+        "topics",
+        "create",
+        "customer-events",
+        "--partitions",
+        &n,
+        "-b",
+        &b,
+    ]);
+    cluster
+}
+
 /// The changelog's last profile per customer.
 fn profiles(bootstrap: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
@@ -227,25 +251,8 @@ fn check_exact(bootstrap: &str, expected: &BTreeMap<String, (u64, f64)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handlers_one_killed_profiles_exact() {
     let dir = tempfile::tempdir().unwrap();
-    // The cluster: a kafkabox whose customer-events is a plain topic.
-    let mut cluster = Ephemeral::start(&[
-        "--set",
-        "log.retention.check.interval.ms=600000",
-        "--set",
-        "customer.events.contract=false",
-        "--set",
-        "customer.events.handlers=",
-    ]);
+    let mut cluster = plain_cluster(6);
     let b = cluster.bootstrap();
-    cli(&[
-        "topics",
-        "create",
-        "customer-events",
-        "--partitions",
-        "6",
-        "-b",
-        &b,
-    ]);
     let mut a = Handler::start(&b, dir.path(), "a");
     let mut h2 = Handler::start(&b, dir.path(), "b");
     let addr: std::net::SocketAddr = b.parse().unwrap();
@@ -405,22 +412,8 @@ async fn embedded_handler_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_changelog_write_does_not_move_a_profile_back() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Ephemeral::start(&[
-        "--set",
-        "customer.events.contract=false",
-        "--set",
-        "customer.events.handlers=",
-    ]);
+    let cluster = plain_cluster(1);
     let b = cluster.bootstrap();
-    cli(&[
-        "topics",
-        "create",
-        "customer-events",
-        "--partitions",
-        "1",
-        "-b",
-        &b,
-    ]);
     let addr: std::net::SocketAddr = b.parse().unwrap();
     let p = common::producer(addr, &[("enable.idempotence", "true")]);
     let send = |i: usize| {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -312,14 +312,7 @@ impl Handler for Forward {
             if e.offset <= forwarded {
                 continue;
             }
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in &e.headers {
-                headers = headers.insert(Header {
-                    key: &String::from_utf8_lossy(k),
-                    value: v.as_deref(),
-                });
-            }
-            headers = headers
+            let headers = crate::handle::event_headers(e)
                 .insert(Header {
                     key: EDGE_ID,
                     value: Some(self.edge_id.as_bytes()),

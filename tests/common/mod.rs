@@ -51,6 +51,20 @@ pub fn admin(
         .expect("admin client")
 }
 
+/// Creates `name` with `partitions` partitions through the admin API; panics unless it
+/// succeeds.
+pub async fn create_topic(addr: std::net::SocketAddr, name: &str, partitions: i32) {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let r = admin(addr)
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+}
+
 /// Reads `count` messages of `topic`/`partition` from `from` with an assigned consumer (no
 /// consumer group). Bounded by `timeout`; returns what it got.
 pub fn consume(
