@@ -890,8 +890,13 @@ async fn create_topic(addr: &str, name: &str, partitions: i32) -> Result<()> {
     Ok(())
 }
 
-fn group_member(addr: &str, group: &str, heartbeat_ms: &str) -> Result<BaseConsumer> {
-    client_config()
+/// Closed with a bound when dropped (kafkabox::clients).
+fn group_member(
+    addr: &str,
+    group: &str,
+    heartbeat_ms: &str,
+) -> Result<kafkabox::clients::Closing<rdkafka::consumer::DefaultConsumerContext>> {
+    let c: BaseConsumer = client_config()
         .set("bootstrap.servers", addr)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
@@ -899,7 +904,8 @@ fn group_member(addr: &str, group: &str, heartbeat_ms: &str) -> Result<BaseConsu
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", heartbeat_ms)
         .create()
-        .context("creating a group consumer")
+        .context("creating a group consumer")?;
+    Ok(kafkabox::clients::Closing::new(c, "bench group member"))
 }
 
 /// Consume throughput of consumer groups of 1 and 3 members over a 3-partition topic of 1 KiB

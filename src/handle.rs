@@ -248,9 +248,15 @@ impl HandleBuilder {
             seq: 0,
             hot: HotProfiles::default(),
         };
-        runner.run(&consumer).await?;
+        let r = runner.run(&consumer).await;
+        // Leaves the group and commits the stored offsets, within a bound and off the
+        // runtime's threads (rdkafka's own drop waits for the close without a deadline).
         consumer.unsubscribe();
-        tracing::info!(handled = runner.handled, "kafkabox handle: stopped");
+        crate::clients::close_async(consumer, "group consumer", crate::clients::CLOSE_BOUND).await;
+        let handled = runner.handled;
+        crate::clients::close_async(runner, "producer", crate::clients::CLOSE_BOUND).await;
+        r?;
+        tracing::info!(handled, "kafkabox handle: stopped");
         Ok(())
     }
 
@@ -698,6 +704,7 @@ impl Runner {
                 .set("enable.auto.commit", "false")
                 .create()
                 .context("changelog consumer")?;
+            let consumer = crate::clients::Closing::new(consumer, "changelog consumer");
             let (low, high) = consumer
                 .fetch_watermarks(&changelog, partition, Duration::from_secs(30))
                 .with_context(|| format!("{changelog}/{partition}: watermarks"))?;

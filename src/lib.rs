@@ -7,10 +7,13 @@
 //! - [`services`]: the domain services (topics, retention, groups) every front end calls.
 //! - [`pipeline`]: in-process handlers fed from the log, with their own committed offsets.
 //! - [`appliance`]: the embedding API (`Appliance::builder()`).
+//! - `clients` (cargo feature `client`): librdkafka clients closed with a bound.
 //! - `handle` (cargo feature `client`): the handlers as a consumer group on a Kafka cluster.
 
 pub mod api;
 pub mod appliance;
+#[cfg(feature = "client")]
+pub mod clients;
 pub mod config;
 pub mod contract;
 pub mod datadir;

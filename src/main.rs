@@ -231,8 +231,31 @@ async fn handle(args: HandleArgs) -> Result<()> {
         }
     }
     let _ = tx.send(true);
-    task.await.context("handler task")?
+    // The batch in hand is finished and the consumer leaves the group; bounded, so that a
+    // cluster that stopped answering (acknowledgements that never come) cannot hold the
+    // process. A second signal stops at once.
+    tokio::select! {
+        done = tokio::time::timeout(HANDLE_STOP_BOUND, &mut task) => match done {
+            Ok(done) => done.context("handler task")?,
+            Err(_) => {
+                tracing::warn!(
+                    bound_s = HANDLE_STOP_BOUND.as_secs(),
+                    "the batch in hand did not finish in time (cluster unreachable?); stopping \
+                     without it: its events are handled again at the next start"
+                );
+                Ok(())
+            }
+        },
+        signal = signals.wait() => {
+            tracing::warn!(signal = signal?, "stopping at once: the batch in hand is handled again at the next start");
+            Ok(())
+        }
+    }
 }
+
+/// How long `kafkabox handle` waits after SIGTERM for the batch in hand and the group's close.
+#[cfg(feature = "client")]
+const HANDLE_STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn init_logging(default_filter: &str, format: LogFormat) {
     use std::io::IsTerminal;
@@ -429,6 +452,9 @@ fn main() {
             Command::Faults(c) => cli::httpapi::faults(c).await,
         }
     });
+    // Blocking work a command abandoned (a librdkafka call waiting on an unreachable
+    // cluster) does not hold the exit: dropping the runtime would wait for it without bound.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     if let Err(e) = result {
         eprintln!("kafkabox: {e:#}");
         // Exit codes: 2 bad usage or configuration (a serve that cannot start); for the

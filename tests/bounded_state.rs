@@ -12,6 +12,7 @@ use rdkafka::producer::FutureRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_and_dead_letter_reasons_stay_small() {
+    let _watchdog = common::watchdog("profiles_and_dead_letter_reasons_stay_small");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let h = broker.http_addr();

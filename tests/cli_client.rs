@@ -71,6 +71,7 @@ fn json_lines(s: &str) -> Vec<Value> {
 
 #[test]
 fn client_commands_speak_kafka_and_http() {
+    let _watchdog = common::watchdog("client_commands_speak_kafka_and_http");
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("down");
     std::fs::write(&flag, "").unwrap();

@@ -35,6 +35,7 @@ fn last_json(out: &str) -> Value {
 
 #[test]
 fn python_clients_groups_and_admin() {
+    let _watchdog = common::watchdog("python_clients_groups_and_admin");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let out = run(
@@ -55,6 +56,7 @@ fn python_clients_groups_and_admin() {
 
 #[test]
 fn kafkajs_producer_consumer_group_and_admin() {
+    let _watchdog = common::watchdog("kafkajs_producer_consumer_group_and_admin");
     let js = root().join("tests/js");
     assert!(
         js.join("node_modules/kafkajs").exists(),
@@ -97,6 +99,7 @@ fn kafkajs_producer_consumer_group_and_admin() {
 
 #[test]
 fn kcat_balanced_consumer_reads_and_resumes() {
+    let _watchdog = common::watchdog("kcat_balanced_consumer_reads_and_resumes");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr.to_string();

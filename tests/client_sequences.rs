@@ -38,6 +38,7 @@ fn produce(name: &str, batch: Vec<u8>) -> ProduceRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_kafka_clients_3_5_idempotent_producer() {
+    let _watchdog = common::watchdog("java_kafka_clients_3_5_idempotent_producer");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let mut c = Conn::open(server.kafka_addr()).await;
@@ -161,6 +162,7 @@ async fn java_kafka_clients_3_5_idempotent_producer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafkajs_and_kafka_python_first_requests() {
+    let _watchdog = common::watchdog("kafkajs_and_kafka_python_first_requests");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let mut c = Conn::open(server.kafka_addr()).await;
@@ -278,6 +280,7 @@ async fn kafkajs_and_kafka_python_first_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_setting_turns_auto_creation_off() {
+    let _watchdog = common::watchdog("broker_setting_turns_auto_creation_off");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("auto.create.topics.enable", "false")]).await;
     let mut c = Conn::open(server.kafka_addr()).await;
@@ -325,6 +328,7 @@ fn fetch_req(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_honours_byte_limits_offsets_and_errors() {
+    let _watchdog = common::watchdog("fetch_honours_byte_limits_offsets_and_errors");
     use kafka_protocol::messages::FetchResponse;
     use kafkabox_protocol::batch::{parse_header, split_batches};
     let dir = tempfile::tempdir().unwrap();
@@ -432,6 +436,7 @@ async fn fetch_honours_byte_limits_offsets_and_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
+    let _watchdog = common::watchdog("retention_removes_old_batches_unless_the_topic_keeps_them");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let store = server.store().clone();
@@ -484,6 +489,8 @@ async fn retention_removes_old_batches_unless_the_topic_keeps_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
+    let _watchdog =
+        common::watchdog("topic_configs_take_effect_retention_bytes_and_max_message_bytes");
     use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     use rdkafka::producer::FutureRecord;
     let dir = tempfile::tempdir().unwrap();
@@ -551,6 +558,7 @@ async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_broker_configs_take_effect_and_survive_restart() {
+    let _watchdog = common::watchdog("dynamic_broker_configs_take_effect_and_survive_restart");
     use rdkafka::admin::{
         AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
     };

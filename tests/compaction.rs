@@ -14,6 +14,7 @@ use rdkafka::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_the_latest_record_per_key() {
+    let _watchdog = common::watchdog("a_compacted_topic_keeps_the_latest_record_per_key");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),

@@ -15,6 +15,7 @@ const VALID: &str = r#"{"source":"crm","customer_id":"7","event_type":"kyc_updat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_policy_fails_the_produce_with_invalid_record() {
+    let _watchdog = common::watchdog("reject_policy_fails_the_produce_with_invalid_record");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(&data, &["--set", "customer.events.on.invalid=reject"]);
@@ -63,6 +64,7 @@ async fn reject_policy_fails_the_produce_with_invalid_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_schema_is_the_contract() {
+    let _watchdog = common::watchdog("a_replaced_schema_is_the_contract");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // The shipped schema plus a required "channel" field.
@@ -126,6 +128,7 @@ async fn a_replaced_schema_is_the_contract() {
 /// topic too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_contract_follows_new_partitions_and_a_recreated_topic() {
+    let _watchdog = common::watchdog("the_contract_follows_new_partitions_and_a_recreated_topic");
     use rdkafka::admin::{AdminOptions, NewPartitions};
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::spawn(&dir.path().join("data"), &["--set", "num.partitions=1"]);

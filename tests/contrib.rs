@@ -8,6 +8,7 @@ use std::process::Command;
 
 #[test]
 fn systemd_unit_verifies() {
+    let _watchdog = common::watchdog("systemd_unit_verifies");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let unit = std::fs::read_to_string(root.join("contrib/kafkabox.service")).unwrap();
     assert!(unit
@@ -35,6 +36,7 @@ fn systemd_unit_verifies() {
 
 #[test]
 fn example_config_starts_serve() {
+    let _watchdog = common::watchdog("example_config_starts_serve");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let mut broker = common::BrokerProcess::spawn(

@@ -12,6 +12,8 @@ use common::{http, BrokerProcess};
 
 #[test]
 fn dashboard_shows_sources_dead_letters_and_profiles_and_replays() {
+    let _watchdog =
+        common::watchdog("dashboard_shows_sources_dead_letters_and_profiles_and_replays");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let js = root.join("tests/js");
     assert!(

@@ -47,6 +47,8 @@ fn ev(source: &str, event_type: &str, timestamp: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_events_reach_handlers_invalid_ones_the_dead_letter_topic() {
+    let _watchdog =
+        common::watchdog("valid_events_reach_handlers_invalid_ones_the_dead_letter_topic");
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::default();
     let app = start(dir.path(), &rec).await;

@@ -76,6 +76,8 @@ fn value(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
+    let _watchdog =
+        common::watchdog("a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself");
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     let fs = Tmpfs::mount(&mnt, 48);

@@ -12,6 +12,7 @@ use rdkafka::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_handler_runs_a_real_command() {
+    let _watchdog = common::watchdog("exec_handler_runs_a_real_command");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("handled.jsonl");
     let fail_once = dir.path().join("fail-once");

@@ -126,6 +126,7 @@ fn wait_for_count(addr: std::net::SocketAddr, at_least: i64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_forwards_a_million_records_once_in_order() {
+    let _watchdog = common::watchdog("edge_forwards_a_million_records_once_in_order");
     let dir = tempfile::tempdir().unwrap();
     let (cdir, edir) = (dir.path().join("cluster"), dir.path().join("edge"));
     let mut up = cluster(&cdir, None);
@@ -279,6 +280,7 @@ fn read_all(addr: std::net::SocketAddr, upstream: bool) -> HashMap<i32, Vec<Row>
 /// `upstream.topics` defaults to `*`: every topic the edge has at start (but the `.dlq` ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_topic_by_default() {
+    let _watchdog = common::watchdog("every_topic_by_default");
     let dir = tempfile::tempdir().unwrap();
     let mut up = cluster(&dir.path().join("cluster"), None);
     let edir = dir.path().join("edge");
@@ -409,6 +411,7 @@ async fn every_topic_by_default() {
 /// accepting, and its local handlers keep running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_warns_before_the_disk_fills() {
+    let _watchdog = common::watchdog("backlog_warns_before_the_disk_fills");
     let dir = tempfile::tempdir().unwrap();
     // A cluster address nothing listens on.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0")

@@ -74,6 +74,7 @@ fn poll_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_share_a_topic_and_rebalance_when_one_leaves_or_dies() {
+    let _watchdog = common::watchdog("members_share_a_topic_and_rebalance_when_one_leaves_or_dies");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
@@ -158,6 +159,7 @@ async fn members_share_a_topic_and_rebalance_when_one_leaves_or_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_survive_kill_9() {
+    let _watchdog = common::watchdog("committed_offsets_survive_kill_9");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(&data, &[]);
@@ -247,6 +249,7 @@ async fn committed_offsets_survive_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_members_share_and_take_over() {
+    let _watchdog = common::watchdog("cooperative_sticky_members_share_and_take_over");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
@@ -360,6 +363,7 @@ async fn commit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_errors_are_kafkas_and_a_join_storm_is_bounded() {
+    let _watchdog = common::watchdog("group_errors_are_kafkas_and_a_join_storm_is_bounded");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
@@ -426,6 +430,7 @@ async fn group_errors_are_kafkas_and_a_join_storm_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_settings_take_effect_in_serve() {
+    let _watchdog = common::watchdog("group_settings_take_effect_in_serve");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),
@@ -477,6 +482,7 @@ async fn group_settings_take_effect_in_serve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_stages_show_as_read_only_groups() {
+    let _watchdog = common::watchdog("pipeline_stages_show_as_read_only_groups");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr;
@@ -539,6 +545,7 @@ async fn pipeline_stages_show_as_read_only_groups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip_848_consumer_protocol_assigns_reconciles_and_resumes() {
+    let _watchdog = common::watchdog("kip_848_consumer_protocol_assigns_reconciles_and_resumes");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let settings = ["--set", "group.consumer.heartbeat.interval.ms=500"];
@@ -658,6 +665,7 @@ async fn kip_848_consumer_protocol_assigns_reconciles_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_membership_survives_kill_9() {
+    let _watchdog = common::watchdog("group_membership_survives_kill_9");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(&data, &[]);

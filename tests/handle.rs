@@ -250,6 +250,7 @@ fn check_exact(bootstrap: &str, expected: &BTreeMap<String, (u64, f64)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handlers_one_killed_profiles_exact() {
+    let _watchdog = common::watchdog("two_handlers_one_killed_profiles_exact");
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = plain_cluster(6);
     let b = cluster.bootstrap();
@@ -286,7 +287,10 @@ async fn two_handlers_one_killed_profiles_exact() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.kill9();
-    let (more, more_invalid) = second.await.unwrap();
+    let (more, more_invalid) =
+        common::within("the second producer", Duration::from_secs(300), second)
+            .await
+            .unwrap();
     for (k, (n, s)) in more {
         let e: &mut (u64, f64) = expected.entry(k).or_default();
         e.0 += n;
@@ -339,6 +343,7 @@ async fn two_handlers_one_killed_profiles_exact() {
 /// in-process box: it sees every record of its topic, in order per partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_handler_on_a_cluster() {
+    let _watchdog = common::watchdog("embedded_handler_on_a_cluster");
     use kafkabox::pipeline::{Event, Handler, HandlerError};
     use std::sync::{Arc, Mutex};
 
@@ -392,7 +397,14 @@ async fn embedded_handler_on_a_cluster() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = tx.send(true);
-    task.await.unwrap().unwrap();
+    common::within(
+        "the embedded handler to stop",
+        Duration::from_secs(30),
+        task,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let seen = seen.lock().unwrap().clone();
     let values: Vec<String> = seen.iter().map(|(_, _, v)| v.clone()).collect();
     assert_eq!(
@@ -403,7 +415,13 @@ async fn embedded_handler_on_a_cluster() {
         seen.iter().map(|(_, o, _)| *o).collect::<Vec<_>>(),
         (0..50).collect::<Vec<i64>>()
     );
-    cluster.shutdown().await.unwrap();
+    common::within(
+        "the cluster to shut down",
+        Duration::from_secs(30),
+        cluster.shutdown(),
+    )
+    .await
+    .unwrap();
 }
 
 /// A changelog record written late by a process that had lost its partition (its send was in
@@ -411,6 +429,7 @@ async fn embedded_handler_on_a_cluster() {
 /// restores the changelog afterwards keeps the newer state and counts on from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_changelog_write_does_not_move_a_profile_back() {
+    let _watchdog = common::watchdog("a_late_changelog_write_does_not_move_a_profile_back");
     let dir = tempfile::tempdir().unwrap();
     let cluster = plain_cluster(1);
     let b = cluster.bootstrap();

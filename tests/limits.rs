@@ -10,6 +10,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_beyond_max_partitions_are_refused() {
+    let _watchdog = common::watchdog("partitions_beyond_max_partitions_are_refused");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &["--set", "max.partitions=5"]);
     let admin = common::admin(broker.addr);
@@ -58,6 +59,7 @@ async fn partitions_beyond_max_partitions_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_beyond_max_connections_is_closed_and_counted() {
+    let _watchdog = common::watchdog("a_client_beyond_max_connections_is_closed_and_counted");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &["--set", "max.connections=1"]);

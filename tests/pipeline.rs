@@ -109,6 +109,8 @@ async fn produce(app: &ApplianceHandle, from: usize, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_in_order_per_partition_then_resume_after_restart() {
+    let _watchdog =
+        common::watchdog("every_record_in_order_per_partition_then_resume_after_restart");
     let dir = tempfile::tempdir().unwrap();
     let (rec, _open) = Recorder::new(true, 0);
     let app = start(dir.path(), "3", Some(rec.clone())).await;
@@ -155,6 +157,7 @@ async fn every_record_in_order_per_partition_then_resume_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_handler_never_blocks_producers_and_its_lag_drains() {
+    let _watchdog = common::watchdog("a_stuck_handler_never_blocks_producers_and_its_lag_drains");
     let dir = tempfile::tempdir().unwrap();
     let (rec, open) = Recorder::new(false, 0);
     let app = start(dir.path(), "1", Some(rec.clone())).await;
@@ -184,6 +187,7 @@ async fn a_stuck_handler_never_blocks_producers_and_its_lag_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_in_order_without_loss() {
+    let _watchdog = common::watchdog("transient_failures_are_retried_in_order_without_loss");
     let dir = tempfile::tempdir().unwrap();
     let (rec, _open) = Recorder::new(true, 3);
     let app = start(dir.path(), "1", Some(rec.clone())).await;
@@ -211,6 +215,7 @@ impl Handler for Refuser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
+    let _watchdog = common::watchdog("permanently_refused_events_go_to_the_dead_letter_topic_once");
     let dir = tempfile::tempdir().unwrap();
     let app = Appliance::builder()
         .data_dir(dir.path())
@@ -242,6 +247,9 @@ async fn permanently_refused_events_go_to_the_dead_letter_topic_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_moves_on() {
+    let _watchdog = common::watchdog(
+        "an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_moves_on",
+    );
     use kafkabox_protocol::batch::{encode_uncompressed, parse_header, ProducerFields};
     let dir = tempfile::tempdir().unwrap();
     let (rec, _open) = Recorder::new(true, 0);
@@ -280,6 +288,7 @@ async fn an_undecodable_stored_batch_is_dead_lettered_whole_and_the_pipeline_mov
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_policy_on_any_topic_through_the_builder() {
+    let _watchdog = common::watchdog("reject_policy_on_any_topic_through_the_builder");
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let dir = tempfile::tempdir().unwrap();
     let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"integer"}}}"#;

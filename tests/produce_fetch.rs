@@ -34,6 +34,7 @@ async fn produce_values(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_levels_store_and_read_back() {
+    let _watchdog = common::watchdog("acks_levels_store_and_read_back");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -61,6 +62,7 @@ async fn acks_levels_store_and_read_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_compression_codec_is_stored_as_sent() {
+    let _watchdog = common::watchdog("every_compression_codec_is_stored_as_sent");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -117,6 +119,7 @@ async fn every_compression_codec_is_stored_as_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_keys_headers_and_null_values() {
+    let _watchdog = common::watchdog("idempotent_producer_keys_headers_and_null_values");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -168,6 +171,7 @@ async fn idempotent_producer_keys_headers_and_null_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_partitions_created_by_admin_client() {
+    let _watchdog = common::watchdog("three_partitions_created_by_admin_client");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -261,6 +265,7 @@ async fn three_partitions_created_by_admin_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_in_order_and_seek_to_the_middle() {
+    let _watchdog = common::watchdog("ten_thousand_messages_in_order_and_seek_to_the_middle");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -283,6 +288,7 @@ async fn ten_thousand_messages_in_order_and_seek_to_the_middle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_survive_a_restart_and_offsets_continue() {
+    let _watchdog = common::watchdog("records_survive_a_restart_and_offsets_continue");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -319,6 +325,7 @@ async fn records_survive_a_restart_and_offsets_continue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_offsets_earliest_latest_and_by_timestamp() {
+    let _watchdog = common::watchdog("list_offsets_earliest_latest_and_by_timestamp");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();

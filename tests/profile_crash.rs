@@ -31,6 +31,7 @@ fn progress(data: &std::path::Path) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
+    let _watchdog = common::watchdog("kill_9_mid_backlog_counts_every_event_exactly_once");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(&data, &[]);
@@ -132,6 +133,8 @@ async fn kill_9_mid_backlog_counts_every_event_exactly_once() {
 /// the profile stage had not seen, without dead-lettering or counting anything twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_ahead_of_profiles_catches_up_without_double_counting() {
+    let _watchdog =
+        common::watchdog("contract_ahead_of_profiles_catches_up_without_double_counting");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // First run: the contract stage only (no profile handler).

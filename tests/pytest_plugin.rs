@@ -9,6 +9,7 @@ mod common;
 
 #[test]
 fn pytest_suite_with_the_plugin() {
+    let _watchdog = common::watchdog("pytest_suite_with_the_plugin");
     let python = common::python();
     let root = env!("CARGO_MANIFEST_DIR");
     let out = std::process::Command::new(&python)

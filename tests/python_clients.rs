@@ -98,6 +98,7 @@ fn check_guide_events(recs: &[Value]) {
 
 #[test]
 fn guide_python_example_verbatim_with_kafka_python() {
+    let _watchdog = common::watchdog("guide_python_example_verbatim_with_kafka_python");
     // The copy under tests/ must stay the guide's code, character for character.
     let copy = std::fs::read_to_string(script("guide_example.py")).unwrap();
     let guide_path =
@@ -135,6 +136,7 @@ fn guide_python_example_verbatim_with_kafka_python() {
 
 #[test]
 fn same_events_through_confluent_kafka_default_and_idempotent() {
+    let _watchdog = common::watchdog("same_events_through_confluent_kafka_default_and_idempotent");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr.to_string();
@@ -184,6 +186,7 @@ fn kcat(args: &[&str], stdin: &str) -> String {
 
 #[test]
 fn kcat_on_librdkafka_2_0_produces_and_consumes() {
+    let _watchdog = common::watchdog("kcat_on_librdkafka_2_0_produces_and_consumes");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.addr.to_string();
@@ -234,6 +237,8 @@ fn kcat_on_librdkafka_2_0_produces_and_consumes() {
 
 #[test]
 fn kafka_python_compressed_batches_are_stored_as_sent_and_decode() {
+    let _watchdog =
+        common::watchdog("kafka_python_compressed_batches_are_stored_as_sent_and_decode");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(&data, &[]);

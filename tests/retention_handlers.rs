@@ -52,6 +52,7 @@ fn spawn(data: &std::path::Path) -> BrokerProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_what_a_handler_has_not_handled() {
+    let _watchdog = common::watchdog("retention_keeps_what_a_handler_has_not_handled");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut broker = spawn(&data);

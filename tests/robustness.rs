@@ -98,6 +98,7 @@ async fn send_and_expect_closed(addr: SocketAddr, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_abort_frames_close_only_their_connection() {
+    let _watchdog = common::watchdog("allocation_abort_frames_close_only_their_connection");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -148,6 +149,7 @@ async fn allocation_abort_frames_close_only_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_negative_truncated_and_garbage_frames() {
+    let _watchdog = common::watchdog("oversized_negative_truncated_and_garbage_frames");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("socket.request.max.bytes", "1048576")]).await;
     let addr = server.kafka_addr();
@@ -182,6 +184,7 @@ async fn oversized_negative_truncated_and_garbage_frames() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_unsupported_apis() {
+    let _watchdog = common::watchdog("unknown_and_unsupported_apis");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -245,6 +248,7 @@ fn fix_crc(b: &mut [u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_get_kafka_error_codes_and_nothing_is_stored() {
+    let _watchdog = common::watchdog("bad_batches_get_kafka_error_codes_and_nothing_is_stored");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("message.max.bytes", "10000")]).await;
     let addr = server.kafka_addr();
@@ -341,6 +345,7 @@ async fn bad_batches_get_kafka_error_codes_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
+    let _watchdog = common::watchdog("pipelined_requests_are_answered_in_order");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path()).await;
     let addr = server.kafka_addr();
@@ -373,6 +378,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_is_a_bound_not_an_error() {
+    let _watchdog = common::watchdog("max_connections_is_a_bound_not_an_error");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("max.connections", "2")]).await;
     let addr = server.kafka_addr();
@@ -411,6 +417,7 @@ async fn max_connections_is_a_bound_not_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_trickling_big_frames_do_not_block_others() {
+    let _watchdog = common::watchdog("clients_trickling_big_frames_do_not_block_others");
     let dir = tempfile::tempdir().unwrap();
     // A 1 MiB pool for request bytes: one announced 100 MB frame used to take all of it.
     let server = common::start_with(dir.path(), &[("queued.max.request.bytes", "1048576")]).await;
@@ -443,6 +450,7 @@ async fn clients_trickling_big_frames_do_not_block_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_half_sent_connections_are_closed() {
+    let _watchdog = common::watchdog("idle_and_half_sent_connections_are_closed");
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("connections.max.idle.ms", "200")]).await;
     let addr = server.kafka_addr();

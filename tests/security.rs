@@ -221,6 +221,7 @@ fn metric_value(text: &str, prefix: &str) -> f64 {
 
 #[test]
 fn sasl_ssl_with_kcat_and_confluent_kafka() {
+    let _watchdog = common::watchdog("sasl_ssl_with_kcat_and_confluent_kafka");
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::new(dir.path(), &[]);
     let data = dir.path().join("data");
@@ -447,6 +448,7 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
 
 #[test]
 fn sasl_plaintext_kafka_python_acls_and_online_users() {
+    let _watchdog = common::watchdog("sasl_plaintext_kafka_python_acls_and_online_users");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let none = Path::new("");
@@ -762,6 +764,7 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
 
 #[test]
 fn mutual_tls_certificate_subject_is_the_principal() {
+    let _watchdog = common::watchdog("mutual_tls_certificate_subject_is_the_principal");
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::new(dir.path(), &["writer", "reader"]);
     let data = dir.path().join("data");
@@ -899,6 +902,7 @@ fn mutual_tls_certificate_subject_is_the_principal() {
 
 #[test]
 fn bad_security_settings_are_clear_errors() {
+    let _watchdog = common::watchdog("bad_security_settings_are_clear_errors");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     for (set, expected) in [
@@ -942,6 +946,7 @@ fn bad_security_settings_are_clear_errors() {
 
 #[test]
 fn https_http_listener_with_the_kafka_certificate_and_a_token() {
+    let _watchdog = common::watchdog("https_http_listener_with_the_kafka_certificate_and_a_token");
     let dir = tempfile::tempdir().unwrap();
     let certs = Certs::new(dir.path(), &[]);
     let data = dir.path().join("data");
@@ -995,6 +1000,7 @@ fn https_http_listener_with_the_kafka_certificate_and_a_token() {
 
 #[test]
 fn named_listeners_and_allow_everyone_if_no_acl_found() {
+    let _watchdog = common::watchdog("named_listeners_and_allow_everyone_if_no_acl_found");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A listener name mapped to its protocol; ACLs on, but a resource no ACL names is open.

@@ -22,6 +22,7 @@ fn open_segments(metrics: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_roll_by_age_and_open_ones_stay_bounded() {
+    let _watchdog = common::watchdog("segments_roll_by_age_and_open_ones_stay_bounded");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let broker = BrokerProcess::spawn(

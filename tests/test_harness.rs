@@ -42,6 +42,7 @@ use common::Ephemeral;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builder_ephemeral_with_faults_exactly_once() {
+    let _watchdog = common::watchdog("builder_ephemeral_with_faults_exactly_once");
     let app = kafkabox::Appliance::builder()
         .ephemeral()
         .listen("127.0.0.1:0")
@@ -136,6 +137,7 @@ async fn builder_ephemeral_with_faults_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_need_an_ephemeral_dir_or_allow_faults() {
+    let _watchdog = common::watchdog("faults_need_an_ephemeral_dir_or_allow_faults");
     let dir = tempfile::tempdir().unwrap();
     let app = kafkabox::Appliance::builder()
         .data_dir(dir.path())
@@ -168,6 +170,7 @@ async fn faults_need_an_ephemeral_dir_or_allow_faults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_ephemeral_ready_file_faults_cli_and_dump_load() {
+    let _watchdog = common::watchdog("serve_ephemeral_ready_file_faults_cli_and_dump_load");
     let scratch = tempfile::tempdir().unwrap();
     let ready_file = scratch.path().join("ready.json");
     let mut box1 = Ephemeral::start(&[
@@ -403,6 +406,7 @@ async fn serve_ephemeral_ready_file_faults_cli_and_dump_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulated_release_on_the_wire() {
+    let _watchdog = common::watchdog("emulated_release_on_the_wire");
     let mut full = Ephemeral::start(&[]);
     let addr: std::net::SocketAddr = full.bootstrap().parse().unwrap();
     let all: ApiVersionsResponse = common::call(
@@ -474,6 +478,7 @@ async fn emulated_release_on_the_wire() {
 
 #[test]
 fn node_helper_with_kafkajs() {
+    let _watchdog = common::watchdog("node_helper_with_kafkajs");
     let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/kafkajs").exists(),

@@ -89,6 +89,7 @@ fn row(t: &str, p: i64, start: i64, end: i64) -> (String, i64, i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_dir_of_the_single_database_layout_keeps_everything() {
+    let _watchdog = common::watchdog("a_data_dir_of_the_single_database_layout_keeps_everything");
     let dir = tempfile::tempdir().unwrap();
     let data = unpack(dir.path());
     // The fixture's records are old: retention would take them.

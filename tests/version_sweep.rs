@@ -82,6 +82,7 @@ async fn commit(addr: SocketAddr, v: i16, group: &str, offset: i64) -> OffsetCom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_is_answered() {
+    let _watchdog = common::watchdog("every_advertised_version_is_answered");
     let dir = tempfile::tempdir().unwrap();
     // ACLs enforced, but no binding names the resources used: everything is allowed (and the
     // ACL APIs answer).
@@ -624,6 +625,7 @@ async fn every_advertised_version_is_answered() {
 /// instead), and the request is not carried out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_errors_answer_every_version() {
+    let _watchdog = common::watchdog("injected_errors_answer_every_version");
     use kafkabox::appliance::FaultRequest;
     let dir = tempfile::tempdir().unwrap();
     let server = common::start_with(dir.path(), &[("faults.allow", "true")]).await;

@@ -61,6 +61,7 @@ fn posts(log: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_then_503_then_200_loses_nothing_and_400_dead_letters() {
+    let _watchdog = common::watchdog("down_then_503_then_200_loses_nothing_and_400_dead_letters");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("posts.jsonl");
     // A port where nothing listens yet: the target is down.

@@ -77,6 +77,7 @@ fn consume(args: ConsumeArgs) -> Result<()> {
             args.group.clone().unwrap_or_else(|| "kafkabox-cli".into()),
         );
     let consumer: BaseConsumer = client.create().context("Kafka consumer")?;
+    let consumer = kafkabox::clients::Closing::new(consumer, "consumer");
     let md = consumer
         .fetch_metadata(Some(&args.topic), args.kafka.timeout())
         .with_context(|| format!("cannot reach {}", args.kafka.bootstrap))?;

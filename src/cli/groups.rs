@@ -69,6 +69,7 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
                 .set("group.id", &group)
                 .create()
                 .context("Kafka client")?;
+            let consumer = kafkabox::clients::Closing::new(consumer, "group client");
             let list = consumer
                 .fetch_group_list(Some(&group), kafka.timeout())
                 .with_context(|| format!("cannot describe group {group}"))?;

@@ -532,6 +532,7 @@ fn find_forwarded(
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| e.to_string())?;
+    let consumer = crate::clients::Closing::new(consumer, "upstream read-back consumer");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| format!("upstream metadata: {e}"))?;

@@ -78,6 +78,7 @@ pub fn consume(
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr.to_string())
         .set("enable.auto.commit", "false")
+        // librdkafka's assign needs a group id (nothing is committed).
         .set("group.id", "kafkabox-test-unused")
         .create()
         .expect("consumer");
@@ -530,5 +531,71 @@ pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
             "kafkabox did not exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long one test may run before its watchdog fails it.
+pub const TEST_LIMIT: Duration = Duration::from_secs(600);
+
+/// A per-test watchdog: a test that has not finished within [`TEST_LIMIT`] (a wait that never
+/// ends: a client's close, a process that does not exit) is reported by name, with the last
+/// step it announced, and its test binary exits with a failure. A hang then costs minutes, not
+/// CI's whole budget. Dropped (the test finished or panicked) it stands down.
+pub struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    step: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+pub fn watchdog(test: &'static str) -> Watchdog {
+    watchdog_for(test, TEST_LIMIT)
+}
+
+pub fn watchdog_for(test: &'static str, limit: Duration) -> Watchdog {
+    use std::sync::atomic::Ordering;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let step = std::sync::Arc::new(std::sync::Mutex::new(String::from("starting")));
+    let (d, s) = (done.clone(), step.clone());
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + limit;
+        while !d.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline {
+                let at = s.lock().map(|s| s.clone()).unwrap_or_default();
+                eprintln!(
+                    "WATCHDOG: test {test} still running after {} s (last step: {at}); \
+                     failing the test binary",
+                    limit.as_secs()
+                );
+                std::process::exit(101);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    Watchdog { done, step }
+}
+
+impl Watchdog {
+    /// Names what the test does now, for the report if it hangs there.
+    pub fn step(&self, what: &str) {
+        if let Ok(mut s) = self.step.lock() {
+            *s = what.to_string();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Awaits `fut` at most `limit`; fails the test naming `what` if it does not finish.
+pub async fn within<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {} s: {what}", limit.as_secs()),
     }
 }
