@@ -151,9 +151,11 @@ pub struct Config {
     /// `producer.id.expiration.ms`: forget an idempotent producer's sequence state after this
     /// long without a write from it.
     pub producer_id_expiration_ms: i64,
-    /// `log.flush.interval.ms`: unflushed writes (acks=0/1) reach disk at least this often.
+    /// `log.flush.interval.ms`: writes nobody waits for (offset commits, group state) reach
+    /// disk at least this often; every append starts a flush at once.
     pub flush_interval: Duration,
-    /// `flush.on.acks.all`: answer acks=all only after the data is flushed (group commit).
+    /// `flush.on.acks.all`: answer acks=1 and acks=all only after the data is flushed (group
+    /// commit); false answers at the append, and a crash can lose what was answered.
     pub flush_on_acks_all: bool,
     /// `storage.cache.bytes`: sled page cache, shared by the open segments.
     pub cache_bytes: u64,
@@ -326,8 +328,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.retention.ms", "delete log segments whose records are all older than this; -1 keeps all (default 604800000); alias retention.ms"),
     ("log.retention.check.interval.ms", "how often retention runs (default 300000)"),
     ("producer.id.expiration.ms", "forget an idle idempotent producer's sequence state after this long (default 86400000)"),
-    ("log.flush.interval.ms", "flush acks=0/1 writes at least this often (default 1000)"),
-    ("flush.on.acks.all", "answer acks=all only once the batch is flushed to disk (default true)"),
+    ("log.flush.interval.ms", "flush writes nobody waits for (offset commits, group state) at least this often; appends start a flush at once (default 1000)"),
+    ("flush.on.acks.all", "answer acks=1 and acks=all only once the batch is flushed to disk; false answers at the append and a crash can lose what was answered (default true)"),
     ("storage.cache.bytes", "sled page cache, shared by the open segment databases (default 268435456)"),
     ("log.segment.bytes", "roll a partition's log segment when it reaches this size; topic config segment.bytes (default 67108864)"),
     ("log.roll.ms", "roll a partition's log segment this long after its first write; topic config segment.ms (default 604800000)"),

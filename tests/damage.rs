@@ -143,8 +143,15 @@ fn read_all(addr: std::net::SocketAddr) -> usize {
 }
 
 /// Damages a copy with `damage`, then checks, serves, repairs and serves again. Returns the
-/// first offset the repair dropped.
-async fn damaged(name: &str, big: bool, damage: impl FnOnce(&Path)) -> i64 {
+/// ranges of offsets the repair dropped. With `newest_from` (the damage is in the newest
+/// segment, which starts there), the damaged box still serves every record before it, and
+/// ListOffsets, `/api/topics` and the metrics say the partition is damaged.
+async fn damaged(
+    name: &str,
+    big: bool,
+    newest_from: Option<i64>,
+    damage: impl FnOnce(&Path),
+) -> Vec<(i64, i64)> {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     copy_dir(pristine(big), &data);
@@ -163,7 +170,8 @@ async fn damaged(name: &str, big: bool, damage: impl FnOnce(&Path)) -> i64 {
     assert!(out.contains("t1-0: DAMAGED from offset"), "{name}: {out}");
 
     // The broker does not serve the damaged partition as if it were whole: reading it gets
-    // fewer records than were acknowledged, and the log names the damage.
+    // fewer records than were acknowledged, and the log names the damage; what lies before
+    // the damage is served.
     {
         let broker = BrokerProcess::spawn(&data, &[]);
         let addr = broker.addr;
@@ -174,11 +182,60 @@ async fn damaged(name: &str, big: bool, damage: impl FnOnce(&Path)) -> i64 {
         let log = broker.log_text();
         assert!(
             log.contains("cannot be loaded")
+                || log.contains("cannot be read")
+                || log.contains("missing from the partition's segment files")
                 || log.contains("are missing from the stored log")
                 || log.contains("damaged files"),
             "{name}: {log}"
         );
         assert!(log.contains("kafkabox check"), "{name}: {log}");
+        let t = common::http(broker.http_addr(), "GET", "/api/topics/t1", None, None).json();
+        assert!(
+            t["partitions"][0]["damaged"]["reason"].is_string(),
+            "{name}: /api/topics does not say it is damaged: {t}"
+        );
+        let metrics = common::http(broker.http_addr(), "GET", "/metrics", None, None).body;
+        assert!(
+            metrics.contains("kafkabox_partition_damaged{topic=\"t1\",partition=\"0\"} 1"),
+            "{name}: {metrics}"
+        );
+        if let Some(base) = newest_from {
+            assert!(
+                read as i64 >= base,
+                "{name}: only {read} records served, the damage starts at {base}"
+            );
+            // ListOffsets: a storage error, not a made-up end.
+            let err = tokio::task::spawn_blocking(move || {
+                use rdkafka::consumer::{BaseConsumer, Consumer};
+                let c: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", addr.to_string())
+                    .create()
+                    .unwrap();
+                c.fetch_watermarks("t1", 0, Duration::from_secs(10))
+            })
+            .await
+            .unwrap()
+            .expect_err("watermarks of a damaged partition");
+            assert_eq!(
+                err.rdkafka_error_code(),
+                Some(rdkafka::types::RDKafkaErrorCode::KafkaStorageError),
+                "{name}: {err:?}"
+            );
+            // A producer gets KAFKA_STORAGE_ERROR (retriable: it gives up at its timeout).
+            let p = common::producer(addr, &[("message.timeout.ms", "3000"), ("retries", "0")]);
+            let e = p
+                .send(
+                    FutureRecord::<(), _>::to("t1").payload("into the damage"),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect_err("a write to a damaged partition");
+            assert_eq!(
+                e.0.rdkafka_error_code(),
+                Some(rdkafka::types::RDKafkaErrorCode::KafkaStorageError),
+                "{name}: {e:?}"
+            );
+        }
     }
 
     let repair = kafkabox(&["repair", dir]);
@@ -188,31 +245,40 @@ async fn damaged(name: &str, big: bool, damage: impl FnOnce(&Path)) -> i64 {
         "{name}: repair failed: {out}{}",
         String::from_utf8_lossy(&repair.stderr)
     );
-    let line = out
+    let mut dropped = Vec::new();
+    for line in out
         .lines()
-        .find(|l| l.starts_with("t1-0: dropped offsets "))
-        .unwrap_or_else(|| panic!("{name}: no dropped line: {out}"));
-    let range = line["t1-0: dropped offsets ".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let (from, to) = range.split_once("..").unwrap();
-    let from: i64 = from.parse().unwrap();
-    assert_eq!(to, "10000", "{name}: {line}");
-    assert!(
-        line.ends_with("the next record gets offset 10000"),
-        "{name}: {line}"
-    );
+        .filter(|l| l.starts_with("t1-0: dropped offsets "))
+    {
+        let range = line["t1-0: dropped offsets ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let (from, to) = range.split_once("..").unwrap();
+        dropped.push((from.parse::<i64>().unwrap(), to.parse::<i64>().unwrap()));
+        assert!(
+            line.ends_with("the next record gets offset 10000"),
+            "{name}: {line}"
+        );
+    }
+    assert!(!dropped.is_empty(), "{name}: no dropped line: {out}");
     assert!(out.contains("all intact"), "{name}: {out}");
     assert!(kafkabox(&["check", dir]).status.success(), "{name}");
+    let lost = |o: i64| dropped.iter().any(|(f, t)| *f <= o && o < *t);
+    let kept: Vec<i64> = (0..RECORDS as i64).filter(|o| !lost(*o)).collect();
 
-    // Served again: the intact records, then new ones after every offset ever used.
+    // Served again: every intact record at its offset (a dropped range is a gap consumers
+    // step over), then new ones after every offset ever used.
     let broker = BrokerProcess::spawn(&data, &[]);
-    let got = common::consume_async(broker.addr, "t1", 0, 0, from as usize).await;
-    assert_eq!(got.len(), from as usize, "{name}");
-    for (i, m) in got.iter().enumerate() {
-        assert_eq!(m.offset(), i as i64);
-        assert_eq!(common::payload(m), Some(value(i).as_bytes()), "{name}");
+    let got = common::consume_async(broker.addr, "t1", 0, 0, kept.len()).await;
+    let offsets: Vec<i64> = got.iter().map(|m| m.offset()).collect();
+    assert_eq!(offsets, kept, "{name}: dropped {dropped:?}");
+    for m in &got {
+        assert_eq!(
+            common::payload(m),
+            Some(value(m.offset() as usize).as_bytes()),
+            "{name}"
+        );
     }
     let p = common::producer(broker.addr, &[("acks", "all")]);
     let d = p
@@ -223,28 +289,45 @@ async fn damaged(name: &str, big: bool, damage: impl FnOnce(&Path)) -> i64 {
         .await
         .expect("produce after the repair");
     assert_eq!(d.offset, RECORDS as i64, "{name}: an offset was reused");
-    // A consumer that was inside the dropped range moves on to the new record.
+    // A consumer that was inside a dropped range moves on to the next record after it.
+    let (from, to) = dropped[0];
     let after = common::consume_async(broker.addr, "t1", 0, from, 1).await;
     assert_eq!(after.len(), 1, "{name}");
-    assert_eq!(after[0].offset(), RECORDS as i64, "{name}");
-    from
+    assert_eq!(after[0].offset(), to, "{name}");
+    dropped
+}
+
+/// The base offset of a segment directory (its name, before any `-generation`).
+fn base_of(dir: &Path) -> i64 {
+    dir.file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_segment_truncated() {
-    let from = damaged("truncated", false, |data| {
+    let _watchdog = common::watchdog("the_newest_segment_truncated");
+    let newest = base_of(segments(pristine(false)).last().unwrap());
+    let dropped = damaged("truncated", false, Some(newest), |data| {
         let db = segments(data).last().unwrap().join("db");
         let len = std::fs::metadata(&db).unwrap().len();
         let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
         f.set_len(len / 2).unwrap();
     })
     .await;
-    assert!(from < RECORDS as i64);
+    assert!(dropped[0].0 < RECORDS as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_flipped_near_the_end_of_the_newest_segment() {
-    damaged("flipped end", false, |data| {
+    let _watchdog = common::watchdog("bytes_flipped_near_the_end_of_the_newest_segment");
+    damaged("flipped end", false, None, |data| {
         let db = segments(data).last().unwrap().join("db");
         let len = std::fs::metadata(&db).unwrap().len();
         flip(&db, len - 5_000);
@@ -254,19 +337,31 @@ async fn bytes_flipped_near_the_end_of_the_newest_segment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_flipped_inside_a_sealed_segment() {
-    let from = damaged("flipped sealed", false, |data| {
+    let _watchdog = common::watchdog("bytes_flipped_inside_a_sealed_segment");
+    let third = base_of(&segments(pristine(false))[2]);
+    let dropped = damaged("flipped sealed", false, None, |data| {
         let db = segments(data)[1].join("db");
         let len = std::fs::metadata(&db).unwrap().len();
         flip(&db, len / 2);
     })
     .await;
-    assert!(from < 6_000, "the damage is in the second segment: {from}");
+    // Only the damaged range of the second segment goes: every later segment stays.
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(
+        dropped[0].0 < 6_000,
+        "the damage is in the second segment: {dropped:?}"
+    );
+    assert_eq!(
+        dropped[0].1, third,
+        "the third segment and later are kept: {dropped:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_segment_deleted() {
+    let _watchdog = common::watchdog("the_newest_segment_deleted");
     let mut base = 0;
-    let from = damaged("deleted segment", false, |data| {
+    let dropped = damaged("deleted segment", false, None, |data| {
         let newest = segments(data).pop().unwrap();
         base = newest
             .file_name()
@@ -279,14 +374,15 @@ async fn the_newest_segment_deleted() {
     })
     .await;
     assert_eq!(
-        from, base,
+        dropped[0].0, base,
         "everything from the deleted segment's base is dropped"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_segments_blobs_deleted() {
-    damaged("deleted blobs", false, |data| {
+    let _watchdog = common::watchdog("the_newest_segments_blobs_deleted");
+    damaged("deleted blobs", false, None, |data| {
         // sled keeps big pages of a segment's tree in blob files: those of the newest segment
         // that has any go.
         let mut n = 0;
@@ -309,9 +405,57 @@ async fn the_newest_segments_blobs_deleted() {
     .await;
 }
 
+/// 16 bytes flipped at the start of the newest segment's database file, where sled keeps what
+/// it needs to open it: the newest segment cannot be read at all, and the partition is still
+/// served up to it, reported damaged; the repair drops that segment and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_segment_unreadable() {
+    let _watchdog = common::watchdog("the_newest_segment_unreadable");
+    let newest = base_of(segments(pristine(false)).last().unwrap());
+    let dropped = damaged("unreadable newest", false, Some(newest), |data| {
+        let db = segments(data).last().unwrap().join("db");
+        flip16(&db, 0);
+    })
+    .await;
+    assert!(dropped[0].0 >= newest, "{dropped:?}");
+}
+
+/// The newest segment's sled configuration file damaged: sled refuses to open the segment
+/// ("Read corrupted data"). The older segments are still served; the repair drops the newest
+/// segment whole and keeps every older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_segment_does_not_open() {
+    let _watchdog = common::watchdog("the_newest_segment_does_not_open");
+    let newest = base_of(segments(pristine(false)).last().unwrap());
+    let dropped = damaged("newest does not open", false, Some(newest), |data| {
+        let conf = segments(data).last().unwrap().join("conf");
+        flip16(&conf, 0);
+    })
+    .await;
+    assert_eq!(dropped[0].0, newest, "{dropped:?}");
+}
+
+fn flip16(file: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut buf = [0u8; 16];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    for b in &mut buf {
+        *b ^= 0xff;
+    }
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&buf).unwrap();
+}
+
 /// The metadata database deleted: never a new empty cluster over the old segments.
 #[test]
 fn the_metadata_database_deleted() {
+    let _watchdog = common::watchdog("the_metadata_database_deleted");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     copy_dir(pristine(false), &data);

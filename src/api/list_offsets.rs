@@ -101,6 +101,13 @@ fn answer(
                 parts.push(r);
                 continue;
             };
+            // A damaged partition has no trustworthy end: say so rather than a wrong offset.
+            if let Some((from, what)) = store.damage(part) {
+                tracing::debug!(topic = name, partition = lp.partition_index, from, reason = %what, "ListOffsets on a damaged partition");
+                r.error_code = ResponseError::KafkaStorageError.code();
+                parts.push(r);
+                continue;
+            }
             let offsets = store.offsets(part);
             let found = match lp.timestamp {
                 -1 => Ok(Some((offsets.log_end, -1))),

@@ -1,7 +1,8 @@
 //! Produce (v3+): each partition's record batch is validated and appended as the client sent
-//! it, with only the base offset (and leader epoch) rewritten. acks=all answers after the flush
-//! that covers the batch (group commit, `flush.on.acks.all`); acks=1 after the append; acks=0
-//! never, and a failed acks=0 request closes the connection as Kafka does.
+//! it, with only the base offset (and leader epoch) rewritten. acks=all and acks=1 answer after
+//! the flush that covers the batch (group commit, `flush.on.acks.all`); acks=0 never, and a
+//! failed acks=0 request closes the connection as Kafka does. Consumers see a batch once a
+//! flush covered it (the high watermark), whatever the acks.
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -209,7 +210,9 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
     }
     let resp = ProduceResponse::default().with_responses(responses);
     match max_seq {
-        Some(seq) if acks == -1 && session.services.config.flush_on_acks_all => {
+        // acks=1 too: sled has no step between its in-memory buffer and the flush, so the
+        // group flush is the first point a kill -9 cannot undo (docs/operations.md).
+        Some(seq) if session.services.config.flush_on_acks_all => {
             let store = session.services.store.clone();
             Box::pin(async move {
                 let mut resp = resp;
@@ -226,7 +229,7 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
 /// A failed flush: every partition that was appended reports KAFKA_STORAGE_ERROR, so the
 /// producer retries (it is retriable) instead of believing the data durable.
 fn mark_unflushed(resp: &mut ProduceResponse, e: &StoreError) {
-    tracing::error!("flush failed; acks=all batches answered with KAFKA_STORAGE_ERROR");
+    tracing::error!("flush failed; acks=1 and acks=all batches answered with KAFKA_STORAGE_ERROR");
     let code = errors::storage(e);
     for t in &mut resp.responses {
         for p in &mut t.partition_responses {

@@ -32,7 +32,24 @@ impl Collector for Scraped {
                 if offsets.len() >= MAX_SERIES {
                     break;
                 }
-                offsets.push((t.meta.name.clone(), p.index, s.store.offsets(p)));
+                offsets.push((
+                    t.meta.name.clone(),
+                    p.index,
+                    s.store.offsets(p),
+                    s.store.damage_seen(p).is_some(),
+                ));
+            }
+        }
+        {
+            let mut f = e.encode_descriptor(
+                "kafkabox_partition_damaged",
+                "1 when a partition's files are damaged (served up to the damage; writes refused until `kafkabox repair`)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (topic, p, _, damaged) in &offsets {
+                let l = [("topic", topic.clone()), ("partition", p.to_string())];
+                ConstGauge::new(i64::from(*damaged)).encode(f.encode_family(&labels(&l))?)?;
             }
         }
         for (name, help, start) in [
@@ -48,7 +65,7 @@ impl Collector for Scraped {
             ),
         ] {
             let mut f = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (topic, p, o) in &offsets {
+            for (topic, p, o, _) in &offsets {
                 let l = [("topic", topic.clone()), ("partition", p.to_string())];
                 let v = if start { o.log_start } else { o.log_end };
                 ConstGauge::new(v).encode(f.encode_family(&labels(&l))?)?;

@@ -20,6 +20,9 @@ fn topic_json(s: &Sources, t: &Topic, detail: bool) -> serde_json::Value {
                 "log_start_offset": o.log_start,
                 "log_end_offset": o.log_end,
             });
+            if let Some((from, reason)) = s.store.damage_seen(p) {
+                v["damaged"] = serde_json::json!({"from_offset": from, "reason": reason});
+            }
             if detail {
                 let size = s.store.partition_size(p).unwrap_or(0);
                 size_total += size;

@@ -6,6 +6,12 @@
 //! CRC-32C (the producer's own checksum, which covers every byte but the base offset and leader
 //! epoch), and the chain of offsets (each batch starts where the one before ended; a sealed
 //! segment ends where its summary says).
+//!
+//! A repair keeps every intact batch: damage in the newest segment truncates it to its last
+//! intact batch (the whole segment when its files cannot be read at all); damage in a sealed
+//! segment drops that segment's batches from the damage to its end and records the range as
+//! a gap that reads step over, keeping every later segment. An offset floor at the highest
+//! offset ever stored or flushed keeps offsets from being handed out twice.
 
 use std::sync::Arc;
 
@@ -14,8 +20,8 @@ use kafkabox_protocol::batch;
 use crate::compaction::batches;
 use crate::segment::Segment;
 use crate::{
-    chunk_key, chunk_key_end, durable_end_key, offset_floor_key, parse_chunk_key, read_u64,
-    Partition, Store, StoreError,
+    chunk_key, chunk_key_end, durable_end_key, gap_key, offset_floor_key, parse_chunk_key,
+    read_u64, Partition, Store, StoreError,
 };
 
 /// Where a partition's damage starts.
@@ -116,7 +122,11 @@ impl Store {
             }
             let end = expect.unwrap_or(seg.base);
             let sealed_end = seg.summary().end;
-            if seg.is_sealed() && !compacted && i + 1 < segments.len() && end != sealed_end {
+            let gap = self
+                .part_state(part)
+                .is_ok_and(|st| st.is_gap(end, sealed_end));
+            if seg.is_sealed() && !compacted && i + 1 < segments.len() && end != sealed_end && !gap
+            {
                 c.damage = Some(Damage {
                     from: end,
                     what: format!(
@@ -128,6 +138,15 @@ impl Store {
             }
         }
         c.intact_end = expect.unwrap_or(offsets.log_end).max(offsets.log_start);
+        // What the load found (flushed offsets missing from the files) and the walk did not.
+        if let Ok(st) = self.part_state(part) {
+            if let Some((from, what)) = &st.damage {
+                c.damage = Some(Damage {
+                    from: *from,
+                    what: what.clone(),
+                });
+            }
+        }
         c
     }
 
@@ -147,9 +166,10 @@ impl Store {
         for item in batches(&db.log, part.id, seg.base, i64::MAX) {
             let (base, bytes) = item.map_err(|e| e.to_string())?;
             if let (Some(x), false) = (*expect, seg.summary().generation > 0) {
-                // Legacy batches removed one by one by retention leave nothing between; a gap
-                // up to a repair's offset floor is the one gap a log may have.
-                if base != x && !(base > x && self.floor(part.id) >= base) {
+                // Legacy batches removed one by one by retention leave nothing between; the
+                // only gaps are those a repair left.
+                let gap = self.part_state(part).is_ok_and(|st| st.is_gap(x, base));
+                if base != x && !gap {
                     return Err(format!("the batch at {base} follows one that ended at {x}"));
                 }
             }
@@ -171,16 +191,6 @@ impl Store {
         Ok(())
     }
 
-    fn floor(&self, pid: u32) -> i64 {
-        self.inner
-            .log
-            .get(offset_floor_key(pid))
-            .ok()
-            .flatten()
-            .and_then(|v| read_u64(&v).ok())
-            .map_or(0, |n| n as i64)
-    }
-
     /// Truncates every damaged partition to its last intact batch and records an offset floor
     /// so no offset is used twice. Returns what was dropped; the store must be reopened before
     /// it is used for anything else.
@@ -188,116 +198,116 @@ impl Store {
         let mut out = Vec::new();
         for topic in self.topics() {
             for part in &topic.partitions {
-                if let Some(r) = self.repair_partition(part)? {
-                    out.push(r);
-                }
+                out.extend(self.repair_partition(part)?);
             }
         }
         self.inner.db.flush()?;
         Ok(out)
     }
 
-    fn repair_partition(&self, part: &Partition) -> Result<Option<PartitionRepair>, StoreError> {
+    fn repair_partition(&self, part: &Partition) -> Result<Vec<PartitionRepair>, StoreError> {
         let pid = part.id;
-        let durable = self.durable_end(pid);
-        // A log that ends below its durable end does not load: the floor lets it load, and the
-        // missing offsets are reported as dropped.
-        let mut lost: Option<(i64, i64, String)> = None;
-        if let Err(StoreError::Corrupt(m)) = self.segments_from(part, None) {
-            let Some(d) = durable else {
-                return Err(StoreError::Corrupt(format!(
-                    "partition {}-{}: {m} (not repairable automatically)",
-                    part.topic, part.index
-                )));
+        let durable = self.durable_end(pid).unwrap_or(0);
+        let mut out = Vec::new();
+        // The highest offset ever stored or flushed: the next append goes at least there.
+        let mut old_end = durable;
+        // Each pass fixes the first damage the check finds; a log has at most one damaged
+        // range per segment, and the newest is the last.
+        let passes = self
+            .segments_from(part, None)
+            .map_or(1, |(_, s)| s.len() + 1);
+        for _ in 0..passes.max(1) {
+            let c = self.check_partition(part);
+            let Some(damage) = c.damage else {
+                break;
             };
-            self.inner
-                .log
-                .insert(offset_floor_key(pid), &(d as u64).to_be_bytes())?;
-            self.inner.db.flush()?;
-            if let Ok(mut st) = part.state.lock() {
-                st.loaded = false;
-            }
-            self.segments_from(part, None).map_err(|e| {
+            let (offsets, segments) = self.segments_from(part, None).map_err(|e| {
                 StoreError::Corrupt(format!(
                     "partition {}-{}: {e} (not repairable automatically)",
                     part.topic, part.index
                 ))
             })?;
-            let end = self.stored_end(part)?;
-            drop(m);
-            lost = Some((
-                end,
-                d,
-                format!("its segment files end at {end}, but offsets up to {d} were stored and flushed (files damaged or deleted)"),
-            ));
-        }
-        let c = self.check_partition(part);
-        let Some(damage) = c.damage else {
-            return Ok(lost.map(|(from, to, what)| PartitionRepair {
-                topic: part.topic.clone(),
-                partition: part.index,
-                dropped_from: from,
-                dropped_to: to,
-                bytes_dropped: 0,
-                what,
-                next_offset: to,
-            }));
-        };
-        // Drop everything from the damage on: the batches of the segment holding it, and every
-        // later segment.
-        let (offsets, segments) = self.segments_from(part, None)?;
-        let old_end = offsets.log_end.max(durable.unwrap_or(0));
-        let mut bytes_dropped = 0u64;
-        let mut dropped_from = damage.from;
-        let mut kept_newest = None;
-        for seg in segments.iter().rev() {
-            if seg.base >= damage.from && !seg.is_legacy() {
-                bytes_dropped += seg.summary().bytes;
-                self.drop_segment(pid, seg)?;
-                continue;
-            }
-            let truncated = crate::segment::guarded(
-                || format!("the segment at {}", seg.base),
-                || self.truncate_segment(pid, seg, damage.from),
-            );
-            match truncated {
-                Ok(n) => bytes_dropped += n,
-                // Its files cannot even be walked: the whole segment goes.
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping the whole segment");
-                    bytes_dropped += seg.summary().bytes;
-                    dropped_from = dropped_from.min(seg.base);
-                    self.drop_segment(pid, seg)?;
-                    continue;
+            old_end = old_end
+                .max(offsets.log_end)
+                .max(self.stored_end(part).unwrap_or(0));
+            let at = segments
+                .iter()
+                .rposition(|s| s.base <= damage.from)
+                .unwrap_or(0);
+            let newest = at + 1 >= segments.len();
+            let mut dropped_from = damage.from;
+            let mut bytes_dropped = 0u64;
+            let dropped_to;
+            if let Some(seg) = segments.get(at) {
+                let truncated = crate::segment::guarded(
+                    || format!("the segment at {}", seg.base),
+                    || self.truncate_segment(pid, seg, damage.from),
+                );
+                match truncated {
+                    Ok(n) => bytes_dropped += n,
+                    // Its files cannot even be walked: the whole segment goes.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dropping the whole segment");
+                        bytes_dropped += seg.summary().bytes;
+                        dropped_from = dropped_from.min(seg.base);
+                        self.drop_segment(pid, seg)?;
+                    }
                 }
             }
-            kept_newest = Some(seg.clone());
-            break;
-        }
-        if let Some(seg) = kept_newest {
-            // It is the newest segment now: its summary is derived from its contents at load.
-            if !seg.is_legacy() {
+            if newest {
+                // The newest segment: its summary is derived from its contents at load; the
+                // offset floor covers what it lost.
+                if let Some(seg) = segments.get(at) {
+                    if !seg.is_legacy() {
+                        self.inner
+                            .segments
+                            .remove(crate::segment_key(pid, seg.base))?;
+                    }
+                }
+                dropped_to = old_end.max(dropped_from);
                 self.inner
-                    .segments
-                    .remove(crate::segment_key(pid, seg.base))?;
+                    .log
+                    .insert(offset_floor_key(pid), &(dropped_to as u64).to_be_bytes())?;
+            } else {
+                // A sealed segment: the range up to the next segment becomes a gap; every
+                // later segment stays.
+                dropped_to = segments[at + 1].base;
+                self.inner.log.insert(
+                    gap_key(pid, dropped_from),
+                    &(dropped_to as u64).to_be_bytes(),
+                )?;
+            }
+            self.inner.db.flush()?;
+            if let Ok(mut st) = part.state.lock() {
+                st.loaded = false;
+            }
+            self.inner
+                .open_segments
+                .forget_under(&crate::segment::partition_dir(&self.inner.config.path, pid));
+            out.push(PartitionRepair {
+                topic: part.topic.clone(),
+                partition: part.index,
+                dropped_from,
+                dropped_to,
+                bytes_dropped,
+                what: damage.what,
+                next_offset: old_end,
+            });
+        }
+        if !out.is_empty() {
+            // Never below anything stored or flushed before the repair.
+            self.inner
+                .log
+                .insert(offset_floor_key(pid), &(old_end as u64).to_be_bytes())?;
+            self.inner.db.flush()?;
+            if let Ok(mut st) = part.state.lock() {
+                st.loaded = false;
+            }
+            for r in &mut out {
+                r.next_offset = old_end;
             }
         }
-        self.inner
-            .log
-            .insert(offset_floor_key(pid), &(old_end as u64).to_be_bytes())?;
-        self.inner.db.flush()?;
-        let from = lost
-            .as_ref()
-            .map_or(dropped_from, |l| l.0.min(dropped_from));
-        Ok(Some(PartitionRepair {
-            topic: part.topic.clone(),
-            partition: part.index,
-            dropped_from: from,
-            dropped_to: old_end,
-            bytes_dropped,
-            what: damage.what,
-            next_offset: old_end,
-        }))
+        Ok(out)
     }
 
     /// Removes the batches of `seg` from offset `from` on; returns the bytes removed.

@@ -41,7 +41,7 @@ pub use compaction::Compacted;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
@@ -101,10 +101,15 @@ pub struct Appended {
     pub write_seq: u64,
 }
 
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Offsets of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offsets {
     pub log_start: i64,
+    /// The high watermark: the end of what is flushed, and so of what a restart keeps (the
+    /// offsets of later appends are not shown to anyone until a flush covers them).
     pub log_end: i64,
 }
 
@@ -220,6 +225,11 @@ pub struct Partition {
     pub index: i32,
     policy: Mutex<SegmentPolicy>,
     state: Mutex<PartitionState>,
+    /// The high watermark: the end of what a restart keeps (advanced by the flusher once a
+    /// flush covered it, set to the log end when the partition is loaded). Reads, ListOffsets
+    /// and the stages never go past it, so nobody sees an offset that a crash could hand out
+    /// again.
+    high_watermark: Arc<AtomicI64>,
 }
 
 impl Partition {
@@ -229,10 +239,14 @@ impl Partition {
             topic: topic.to_string(),
             index,
             policy: Mutex::new(policy),
+            high_watermark: Arc::new(AtomicI64::new(0)),
             state: Mutex::new(PartitionState {
                 loaded,
                 deleted: false,
                 floor: 0,
+                gaps: BTreeMap::new(),
+                damage: None,
+                seen_damage: None,
                 next_offset: 0,
                 log_start: 0,
                 producers: HashMap::new(),
@@ -259,8 +273,19 @@ struct PartitionState {
     loaded: bool,
     /// Its topic was deleted: nothing is written any more.
     deleted: bool,
-    /// Offset floor set by a repair: the one gap a log may have ends here.
+    /// Offset floor set by a repair: the offsets below it that no batch holds are a gap.
     floor: i64,
+    /// Ranges `from..to` a repair dropped from sealed segments (damaged batches): reads step
+    /// over them as over a compacted topic's gaps.
+    gaps: BTreeMap<i64, i64>,
+    /// Set when the partition loaded only in part (its newest segment cannot be read, or
+    /// flushed offsets are missing): `(the first offset not intact, why)`. What comes before
+    /// is served; reads from there, writes and ListOffsets answer a storage error until
+    /// `kafkabox repair`.
+    damage: Option<(i64, String)>,
+    /// Damage a read ran into after the load (a sealed segment's files): reported, not
+    /// refused, since the newest segment takes writes as before.
+    seen_damage: Option<(i64, String)>,
     next_offset: i64,
     log_start: i64,
     producers: HashMap<i64, ProducerEntry>,
@@ -278,6 +303,14 @@ impl PartitionState {
             .partition_point(|s| s.base <= offset)
             .saturating_sub(1)
     }
+}
+
+/// What readers may see of `part`: up to its high watermark (never past the log end, which a
+/// repair's floor or a deleted topic may have moved).
+fn high_watermark(part: &Partition, st: &PartitionState) -> i64 {
+    part.high_watermark
+        .load(Ordering::SeqCst)
+        .min(st.next_offset)
 }
 
 /// Key of chunk `chunk` of the batch at `base_offset` in partition `pid`.
@@ -386,6 +419,35 @@ fn offset_floor_key(pid: u32) -> [u8; 12] {
     let mut k = [0xfau8; 12];
     k[..4].copy_from_slice(&pid.to_be_bytes());
     k
+}
+
+/// Key of a gap of partition `pid` that a repair left (`from`; the value is its end): the
+/// dropped batches of a damaged sealed segment.
+fn gap_key(pid: u32, from: i64) -> [u8; 20] {
+    let mut k = [0xf9u8; 20];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k[12..].copy_from_slice(&(from as u64).to_be_bytes());
+    k
+}
+
+fn gap_prefix(pid: u32) -> [u8; 12] {
+    let mut k = [0xf9u8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+impl PartitionState {
+    /// Whether the offsets `from..to`, which no stored batch holds, are a gap a repair left
+    /// (below its offset floor, or a dropped range of a sealed segment).
+    fn is_gap(&self, from: i64, to: i64) -> bool {
+        to > from
+            && (to <= self.floor
+                || self
+                    .gaps
+                    .range(..=from)
+                    .next_back()
+                    .is_some_and(|(_, end)| to <= *end))
+    }
 }
 
 /// Key of writer `writer`'s position in a segment of partition `pid`: after the chunk keys,
@@ -546,8 +608,9 @@ struct Inner {
     open_segments: OpenSegments,
     /// Segment databases written since the last flush.
     dirty: Mutex<Vec<Arc<SegDb>>>,
-    /// Log ends of the partitions written since the last flush (recorded durably by it).
-    ends: Mutex<HashMap<u32, i64>>,
+    /// Log ends of the partitions written since the last flush (recorded durably by it, and
+    /// published as each partition's high watermark once it succeeded).
+    ends: Mutex<HashMap<u32, (i64, Arc<AtomicI64>)>>,
     catalog: sled::Tree,
     meta: sled::Tree,
     /// Consumer group records, owned by the group coordinator (opaque here).
@@ -1071,6 +1134,32 @@ impl Store {
         }
     }
 
+    /// A 32-byte key for `purpose` (a fixed label naming its use), derived from the data dir's
+    /// secret key as HMAC-SHA-256(secret, purpose): the same across restarts, unknowable without
+    /// the data dir, and different for each purpose. The secret itself (the producer-id key)
+    /// never leaves the store. Used by SASL for the salts of unknown users; the labels cannot
+    /// collide with producer ids' HMAC inputs that matter (those start with a sequence number
+    /// below 2^32, i.e. four zero bytes, which a text label does not).
+    pub fn derived_key(&self, purpose: &[u8]) -> Result<[u8; 32], StoreError> {
+        let secret = match self.inner.producer_key.get() {
+            Some(k) => *k,
+            None => {
+                // Made at most once: under the lock that producer id allocation takes.
+                let _admin = self.inner.admin.lock().map_err(|_| StoreError::Closed)?;
+                self.producer_key()?
+            }
+        };
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            purpose,
+        );
+        let mut out = [0u8; 32];
+        for (o, t) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *t;
+        }
+        Ok(out)
+    }
+
     /// The state of `part`, loading its segments when it is first used.
     fn part_state<'a>(
         &self,
@@ -1116,6 +1205,7 @@ impl Store {
         let pid = part.id;
         let root = &inner.config.path;
         let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut damage: Option<(i64, String)> = None;
         if let Some(legacy) = self.legacy_segment(pid)? {
             segments.push(Arc::new(legacy));
         }
@@ -1158,8 +1248,30 @@ impl Store {
                         Summary::empty(base),
                         false,
                     ));
-                    let db = inner.open_segments.get(&seg)?;
-                    let mut summary = scan_summary(&db.log, pid, base)?;
+                    let scanned = segment::guarded(
+                        || format!("the segment at {base}"),
+                        || {
+                            let db = inner.open_segments.get(&seg)?;
+                            scan_summary(&db.log, pid, base)
+                        },
+                    );
+                    let mut summary = match scanned {
+                        Ok(s) => s,
+                        Err(e) if i + 1 == bases.len() => {
+                            // The newest segment cannot be read: what comes before it is
+                            // still served; the partition is reported damaged from here.
+                            inner.open_segments.forget(&seg);
+                            tracing::error!(topic = %part.topic, partition = part.index, base, error = %e, "the newest segment of the partition cannot be read; `kafkabox check` lists the damage, `kafkabox repair` keeps what is intact");
+                            damage.get_or_insert((
+                                base,
+                                format!(
+                                    "the newest segment, at offset {base}, cannot be read: {e}"
+                                ),
+                            ));
+                            Summary::empty(base)
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if summary.bytes > 0 {
                         summary.created_ms = created;
                     }
@@ -1198,19 +1310,29 @@ impl Store {
         let next_offset = end.max(marker.unwrap_or(0)).max(floor);
         if let Some(v) = inner.log.get(durable_end_key(pid))? {
             let durable = read_u64(&v)? as i64;
-            if durable > next_offset {
-                return Err(StoreError::Corrupt(format!(
-                    "offsets {next_offset}..{durable} were stored and flushed but are missing from its segment files (damaged or deleted); `kafkabox check` lists the damage, `kafkabox repair` truncates the partition to what is intact without reusing offsets"
-                )));
+            if durable > next_offset && damage.is_none() {
+                tracing::error!(topic = %part.topic, partition = part.index, next_offset, durable, "flushed offsets are missing from the partition's segment files; `kafkabox check` lists the damage, `kafkabox repair` keeps what is intact");
+                damage = Some((
+                    next_offset,
+                    format!("offsets {next_offset}..{durable} were stored and flushed but are missing from its segment files (damaged or deleted); `kafkabox repair` keeps what is intact without reusing offsets"),
+                ));
+            }
+        }
+        let mut gaps = BTreeMap::new();
+        for item in inner.log.scan_prefix(gap_prefix(pid)) {
+            let (k, v) = item?;
+            if k.len() == 20 {
+                gaps.insert(read_u64(&k[12..])? as i64, read_u64(&v)? as i64);
             }
         }
         // Producer state and writer positions: the newest segment of its own, else the legacy
         // keys.
         let mut producers = HashMap::new();
         let mut writers = HashMap::new();
+        // A damaged partition takes no writes: its producer state is not needed.
         let state_tree = match segments.iter().rev().find(|s| !s.is_legacy()) {
-            Some(seg) => Some(inner.open_segments.get(seg)?),
-            None => None,
+            Some(seg) if damage.is_none() => Some(inner.open_segments.get(seg)?),
+            _ => None,
         };
         let tree = match &state_tree {
             Some(db) => &db.log,
@@ -1231,8 +1353,17 @@ impl Store {
             writers.insert(k[12..].to_vec(), read_u64(&v)? as i64);
         }
         drop(state_tree);
+        if damage.is_some() {
+            producers.clear();
+            writers.clear();
+        }
         st.segments = segments;
+        st.gaps = gaps;
+        st.damage = damage;
+        st.seen_damage = None;
         st.next_offset = next_offset;
+        // What was loaded is what a restart keeps.
+        part.high_watermark.store(next_offset, Ordering::SeqCst);
         st.floor = floor;
         st.log_start = log_start;
         st.producers = producers;
@@ -1385,6 +1516,12 @@ impl Store {
         h: &BatchHeader,
         extra: &[StateEntry],
     ) -> Result<(), StoreError> {
+        if let Some((from, what)) = &st.damage {
+            return Err(StoreError::Corrupt(format!(
+                "partition {}-{} is damaged from offset {from} ({what}): writes are refused until `kafkabox repair`",
+                part.topic, part.index
+            )));
+        }
         // Chunk keys and sled's own framing come on top of the batch.
         self.inner.space.reserve(bytes.len() as u64 + 4096)?;
         let (seg, db, fresh) = self.writable_segment(part, st, bytes.len())?;
@@ -1414,7 +1551,7 @@ impl Store {
         }
         seg.set_summary(s);
         if let Ok(mut ends) = self.inner.ends.lock() {
-            ends.insert(part.id, s.end);
+            ends.insert(part.id, (s.end, part.high_watermark.clone()));
         }
         // Past the recycling size, flush now rather than at the next interval, so what sled
         // holds of unflushed writes stays bounded under acks=1 too.
@@ -1508,7 +1645,9 @@ impl Store {
         let write_seq = self.inner.written.fetch_add(1, Ordering::SeqCst) + 1;
         let log_start_offset = st.log_start;
         drop(st);
-        self.inner.appends.send_modify(|n| *n += 1);
+        // Readers see the batch once a flush covers it (the high watermark): start one now,
+        // whatever the producer's acks (group commit: one flush covers every write before it).
+        self.inner.request_flush();
         Appended {
             base_offset,
             log_start_offset,
@@ -1607,13 +1746,32 @@ impl Store {
             .is_some_and(|t| t.partitions.iter().any(|p| p.id == part.id))
     }
 
+    /// Where `part` is damaged and why, when it loaded only in part (see
+    /// [`PartitionState::damage`]: reads from there, writes and ListOffsets are refused), or
+    /// why it does not load at all.
+    pub fn damage(&self, part: &Partition) -> Option<(i64, String)> {
+        match self.part_state(part) {
+            Ok(st) => st.damage.clone(),
+            Err(e) => Some((0, e.to_string())),
+        }
+    }
+
+    /// [`Store::damage`], or else damage a read ran into since the load (a sealed segment):
+    /// what `/api/topics` and the metrics report.
+    pub fn damage_seen(&self, part: &Partition) -> Option<(i64, String)> {
+        match self.part_state(part) {
+            Ok(st) => st.damage.clone().or_else(|| st.seen_damage.clone()),
+            Err(e) => Some((0, e.to_string())),
+        }
+    }
+
     /// Log start and end of `part` (0, 0 when its segments cannot be read: the error is
     /// logged, and every read or write of the partition returns it).
     pub fn offsets(&self, part: &Partition) -> Offsets {
         match self.part_state(part) {
             Ok(st) => Offsets {
                 log_start: st.log_start,
-                log_end: st.next_offset,
+                log_end: high_watermark(part, &st),
             },
             Err(e) => {
                 tracing::error!(topic = %part.topic, partition = part.index, error = %e, "cannot load the partition");
@@ -1635,7 +1793,7 @@ impl Store {
         let st = self.part_state(part)?;
         let offsets = Offsets {
             log_start: st.log_start,
-            log_end: st.next_offset,
+            log_end: high_watermark(part, &st),
         };
         let from = offset.map(|o| st.segment_index(o)).unwrap_or(0);
         let segments = st.segments.get(from..).unwrap_or_default();
@@ -1659,8 +1817,17 @@ impl Store {
             || format!("partition {}-{}", part.topic, part.index),
             || self.read_unguarded(part, offset, max_bytes, oversized_first, out),
         );
-        if r.is_err() {
+        if let Err(e) = &r {
             out.truncate(before);
+            if matches!(e, StoreError::Corrupt(_) | StoreError::Sled(_)) {
+                // Damage found by a read (a sealed segment): reported by `damage_seen` until
+                // the next load, while the rest of the log is served and written as before.
+                if let Ok(mut st) = part.state.lock() {
+                    if st.loaded && st.damage.is_none() && st.seen_damage.is_none() {
+                        st.seen_damage = Some((offset, e.to_string()));
+                    }
+                }
+            }
         }
         r
     }
@@ -1678,6 +1845,12 @@ impl Store {
             return Ok(None);
         }
         if offset == offsets.log_end {
+            if let Some((from, what)) = self.damage(part) {
+                return Err(StoreError::Corrupt(format!(
+                    "partition {}-{} is damaged from offset {from}: {what}",
+                    part.topic, part.index
+                )));
+            }
             return Ok(Some(offsets));
         }
         let first_len = out.len();
@@ -1693,7 +1866,17 @@ impl Store {
                 expected = None;
             }
             after_compacted = compacted;
-            let db = self.inner.open_segments.get(seg)?;
+            // Nothing past the high watermark is read (nor a segment opened for it).
+            if seg.base >= offsets.log_end {
+                break;
+            }
+            let db = match self.inner.open_segments.get(seg) {
+                Ok(db) => db,
+                // What came before a segment that does not open is answered; the fetch that
+                // starts in it gets the error.
+                Err(_) if out.len() > first_len => return Ok(Some(offsets)),
+                Err(e) => return Err(e),
+            };
             let log = &db.log;
             let mut start = offset.max(seg.base);
             if i == 0 {
@@ -1731,7 +1914,12 @@ impl Store {
                     }
                     if let (Some(x), false) = (expected, compacted) {
                         // The partition lock again only on the rare path: a gap.
-                        if base != x && !(base > x && base <= self.part_state(part)?.floor) {
+                        if base != x && !self.part_state(part)?.is_gap(x, base) {
+                            // What comes before the gap is answered; the fetch that starts
+                            // at the gap gets the error.
+                            if out.len() > first_len {
+                                return Ok(Some(offsets));
+                            }
                             return Err(StoreError::Corrupt(format!(
                                 "partition {}-{}: offsets {x}..{base} are missing from the stored log (damaged files); `kafkabox check` lists the damage",
                                 part.topic, part.index
@@ -1971,7 +2159,7 @@ impl Store {
 
     /// Security records (users' credentials, ACLs; opaque to the store) whose keys start with
     /// `prefix`, in key order.
-    pub fn security_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn security_records(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         for item in self.inner.security.scan_prefix(prefix) {
             let (k, v) = item?;
@@ -2029,7 +2217,7 @@ impl Store {
         if offset <= st.log_start {
             return Ok(st.log_start);
         }
-        let offset = offset.min(st.next_offset);
+        let offset = offset.min(high_watermark(part, &st));
         self.move_log_start(part, &mut st, offset)?;
         Ok(offset)
     }
@@ -2387,16 +2575,16 @@ impl Inner {
         let result = self.flush_with(&ends);
         if result.is_err() {
             if let Ok(mut now) = self.ends.lock() {
-                for (pid, end) in ends {
-                    let e = now.entry(pid).or_insert(end);
-                    *e = (*e).max(end);
+                for (pid, (end, hw)) in ends {
+                    let e = now.entry(pid).or_insert((end, hw));
+                    e.0 = e.0.max(end);
                 }
             }
         }
         result
     }
 
-    fn flush_with(&self, ends: &HashMap<u32, i64>) -> Result<(), StoreError> {
+    fn flush_with(&self, ends: &HashMap<u32, (i64, Arc<AtomicI64>)>) -> Result<(), StoreError> {
         let dirty = match self.dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d),
             Err(_) => return Err(StoreError::Closed),
@@ -2416,11 +2604,18 @@ impl Inner {
         }
         drop(dirty);
         // The segments are durable: record how far each written partition's log goes.
-        for (pid, end) in ends {
+        for (pid, (end, _)) in ends {
             self.log
                 .insert(durable_end_key(*pid), &(*end as u64).to_be_bytes())?;
         }
         self.db.flush()?;
+        // Durable: readers may have it now.
+        for (end, hw) in ends.values() {
+            hw.fetch_max(*end, Ordering::SeqCst);
+        }
+        if !ends.is_empty() {
+            self.appends.send_modify(|n| *n += 1);
+        }
         self.open_segments.trim(None);
         segment::collect_garbage();
         Ok(())

@@ -74,6 +74,8 @@ async fn read_respects_max_bytes_but_returns_one_batch() {
     for _ in 0..5 {
         s.append(p, &b, &h).unwrap();
     }
+    // Readers see what a flush covered (the high watermark).
+    s.flush().unwrap();
     let mut out = BytesMut::new();
     s.read(p, 0, 1, true, &mut out).unwrap().unwrap();
     assert_eq!(out.len(), b.len());
@@ -200,6 +202,7 @@ async fn timestamps_and_retention() {
         let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
         s.append(p, &b, &h).unwrap();
     }
+    s.flush().unwrap();
     assert_eq!(s.offset_for_timestamp(p, 150).unwrap(), Some((2, 200)));
     assert_eq!(s.offset_for_timestamp(p, 301).unwrap(), None);
     // The batch holding the largest timestamp (its base offset): ListOffsets looks inside it.
@@ -262,6 +265,7 @@ async fn large_batches_are_chunked_and_read_back_whole() {
         let late = encode_uncompressed(&[(Some(b"k"), Some(&big))], 9_000, ProducerFields::NONE);
         let lh = validate_produce_batch(&late, 1 << 24, None).unwrap();
         assert_eq!(s.append(p, &late, &lh).unwrap().base_offset, 3);
+        s.flush().unwrap();
         let mut out = BytesMut::new();
         s.read(p, 0, 1 << 24, true, &mut out).unwrap().unwrap();
         let got: Vec<(i64, usize)> = batch::split_batches(&out)
@@ -434,6 +438,7 @@ async fn delete_records_inside_a_batch_survives_reopen() {
             let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
             s.append(p, &b, &h).unwrap();
         }
+        s.flush().unwrap();
         assert_eq!(s.delete_records_before(p, 3).unwrap(), 3);
         assert_eq!(
             s.offsets(p),
@@ -545,6 +550,7 @@ async fn size_retention_keeps_the_newest_batches() {
     for _ in 0..10 {
         s.append(p, &b, &h).unwrap();
     }
+    s.flush().unwrap();
     let one = b.len() as u64;
     // Held at offset 5, size retention stops there.
     assert_eq!(s.expire_over_size(p, 3 * one, 5).unwrap(), 5);
@@ -602,6 +608,7 @@ async fn segments_roll_by_size_and_reads_cross_them() {
             assert_eq!(b.len(), probe.len());
             assert_eq!(s.append(p, &b, &h).unwrap().base_offset, i64::from(i) * 3);
         }
+        s.flush().unwrap();
         let bases: Vec<i64> = (0..10).map(|i| i * 3).collect();
         assert_eq!(read_all(&s, p, 0), bases);
         assert_eq!(read_all(&s, p, 7), bases[2..].to_vec());
@@ -629,6 +636,7 @@ async fn segments_roll_by_size_and_reads_cross_them() {
     assert_eq!(dup.base_offset, 27);
     let (b, h) = seq_batch(3, producer, 30);
     assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 30);
+    s.flush().unwrap();
     assert_eq!(read_all(&s, p, 25), vec![24, 27, 30]);
     // Timestamp lookups and size retention by whole segments.
     assert_eq!(s.offset_for_timestamp(p, 0).unwrap(), Some((0, 1_000)));
@@ -749,6 +757,7 @@ async fn a_data_dir_of_the_single_database_layout_is_read_in_place() {
     assert!(s.append(p, &b, &h).unwrap().duplicate);
     let (b, h) = seq_batch(2, producer, 8);
     assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 8);
+    s.flush().unwrap();
     assert_eq!(read_all(&s, p, 5), vec![4, 6, 8]);
     assert_eq!(
         segment::list_segments(dir.path(), p.id).unwrap(),
@@ -815,6 +824,7 @@ async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
             let h = validate_produce_batch(&b, 1 << 20, None).unwrap();
             s.append(p, &b, &h).unwrap();
         }
+        s.flush().unwrap();
         // Tombstones younger than the cutoff stay; k1's old values go, though its latest is in
         // the newest segment, which is not compacted.
         let done = s.compact(p, 0).unwrap();
