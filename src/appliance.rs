@@ -111,13 +111,7 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 /// The integration guide's topic.
 pub const CUSTOMER_EVENTS: &str = "customer-events";
 
-/// What names a dead-letter topic after its source topic.
-pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
-
-/// The dead-letter topic of `topic`.
-pub fn dead_letter_topic(topic: &str) -> String {
-    format!("{topic}{DEAD_LETTER_SUFFIX}")
-}
+pub use crate::services::dead_letters::{dead_letter_topic, DEAD_LETTER_SUFFIX};
 
 /// Collects the settings and handlers of an [`Appliance`].
 pub struct ApplianceBuilder {
@@ -360,6 +354,7 @@ impl ApplianceBuilder {
                 dead_letters: Arc::new(crate::services::dead_letters::DeadLetters::new(
                     server.services().clone(),
                     replayers,
+                    contracts.clone(),
                 )),
             };
             let (bound, task) = crate::http::serve(sock, sources, shutdown_rx.clone()).await?;

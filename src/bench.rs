@@ -626,6 +626,9 @@ const PLAIN_CLUSTER: &[&str] = &[
     "customer.events.handlers=",
     "--set",
     "num.partitions=3",
+    // `kafkabox handle` creates and writes customer-events.dlq there, as on a Kafka cluster.
+    "--set",
+    "dead.letter.topics.reserved=false",
 ];
 
 /// Sum of the high watermarks of `topic`'s `partitions` at `addr`.
@@ -758,13 +761,13 @@ async fn handle_bench(n: usize) -> Result<(f64, f64)> {
     // Timed from a running member: one event first, handled once the group has formed and
     // the partitions are restored.
     produce_n(&upstream, "customer-events", 1, |i| customer_event(i, 0)).await?;
-    wait_handled(&group, &upstream, 1).await?;
+    wait_handled(&group, &upstream, 1, &mut handle).await?;
     let started = Instant::now();
     let produced = produce_n(&upstream, "customer-events", n, |i| {
         customer_event(i + 1, 0)
     })
     .await?;
-    wait_handled(&group, &upstream, n + 1).await?;
+    wait_handled(&group, &upstream, n + 1, &mut handle).await?;
     let secs = started.elapsed().as_secs_f64();
     drop(group);
     stop_child(&mut handle).await;
@@ -774,9 +777,17 @@ async fn handle_bench(n: usize) -> Result<(f64, f64)> {
 
 /// Waits until group `bench` has handled `n` events of customer-events and their re-keyed
 /// copies (committed offsets).
-async fn wait_handled(group: &BaseConsumer, upstream: &str, n: usize) -> Result<()> {
+async fn wait_handled(
+    group: &BaseConsumer,
+    upstream: &str,
+    n: usize,
+    handle: &mut tokio::process::Child,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
+        if let Ok(Some(status)) = handle.try_wait() {
+            bail!("kafkabox handle exited ({status}) before it handled {n} events");
+        }
         let mut tpl = TopicPartitionList::new();
         for t in ["customer-events", "bench-customer-events-repartition"] {
             for p in 0..3 {

@@ -127,6 +127,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `auto.create.topics.enable`
     pub auto_create_topics: bool,
+    /// `auto.create.topics.per.second`: most topics clients' Metadata requests create per
+    /// second (more are answered LEADER_NOT_AVAILABLE, and the client asks again).
+    pub auto_create_topics_per_second: u32,
+    /// `dead.letter.topics.reserved`: clients can neither create nor write a topic named
+    /// `<topic>.dlq` (only the box's stages write dead letters). False only for a box that
+    /// stands in for the cluster of `kafkabox handle`, whose processes write them.
+    pub dead_letter_topics_reserved: bool,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1.
     pub num_partitions: u32,
     /// `message.max.bytes`: the largest record batch accepted.
@@ -249,6 +256,8 @@ impl Default for Config {
             allow_if_no_acl: false,
             data_dir: PathBuf::from("./kafkabox-data"),
             auto_create_topics: true,
+            dead_letter_topics_reserved: true,
+            auto_create_topics_per_second: 20,
             num_partitions: 1,
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 100 * 1024 * 1024,
@@ -318,6 +327,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("faults.allow", "accept fault injection (HTTP /api/v1/faults, kafkabox faults, the Rust API) on a data directory that is not ephemeral (default false; serve --allow-faults)"),
     ("emulate.kafka", "advertise the API versions of this Apache Kafka release in ApiVersions and refuse others, e.g. 2.8, 3.5, 3.9, 4.0 (default: every version kafkabox answers; serve --emulate-kafka)"),
     ("auto.create.topics.enable", "create a topic when Metadata asks for an unknown one (default true)"),
+    ("auto.create.topics.per.second", "most topics auto-created per second; more are answered LEADER_NOT_AVAILABLE and the client asks again (default 20)"),
+    ("dead.letter.topics.reserved", "clients can neither create nor write topics named <topic>.dlq: only the box's stages write dead letters; false for a box that stands in for the cluster of kafkabox handle (default true)"),
     ("num.partitions", "partitions of auto-created topics (default 1)"),
     ("message.max.bytes", "largest record batch accepted (default 1048588)"),
     ("socket.request.max.bytes", "largest request frame (default 104857600)"),
@@ -346,8 +357,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("customer.events.contract", "check customer-events against the contract, dead-lettering invalid events (default true); false: a plain topic (e.g. a kafkabox standing in for the cluster of kafkabox handle)"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
     ("http.listen", "HTTP listener: API, dashboard, /health, /metrics (default 127.0.0.1:8080; empty: off; https://host:port for TLS with ssl.keystore.location)"),
-    ("http.token", "bearer token the HTTP API requires (all but /health, /metrics and the dashboard page); empty: none (default)"),
+    ("http.token", "bearer token the HTTP API requires (all but /health and the dashboard page; /metrics too unless http.metrics.public); empty: none (default)"),
     ("http.max.body.bytes", "largest HTTP request body accepted (default 8388608)"),
+    ("http.allowed.hosts", "Host names the HTTP listener answers besides localhost, IP addresses and the host of http.listen, a,b,c; * any (default: none); others get 403 (DNS rebinding)"),
+    ("http.cors.allowed.origins", "origins of other sites whose pages may call the HTTP API from a browser, https://app.example.com,...; * any (default: none: pages of other origins may not change anything)"),
+    ("http.metrics.public", "/metrics answers without http.token (default false: it needs the token when one is set)"),
     ("webhook.url", "URL the webhook handler POSTs each batch to (http://)"),
     ("exec.command", "command line the exec handler runs per batch, events as JSON lines on stdin"),
     ("validate.compressed.batches", "inflate compressed batches on produce to check every record, as Kafka does (default true)"),
@@ -521,6 +535,12 @@ impl Config {
             "allow.everyone.if.no.acl.found" => self.allow_if_no_acl = parse_bool(k, value)?,
             "data.dir" | "log.dir" | "log.dirs" => self.data_dir = PathBuf::from(value.trim()),
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(k, value)?,
+            "auto.create.topics.per.second" => {
+                self.auto_create_topics_per_second = parse_num(k, value)?
+            }
+            "dead.letter.topics.reserved" => {
+                self.dead_letter_topics_reserved = parse_bool(k, value)?
+            }
             "num.partitions" => {
                 let n: u32 = parse_num(k, value)?;
                 if n == 0 || n > 10_000 {

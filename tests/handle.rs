@@ -202,6 +202,9 @@ fn plain_cluster(partitions: usize) -> Ephemeral {
         "customer.events.contract=false",
         "--set",
         "customer.events.handlers=",
+        // `kafkabox handle` writes customer-events.dlq as a client, as on a Kafka cluster.
+        "--set",
+        "dead.letter.topics.reserved=false",
     ]);
     let n = partitions.to_string();
     let b = cluster.bootstrap();
@@ -367,6 +370,7 @@ async fn embedded_handler_on_a_cluster() {
         .ephemeral()
         .listen("127.0.0.1:0")
         .without_contract("customer-events")
+        .set("dead.letter.topics.reserved", "false")
         .start()
         .await
         .unwrap();

@@ -150,7 +150,7 @@ fn resolve(
             ));
             continue;
         }
-        if !allow_create {
+        if !allow_create || topics.reserved(name).is_some() {
             out.push(error_topic(
                 Some(name),
                 uuid::Uuid::nil(),
@@ -158,8 +158,19 @@ fn resolve(
             ));
             continue;
         }
-        match topics.ensure(name) {
-            Ok(t) => out.push(describe(&t)),
+        match topics.auto_create(name) {
+            Ok(Some(t)) => out.push(describe(&t)),
+            Ok(None) => {
+                tracing::debug!(
+                    topic = name,
+                    "auto-creation budget spent; the client asks again"
+                );
+                out.push(error_topic(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    ResponseError::LeaderNotAvailable,
+                ))
+            }
             Err(e) => out.push(error_topic(Some(name), uuid::Uuid::nil(), errors::code(&e))),
         }
     }

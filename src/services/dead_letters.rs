@@ -1,8 +1,15 @@
-//! The dead letters of every `<topic>.dlq`: listed with why they are there, and, for the events
-//! a handler refused (not contract violations, which only the producer can fix), replayed
-//! through that handler once its downstream is fixed, or skipped. Each replay or skip is
-//! recorded in the store (`dlq/<dlq topic>/<partition>/<offset>`) before it is answered, and a
-//! recorded dead letter is never replayed again, so nothing is handled twice by accident.
+//! The dead letters of the `<topic>.dlq` topics this box's stages write: listed with why they
+//! are there, and, for the events a handler refused (not contract violations, which only the
+//! producer can fix), replayed through that handler once its downstream is fixed, or skipped.
+//! Each replay or skip is recorded in the store (`dlq/<dlq topic>/<partition>/<offset>`)
+//! before it is answered, and a recorded dead letter is never replayed again, so nothing is
+//! handled twice by accident.
+//!
+//! A dead letter is a pointer with a reason, not a payload to trust: a replay reads the
+//! original record again from its own topic and offset and checks it against the topic's
+//! contract before the handler sees it. Only `<topic>.dlq` topics of topics that a stage here
+//! handles are read at all, and clients can neither create nor write a `.dlq` topic
+//! (`dead.letter.topics.reserved`, [`super::topics::Topics::reserved`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,7 +18,16 @@ use bytes::Bytes;
 use kafkabox_protocol::batch::Record;
 
 use super::{Error, Result, Services};
-use crate::pipeline::{Event, Handler, HandlerError, DEAD_LETTER_STAGE};
+use crate::contract::Contract;
+use crate::pipeline::{Event, Handler, HandlerError, DEAD_LETTER_STAGE, PROFILE_STAGE};
+
+/// What names a dead-letter topic after its source topic.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// The dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}{DEAD_LETTER_SUFFIX}")
+}
 
 /// Most records of the dead-letter topics one listing scans (newest kept).
 pub const MAX_SCAN: usize = 100_000;
@@ -126,6 +142,8 @@ pub struct DeadLetters {
     services: Arc<Services>,
     /// Handler stages by name, with the topic they handle.
     handlers: HashMap<String, (String, Arc<dyn Handler>)>,
+    /// The contracts of the topics that have one: a replayed record is checked again.
+    contracts: HashMap<String, Arc<Contract>>,
     /// One replay or skip at a time: two requests for the same dead letter cannot both run it.
     busy: tokio::sync::Mutex<()>,
 }
@@ -161,9 +179,11 @@ fn header_num<T: std::str::FromStr>(r: &Record, name: &str) -> Option<T> {
 
 impl DeadLetters {
     /// `handlers`: (stage name, topic, handler) of every handler stage that may replay.
+    /// `contracts`: the contract of each topic that has one.
     pub fn new(
         services: Arc<Services>,
         handlers: Vec<(String, String, Arc<dyn Handler>)>,
+        contracts: HashMap<String, Arc<Contract>>,
     ) -> DeadLetters {
         DeadLetters {
             services,
@@ -171,8 +191,21 @@ impl DeadLetters {
                 .into_iter()
                 .map(|(name, topic, h)| (name, (topic, h)))
                 .collect(),
+            contracts,
             busy: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The source topic of `dlq` when a stage of this box writes it (a stage other than the
+    /// profiles runs over that topic): only those hold dead letters.
+    fn own_source<'a>(&self, dlq: &'a str) -> Option<&'a str> {
+        let base = dlq.strip_suffix(DEAD_LETTER_SUFFIX)?;
+        self.services
+            .groups
+            .pipeline_stages(base)
+            .iter()
+            .any(|s| s != PROFILE_STAGE)
+            .then_some(base)
     }
 
     fn resolution(&self, topic: &str, partition: i32, offset: i64) -> Result<Option<Resolution>> {
@@ -192,9 +225,12 @@ impl DeadLetters {
                 .and_then(|rest| rest.split_once(':'))
                 .map(|(name, _)| name.to_string())
         });
+        // The dead-letter topic names its source: a header cannot point elsewhere.
         let origin = Origin {
-            topic: header_str(&r, "topic")
-                .unwrap_or_else(|| topic.trim_end_matches(".dlq").to_string()),
+            topic: topic
+                .strip_suffix(DEAD_LETTER_SUFFIX)
+                .unwrap_or(topic)
+                .to_string(),
             partition: header_num(&r, "partition"),
             offset: header_num(&r, "offset"),
             timestamp: header_num(&r, "timestamp"),
@@ -259,11 +295,11 @@ impl DeadLetters {
             .topics
             .list()
             .into_iter()
-            .filter(|t| t.meta.name.ends_with(".dlq"))
+            .filter(|t| self.own_source(&t.meta.name).is_some())
             .filter(|t| {
-                f.topic
-                    .as_ref()
-                    .is_none_or(|want| t.meta.name == *want || t.meta.name == format!("{want}.dlq"))
+                f.topic.as_ref().is_none_or(|want| {
+                    t.meta.name == *want || t.meta.name == dead_letter_topic(want)
+                })
             })
             .collect();
         let parts: usize = topics.iter().map(|t| t.partitions.len()).sum();
@@ -316,9 +352,14 @@ impl DeadLetters {
 
     /// One dead letter.
     pub fn get(&self, topic: &str, partition: i32, offset: i64) -> Result<DeadLetter> {
-        if !topic.ends_with(".dlq") {
+        if !topic.ends_with(DEAD_LETTER_SUFFIX) {
             return Err(Error::InvalidRequest(format!(
-                "'{topic}' is not a dead-letter topic (they end in .dlq)"
+                "'{topic}' is not a dead-letter topic (they end in {DEAD_LETTER_SUFFIX})"
+            )));
+        }
+        if self.own_source(topic).is_none() {
+            return Err(Error::InvalidRequest(format!(
+                "'{topic}' is not the dead-letter topic of a topic handled here (no stage of this box writes it)"
             )));
         }
         let (mut records, _) = self.services.read_records(topic, partition, offset, 1)?;
@@ -393,15 +434,14 @@ impl DeadLetters {
                 ));
                 continue;
             };
-            let event = Event {
-                topic: d.origin.topic.clone(),
-                partition: d.origin.partition.unwrap_or(d.partition),
-                offset: d.origin.offset.unwrap_or(-1),
-                timestamp: d.origin.timestamp.unwrap_or(d.timestamp),
-                key: d.key.clone(),
-                value: d.value.clone(),
-                headers: d.headers.clone(),
-                decode_error: None,
+            // The original record, from its own topic, checked again: never the payload the
+            // dead-letter topic holds.
+            let event = match self.original(&d).await {
+                Ok(e) => e,
+                Err(why) => {
+                    out.push(Self::outcome(&d, "refused", Some(why)));
+                    continue;
+                }
             };
             match handler.handle(std::slice::from_ref(&event)).await {
                 Ok(()) => match self.record(&d, "replayed").await {
@@ -425,6 +465,51 @@ impl DeadLetters {
             }
         }
         out
+    }
+
+    /// The record `d` points at, read from its own topic and offset and valid under the
+    /// topic's contract, as the event to hand to the handler; or why it cannot be replayed.
+    async fn original(&self, d: &DeadLetter) -> std::result::Result<Event, String> {
+        let (Some(partition), Some(offset)) = (d.origin.partition, d.origin.offset) else {
+            return Err("the dead letter does not say which record it stands for".into());
+        };
+        let topic = d.origin.topic.clone();
+        let gone = || {
+            format!("the original record {topic}/{partition}@{offset} is no longer in the log (retention or compaction removed it)")
+        };
+        let services = self.services.clone();
+        let read = {
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || services.read_records(&topic, partition, offset, 1))
+        };
+        let (mut records, _) = read
+            .await
+            .map_err(|e| format!("read task: {e}"))?
+            .map_err(|e| {
+                format!("cannot read the original record {topic}/{partition}@{offset}: {e}")
+            })?;
+        let r = match records.pop() {
+            Some(r) if r.offset == offset => r,
+            _ => return Err(gone()),
+        };
+        if let Some(contract) = self.contracts.get(&topic) {
+            if let Err(rej) = contract.check(r.value.as_deref()) {
+                return Err(format!(
+                    "the original record {topic}/{partition}@{offset} breaks the topic's contract: {}",
+                    rej.reason
+                ));
+            }
+        }
+        Ok(Event {
+            topic,
+            partition,
+            offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+            decode_error: None,
+        })
     }
 
     /// Records each of `targets` as skipped (it stays in the topic, marked).

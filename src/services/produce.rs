@@ -78,7 +78,10 @@ impl Services {
         };
         // A dead-letter topic holds what the pipeline refused, with headers saying why and
         // from where; records written by anyone else would be forgeries.
-        if let Some(base) = topic.strip_suffix(".dlq") {
+        if let Some(why) = self.topics.reserved(topic) {
+            return Err(ProduceError::NotWritable(why));
+        }
+        if let Some(base) = topic.strip_suffix(super::dead_letters::DEAD_LETTER_SUFFIX) {
             if !self.groups.pipeline_stages(base).is_empty() {
                 return Err(ProduceError::NotWritable(format!(
                     "Topic '{topic}' is the dead-letter topic of '{base}': only kafkabox writes it."

@@ -664,6 +664,15 @@ pub fn validate_config(name: &str, value: &str) -> Result<()> {
         "min.insync.replicas" if value.trim().parse::<i32>().map(|v| v < 1).unwrap_or(true) => {
             return bad("Value must be at least 1");
         }
+        // Kafka's validator: between(0, 1), which NaN fails too.
+        "min.cleanable.dirty.ratio"
+            if !value
+                .trim()
+                .parse::<f64>()
+                .is_ok_and(|v| (0.0..=1.0).contains(&v)) =>
+        {
+            return bad("Value must be between 0 and 1");
+        }
         _ => {}
     }
     Ok(())
@@ -729,6 +738,9 @@ pub struct Topics {
     store: Store,
     config: Arc<Config>,
     dynamic: Arc<std::sync::RwLock<DynamicConfigs>>,
+    /// Auto-creations left in this second's budget (`auto.create.topics.per.second`), and
+    /// when the budget was last refilled.
+    auto_creations: Arc<std::sync::Mutex<(f64, std::time::Instant)>>,
 }
 
 impl Topics {
@@ -740,10 +752,12 @@ impl Topics {
             })?,
             None => DynamicConfigs::default(),
         };
+        let budget = f64::from(config.auto_create_topics_per_second);
         Ok(Topics {
             store,
             config,
             dynamic: Arc::new(std::sync::RwLock::new(dynamic)),
+            auto_creations: Arc::new(std::sync::Mutex::new((budget, std::time::Instant::now()))),
         })
     }
 
@@ -890,6 +904,9 @@ impl Topics {
     pub fn check_new(&self, t: &NewTopic) -> Result<(u32, BTreeMap<String, String>)> {
         let name = t.name.as_str();
         validate_topic_name(name).map_err(Error::InvalidTopic)?;
+        if let Some(why) = self.reserved(name) {
+            return Err(Error::PolicyViolation(why));
+        }
         if self.store.topic(name).is_some() {
             return Err(Error::TopicExists(format!(
                 "Topic '{name}' already exists."
@@ -911,6 +928,32 @@ impl Topics {
                 t.replication_factor
             )));
         }
+        if !t.assignments.is_empty() && (t.partitions != -1 || t.replication_factor != -1) {
+            return Err(Error::InvalidRequest(
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+            ));
+        }
+        // As Kafka: partitions numbered 0..n-1 once each, each with a replica list without
+        // repeats; and here the only broker is 0.
+        let mut numbers: Vec<i32> = t.assignments.iter().map(|(p, _)| *p).collect();
+        numbers.sort_unstable();
+        if numbers.iter().enumerate().any(|(i, p)| *p != i as i32) {
+            return Err(Error::InvalidReplicaAssignment(format!(
+                "Partitions should be a consecutive 0-based integer sequence, got {numbers:?}."
+            )));
+        }
+        for (p, brokers) in &t.assignments {
+            if brokers.is_empty() {
+                return Err(Error::InvalidReplicaAssignment(format!(
+                    "Partition {p} has an empty replica assignment."
+                )));
+            }
+            if brokers.len() > 1 {
+                return Err(Error::InvalidReplicaAssignment(format!(
+                    "Duplicate brokers not allowed in replica assignment of partition {p}: {brokers:?}."
+                )));
+            }
+        }
         if t.assignments
             .iter()
             .any(|(_, brokers)| brokers.iter().any(|b| *b != super::NODE_ID))
@@ -918,6 +961,12 @@ impl Topics {
             return Err(Error::InvalidReplicaAssignment(
                 "Replica assignments may only name broker 0.".into(),
             ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some((dup, _)) = t.configs.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            return Err(Error::InvalidConfig(format!(
+                "Duplicate config key '{dup}' in the request."
+            )));
         }
         let mut configs = BTreeMap::new();
         for (key, value) in &t.configs {
@@ -950,6 +999,44 @@ impl Topics {
                 }
                 other => other.into(),
             })
+    }
+
+    /// Why clients may not create or write `name`, if they may not: a dead-letter topic
+    /// (`<topic>.dlq`) while `dead.letter.topics.reserved` holds. The box's stages create and
+    /// write their own.
+    pub fn reserved(&self, name: &str) -> Option<String> {
+        let base = name.strip_suffix(super::dead_letters::DEAD_LETTER_SUFFIX)?;
+        self.config.dead_letter_topics_reserved.then(|| {
+            format!(
+                "Topic '{name}' is reserved: names ending in '{}' are dead-letter topics, which only kafkabox's stages create and write (the one of '{base}' is created with the stage that handles '{base}'; dead.letter.topics.reserved=false lifts this on a box that stands in for the cluster of `kafkabox handle`).",
+                super::dead_letters::DEAD_LETTER_SUFFIX
+            )
+        })
+    }
+
+    /// A client's auto-creation of `name` (Metadata): `ensure`, within the budget of
+    /// `auto.create.topics.per.second` new topics per second (a token bucket holding one
+    /// second's worth). `Ok(None)` when the budget is spent: the client asks again, as it does
+    /// for a topic whose leader is not elected yet, so one client naming many topics cannot
+    /// fill `max.partitions` in seconds.
+    pub fn auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>> {
+        if let Some(t) = self.store.topic(name) {
+            return Ok(Some(t));
+        }
+        let rate = f64::from(self.config.auto_create_topics_per_second);
+        {
+            let Ok(mut b) = self.auto_creations.lock() else {
+                return Ok(None);
+            };
+            let now = std::time::Instant::now();
+            b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+            b.1 = now;
+            if b.0 < 1.0 {
+                return Ok(None);
+            }
+            b.0 -= 1.0;
+        }
+        self.ensure(name).map(Some)
     }
 
     /// Creates `name` with the broker's defaults unless it exists (auto-creation, the
