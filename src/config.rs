@@ -192,11 +192,21 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// `http.listen` given as `https://host:port`: TLS with `ssl.keystore.location`.
     pub http_tls: bool,
-    /// `http.token`: when set, every HTTP request but /health, /metrics and the dashboard page
-    /// must carry `Authorization: Bearer <token>`.
+    /// `http.token`: when set, every HTTP request but /health and the dashboard page (and
+    /// /metrics with `http.metrics.public`) must carry `Authorization: Bearer <token>`.
     pub http_token: Option<Secret>,
     /// `http.max.body.bytes`: largest HTTP request body accepted.
     pub http_max_body_bytes: usize,
+    /// `http.allowed.hosts`: Host names the HTTP listener answers besides localhost, IP
+    /// addresses and the host of `http.listen`, lower case; `*` any. Other names are refused,
+    /// so a web page cannot reach the API by making its own name resolve to 127.0.0.1.
+    pub http_allowed_hosts: Vec<String>,
+    /// `http.cors.allowed.origins`: origins (`https://app.example.com`) of other sites whose
+    /// pages may call the HTTP API from a browser; `*` any. Others may not change anything.
+    pub http_cors_allowed_origins: Vec<String>,
+    /// `http.metrics.public`: /metrics answers without `http.token` (it names every topic and
+    /// source, so it needs the token by default).
+    pub http_metrics_public: bool,
     /// `webhook.url`: where the webhook handler POSTs.
     pub webhook_url: Option<String>,
     /// `exec.command`: the exec handler's command line (run with `sh -c`).
@@ -286,6 +296,9 @@ impl Default for Config {
             http_tls: false,
             http_token: None,
             http_max_body_bytes: 8 * 1024 * 1024,
+            http_allowed_hosts: Vec::new(),
+            http_cors_allowed_origins: Vec::new(),
+            http_metrics_public: false,
             customer_schema: None,
             reject_invalid: false,
             customer_contract_on: true,
@@ -609,6 +622,36 @@ impl Config {
                 self.http_token = (!v.is_empty()).then(|| Secret(v.to_string()));
             }
             "http.max.body.bytes" => self.http_max_body_bytes = positive(k, parse_num(k, value)?)?,
+            "http.allowed.hosts" => {
+                let mut out = Vec::new();
+                for h in value.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                    let h = h.trim_end_matches('.').to_ascii_lowercase();
+                    let name = h
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+                    if h != "*" && (h.is_empty() || !name) {
+                        bail!("{k}: '{h}' is not a host name (write the name alone, without scheme or port: box.example.com)");
+                    }
+                    out.push(h);
+                }
+                self.http_allowed_hosts = out;
+            }
+            "http.cors.allowed.origins" => {
+                let mut out = Vec::new();
+                for o in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                    let o = o.trim_end_matches('/').to_ascii_lowercase();
+                    let authority = o
+                        .strip_prefix("http://")
+                        .or_else(|| o.strip_prefix("https://"))
+                        .filter(|a| !a.is_empty() && !a.contains(['/', '?', '#', '@']));
+                    if o != "*" && authority.is_none() {
+                        bail!("{k}: '{o}' is not an origin: scheme://host[:port] without a path, e.g. https://app.example.com:8443");
+                    }
+                    out.push(o);
+                }
+                self.http_cors_allowed_origins = out;
+            }
+            "http.metrics.public" => self.http_metrics_public = parse_bool(k, value)?,
             "customer.events.schema" => {
                 self.customer_schema =
                     Some(PathBuf::from(value.trim())).filter(|p| !p.as_os_str().is_empty())
@@ -978,6 +1021,11 @@ mod tests {
             ("upstream.bootstrap", "central:9092"),
             ("upstream.topics", "a,b"),
             ("upstream.warn.free.bytes", "1073741824"),
+            ("http.allowed.hosts", "box.example.com,*"),
+            (
+                "http.cors.allowed.origins",
+                "https://app.example.com:8443,*",
+            ),
         ];
         for (key, _) in KEYS {
             if *key == "handlers.<topic>" || *key == "kafka.<librdkafka key>" {
@@ -1020,5 +1068,33 @@ mod tests {
             format!("{e:#}").contains("message.max.bytes: '-5'"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn http_hosts_and_origins_are_checked() {
+        let mut c = Config::default();
+        assert!(c.http_allowed_hosts.is_empty() && c.http_cors_allowed_origins.is_empty());
+        assert!(!c.http_metrics_public);
+        c.apply_toml("[http]\nallowed.hosts = [\"Box.Example.com.\", \"kafkabox\"]\ncors.allowed.origins = \"https://App.example.com/, http://127.0.0.1:3000\"\nmetrics.public = true\n")
+            .unwrap();
+        assert_eq!(c.http_allowed_hosts, vec!["box.example.com", "kafkabox"]);
+        assert_eq!(
+            c.http_cors_allowed_origins,
+            vec!["https://app.example.com", "http://127.0.0.1:3000"]
+        );
+        assert!(c.http_metrics_public);
+        let e = c
+            .set("http.allowed.hosts", "box:8080")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a host name"), "{e}");
+        let e = c
+            .set("http.cors.allowed.origins", "app.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an origin"), "{e}");
+        assert!(c
+            .set("http.cors.allowed.origins", "https://app.example.com/ui")
+            .is_err());
     }
 }

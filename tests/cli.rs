@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 
 #[test]
 fn config_file_env_and_flags_reach_the_broker() {
+    let _watchdog = common::watchdog("config_file_env_and_flags_reach_the_broker");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kafkabox.toml");
     std::fs::write(
@@ -64,6 +65,7 @@ fn config_file_env_and_flags_reach_the_broker() {
 
 #[test]
 fn bad_settings_fail_with_a_clear_message() {
+    let _watchdog = common::watchdog("bad_settings_fail_with_a_clear_message");
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["serve", "--data-dir"])
@@ -112,6 +114,7 @@ fn bad_settings_fail_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_chains_per_topic_from_the_config() {
+    let _watchdog = common::watchdog("handler_chains_per_topic_from_the_config");
     use rdkafka::producer::FutureRecord;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kafkabox.toml");
@@ -147,6 +150,7 @@ async fn handler_chains_per_topic_from_the_config() {
 /// figures are for people, the test shows the command and its flags work).
 #[test]
 fn bench_runs_every_section() {
+    let _watchdog = common::watchdog("bench_runs_every_section");
     let dir = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let json_path = out_dir.path().join("bench.json");
@@ -269,7 +273,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -286,6 +290,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 /// /metrics and the JSON endpoints answer over a real socket about events a real producer sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_starts_the_http_listener() {
+    let _watchdog = common::watchdog("serve_starts_the_http_listener");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
     let mut child = Reap(
@@ -409,6 +414,7 @@ async fn serve_starts_the_http_listener() {
 /// NO_COLOR), and one JSON object a line with `--log-format json`.
 #[test]
 fn logs_are_plain_in_files_and_json_on_request() {
+    let _watchdog = common::watchdog("logs_are_plain_in_files_and_json_on_request");
     for json in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");

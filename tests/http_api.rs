@@ -137,6 +137,7 @@ fn event(customer: &str, source: &str, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_matches_openapi_and_works() {
+    let _watchdog = common::watchdog("http_api_matches_openapi_and_works");
     let dir = tempfile::tempdir().unwrap();
     let common::FlakyDownstream {
         flag,
@@ -159,18 +160,25 @@ async fn http_api_matches_openapi_and_works() {
     let addr = broker.http_addr();
     let mut spec = Spec::load();
 
-    // The token: needed everywhere but /health, /metrics and the page.
+    // The token: needed everywhere but /health and the page (/metrics too: it names every
+    // topic; http.metrics.public is not set).
     let a = http(addr, "GET", "/api/topics", None, None);
     spec.check("GET", "/api/topics", &a);
     assert_eq!(a.status, 401);
     assert!(a.header("www-authenticate").is_some());
     let a = http(addr, "GET", "/api/topics", Some("wrong"), None);
     assert_eq!(a.status, 401);
-    for (pattern, path) in [("/health", "/health"), ("/metrics", "/metrics"), ("/", "/")] {
+    let a = http(addr, "GET", "/metrics", None, None);
+    spec.check("GET", "/metrics", &a);
+    assert_eq!(a.status, 401, "{}", a.body);
+    for (pattern, path) in [("/health", "/health"), ("/", "/")] {
         let a = http(addr, "GET", path, None, None);
         spec.check("GET", pattern, &a);
         assert_eq!(a.status, 200, "{path}");
     }
+    let a = http(addr, "GET", "/metrics", Some(TOKEN), None);
+    spec.check("GET", "/metrics", &a);
+    assert_eq!(a.status, 200);
     let a = call(&mut spec, addr, "GET", "/ready", "/ready", None);
     assert_eq!(a.status, 200);
     assert!(a.json()["stages"]
@@ -778,7 +786,7 @@ async fn http_api_matches_openapi_and_works() {
     assert_eq!(a.status, 400);
 
     // Metrics of what happened, from the metrics registry.
-    let m = http(addr, "GET", "/metrics", None, None).body;
+    let m = http(addr, "GET", "/metrics", Some(TOKEN), None).body;
     for needle in [
         "kafkabox_kafka_requests_total{api=\"Produce\",error=\"NONE\"}",
         "kafkabox_kafka_request_duration_seconds_bucket{le=\"+Inf\",api=\"Produce\"}",
@@ -789,7 +797,7 @@ async fn http_api_matches_openapi_and_works() {
         "kafkabox_connections ",
         "kafkabox_flush_duration_seconds_count ",
         "kafkabox_storage_size_bytes ",
-        "kafkabox_http_requests_total{method=\"GET\",status=\"401\"} 2",
+        "kafkabox_http_requests_total{method=\"GET\",status=\"401\"} 3",
         "# EOF",
     ] {
         assert!(m.contains(needle), "/metrics lacks {needle}:\n{m}");
@@ -908,7 +916,7 @@ async fn http_api_matches_openapi_and_works() {
         None,
     );
     assert_eq!(a.json(), json!({"cleared": 1}));
-    let m = http(faddr, "GET", "/metrics", None, None).body;
+    let m = http(faddr, "GET", "/metrics", Some(TOKEN), None).body;
     assert!(m.contains("kafkabox_faults_active 0"), "{m}");
     drop(faulty);
 
@@ -928,6 +936,7 @@ async fn http_api_matches_openapi_and_works() {
 /// newest come first, and a filter finds old ones past the first window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_listing_reaches_past_the_newest_window() {
+    let _watchdog = common::watchdog("dead_letter_listing_reaches_past_the_newest_window");
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
     let addr = broker.http_addr();
