@@ -228,6 +228,22 @@ pub struct Config {
     pub group_consumer_session_timeout_ms: i32,
     /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.max.member.metadata.bytes`: the most client-supplied group state one member may
+    /// leave with the coordinator: its JoinGroup protocol metadata (all protocols together),
+    /// the assignment a SyncGroup hands it, its KIP-848 subscription and owned partitions.
+    /// Kafka has no such bound (only the request size); without it one unauthenticated client
+    /// could park the whole request size in memory and on disk per member.
+    pub group_max_member_metadata_bytes: usize,
+    /// `group.max.count`: classic and KIP-848 groups the coordinator holds (pipeline groups
+    /// aside). A request that would create one more is refused, so commits with generation -1
+    /// under ever new group ids cannot grow memory and the store without limit.
+    pub group_max_count: usize,
+    /// `offsets.retention.minutes` (or `offsets.retention.ms`): offsets of a group without
+    /// members expire this long after their commit, or after the group became empty if that is
+    /// later; a group left with neither members nor offsets goes too (Kafka's default 7 days).
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval: Duration,
     /// `data.ephemeral`: a fresh temporary data directory, removed at shutdown.
     pub ephemeral: bool,
     /// `faults.allow`: fault injection on a data directory that is not ephemeral.
@@ -310,6 +326,10 @@ impl Default for Config {
             offset_metadata_max_bytes: 4096,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            group_max_member_metadata_bytes: 1024 * 1024,
+            group_max_count: 10_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval: Duration::from_millis(600_000),
             ephemeral: false,
             faults_allowed: false,
             emulate_kafka: None,
@@ -385,6 +405,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("offset.metadata.max.bytes", "longest metadata string of a committed offset (default 4096)"),
     ("group.consumer.session.timeout.ms", "KIP-848 consumer group members silent this long are removed (default 45000)"),
     ("group.consumer.heartbeat.interval.ms", "heartbeat interval given to KIP-848 consumer group members (default 5000)"),
+    ("group.max.member.metadata.bytes", "most bytes of JoinGroup protocol metadata (all protocols together), of one SyncGroup assignment, or of a KIP-848 subscription and owned partitions one group member may send; more is refused with INVALID_REQUEST (default 1048576)"),
+    ("group.max.count", "consumer groups (classic and KIP-848) the broker holds; a JoinGroup, OffsetCommit or ConsumerGroupHeartbeat that would create one more gets INVALID_GROUP_ID (default 10000)"),
+    ("offsets.retention.minutes", "committed offsets of a group without members expire this long after their commit or after the group emptied, whichever is later; a group left without members and offsets is removed (default 10080, 7 days); alias offsets.retention.ms in milliseconds"),
+    ("offsets.retention.check.interval.ms", "how often expired offsets and empty groups are removed (default 600000)"),
 ];
 
 /// The built-in handlers `customer.events.handlers` may name.
@@ -396,6 +420,7 @@ const ALIASES: &[&str] = &[
     "log.dir",
     "log.dirs",
     "retention.ms",
+    "offsets.retention.ms",
 ];
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -724,6 +749,25 @@ impl Config {
             }
             "group.consumer.heartbeat.interval.ms" => {
                 self.group_consumer_heartbeat_interval_ms = positive(k, parse_num(k, value)?)?
+            }
+            "group.max.member.metadata.bytes" => {
+                self.group_max_member_metadata_bytes = positive(k, parse_num(k, value)?)?
+            }
+            "group.max.count" => self.group_max_count = positive(k, parse_num(k, value)?)?,
+            "offsets.retention.minutes" => {
+                let minutes: i64 = positive(k, parse_num(k, value)?)?;
+                self.offsets_retention_ms = minutes
+                    .checked_mul(60_000)
+                    .ok_or_else(|| anyhow!("{k}: {minutes} minutes is too long"))?;
+            }
+            // Kafka's broker has only the minutes; milliseconds let tests and short-lived boxes
+            // expire offsets sooner.
+            "offsets.retention.ms" => {
+                self.offsets_retention_ms = positive::<i64>(k, parse_num(k, value)?)?
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
             }
             "data.ephemeral" => self.ephemeral = parse_bool(k, value)?,
             "faults.allow" => self.faults_allowed = parse_bool(k, value)?,

@@ -107,6 +107,28 @@ fn answer(
             "SubscribedTopicNames must be set in first request.".into(),
         );
     }
+    // What the member leaves with the coordinator (its subscription, the partitions it owns,
+    // each kept with its topic's name) is bounded like a classic member's metadata.
+    let limit = session.services.config.group_max_member_metadata_bytes;
+    let subscription: usize = req
+        .subscribed_topic_names
+        .as_ref()
+        .map(|ts| ts.iter().map(|t| t.0.as_str().len()).sum())
+        .unwrap_or(0);
+    let owned_size: usize = req
+        .topic_partitions
+        .as_ref()
+        .map(|tps| tps.iter().map(|tp| 16 + 4 * tp.partitions.len()).sum())
+        .unwrap_or(0);
+    if subscription + owned_size > limit {
+        return error(
+            ResponseError::InvalidRequest,
+            format!(
+                "the member's subscribed topic names and owned partitions take {} bytes, over group.max.member.metadata.bytes ({limit})",
+                subscription + owned_size
+            ),
+        );
+    }
     let owned: Option<Vec<Tp>> = req.topic_partitions.as_ref().map(|tps| {
         tps.iter()
             .filter_map(|tp| {

@@ -32,6 +32,13 @@ pub fn code(e: &Error) -> ResponseError {
         Error::InvalidSessionTimeout(_) => R::InvalidSessionTimeout,
         Error::FencedInstanceId(_) => R::FencedInstanceId,
         Error::GroupMaxSizeReached(_) => R::GroupMaxSizeReached,
+        // Kafka has no bound on the number of groups, so no code of its own. INVALID_GROUP_ID
+        // is an answer every group API (JoinGroup, OffsetCommit, ...) may give, and clients
+        // treat it as fatal: the application hears "this group id cannot be used here" instead
+        // of retrying forever (COORDINATOR_NOT_AVAILABLE would be retried without end;
+        // GROUP_MAX_SIZE_REACHED speaks of members; POLICY_VIOLATION is not expected by the
+        // group APIs' clients).
+        Error::TooManyGroups(..) => R::InvalidGroupId,
         Error::CoordinatorNotAvailable(_) => R::CoordinatorNotAvailable,
         Error::OffsetMetadataTooLarge(_) => R::OffsetMetadataTooLarge,
         Error::GroupSubscribedToTopic(_) => R::GroupSubscribedToTopic,

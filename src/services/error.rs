@@ -52,6 +52,8 @@ pub enum Error {
     FencedInstanceId(String),
     #[error("group '{0}' has reached group.max.size members")]
     GroupMaxSizeReached(String),
+    #[error("cannot create group '{0}': the broker already holds group.max.count ({1}) groups; delete unused groups or raise group.max.count")]
+    TooManyGroups(String, usize),
     #[error("the group coordinator is not available: {0}")]
     CoordinatorNotAvailable(String),
     #[error("offset metadata of {0} bytes is over offset.metadata.max.bytes")]

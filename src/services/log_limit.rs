@@ -9,6 +9,7 @@ use std::time::Duration;
 pub struct RateLimitedLog {
     last: Option<std::time::Instant>,
     suppressed: u64,
+    every: Duration,
 }
 
 impl Default for RateLimitedLog {
@@ -22,9 +23,16 @@ impl RateLimitedLog {
 
     /// A limiter that allows its first line at once (const: usable in a `static`).
     pub const fn new() -> RateLimitedLog {
+        RateLimitedLog::every(Self::EVERY)
+    }
+
+    /// A limiter that allows a line at most every `every` (for conditions that last, such as
+    /// a bound reached: once a minute says it without filling the log).
+    pub const fn every(every: Duration) -> RateLimitedLog {
         RateLimitedLog {
             last: None,
             suppressed: 0,
+            every,
         }
     }
 
@@ -33,7 +41,7 @@ impl RateLimitedLog {
         let now = std::time::Instant::now();
         if self
             .last
-            .is_some_and(|l| now.duration_since(l) < Self::EVERY)
+            .is_some_and(|l| now.duration_since(l) < self.every)
         {
             self.suppressed += 1;
             return None;

@@ -146,8 +146,14 @@ impl Services {
         }))
     }
 
-    /// Background work until shutdown: retention sweeps and the group coordinator's clock.
+    /// Background work until shutdown: retention sweeps, the group coordinator's clock and its
+    /// offset expiry (`offsets.retention.check.interval.ms`).
     pub async fn run_background(self: Arc<Self>) {
+        let expiry = tokio::spawn(
+            self.groups
+                .clone()
+                .expire_offsets_until(self.shutdown.clone()),
+        );
         let groups = self.groups.clone();
         let mut shutdown = self.shutdown.clone();
         let clock = tokio::spawn(async move {
@@ -162,6 +168,7 @@ impl Services {
         });
         retention::run(self).await;
         let _ = clock.await;
+        let _ = expiry.await;
     }
 
     /// The reject policy: when `topic` has a contract, every record of `batch` must satisfy it;

@@ -553,6 +553,22 @@ fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
             config.offset_metadata_max_bytes != d.offset_metadata_max_bytes,
         ),
         (
+            "offsets.retention.check.interval.ms",
+            T::Long,
+            config
+                .offsets_retention_check_interval
+                .as_millis()
+                .to_string(),
+            config.offsets_retention_check_interval != d.offsets_retention_check_interval,
+        ),
+        (
+            "offsets.retention.minutes",
+            T::Int,
+            // Whole minutes, as Kafka reports it (offsets.retention.ms may set less).
+            (config.offsets_retention_ms / 60_000).to_string(),
+            config.offsets_retention_ms != d.offsets_retention_ms,
+        ),
+        (
             "offsets.topic.replication.factor",
             T::Short,
             "1".into(),

@@ -117,6 +117,12 @@ pub struct ConsumerGroup {
     /// Partition counts of the subscribed topics the target was computed from.
     topics_seen: BTreeMap<String, i32>,
     pub dirty: bool,
+    /// When the group last became empty (ms since the epoch, set by the coordinator), for
+    /// offset expiry.
+    pub empty_since_ms: Option<i64>,
+    /// The coordinator's sequence number of the latest offset commit to this group (not
+    /// stored).
+    pub last_commit: u64,
 }
 
 /// Kafka's consumer group states.
@@ -143,6 +149,8 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             topics_seen: BTreeMap::new(),
             dirty: false,
+            empty_since_ms: None,
+            last_commit: 0,
         }
     }
 

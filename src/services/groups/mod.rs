@@ -9,17 +9,24 @@
 //!
 //! Time is passed in: [`Coordinator::tick`] advances every group's timers, and the background
 //! task calls it with the monotonic clock.
+//!
+//! What clients leave here is bounded: one member's metadata and assignment
+//! (`group.max.member.metadata.bytes`), the number of groups (`group.max.count`), and how long
+//! the offsets of a group without members are kept (`offsets.retention.minutes`, expired by
+//! [`Coordinator::expire_offsets`]; a group left with neither members nor offsets goes too).
 
 pub mod consumer;
 pub mod group;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use kafkabox_storage::{CommittedOffset, Store, Topic};
 
 use super::error::{Error, Result};
+use super::log_limit::RateLimitedLog;
 use crate::config::Config;
 use consumer::{ConsumerGroup, ConsumerLimits, Heartbeat, HeartbeatAnswer, Tp};
 pub use group::{Answer, GroupLimits, GroupState, JoinCode, JoinRequest, JoinResult, SyncResult};
@@ -134,6 +141,15 @@ pub struct Coordinator {
     /// Write sequence of the latest group record: answers that change a group wait until it
     /// is durable (`Store::wait_durable`), as Kafka's wait for the group metadata write.
     persisted: std::sync::atomic::AtomicU64,
+    /// Offset commits hold it shared from their checks to their store write; offset expiry
+    /// holds it alone while it picks groups and while it deletes, so it never deletes an
+    /// offset (or a group) a commit in flight is writing. Lock order: this, `groups`,
+    /// `consumers`.
+    commit_gate: RwLock<()>,
+    /// Numbers the offset commits (each group keeps the number of its latest).
+    commit_seq: AtomicU64,
+    /// "group.max.count reached", at most once a minute.
+    full_log: Mutex<RateLimitedLog>,
 }
 
 impl Coordinator {
@@ -147,6 +163,7 @@ impl Coordinator {
                     let mut g = ConsumerGroup::new(&id);
                     g.epoch = s.generation;
                     g.assignment_epoch = s.generation;
+                    g.empty_since_ms = s.empty_since_ms;
                     consumers.insert(id.clone(), g);
                 }
                 Ok(s) => {
@@ -165,7 +182,65 @@ impl Coordinator {
             consumers: Mutex::new(consumers),
             pipeline: Mutex::new(BTreeMap::new()),
             persisted: std::sync::atomic::AtomicU64::new(0),
+            commit_gate: RwLock::new(()),
+            commit_seq: AtomicU64::new(0),
+            full_log: Mutex::new(RateLimitedLog::every(std::time::Duration::from_secs(60))),
         })
+    }
+
+    /// Refuses to create a group when `count` groups exist already (`group.max.count`).
+    fn check_room(&self, group_id: &str, count: usize) -> Result<()> {
+        let max = self.config.group_max_count;
+        if count < max {
+            return Ok(());
+        }
+        let allowed = self.full_log.lock().ok().and_then(|mut l| l.allow());
+        if let Some(suppressed) = allowed {
+            tracing::warn!(
+                group = %super::truncate(group_id, 200),
+                max,
+                suppressed,
+                "group.max.count reached: new groups are refused with INVALID_GROUP_ID until groups are deleted or their offsets expire (offsets.retention.minutes), or the bound is raised"
+            );
+        }
+        Err(Error::TooManyGroups(
+            super::truncate(group_id, 200).into_owned(),
+            max,
+        ))
+    }
+
+    /// Refuses protocol metadata over `group.max.member.metadata.bytes` (all of one member's
+    /// protocols together, names included).
+    fn check_metadata(&self, protocols: &[(String, Bytes)]) -> Result<()> {
+        let limit = self.config.group_max_member_metadata_bytes;
+        let size: usize = protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+        if size > limit {
+            return Err(Error::InvalidRequest(format!(
+                "the member's protocol metadata takes {size} bytes, over group.max.member.metadata.bytes ({limit})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn gate(&self, exclusive: bool) -> Result<GateGuard<'_>> {
+        let poisoned = || Error::CoordinatorNotAvailable("coordinator state poisoned".into());
+        Ok(if exclusive {
+            GateGuard::Exclusive(self.commit_gate.write().map_err(|_| poisoned())?)
+        } else {
+            GateGuard::Shared(self.commit_gate.read().map_err(|_| poisoned())?)
+        })
+    }
+
+    /// Sets when a group became empty (for offset expiry), marking the record to be written.
+    fn note_emptiness(empty: bool, since: &mut Option<i64>, dirty: &mut bool) {
+        match (empty, since.is_some()) {
+            (true, false) => {
+                *since = Some(super::now_ms());
+                *dirty = true;
+            }
+            (false, true) => *since = None,
+            _ => {}
+        }
     }
 
     fn limits(&self) -> GroupLimits {
@@ -212,6 +287,7 @@ impl Coordinator {
     }
 
     fn persist_consumer(&self, g: &mut ConsumerGroup) {
+        Self::note_emptiness(g.members.is_empty(), &mut g.empty_since_ms, &mut g.dirty);
         if !g.dirty {
             return;
         }
@@ -223,6 +299,8 @@ impl Coordinator {
             generation: g.epoch,
             leader: None,
             members: Vec::new(),
+            rebalancing: false,
+            empty_since_ms: g.empty_since_ms,
         };
         match serde_json::to_vec(&stored) {
             Ok(bytes) => match self.store.put_group_record(&g.id, &bytes) {
@@ -243,22 +321,45 @@ impl Coordinator {
         self.check_writable(group_id)?;
         let limits = self.consumer_limits();
         let mut classic = self.lock()?;
-        match classic.get(group_id) {
-            Some(g) if !g.is_empty() => {
-                return Err(Error::WrongGroupType(group_id.to_string(), "classic"))
+        if let Some(g) = classic.get(group_id) {
+            if !g.is_empty() {
+                return Err(Error::WrongGroupType(group_id.to_string(), "classic"));
             }
-            // An empty classic group (offsets only) becomes a consumer group.
-            Some(_) => {
-                classic.remove(group_id);
-            }
-            None => {}
         }
         let mut consumers = self.lock_consumers()?;
+        let created = !consumers.contains_key(group_id);
+        let mut converted = false;
+        if created {
+            // Only a joining member (epoch 0) creates a group, as in Kafka: a leave or a
+            // heartbeat for a group nobody knows must not leave an empty group behind.
+            match hb.member_epoch {
+                0 if classic.contains_key(group_id) => {
+                    // An empty classic group (offsets only) becomes a consumer group.
+                    classic.remove(group_id);
+                    converted = true;
+                }
+                0 => self.check_room(group_id, classic.len() + consumers.len())?,
+                -1 | -2 => {
+                    return Ok(HeartbeatAnswer {
+                        member_id: hb.member_id,
+                        member_epoch: hb.member_epoch,
+                        heartbeat_interval_ms: 0,
+                        assignment: None,
+                    })
+                }
+                _ => return Err(Error::UnknownMemberId(hb.member_id)),
+            }
+        }
         drop(classic);
         let g = consumers
             .entry(group_id.to_string())
             .or_insert_with(|| ConsumerGroup::new(group_id));
         let r = g.heartbeat(hb, &limits, &|t| self.partition_count(t), now);
+        if r.is_err() && created && !converted && g.members.is_empty() {
+            // A refused first heartbeat leaves no group behind.
+            consumers.remove(group_id);
+            return r;
+        }
         self.persist_consumer(g);
         r
     }
@@ -347,20 +448,27 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Writes a group's record if it changed (a rebalance completed, it emptied).
+    /// Writes a group's record if it changed (a rebalance completed, it emptied, a member went).
     fn persist(&self, g: &mut Group) {
+        Self::note_emptiness(
+            g.state == GroupState::Empty && g.is_empty(),
+            &mut g.empty_since_ms,
+            &mut g.dirty,
+        );
         if !g.dirty {
             return;
         }
-        g.dirty = false;
         if matches!(
             g.state,
             GroupState::PreparingRebalance | GroupState::CompletingRebalance
-        ) {
-            // Kafka persists a group when it becomes Stable or Empty.
-            g.dirty = true;
+        ) && !g.members_removed
+        {
+            // Kafka persists a group when it becomes Stable or Empty; it stays dirty until then.
+            // A member that went is the exception: what it sent leaves the record now.
             return;
         }
+        g.dirty = false;
+        g.members_removed = false;
         match serde_json::to_vec(&g.to_stored()) {
             Ok(bytes) => match self.store.put_group_record(&g.id, &bytes) {
                 Ok(seq) => self.wrote(seq),
@@ -371,11 +479,25 @@ impl Coordinator {
     }
 
     /// JoinGroup.
-    pub fn join(&self, group_id: &str, req: JoinRequest, now: i64) -> Result<Answer<JoinResult>> {
+    pub fn join(
+        &self,
+        group_id: &str,
+        mut req: JoinRequest,
+        now: i64,
+    ) -> Result<Answer<JoinResult>> {
         self.check_writable(group_id)?;
+        self.check_metadata(&req.protocols)?;
+        // Kept for the member's lifetime: copied out of the request frame, which slices of it
+        // would keep in memory whole (a small metadata behind a large request).
+        req.protocols = req
+            .protocols
+            .into_iter()
+            .map(|(n, m)| (n, Bytes::copy_from_slice(&m)))
+            .collect();
         let limits = self.limits();
         let mut groups = self.lock()?;
-        {
+        let mut converted = false;
+        let count = {
             let mut consumers = self.lock_consumers()?;
             match consumers.get(group_id) {
                 Some(c) if !c.members.is_empty() => {
@@ -385,14 +507,26 @@ impl Coordinator {
                 }
                 Some(_) => {
                     consumers.remove(group_id);
+                    converted = true;
                 }
                 None => {}
             }
+            groups.len() + consumers.len()
+        };
+        // A new group (not an empty KIP-848 one turning classic) must fit group.max.count.
+        let created = !groups.contains_key(group_id) && !converted;
+        if created {
+            self.check_room(group_id, count)?;
         }
         let g = groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id));
         let r = g.join(req, &limits, now);
+        if r.is_err() && created && g.is_empty() {
+            // A refused first join leaves no group behind.
+            groups.remove(group_id);
+            return r;
+        }
         self.persist(g);
         r
     }
@@ -411,6 +545,14 @@ impl Coordinator {
         now: i64,
     ) -> Result<Answer<SyncResult>> {
         self.check_writable(group_id)?;
+        let limit = self.config.group_max_member_metadata_bytes;
+        if let Some((member, a)) = assignments.iter().find(|(_, a)| a.len() > limit) {
+            return Err(Error::InvalidRequest(format!(
+                "the assignment of member '{}' takes {} bytes, over group.max.member.metadata.bytes ({limit})",
+                super::truncate(member, 200),
+                a.len()
+            )));
+        }
         let mut groups = self.lock()?;
         let Some(g) = groups.get_mut(group_id) else {
             return Err(Error::UnknownMemberId(member_id.to_string()));
@@ -500,6 +642,8 @@ impl Coordinator {
         offsets: Vec<OffsetToCommit>,
     ) -> Result<(Vec<PartitionResult>, Option<u64>)> {
         self.check_writable(group_id)?;
+        // Held to the store write: offset expiry does not run on this group meanwhile.
+        let _gate = self.gate(false)?;
         let consumer_group = {
             let consumers = self.lock_consumers()?;
             consumers.get(group_id).map(|g| {
@@ -528,6 +672,8 @@ impl Coordinator {
             let mut groups = self.lock()?;
             match groups.get_mut(group_id) {
                 None if who.generation < 0 => {
+                    let count = groups.len() + self.lock_consumers()?.len();
+                    self.check_room(group_id, count)?;
                     let mut g = Group::new(group_id);
                     g.dirty = true;
                     self.persist(&mut g);
@@ -608,8 +754,145 @@ impl Coordinator {
             .iter()
             .map(|(p, c)| (p.as_ref(), c.clone()))
             .collect();
+        self.note_commit(group_id);
         let seq = self.store.commit_offsets(&name, &refs)?;
         Ok((results, Some(seq)))
+    }
+
+    /// Numbers a commit to `group_id` (offset expiry compares the numbers).
+    fn note_commit(&self, group_id: &str) {
+        let seq = self.commit_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Ok(mut groups) = self.lock() {
+            if let Some(g) = groups.get_mut(group_id) {
+                g.last_commit = seq;
+                return;
+            }
+            if let Ok(mut consumers) = self.lock_consumers() {
+                if let Some(g) = consumers.get_mut(group_id) {
+                    g.last_commit = seq;
+                }
+            }
+        }
+    }
+
+    /// Offset expiry (blocking), Kafka's `offsets.retention.minutes`: the offsets of each group
+    /// without members whose commit, and the moment the group became empty, are both older
+    /// than the retention are deleted; a group left with neither members nor offsets is
+    /// removed with its record. Groups with members keep every offset. Returns (offsets
+    /// deleted, groups removed).
+    pub fn expire_offsets(&self, now_ms: i64) -> Result<(usize, usize)> {
+        let retention = self.config.offsets_retention_ms;
+        // Groups without members: id, since when, their latest commit. Taken with no commit
+        // in flight, so an unchanged number later means nothing was committed since.
+        let candidates: Vec<(String, Option<i64>, u64)> = {
+            let _gate = self.gate(true)?;
+            let groups = self.lock()?;
+            let consumers = self.lock_consumers()?;
+            groups
+                .values()
+                .filter(|g| g.state == GroupState::Empty && g.is_empty())
+                .map(|g| (g.id.clone(), g.empty_since_ms, g.last_commit))
+                .chain(
+                    consumers
+                        .values()
+                        .filter(|g| g.members.is_empty())
+                        .map(|g| (g.id.clone(), g.empty_since_ms, g.last_commit)),
+                )
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok((0, 0));
+        }
+        let topics = self.store.topics();
+        let (mut offsets_deleted, mut groups_removed) = (0, 0);
+        for (id, empty_since, last_commit) in candidates {
+            // Read without holding anything: commits go on meanwhile.
+            let name = storage_name(&id);
+            let mut expired: Vec<Arc<kafkabox_storage::Partition>> = Vec::new();
+            let mut kept = 0usize;
+            for t in &topics {
+                for part in &t.partitions {
+                    if let Some(c) = self.store.committed_offset(part, &name)? {
+                        let since = empty_since.map_or(c.commit_ms, |e| e.max(c.commit_ms));
+                        if now_ms.saturating_sub(since) >= retention {
+                            expired.push(part.clone());
+                        } else {
+                            kept += 1;
+                        }
+                    }
+                }
+            }
+            if expired.is_empty() && kept > 0 {
+                continue;
+            }
+            let _gate = self.gate(true)?;
+            let mut groups = self.lock()?;
+            let mut consumers = self.lock_consumers()?;
+            // Still without members, and nothing committed since it was read?
+            let unchanged = match (groups.get(&id), consumers.get(&id)) {
+                (Some(g), _) => {
+                    g.state == GroupState::Empty && g.is_empty() && g.last_commit == last_commit
+                }
+                (None, Some(g)) => g.members.is_empty() && g.last_commit == last_commit,
+                (None, None) => false,
+            };
+            if !unchanged {
+                continue;
+            }
+            if !expired.is_empty() {
+                let parts: Vec<&kafkabox_storage::Partition> =
+                    expired.iter().map(|p| p.as_ref()).collect();
+                let seq = self.store.delete_offsets(&name, &parts)?;
+                self.wrote(seq);
+                offsets_deleted += expired.len();
+                tracing::debug!(
+                    group = %id,
+                    partitions = expired.len(),
+                    "committed offsets expired"
+                );
+            }
+            if kept == 0 {
+                groups.remove(&id);
+                consumers.remove(&id);
+                let seq = self.store.remove_group_record(&id)?;
+                self.wrote(seq);
+                groups_removed += 1;
+                tracing::debug!(group = %id, "removed the group: no members, no offsets");
+            }
+        }
+        Ok((offsets_deleted, groups_removed))
+    }
+
+    /// Runs [`Coordinator::expire_offsets`] every `offsets.retention.check.interval.ms` (the
+    /// first time one interval after start) until shutdown.
+    pub async fn expire_offsets_until(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let period = self.config.offsets_retention_check_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let c = self.clone();
+            match tokio::task::spawn_blocking(move || c.expire_offsets(super::now_ms())).await {
+                Ok(Ok((0, 0))) => {}
+                Ok(Ok((offsets, groups))) => tracing::info!(
+                    offsets,
+                    groups,
+                    retention_ms = self.config.offsets_retention_ms,
+                    "expired the committed offsets of groups without members (offsets.retention.minutes); removed groups left with neither"
+                ),
+                Ok(Err(e)) => tracing::error!(error = %e, "offset expiry failed"),
+                Err(e) => tracing::error!(error = %e, "offset expiry task failed"),
+            }
+        }
     }
 
     /// The consumer name and topics whose offsets a group id reads.
@@ -868,6 +1151,13 @@ impl Coordinator {
         }
         Ok(out)
     }
+}
+
+/// A hold on [`Coordinator`]'s commit gate.
+#[allow(dead_code)]
+enum GateGuard<'a> {
+    Shared(std::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(std::sync::RwLockWriteGuard<'a, ()>),
 }
 
 /// Topics named in a ConsumerProtocolSubscription (version, topics, user data ...); empty when
