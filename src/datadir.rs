@@ -141,7 +141,7 @@ pub struct UsersAddArgs {
     #[arg(long)]
     pub password_stdin: bool,
     /// SCRAM iterations (4096 to 16384).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = crate::services::users::DEFAULT_ITERATIONS)]
     pub iterations: u32,
     #[command(flatten)]
     pub dir: UsersDirArgs,

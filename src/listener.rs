@@ -22,6 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::api::{self, Pending, Reply};
 use crate::config::{Config, SecurityProtocol};
+use crate::services::sasl::Admission;
 use crate::services::Services;
 
 /// The principal of a client that did not authenticate (PLAINTEXT, SSL without a client
@@ -599,7 +600,32 @@ where
         .in_current_span(),
     );
     let mut shutdown = session.services.shutdown.clone();
+    let mut admitted = false;
     loop {
+        if !admitted && matches!(session.auth, Auth::Exchange(_)) {
+            // The per-address slow-down: once the SASL exchange is chosen and before the
+            // credentials are read, an address with recent failed authentications waits its
+            // turn here, on the connection's task (no thread held, no request bytes reserved).
+            admitted = true;
+            match session.services.sasl_slowdown.admit(session.peer.ip()) {
+                Admission::Now => {}
+                Admission::After(wait) => {
+                    debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        "recent failed authentications from this address; waiting before reading its credentials"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Admission::Refused => {
+                    debug!("too many authentication attempts waiting from this address; closing");
+                    break;
+                }
+            }
+        }
         let idle = config.connections_max_idle;
         let frame = tokio::select! {
             biased;

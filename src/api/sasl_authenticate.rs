@@ -1,7 +1,9 @@
 //! SaslAuthenticate (v0-2): one step of the SASL exchange chosen by SaslHandshake. A failed
 //! authentication is answered with SASL_AUTHENTICATION_FAILED at once, and the connection
 //! closes after Kafka's `connection.failed.authentication.delay.ms` (100 ms; the listener's
-//! `close_after` delay), which slows password guessing.
+//! `close_after` delay). Each failure is recorded against the client's address
+//! (`services::sasl::Slowdown`): the address's next attempts wait in the listener before their
+//! credentials are checked, which slows password guessing further.
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse};
@@ -42,6 +44,7 @@ impl KafkaApi for SaslAuthenticate {
             }
             Step::Done { principal, reply } => {
                 tracing::info!(%principal, mechanism, "authenticated");
+                session.services.sasl_slowdown.succeeded(session.peer.ip());
                 session.services.metrics.authenticated(mechanism, "success");
                 session.principal = principal;
                 session.auth = Auth::Done;
@@ -64,6 +67,8 @@ impl KafkaApi for SaslAuthenticate {
                     );
                 }
                 session.services.metrics.authenticated(mechanism, "failure");
+                // The address's next attempts wait first (the listener's per-address slow-down).
+                session.services.sasl_slowdown.failed(session.peer.ip());
                 resp.error_code = ResponseError::SaslAuthenticationFailed.code();
                 resp.error_message = Some(str_bytes(&failure_message(mechanism)));
                 session.close_after = true;

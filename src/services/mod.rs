@@ -104,6 +104,9 @@ pub struct Services {
     pub acl: acl::Authorizer,
     /// SASL users (the one in-memory copy the listeners authenticate against).
     pub users: users::Users,
+    /// Failed SASL authentications per client address: the listener makes an address with
+    /// recent failures wait before its next attempt is checked.
+    pub sasl_slowdown: sasl::Slowdown,
     /// Injected faults (tests): see `faults.allow` and `data.ephemeral`.
     pub faults: faults::Faults,
     /// The edge forwarder's last failure (ms since the epoch, why), for the HTTP API.
@@ -136,6 +139,7 @@ impl Services {
             forward_outlook: std::sync::Mutex::new(None),
             faults: faults::Faults::new(config.ephemeral || config.faults_allowed, metrics.clone()),
             users: users::Users::new(store.clone()),
+            sasl_slowdown: sasl::Slowdown::default(),
             topics: Topics::new(store.clone(), config.clone())?,
             groups: Arc::new(groups),
             metrics,

@@ -18,6 +18,14 @@ const PREFIX: &[u8] = b"user/";
 pub const MIN_ITERATIONS: u32 = 4096;
 pub const MAX_ITERATIONS: u32 = 16384;
 
+/// The iterations `kafkabox users add` uses unless told otherwise, and those of the stand-in
+/// credential of an unknown user (so its SCRAM answer and PLAIN work look like a real user's).
+pub const DEFAULT_ITERATIONS: u32 = 8192;
+
+/// The label of the key (derived from the data dir's secret, `Store::derived_key`) that the
+/// salts of unknown users are made with.
+const FAKE_SALT_KEY_PURPOSE: &[u8] = b"kafkabox sasl fake salt";
+
 /// Users stored at most (each record is a few hundred bytes).
 pub const MAX_USERS: usize = 100_000;
 
@@ -217,6 +225,9 @@ pub struct User {
     pub credentials: BTreeMap<Mechanism, Credential>,
 }
 
+/// Every user by name, as read from the store (shared by the cache's readers).
+type UserMap = std::sync::Arc<BTreeMap<String, User>>;
+
 /// The stored users (over the store's security records), with an in-memory copy: an
 /// authentication reads no database (a client retrying a wrong password as fast as it can
 /// costs a lookup in a map). Changes go through [`Users::apply`] / [`Users::remove`], which
@@ -224,7 +235,82 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Users {
     store: Store,
-    cache: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<BTreeMap<String, User>>>>>,
+    cache: std::sync::Arc<std::sync::RwLock<Option<UserMap>>>,
+    /// The key unknown users' salts are derived with, read from the store on first use.
+    fake_salt_key: std::sync::Arc<SecretKey>,
+}
+
+/// A key read once and never shown (its `Debug` prints no bytes: `Services` is `Debug`).
+#[derive(Default)]
+struct SecretKey(std::sync::OnceLock<[u8; 32]>);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// What a PLAIN password check found. The work done is the same for an unknown user as for a
+/// wrong password; only the server's log tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Matches,
+    WrongPassword,
+    /// No such user, or one without any credential.
+    UnknownUser,
+}
+
+/// A counting semaphore for the blocking pool (std only): at most `limit` key derivations at
+/// once, so password guessers on many connections cannot occupy every core, while checks still
+/// run side by side instead of single file behind a queue of guessers.
+#[derive(Debug)]
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A taken slot; dropping it frees the slot.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(limit: usize) -> Slots {
+        Slots {
+            free: std::sync::Mutex::new(limit.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits (on a blocking-pool thread: never call on a runtime worker) for a free slot.
+    fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        drop(free);
+        self.0.freed.notify_one();
+    }
+}
+
+/// The process-wide limit on concurrent PBKDF2 work: one per core
+/// (`std::thread::available_parallelism`).
+fn pbkdf2_slots() -> &'static Slots {
+    static SLOTS: std::sync::OnceLock<Slots> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        Slots::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
+    })
 }
 
 fn key(name: &str) -> Vec<u8> {
@@ -269,6 +355,59 @@ impl Users {
         Users {
             store,
             cache: Default::default(),
+            fake_salt_key: Default::default(),
+        }
+    }
+
+    /// The key unknown users' salts are derived with: from the data dir's secret, so the same
+    /// name gets the same salt across restarts (a salt that changed would give the name away as
+    /// unknown). Should the store fail to give it, a random key serves this process (logged):
+    /// salts then change at a restart, but no exchange fails because of it.
+    fn fake_salt_key(&self) -> [u8; 32] {
+        *self.fake_salt_key.0.get_or_init(|| {
+            match self.store.derived_key(FAKE_SALT_KEY_PURPOSE) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the data dir's secret key; unknown SASL users get salts that change at each restart");
+                    let mut k = [0u8; 32];
+                    let _ = ring::rand::SystemRandom::new().fill(&mut k);
+                    k
+                }
+            }
+        })
+    }
+
+    /// The stand-in credential of `name` for `mechanism` when there is no real one (RFC 5802
+    /// section 5.1's advice): a salt that is HMAC-SHA-256(key, "kafkabox-scram-salt" ||
+    /// mechanism || NUL || name), the same on every attempt and as long as real salts (32
+    /// bytes), [`DEFAULT_ITERATIONS`], and keys no password matches. SCRAM answers with it as
+    /// with a real credential and PLAIN derives against it, so an unknown user looks and costs
+    /// like a wrong password.
+    pub fn fake_credential(&self, mechanism: Mechanism, name: &str) -> Credential {
+        let key = self.fake_salt_key();
+        let salt = Scram::Sha256.hmac(
+            &key,
+            &[
+                b"kafkabox-scram-salt",
+                mechanism.name().as_bytes(),
+                b"\0",
+                name.as_bytes(),
+            ],
+        );
+        let len = mechanism.scram().output_len();
+        let mut keys = vec![0u8; 2 * len];
+        if ring::rand::SystemRandom::new().fill(&mut keys).is_err() {
+            // No random source: keys from the secret key serve as well (no one can find a
+            // password for them without it).
+            keys = Scram::Sha512.hmac(&key, &[b"kafkabox-fake-keys", name.as_bytes()]);
+            keys.resize(2 * len, 0x5a);
+        }
+        let server_key = keys.split_off(len);
+        Credential {
+            salt,
+            iterations: DEFAULT_ITERATIONS,
+            stored_key: keys,
+            server_key,
         }
     }
 
@@ -362,21 +501,36 @@ impl Users {
         Ok(true)
     }
 
-    /// PLAIN: whether `password` is `name`'s (a PLAIN credential, else any SCRAM one). The
-    /// key derivation (PBKDF2, 4096 to 16384 rounds: milliseconds of CPU) runs one at a time,
-    /// so clients trying passwords on many connections cannot take every core.
-    pub fn check_password(&self, name: &str, password: &str) -> Result<bool> {
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let Some(user) = self.get(name)? else {
-            return Ok(false);
+    /// PLAIN: whether `password` is `name`'s (a PLAIN credential, else any SCRAM one). An
+    /// unknown user costs the same key derivation, against [`Users::fake_credential`], as a
+    /// wrong password of a user added with the defaults (SCRAM-SHA-512, [`DEFAULT_ITERATIONS`]),
+    /// so the time taken does not tell which users exist. The derivations (PBKDF2, 4096 to
+    /// 16384 rounds: milliseconds of CPU) run at most one per core at a time, so clients
+    /// trying passwords on many connections cannot take every core, and a real user's check
+    /// waits for a free core, not for every guess queued before it. Call on the blocking pool.
+    pub fn check_password(&self, name: &str, password: &str) -> Result<PasswordCheck> {
+        let user = self.get(name)?;
+        let fake;
+        let (known, credentials): (bool, Vec<(Mechanism, &Credential)>) = match &user {
+            Some(u) if !u.credentials.is_empty() => {
+                (true, u.credentials.iter().map(|(m, c)| (*m, c)).collect())
+            }
+            _ => {
+                fake = self.fake_credential(Mechanism::Plain, name);
+                (false, vec![(Mechanism::Plain, &fake)])
+            }
         };
-        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        for (mech, cred) in &user.credentials {
-            if cred.matches(mech.scram(), password) {
-                return Ok(true);
+        let _slot = pbkdf2_slots().take();
+        for (mech, cred) in credentials {
+            if cred.matches(mech.scram(), password) && known {
+                return Ok(PasswordCheck::Matches);
             }
         }
-        Ok(false)
+        Ok(if known {
+            PasswordCheck::WrongPassword
+        } else {
+            PasswordCheck::UnknownUser
+        })
     }
 }
 

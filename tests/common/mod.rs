@@ -277,6 +277,23 @@ impl Conn {
         }
     }
 
+    /// A connection from the local address `from` (e.g. 127.0.0.7: on Linux all of 127/8 is
+    /// loopback), for tests where the broker tells clients apart by address.
+    pub async fn open_from(addr: std::net::SocketAddr, from: std::net::IpAddr) -> Conn {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("binding {from} (all of 127/8 is loopback on Linux): {e}"));
+        Conn {
+            s: socket.connect(addr).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
     pub async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
         &mut self,
         key: ApiKey,
