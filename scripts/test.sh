@@ -16,7 +16,7 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc g++)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-# The dashboard test drives Debian's chromium with playwright-core (tests/js).
+# The dashboard and cross-origin tests drive Debian's chromium with playwright-core (tests/js).
 [ -x "${KB_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 # tests/contrib.rs checks contrib/kafkabox.service with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
@@ -52,6 +52,10 @@ case "$out" in
   *"cargo feature"*) ;;
   *) echo "unexpected message without the client feature: $out"; exit 1 ;;
 esac
+
+echo "== cargo fmt --check and cargo clippy (warnings are errors)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --all-features -j2 -- -D warnings
 
 echo "== cargo test"
 # --all-features: the client commands and the bench are tested too (cargo feature "bench").

@@ -486,7 +486,7 @@ impl Config {
                     if out.iter().any(|l| l.name == name) {
                         bail!("{k}: listener name {name} appears twice; each listener needs its own name");
                     }
-                    let (host, port) = parse_host_port(item).with_context(|| format!("{k}"))?;
+                    let (host, port) = parse_host_port(item).with_context(|| k.to_string())?;
                     out.push(ListenerConfig { name, host, port });
                 }
                 if out.is_empty() {

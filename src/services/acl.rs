@@ -450,9 +450,11 @@ mod tests {
     fn kafkas_rules() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(kafkabox_storage::StoreConfig::new(dir.path())).unwrap();
-        let mut config = Config::default();
-        config.authorizer = true;
-        config.super_users = vec!["User:root".into()];
+        let config = Config {
+            authorizer: true,
+            super_users: vec!["User:root".into()],
+            ..Default::default()
+        };
         let a = Authorizer::open(store.clone(), &config).unwrap();
         let host: IpAddr = "127.0.0.1".parse().unwrap();
         let t = ResourceType::Topic;
