@@ -357,6 +357,22 @@ async fn bytes_flipped_inside_a_sealed_segment() {
     );
 }
 
+/// Two neighbouring sealed segments damaged: each loses only its damaged range, the two gaps
+/// touch and reads step over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_flipped_inside_two_sealed_segments() {
+    let _watchdog = common::watchdog("bytes_flipped_inside_two_sealed_segments");
+    let dropped = damaged("two sealed", false, None, |data| {
+        for i in [1, 2] {
+            let db = segments(data)[i].join("db");
+            let len = std::fs::metadata(&db).unwrap().len();
+            flip(&db, len / 2);
+        }
+    })
+    .await;
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_newest_segment_deleted() {
     let _watchdog = common::watchdog("the_newest_segment_deleted");

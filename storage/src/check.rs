@@ -114,8 +114,9 @@ impl Store {
             )
             .unwrap_or_else(|e| Err(e.to_string()));
             if let Err(what) = walked {
+                // In this segment: the one before may end in a repair's gap.
                 c.damage = Some(Damage {
-                    from: expect.unwrap_or(seg.base),
+                    from: expect.map_or(seg.base, |x| x.max(seg.base)),
                     what,
                 });
                 return c;
@@ -216,11 +217,19 @@ impl Store {
         let passes = self
             .segments_from(part, None)
             .map_or(1, |(_, s)| s.len() + 1);
+        let mut last: Option<Damage> = None;
         for _ in 0..passes.max(1) {
             let c = self.check_partition(part);
             let Some(damage) = c.damage else {
                 break;
             };
+            if last.as_ref() == Some(&damage) {
+                return Err(StoreError::Corrupt(format!(
+                    "partition {}-{}: the repair made no progress at offset {} ({}); not repairable automatically",
+                    part.topic, part.index, damage.from, damage.what
+                )));
+            }
+            last = Some(damage.clone());
             let (offsets, segments) = self.segments_from(part, None).map_err(|e| {
                 StoreError::Corrupt(format!(
                     "partition {}-{}: {e} (not repairable automatically)",

@@ -310,6 +310,7 @@ impl PartitionState {
 fn high_watermark(part: &Partition, st: &PartitionState) -> i64 {
     part.high_watermark
         .load(Ordering::SeqCst)
+        .max(st.log_start)
         .min(st.next_offset)
 }
 
@@ -440,13 +441,29 @@ impl PartitionState {
     /// Whether the offsets `from..to`, which no stored batch holds, are a gap a repair left
     /// (below its offset floor, or a dropped range of a sealed segment).
     fn is_gap(&self, from: i64, to: i64) -> bool {
-        to > from
-            && (to <= self.floor
-                || self
-                    .gaps
-                    .range(..=from)
-                    .next_back()
-                    .is_some_and(|(_, end)| to <= *end))
+        if to <= from {
+            return false;
+        }
+        if to <= self.floor {
+            return true;
+        }
+        // Gaps of neighbouring segments touch: follow them.
+        let mut at = from;
+        for _ in 0..=self.gaps.len() {
+            match self.gaps.range(..=at).next_back() {
+                Some((_, end)) if *end >= at => {
+                    if to <= *end {
+                        return true;
+                    }
+                    if *end == at {
+                        return false;
+                    }
+                    at = *end;
+                }
+                _ => return false,
+            }
+        }
+        false
     }
 }
 
@@ -608,6 +625,9 @@ struct Inner {
     open_segments: OpenSegments,
     /// Segment databases written since the last flush.
     dirty: Mutex<Vec<Arc<SegDb>>>,
+    /// Held by a flush from taking the ends to publishing them: two flushes at once (the
+    /// flusher and `Store::flush`) could publish an end whose segment the other still flushes.
+    flushing: Mutex<()>,
     /// Log ends of the partitions written since the last flush (recorded durably by it, and
     /// published as each partition's high watermark once it succeeded).
     ends: Mutex<HashMap<u32, (i64, Arc<AtomicI64>)>>,
@@ -778,6 +798,7 @@ impl Store {
             open_segments,
             dirty: Mutex::new(Vec::new()),
             ends: Mutex::new(HashMap::new()),
+            flushing: Mutex::new(()),
             catalog,
             meta,
             groups,
@@ -1756,6 +1777,12 @@ impl Store {
         }
     }
 
+    /// Where the next append of `part` goes (the log end, past the high watermark until a
+    /// flush covers it).
+    fn next_offset(&self, part: &Partition) -> Result<i64, StoreError> {
+        Ok(self.part_state(part)?.next_offset)
+    }
+
     /// [`Store::damage`], or else damage a read ran into since the load (a sealed segment):
     /// what `/api/topics` and the metrics report.
     pub fn damage_seen(&self, part: &Partition) -> Option<(i64, String)> {
@@ -1841,8 +1868,16 @@ impl Store {
         out: &mut BytesMut,
     ) -> Result<Option<Offsets>, StoreError> {
         let (offsets, segments) = self.segments_from(part, Some(offset))?;
-        if offset < offsets.log_start || offset > offsets.log_end {
+        if offset < offsets.log_start {
             return Ok(None);
+        }
+        if offset > offsets.log_end {
+            // Past the high watermark but within the log (a flush will cover it): nothing
+            // yet, as Kafka answers a read past what followers copied.
+            if offset > self.next_offset(part)? {
+                return Ok(None);
+            }
+            return Ok(Some(offsets));
         }
         if offset == offsets.log_end {
             if let Some((from, what)) = self.damage(part) {
@@ -2343,11 +2378,15 @@ impl Store {
         )];
         self.write_batch(part, &mut st, bytes, h, &position)?;
         st.writers.insert(writer, next_offset);
-        // The dead letters are durable before the commit that skips their source records.
-        if let Some(seg) = st.segments.last() {
-            self.inner.open_segments.get(seg)?.flush()?;
-        }
+        let seg = st.segments.last().cloned();
+        // The log end moves on first: a failed flush below must not leave the next append
+        // at the same base offset (the batch is stored; its pass is retried and skips what
+        // the writer position covers).
         let appended = self.appended(st, base_offset, h);
+        // The dead letters are durable before the commit that skips their source records.
+        if let Some(seg) = seg {
+            self.inner.open_segments.get(&seg)?.flush()?;
+        }
         self.commit_with_state(source, names, next_offset, state)?;
         Ok(appended)
     }
@@ -2566,6 +2605,7 @@ impl Store {
 impl Inner {
     /// Flushes every segment database written since the last flush, then the meta database.
     fn flush_all(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.flushing.lock().map_err(|_| StoreError::Closed)?;
         // Ends first: every end taken here belongs to a batch whose database was marked dirty
         // before, so it is in `dirty` below and flushed before the end is recorded.
         let ends = match self.ends.lock() {
