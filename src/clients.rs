@@ -4,11 +4,11 @@
 //! rdkafka closes a group consumer in `Drop` by polling until librdkafka says it is closed,
 //! without a deadline: a consumer whose group coordinator is gone, or whose close waits on a
 //! rebalance, blocks the dropping thread for ever (a test runner hung there, on a tokio worker
-//! thread, for the whole CI budget). Here a consumer is closed by polling until it is closed
-//! or [`CLOSE_BOUND`] passes; one that does not close in time is abandoned (leaked, with a
-//! warning naming it) rather than holding the process.
+//! thread, for the whole CI budget). Here that drop runs on a thread of its own and the caller
+//! waits at most [`CLOSE_BOUND`]; a close that does not finish in time is abandoned (with a
+//! warning naming the client) rather than holding the process.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
@@ -16,10 +16,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 /// is queued) before it is abandoned.
 pub const CLOSE_BOUND: Duration = Duration::from_secs(5);
 
-/// Closes a consumer on the calling thread (never an async worker: call it from
-/// `spawn_blocking` or a thread of its own): leaves the group, commits what librdkafka has
-/// stored, and returns within `bound`. Returns whether it closed; one that did not is leaked.
-pub fn close_consumer<C: ConsumerContext>(
+/// Closes a consumer (leaves the group, commits what librdkafka has stored) from the calling
+/// thread (never an async worker: call it from `spawn_blocking` or a thread of its own),
+/// waiting at most `bound`. The close itself is rdkafka's drop, run on a thread of its own:
+/// one that does not finish in time is abandoned there (with a warning) and ends with the
+/// process. Returns whether it closed.
+pub fn close_consumer<C: ConsumerContext + 'static>(
     consumer: BaseConsumer<C>,
     what: &str,
     bound: Duration,
@@ -29,14 +31,20 @@ pub fn close_consumer<C: ConsumerContext>(
         drop(consumer);
         return true;
     }
-    let started = Instant::now();
-    if let Err(e) = consumer.close_queue() {
-        tracing::warn!(client = what, error = %e, "cannot close the consumer; abandoning it");
-        std::mem::forget(consumer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kafkabox-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(client = what, error = %e, "cannot start a thread to close the consumer");
         return false;
     }
-    while !consumer.closed() {
-        if started.elapsed() >= bound {
+    match rx.recv_timeout(bound) {
+        Ok(()) => true,
+        Err(_) => {
             tracing::warn!(
                 client = what,
                 bound_ms = bound.as_millis() as u64,
@@ -44,24 +52,19 @@ pub fn close_consumer<C: ConsumerContext>(
                  rebalance in progress); abandoned: offsets it had not committed are \
                  handled again by the group's next owner"
             );
-            std::mem::forget(consumer);
-            return false;
+            false
         }
-        // Serves the rebalance (revocation) and commit callbacks the close waits for.
-        let _ = consumer.poll(Duration::from_millis(50));
     }
-    drop(consumer);
-    true
 }
 
 /// A group consumer closed by [`close_consumer`] when it goes out of scope, on whatever path:
 /// for consumers used on a blocking thread.
-pub struct Closing<C: ConsumerContext> {
+pub struct Closing<C: ConsumerContext + 'static> {
     consumer: Option<BaseConsumer<C>>,
     what: &'static str,
 }
 
-impl<C: ConsumerContext> Closing<C> {
+impl<C: ConsumerContext + 'static> Closing<C> {
     pub fn new(consumer: BaseConsumer<C>, what: &'static str) -> Closing<C> {
         Closing {
             consumer: Some(consumer),
@@ -70,14 +73,14 @@ impl<C: ConsumerContext> Closing<C> {
     }
 }
 
-impl<C: ConsumerContext> std::ops::Deref for Closing<C> {
+impl<C: ConsumerContext + 'static> std::ops::Deref for Closing<C> {
     type Target = BaseConsumer<C>;
     fn deref(&self) -> &BaseConsumer<C> {
         self.consumer.as_ref().expect("present until dropped")
     }
 }
 
-impl<C: ConsumerContext> Drop for Closing<C> {
+impl<C: ConsumerContext + 'static> Drop for Closing<C> {
     fn drop(&mut self) {
         if let Some(c) = self.consumer.take() {
             close_consumer(c, self.what, CLOSE_BOUND);

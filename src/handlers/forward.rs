@@ -31,6 +31,12 @@ pub const EDGE_OFFSET: &str = "kafkabox.edge.offset";
 pub const EDGE_TOPIC_ID: &str = "kafkabox.edge.topic.id";
 /// The forwarder's stage name (its position is kept under it; `kafkabox.forward` as a group).
 pub const NAME: &str = "forward";
+/// A read-back waits until the upstream partition's end has not moved for `SETTLE_STEPS`
+/// looks `SETTLE_STEP` apart, at most `SETTLE_MAX`.
+const SETTLE_STEP: Duration = Duration::from_millis(400);
+const SETTLE_STEPS: u32 = 2;
+const SETTLE_MAX: Duration = Duration::from_secs(15);
+
 /// Records read back per step when looking for this edge's newest record upstream.
 const SCAN_STEP: i64 = 1000;
 /// How far back (records) the scan goes before deciding this edge has nothing there.
@@ -545,9 +551,23 @@ fn find_forwarded(
     if upstream <= partition {
         return Err(Scan::Fewer(upstream));
     }
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .map_err(|e| format!("upstream watermarks: {e}"))?;
+    let watermarks = || {
+        consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| format!("upstream watermarks: {e}"))
+    };
+    // Records a dead predecessor (an edge killed -9) had in flight may still be stored
+    // upstream and become visible only once the cluster's high watermark covers them: read
+    // back only once the end has stopped moving, or they would be sent again.
+    let (mut low, mut high) = watermarks()?;
+    let settled_by = std::time::Instant::now() + SETTLE_MAX;
+    let mut still = 0;
+    while still < SETTLE_STEPS && std::time::Instant::now() < settled_by {
+        std::thread::sleep(SETTLE_STEP);
+        let (l, h) = watermarks()?;
+        still = if h == high { still + 1 } else { 0 };
+        (low, high) = (l, h);
+    }
     let mut end = high;
     while end > low && high - end < SCAN_MAX {
         let from = (end - SCAN_STEP).max(low);
