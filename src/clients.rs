@@ -18,9 +18,7 @@ pub const CLOSE_BOUND: Duration = Duration::from_secs(5);
 
 /// Closes a consumer (leaves the group, commits what librdkafka has stored) from the calling
 /// thread (never an async worker: call it from `spawn_blocking` or a thread of its own),
-/// waiting at most `bound`. The close itself is rdkafka's drop, run on a thread of its own:
-/// one that does not finish in time is abandoned there (with a warning) and ends with the
-/// process. Returns whether it closed.
+/// waiting at most `bound`. Returns whether it closed.
 pub fn close_consumer<C: ConsumerContext + 'static>(
     consumer: BaseConsumer<C>,
     what: &str,
@@ -31,15 +29,23 @@ pub fn close_consumer<C: ConsumerContext + 'static>(
         drop(consumer);
         return true;
     }
+    close_blocking(consumer, what, bound)
+}
+
+/// Drops `client` (any rdkafka client: its drop is its close) on a thread of its own and
+/// waits for that at most `bound`, from a thread that may block. One that does not finish in
+/// time is abandoned there (with a warning) and ends with the process. Returns whether the
+/// drop finished.
+fn close_blocking<T: Send + 'static>(client: T, what: &str, bound: Duration) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("kafkabox-close".into())
         .spawn(move || {
-            drop(consumer);
+            drop(client);
             let _ = tx.send(());
         });
     if let Err(e) = spawned {
-        tracing::warn!(client = what, error = %e, "cannot start a thread to close the consumer");
+        tracing::warn!(client = what, error = %e, "cannot start a thread to close the client");
         return false;
     }
     match rx.recv_timeout(bound) {
@@ -48,9 +54,9 @@ pub fn close_consumer<C: ConsumerContext + 'static>(
             tracing::warn!(
                 client = what,
                 bound_ms = bound.as_millis() as u64,
-                "the consumer did not close in time (group coordinator unreachable or a \
-                 rebalance in progress); abandoned: offsets it had not committed are \
-                 handled again by the group's next owner"
+                "the client did not close in time (cluster unreachable or a rebalance in \
+                 progress); abandoned: offsets it had not committed are handled again by the \
+                 group's next owner"
             );
             false
         }
@@ -88,30 +94,11 @@ impl<C: ConsumerContext + 'static> Drop for Closing<C> {
     }
 }
 
-/// Drops `client` (any rdkafka client: a `StreamConsumer`, a producer) on a thread of its
-/// own and waits for that at most `bound` without blocking the runtime. Returns whether the
-/// drop finished; if it did not, the thread is left to finish or to end with the process.
+/// [`close_blocking`] for async callers: the wait runs on the blocking pool, never on a
+/// runtime worker.
 pub async fn close_async<T: Send + 'static>(client: T, what: &str, bound: Duration) -> bool {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("kafkabox-close".into())
-        .spawn(move || {
-            drop(client);
-            let _ = tx.send(());
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(client = what, error = %e, "cannot start a thread to close the client");
-        return false;
-    }
-    match tokio::time::timeout(bound, rx).await {
-        Ok(_) => true,
-        Err(_) => {
-            tracing::warn!(
-                client = what,
-                bound_ms = bound.as_millis() as u64,
-                "the client did not close in time; abandoned"
-            );
-            false
-        }
-    }
+    let what = what.to_string();
+    tokio::task::spawn_blocking(move || close_blocking(client, &what, bound))
+        .await
+        .unwrap_or(false)
 }
