@@ -359,6 +359,8 @@ async fn fetch_honours_byte_limits_offsets_and_errors() {
             server.store().append(p, &batch, &h).unwrap();
         }
     }
+    // Readers see what a flush covered (the high watermark).
+    server.store().flush().unwrap();
     let blen = batch.len() as i32;
     let mut c = Conn::open(server.kafka_addr()).await;
     let batches = |r: &FetchResponse, p: usize| -> Vec<i64> {
@@ -525,6 +527,7 @@ async fn topic_configs_take_effect_retention_bytes_and_max_message_bytes() {
     for _ in 0..5 {
         store.append(&sized.partitions[0], &batch, &h).unwrap();
     }
+    store.flush().unwrap();
     common::wait_until("retention.bytes to trim the partition", || {
         store.offsets(&sized.partitions[0]).log_start == 3
     })
