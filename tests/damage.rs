@@ -101,14 +101,20 @@ fn segments(data: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Inverts 64 bytes of `file` at `at`.
 fn flip(file: &Path, at: u64) {
+    flip_n(file, at, 64);
+}
+
+/// Inverts `n` bytes of `file` at `at`.
+fn flip_n(file: &Path, at: u64, n: usize) {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(file)
         .unwrap();
-    let mut buf = [0u8; 64];
+    let mut buf = vec![0u8; n];
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut buf).unwrap();
     for b in &mut buf {
@@ -430,7 +436,7 @@ async fn the_newest_segment_unreadable() {
     let newest = base_of(segments(pristine(false)).last().unwrap());
     let dropped = damaged("unreadable newest", false, Some(newest), |data| {
         let db = segments(data).last().unwrap().join("db");
-        flip16(&db, 0);
+        flip_n(&db, 0, 16);
     })
     .await;
     assert!(dropped[0].0 >= newest, "{dropped:?}");
@@ -445,27 +451,10 @@ async fn the_newest_segment_does_not_open() {
     let newest = base_of(segments(pristine(false)).last().unwrap());
     let dropped = damaged("newest does not open", false, Some(newest), |data| {
         let conf = segments(data).last().unwrap().join("conf");
-        flip16(&conf, 0);
+        flip_n(&conf, 0, 16);
     })
     .await;
     assert_eq!(dropped[0].0, newest, "{dropped:?}");
-}
-
-fn flip16(file: &Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)
-        .unwrap();
-    let mut buf = [0u8; 16];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut buf).unwrap();
-    for b in &mut buf {
-        *b ^= 0xff;
-    }
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&buf).unwrap();
 }
 
 /// The metadata database deleted: never a new empty cluster over the old segments.
