@@ -129,6 +129,34 @@ pub type MemberResult = (String, Option<String>, Result<()>);
 /// The per-partition result of an offset operation.
 pub type PartitionResult = (String, i32, Result<()>);
 
+/// A stored group record brought back to life.
+#[derive(Debug)]
+pub enum Restored {
+    Classic(Group),
+    Consumer(ConsumerGroup),
+}
+
+/// Decodes a stored group record (any bytes: it is read from the disk) into the group it
+/// describes; its members' sessions start at `now`. A record that does not decode starts the
+/// group empty (its committed offsets are stored apart and stay). The fuzz target
+/// `group_record` feeds it arbitrary bytes.
+pub fn restore_record(id: &str, bytes: &[u8], now: i64) -> Restored {
+    match serde_json::from_slice::<StoredGroup>(bytes) {
+        Ok(s) if s.kind.as_deref() == Some("consumer") => {
+            let mut g = ConsumerGroup::new(id);
+            g.epoch = s.generation;
+            g.assignment_epoch = s.generation;
+            g.empty_since_ms = s.empty_since_ms;
+            Restored::Consumer(g)
+        }
+        Ok(s) => Restored::Classic(Group::restore(id, s, now)),
+        Err(e) => {
+            tracing::error!(group = %super::truncate(id, 200), error = %e, "unreadable group record; starting the group empty");
+            Restored::Classic(Group::new(id))
+        }
+    }
+}
+
 /// The coordinator of every group on this broker.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -158,20 +186,12 @@ impl Coordinator {
         let mut groups = BTreeMap::new();
         let mut consumers = BTreeMap::new();
         for (id, bytes) in store.group_records()? {
-            match serde_json::from_slice::<StoredGroup>(&bytes) {
-                Ok(s) if s.kind.as_deref() == Some("consumer") => {
-                    let mut g = ConsumerGroup::new(&id);
-                    g.epoch = s.generation;
-                    g.assignment_epoch = s.generation;
-                    g.empty_since_ms = s.empty_since_ms;
-                    consumers.insert(id.clone(), g);
+            match restore_record(&id, &bytes, now) {
+                Restored::Classic(g) => {
+                    groups.insert(id, g);
                 }
-                Ok(s) => {
-                    groups.insert(id.clone(), Group::restore(&id, s, now));
-                }
-                Err(e) => {
-                    tracing::error!(group = %id, error = %e, "unreadable group record; starting the group empty");
-                    groups.insert(id.clone(), Group::new(&id));
+                Restored::Consumer(g) => {
+                    consumers.insert(id, g);
                 }
             }
         }
