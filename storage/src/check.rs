@@ -18,11 +18,11 @@ use std::sync::Arc;
 use kafkabox_protocol::batch;
 
 use crate::compaction::batches;
-use crate::segment::Segment;
-use crate::{
-    chunk_key, chunk_key_end, durable_end_key, gap_key, offset_floor_key, parse_chunk_key,
-    read_u64, Partition, Store, StoreError,
+use crate::keys::{
+    chunk_key, chunk_key_end, durable_end_key, gap_key, offset_floor_key, parse_chunk_key, read_u64,
 };
+use crate::segment::Segment;
+use crate::{Partition, Store, StoreError};
 
 /// Where a partition's damage starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl Store {
     }
 
     fn durable_end(&self, pid: u32) -> Option<i64> {
-        let v = self.inner.log.get(durable_end_key(pid)).ok()??;
+        let v = self.inner.state.get(durable_end_key(pid)).ok()??;
         read_u64(&v).ok().map(|n| n as i64)
     }
 
@@ -270,18 +270,18 @@ impl Store {
                     if !seg.is_legacy() {
                         self.inner
                             .segments
-                            .remove(crate::segment_key(pid, seg.base))?;
+                            .remove(crate::keys::segment_key(pid, seg.base))?;
                     }
                 }
                 dropped_to = old_end.max(dropped_from);
                 self.inner
-                    .log
+                    .state
                     .insert(offset_floor_key(pid), &(dropped_to as u64).to_be_bytes())?;
             } else {
                 // A sealed segment: the range up to the next segment becomes a gap; every
                 // later segment stays.
                 dropped_to = segments[at + 1].base;
-                self.inner.log.insert(
+                self.inner.state.insert(
                     gap_key(pid, dropped_from),
                     &(dropped_to as u64).to_be_bytes(),
                 )?;
@@ -306,7 +306,7 @@ impl Store {
         if !out.is_empty() {
             // Never below anything stored or flushed before the repair.
             self.inner
-                .log
+                .state
                 .insert(offset_floor_key(pid), &(old_end as u64).to_be_bytes())?;
             self.inner.db.flush()?;
             if let Ok(mut st) = part.state.lock() {
@@ -356,7 +356,7 @@ impl Store {
         {
             let (k, _) = item?;
             let (base, _) = parse_chunk_key(&k)?;
-            let h = crate::header_in(&db.log, part.id, base)?;
+            let h = crate::keys::header_in(&db.log, part.id, base)?;
             end = h.last_offset() + 1;
         }
         Ok(end)

@@ -1,5 +1,9 @@
 //! Idempotent producer state per (partition, producer id): the epoch and the last five batches,
-//! as Kafka's ProducerStateEntry keeps them (KAFKA-PROTOCOL-NOTES.md §8).
+//! as Kafka's ProducerStateEntry keeps them (KAFKA-PROTOCOL-NOTES.md §8); and the store's
+//! methods over a partition's producers (listing, counting, expiring idle ones).
+
+use crate::keys::producer_key;
+use crate::{Partition, Store, StoreError};
 
 /// Kafka keeps the metadata of this many recent batches per producer and partition.
 pub const RETAINED_BATCHES: usize = 5;
@@ -147,9 +151,75 @@ impl ProducerEntry {
     }
 }
 
+impl Store {
+    /// The idempotent producers of `part`: (producer id, epoch, last sequence, last append
+    /// time in ms), ordered by id.
+    pub fn producer_states(&self, part: &Partition) -> Vec<(i64, i16, i32, i64)> {
+        let mut v: Vec<(i64, i16, i32, i64)> = match self.part_state(part) {
+            Ok(st) => st
+                .producers
+                .iter()
+                .map(|(id, e)| {
+                    let last = e.batches.last().map(|b| b.last_seq).unwrap_or(-1);
+                    (*id, e.epoch, last, e.last_append_ms)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Forgets the producers of `part` whose last append was before `cutoff_ms` (Kafka's
+    /// `producer.id.expiration.ms`), so producer state stays bounded however many producer
+    /// ids come and go. A forgotten producer that writes again is accepted at any sequence, as
+    /// Kafka does. Returns the number forgotten.
+    pub fn expire_producers(&self, part: &Partition, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let mut st = self.part_state(part)?;
+        let expired: Vec<i64> = st
+            .producers
+            .iter()
+            .filter(|(_, e)| e.last_append_ms < cutoff_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut b = sled::Batch::default();
+        for id in &expired {
+            b.remove(&producer_key(part.id, *id)[..]);
+        }
+        // Producer state lives in the newest segment of its own (older ones keep stale
+        // snapshots that are never read), or in the legacy keys.
+        match st.segments.iter().rev().find(|s| !s.is_legacy()) {
+            Some(seg) => {
+                let db = self.inner.open_segments.get(seg)?;
+                db.log.apply_batch(b)?;
+                self.mark_dirty(&db);
+            }
+            None => self.inner.state.apply_batch(b)?,
+        }
+        for id in &expired {
+            st.producers.remove(id);
+        }
+        Ok(expired.len())
+    }
+
+    /// Number of producers with state on `part`.
+    pub fn producer_count(&self, part: &Partition) -> usize {
+        part.state.lock().map(|st| st.producers.len()).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use kafkabox_protocol::batch::ProducerFields;
+
     use super::*;
+    use crate::test_support::batch;
+    use crate::{AppendError, StoreConfig};
 
     fn meta(first: i32, last: i32, off: i64) -> BatchMeta {
         BatchMeta {
@@ -213,5 +283,119 @@ mod tests {
         let mut e = ProducerEntry::default();
         e.record(0, meta(i32::MAX - 1, i32::MAX, 0), 1);
         assert_eq!(ProducerEntry::check(Some(&e), 0, 0, 3), SeqCheck::Append);
+    }
+
+    #[tokio::test]
+    async fn idempotent_duplicates_and_gaps_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig::new(dir.path());
+        let pid;
+        {
+            let s = Store::open(cfg.clone()).unwrap();
+            pid = s.new_producer_id(b"User:ANONYMOUS").unwrap();
+            let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+            let p = &t.partitions[0];
+            let (b, h) = batch(
+                5,
+                ProducerFields {
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    base_sequence: 0,
+                },
+            );
+            assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 0);
+            let dup = s.append(p, &b, &h).unwrap();
+            assert!(dup.duplicate);
+            assert_eq!(dup.base_offset, 0);
+            let (b, h) = batch(
+                1,
+                ProducerFields {
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    base_sequence: 7,
+                },
+            );
+            assert!(matches!(
+                s.append(p, &b, &h),
+                Err(AppendError::OutOfOrderSequence {
+                    expected: 5,
+                    got: 7
+                })
+            ));
+            // An id whose sequence number was never handed out (the store checks only that;
+            // whether an id belongs to the principal using it is `producer_id_owned_by`, which
+            // the broker asks before appending).
+            let (b, h) = batch(
+                1,
+                ProducerFields {
+                    producer_id: pid + (1 << 40),
+                    producer_epoch: 0,
+                    base_sequence: 0,
+                },
+            );
+            assert!(matches!(
+                s.append(p, &b, &h),
+                Err(AppendError::UnknownProducerId(_))
+            ));
+            s.close().unwrap();
+        }
+        let s = Store::open(cfg).unwrap();
+        let t = s.topic("t").unwrap();
+        let p = &t.partitions[0];
+        let (b, h) = batch(
+            5,
+            ProducerFields {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 0,
+            },
+        );
+        let dup = s.append(p, &b, &h).unwrap();
+        assert!(dup.duplicate, "producer state must survive a restart");
+        let (b, h) = batch(
+            2,
+            ProducerFields {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 5,
+            },
+        );
+        assert_eq!(s.append(p, &b, &h).unwrap().base_offset, 5);
+        assert!(s.new_producer_id(b"User:ANONYMOUS").unwrap() > pid);
+    }
+
+    #[tokio::test]
+    async fn idle_producers_expire_and_stay_expired_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig::new(dir.path());
+        {
+            let s = Store::open(cfg.clone()).unwrap();
+            let t = s.create_topic("t", 1, BTreeMap::new()).unwrap();
+            let p = &t.partitions[0];
+            for _ in 0..3 {
+                let pid = s.new_producer_id(b"User:ANONYMOUS").unwrap();
+                let (b, h) = batch(
+                    1,
+                    ProducerFields {
+                        producer_id: pid,
+                        producer_epoch: 0,
+                        base_sequence: 0,
+                    },
+                );
+                s.append(p, &b, &h).unwrap();
+            }
+            assert_eq!(s.producer_count(p), 3);
+            assert_eq!(
+                s.expire_producers(p, 0).unwrap(),
+                0,
+                "nothing is older than the epoch"
+            );
+            assert_eq!(s.expire_producers(p, i64::MAX).unwrap(), 3);
+            assert_eq!(s.producer_count(p), 0);
+            s.close().unwrap();
+        }
+        let s = Store::open(cfg).unwrap();
+        let t = s.topic("t").unwrap();
+        assert_eq!(s.producer_count(&t.partitions[0]), 0, "expiry is persisted");
     }
 }

@@ -1,14 +1,15 @@
 //! The free-space reserve: writes are refused while the data dir's file system has less than
 //! `min_free` bytes available, so sled never meets ENOSPC itself (sled 0.34 cannot recover from
 //! a failed write in place: every later flush fails until the database is reopened). When space
-//! returns, writes are accepted again by themselves.
+//! returns, writes are accepted again by themselves. Also what the store reports of its disk:
+//! its size on disk, free bytes, writes refused.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::StoreError;
+use crate::{Store, StoreError};
 
 /// How long a measurement of free space is trusted (bytes written since are subtracted).
 const RECHECK_AFTER: Duration = Duration::from_millis(200);
@@ -109,4 +110,39 @@ impl DiskSpace {
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
+}
+
+impl Store {
+    /// Bytes the store takes on disk: the meta database (sled's own count) and the files of
+    /// every segment.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let segments = self.inner.config.path.join("segments");
+        Ok(self.inner.db.size_on_disk()? + dir_bytes(&segments))
+    }
+
+    /// Free bytes on the data dir's file system (last measurement, minus writes since).
+    pub fn free_bytes(&self) -> u64 {
+        self.inner.space.free()
+    }
+
+    /// Writes refused so far because free space was below `min_free_bytes`.
+    pub fn writes_refused_for_space(&self) -> u64 {
+        self.inner.space.refused()
+    }
+}
+
+/// Bytes of the files under `dir`, recursively (0 when it does not exist).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => total += dir_bytes(&entry.path()),
+            Ok(m) => total += m.len(),
+            Err(_) => {}
+        }
+    }
+    total
 }
