@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints src/api/kafka_releases.toml: the API key/version ranges that each Apache Kafka
+"""Prints src/config/kafka_releases.toml: the API key/version ranges that each Apache Kafka
 release advertises in its ApiVersions response, for `kafkabox serve --emulate-kafka`.
 
 The ranges are kafka-python's record of real brokers' ApiVersions answers
@@ -8,7 +8,7 @@ follow each release's message specs (clients/src/main/resources/common/message/*
 one exception those specs do not show: Kafka 4.0 still advertises Produce from version 0 (it
 answers only 3 and up) because older librdkafka releases refuse a broker without it.
 
-    .venv/bin/python scripts/gen_kafka_releases.py > src/api/kafka_releases.toml
+    .venv/bin/python scripts/gen_kafka_releases.py > src/config/kafka_releases.toml
 """
 from kafka.protocol.api_key import ApiKey
 from kafka.protocol.broker_version_data import BROKER_API_VERSIONS

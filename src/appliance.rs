@@ -1,4 +1,7 @@
-//! Embedding kafkabox: a broker plus in-process handlers, started from a builder.
+//! Embedding kafkabox: a broker plus in-process handlers, started from a builder. This file
+//! assembles them: the [`Server`] (store, listeners, services), the pipeline's stages
+//! ([`crate::pipeline::Stages`]: contracts, profiles, handlers, the edge forwarder), the
+//! ingest counters' log line and the HTTP listener; [`ApplianceHandle`] is the running whole.
 //!
 //! ```no_run
 //! # async fn demo(h: impl kafkabox::pipeline::Handler) -> anyhow::Result<()> {
@@ -13,7 +16,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +26,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::contract::Contract;
-use crate::pipeline::{self, Handler, IngestStats, Lag, Stage};
+use crate::handlers::BuiltIn;
+use crate::pipeline::{
+    self, ensure_topic, Handler, IngestStats, Lag, Over, StageKind, StageSpec, Stages,
+};
 use crate::services::Topics;
 use crate::{Config, Server};
 
@@ -52,8 +57,6 @@ impl Appliance {
 /// built-in handlers named by `customer.events.handlers`.
 pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
     let chains = config.handlers.clone();
-    let webhook_url = config.webhook_url.clone();
-    let exec_command = config.exec_command.clone();
     let contract = config.customer_contract()?;
     let http = config.http_listen.clone();
     let contract_on = config.customer_contract_on;
@@ -69,26 +72,13 @@ pub fn from_config(config: Config) -> Result<ApplianceBuilder> {
     }
     for (topic, names) in &chains {
         for name in names {
-            builder = match name.as_str() {
-                "profile" => builder.profiles(topic),
-                "webhook" => {
-                    let url = webhook_url.as_deref().with_context(|| {
-                        format!("handlers for {topic} name webhook but webhook.url is not set")
-                    })?;
-                    builder.handler(
-                        topic,
-                        crate::handlers::webhook::Webhook::new("webhook", url)?,
-                    )
+            let named = crate::handlers::built_in(name, topic, &builder.config)?;
+            builder = match named {
+                BuiltIn::Profiles => builder.profiles(topic),
+                BuiltIn::Handler(handler) => {
+                    builder.handlers.push((topic.to_string(), handler));
+                    builder
                 }
-                "exec" => {
-                    let cmd = exec_command.as_deref().with_context(|| {
-                        format!("handlers for {topic} name exec but exec.command is not set")
-                    })?;
-                    let argv = vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
-                    builder.handler(topic, crate::handlers::exec::Exec::new("exec", argv)?)
-                }
-                "log" => builder.handler(topic, crate::handlers::log::Log::new("log")),
-                other => anyhow::bail!("unknown handler '{other}'"),
             };
         }
     }
@@ -108,9 +98,7 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The integration guide's topic.
-pub const CUSTOMER_EVENTS: &str = "customer-events";
-
+pub use crate::contract::CUSTOMER_EVENTS;
 pub use crate::services::dead_letters::{dead_letter_topic, DEAD_LETTER_SUFFIX};
 
 /// Collects the settings and handlers of an [`Appliance`].
@@ -231,9 +219,7 @@ impl ApplianceBuilder {
             None
         };
         let partitions = config.num_partitions;
-        if config.reject_invalid && !self.reject.iter().any(|t| t == CUSTOMER_EVENTS) {
-            self.reject.push(CUSTOMER_EVENTS.to_string());
-        }
+        self.reject = crate::contract::reject_topics(config.reject_invalid, &self.reject);
         // Compile every contract once: the dead-letter stage and the reject check share it.
         let mut compiled: Vec<(String, Arc<Contract>)> = Vec::new();
         for (topic, contract) in self.contracts {
@@ -327,16 +313,9 @@ impl ApplianceBuilder {
         }
         // Every stage runs over every partition of its topics: those there now, and those
         // created, added or re-created later (a worker stops when its topic is deleted).
-        let mut stages = Stages {
-            specs,
-            running: std::collections::HashSet::new(),
-            topics: topics.clone(),
-            groups: groups.clone(),
-            shared: shared.clone(),
-        };
-        let catalog = store.subscribe_catalog();
-        stages.reconcile(&mut tasks).await?;
-        tasks.spawn(keep_stages(stages, catalog, shutdown_rx.clone()));
+        Stages::new(specs, topics.clone(), groups.clone(), shared.clone())
+            .start(&mut tasks)
+            .await?;
         tasks.spawn(log_counts(stats.clone(), shutdown_rx.clone()));
         let mut http_addr = None;
         if let Some(addr) = &self.http {
@@ -351,7 +330,7 @@ impl ApplianceBuilder {
                 lag: lag.clone(),
                 stats: stats.clone(),
                 services: server.services().clone(),
-                dead_letters: Arc::new(crate::services::dead_letters::DeadLetters::new(
+                dead_letters: Arc::new(crate::pipeline::dead_letters::DeadLetters::new(
                     server.services().clone(),
                     replayers,
                     contracts.clone(),
@@ -373,149 +352,6 @@ impl ApplianceBuilder {
             ephemeral,
         })
     }
-}
-
-/// Which topics a stage runs over.
-enum Over {
-    Topic(String),
-    /// Every topic but the dead-letter ones, also those created later.
-    #[cfg_attr(not(feature = "client"), allow(dead_code))]
-    AllButDeadLetters,
-}
-
-impl Over {
-    fn covers(&self, topic: &str) -> bool {
-        match self {
-            Over::Topic(t) => t == topic,
-            Over::AllButDeadLetters => !topic.ends_with(DEAD_LETTER_SUFFIX),
-        }
-    }
-}
-
-/// What a stage does, made into a [`Stage`] for each topic it runs over.
-enum StageKind {
-    DeadLetter {
-        stats: IngestStats,
-        profiles: Option<pipeline::SharedProfiles>,
-    },
-    Profile {
-        profiles: pipeline::SharedProfiles,
-    },
-    Handler {
-        handler: Arc<dyn Handler>,
-    },
-}
-
-/// A stage of the appliance and the topics it runs over.
-struct StageSpec {
-    over: Over,
-    kind: StageKind,
-    contract: Option<Arc<Contract>>,
-}
-
-impl StageSpec {
-    /// The stage over `topic` (its dead-letter topic created when missing).
-    async fn stage(&self, topics: &Topics, topic: &kafkabox_storage::Topic) -> Result<Stage> {
-        Ok(match &self.kind {
-            StageKind::DeadLetter { stats, profiles } => Stage::DeadLetter {
-                dlq: ensure_dead_letter_topic(topics, topic).await?,
-                stats: stats.clone(),
-                profiles: profiles.clone(),
-            },
-            StageKind::Profile { profiles } => Stage::Profile {
-                profiles: profiles.clone(),
-            },
-            StageKind::Handler { handler } => Stage::Handler {
-                handler: handler.clone(),
-                dlq: ensure_dead_letter_topic(topics, topic).await?,
-            },
-        })
-    }
-}
-
-/// The appliance's stages and the partitions they run on.
-struct Stages {
-    specs: Vec<StageSpec>,
-    /// (index in `specs`, store-wide partition id) of every running worker.
-    running: std::collections::HashSet<(usize, u32)>,
-    topics: Topics,
-    groups: Arc<crate::services::groups::Coordinator>,
-    shared: pipeline::Shared,
-}
-
-impl Stages {
-    /// Starts a worker for every partition of every stage's topics that has none.
-    async fn reconcile(&mut self, tasks: &mut JoinSet<()>) -> Result<()> {
-        let live = self.topics.list();
-        let ids: std::collections::HashSet<u32> = live
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| p.id))
-            .collect();
-        // Partition ids are never reused: what is kept for those of deleted topics can go.
-        self.running.retain(|(_, id)| ids.contains(id));
-        if let Ok(mut v) = self.shared.verdicts.lock() {
-            v.retain(|id, _| ids.contains(id));
-        }
-        let names: std::collections::HashSet<&str> =
-            live.iter().map(|t| t.meta.name.as_str()).collect();
-        self.groups.retain_pipeline_topics(|t| names.contains(t));
-        for (i, spec) in self.specs.iter().enumerate() {
-            for t in live.iter().filter(|t| spec.over.covers(&t.meta.name)) {
-                let new: Vec<Arc<kafkabox_storage::Partition>> = t
-                    .partitions
-                    .iter()
-                    .filter(|p| !self.running.contains(&(i, p.id)))
-                    .cloned()
-                    .collect();
-                if new.is_empty() {
-                    continue;
-                }
-                let stage = spec.stage(&self.topics, t).await?;
-                for name in stage.names() {
-                    self.groups.register_pipeline(name, &t.meta.name);
-                }
-                if !self.running.is_empty() {
-                    tracing::info!(stage = stage.name(), topic = %t.meta.name, partitions = new.len(), "stage started on new partitions");
-                }
-                pipeline::spawn_partitions(
-                    tasks,
-                    &self.shared,
-                    t,
-                    &new,
-                    stage,
-                    spec.contract.clone(),
-                );
-                self.running.extend(new.iter().map(|p| (i, p.id)));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Keeps the stages running over topics created, grown or re-created after the start; waits
-/// for the workers it started at shutdown.
-async fn keep_stages(
-    mut stages: Stages,
-    mut catalog: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tasks = JoinSet::new();
-    let mut retry = tokio::time::interval(std::time::Duration::from_secs(10));
-    let mut log = crate::services::log_limit::RateLimitedLog::new();
-    while !*shutdown.borrow() {
-        tokio::select! {
-            r = catalog.changed() => if r.is_err() { break },
-            _ = retry.tick() => {}
-            _ = shutdown.changed() => break,
-            Some(_) = tasks.join_next() => continue,
-        }
-        if let Err(e) = stages.reconcile(&mut tasks).await {
-            if let Some(suppressed) = log.allow() {
-                tracing::error!(error = %e, suppressed, "cannot start a stage on a new topic; retrying");
-            }
-        }
-    }
-    while tasks.join_next().await.is_some() {}
 }
 
 /// The edge forwarder (`upstream.bootstrap`): a pipeline handler over each topic of
@@ -596,41 +432,6 @@ async fn log_counts(stats: IngestStats, mut shutdown: watch::Receiver<bool>) {
         if stopping {
             return;
         }
-    }
-}
-
-/// `<topic>.dlq`, with as many partitions as `topic` (record i of partition p goes to p).
-async fn ensure_dead_letter_topic(
-    topics: &Topics,
-    topic: &kafkabox_storage::Topic,
-) -> Result<Arc<kafkabox_storage::Topic>> {
-    ensure_topic(
-        topics,
-        &dead_letter_topic(&topic.meta.name),
-        topic.partitions.len() as u32,
-    )
-    .await
-}
-
-/// The topic `name`, created with `partitions` partitions if it does not exist.
-async fn ensure_topic(
-    topics: &Topics,
-    name: &str,
-    partitions: u32,
-) -> Result<Arc<kafkabox_storage::Topic>> {
-    if let Some(t) = topics.get(name) {
-        return Ok(t);
-    }
-    let t = topics.clone();
-    let n = name.to_string();
-    match tokio::task::spawn_blocking(move || t.create(&n, partitions, BTreeMap::new()))
-        .await
-        .context("topic creation task")?
-    {
-        Ok(t) => Ok(t),
-        // Created meanwhile by a producer's Metadata request.
-        Err(_) if topics.get(name).is_some() => topics.get(name).context("topic vanished"),
-        Err(e) => Err(anyhow::anyhow!("cannot create topic {name}: {e}")),
     }
 }
 

@@ -6,6 +6,22 @@
 
 use anyhow::{Context, Result};
 
+/// The integration guide's topic, which the contract checks unless `customer.events.contract`
+/// turns it off.
+pub const CUSTOMER_EVENTS: &str = "customer-events";
+
+/// The topics whose producers are refused (INVALID_RECORD) when a record breaks the topic's
+/// contract, instead of the record going to the dead-letter topic: those an embedder asked for,
+/// and `customer-events` when `reject.invalid` is set. The one home of that policy: the
+/// server's produce path and the appliance's stages both ask it.
+pub fn reject_topics(reject_invalid: bool, asked: &[String]) -> Vec<String> {
+    let mut topics = asked.to_vec();
+    if reject_invalid && !topics.iter().any(|t| t == CUSTOMER_EVENTS) {
+        topics.push(CUSTOMER_EVENTS.to_string());
+    }
+    topics
+}
+
 /// The schema shipped with kafkabox.
 pub const DEFAULT_SCHEMA: &str = include_str!("../schemas/customer-events.schema.json");
 

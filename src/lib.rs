@@ -2,8 +2,10 @@
 //! listener; every record batch is kept in sled (`kafkabox-storage`) exactly as sent.
 //!
 //! - [`config`]: settings from defaults, a TOML file, `KAFKABOX_*` variables and flags.
-//! - [`listener`]: the Kafka listener: accept, frames, ordered responses, per-connection session.
-//! - [`api`]: one file per Kafka API, translating to the domain services.
+//! - [`server`]: opens the store, builds TLS, binds the listeners, starts the services.
+//! - [`listener`]: the Kafka transport: accept, TLS handshakes, frames, ordered responses.
+//! - [`api`]: one file per Kafka API, translating to the domain services; the per-connection
+//!   [`api::Session`].
 //! - [`services`]: the domain services (topics, retention, groups) every front end calls.
 //! - [`pipeline`]: in-process handlers fed from the log, with their own committed offsets.
 //! - [`appliance`]: the embedding API (`Appliance::builder()`).
@@ -24,9 +26,10 @@ pub mod http;
 pub mod listener;
 pub mod pipeline;
 pub mod profile;
+pub mod server;
 pub mod services;
 pub mod tls;
 
 pub use appliance::{Appliance, ApplianceBuilder, ApplianceHandle};
 pub use config::Config;
-pub use listener::Server;
+pub use server::Server;

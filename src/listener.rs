@@ -1,6 +1,7 @@
-//! The Kafka listener: accepts connections, reads size-prefixed frames, hands each frame to the
-//! Kafka API layer (`crate::api::dispatch`) with the connection's [`Session`] and writes the
-//! responses back in request order. It knows no Kafka API.
+//! The Kafka transport: given the listeners the server bound ([`serve`]), accepts connections,
+//! makes TLS handshakes, reads size-prefixed frames, hands each frame to the Kafka API layer
+//! (`crate::api::dispatch`) with the connection's [`Session`] and writes the responses back in
+//! request order. It knows no Kafka API.
 //!
 //! Limits: `max.connections` (a permit taken before accept), `socket.request.max.bytes` (a larger
 //! frame closes the connection before anything is buffered), `queued.max.request.bytes` (request
@@ -11,77 +12,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
-use kafkabox_storage::{Store, StoreConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
-use crate::api::{self, Pending, Reply};
+use crate::api::{self, Auth, Pending, Reply, Session};
 use crate::config::{Config, SecurityProtocol};
+use crate::services::acl::ANONYMOUS;
 use crate::services::sasl::Admission;
 use crate::services::Services;
-
-/// The principal of a client that did not authenticate (PLAINTEXT, SSL without a client
-/// certificate), as Kafka names it.
-pub const ANONYMOUS: &str = "User:ANONYMOUS";
-
-/// Where a connection is in authentication.
-#[derive(Debug)]
-pub enum Auth {
-    /// Authenticated (or on a listener that needs none): every API may be used.
-    Done,
-    /// A SASL listener before SaslHandshake.
-    Handshake,
-    /// A SASL exchange of the mechanism the client chose, in progress.
-    Exchange(crate::services::sasl::Exchange),
-}
-
-/// Per-connection state: who is on the other end, and what the connection has negotiated.
-/// The API handlers get it mutably, in request order.
-#[derive(Debug)]
-pub struct Session {
-    pub services: Arc<Services>,
-    /// The listener's name (`PLAINTEXT`, `SASL_SSL`, or a name of
-    /// `listener.security.protocol.map`) and protocol.
-    pub listener: Arc<str>,
-    pub protocol: SecurityProtocol,
-    /// The local address the client reached: advertised when `advertised.listeners` names
-    /// nothing for this listener.
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
-    /// Who the client is: `User:NAME` once authenticated by SASL, `User:CN=...` for a client
-    /// certificate, [`ANONYMOUS`] otherwise.
-    pub principal: String,
-    pub auth: Auth,
-    /// Set by a handler whose answer must be the connection's last (failed authentication).
-    pub close_after: bool,
-    /// The client id of the latest request (Kafka reports it for group members).
-    pub client_id: String,
-    /// Requests answered on this connection.
-    pub requests: u64,
-    /// The API versions this broker advertises and accepts (`emulate.kafka`).
-    pub apis: Arc<crate::api::emulate::Advertised>,
-}
-
-impl Session {
-    /// The host and port Metadata gives for node 0: this listener's advertised address, else
-    /// the address the client reached.
-    pub fn advertised(&self) -> (String, u16) {
-        match self.services.config.advertised_for(&self.listener) {
-            Some(a) => a,
-            None => (self.local.ip().to_string(), self.local.port()),
-        }
-    }
-
-    /// Whether the connection may use every API (authenticated, or no authentication needed).
-    pub fn authenticated(&self) -> bool {
-        matches!(self.auth, Auth::Done)
-    }
-}
 
 /// One bound Kafka listener.
 #[derive(Debug, Clone)]
@@ -89,183 +31,6 @@ pub struct BoundListener {
     pub name: Arc<str>,
     pub protocol: SecurityProtocol,
     pub addr: SocketAddr,
-}
-
-/// A running broker.
-#[derive(Debug)]
-pub struct Server {
-    listeners: Vec<BoundListener>,
-    store: Store,
-    services: Arc<Services>,
-    shutdown_tx: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// Opens the store, binds the listener and starts serving.
-    pub async fn start(config: Config) -> Result<Server> {
-        let mut reject = std::collections::HashMap::new();
-        if config.reject_invalid {
-            reject.insert(
-                crate::appliance::CUSTOMER_EVENTS.to_string(),
-                Arc::new(config.customer_contract()?),
-            );
-        }
-        Server::start_with(config, reject).await
-    }
-
-    /// Like [`Server::start`], with the topics whose produce requests are refused with
-    /// INVALID_RECORD when a record breaks the topic's contract (the `reject` policy).
-    pub async fn start_with(
-        config: Config,
-        reject_contracts: std::collections::HashMap<String, Arc<crate::contract::Contract>>,
-    ) -> Result<Server> {
-        let mut sc = StoreConfig::new(&config.data_dir);
-        sc.cache_capacity_bytes = config.cache_bytes;
-        sc.flush_interval = config.flush_interval;
-        sc.segment_bytes = config.segment_bytes;
-        sc.segment_ms = config.segment_ms;
-        sc.max_open_segments = config.max_open_segments;
-        sc.max_partitions = config.max_partitions;
-        sc.min_free_bytes = config.min_free_bytes;
-        let data_dir = config.data_dir.clone();
-        let started = std::time::Instant::now();
-        let store = tokio::task::spawn_blocking(move || Store::open(sc))
-            .await
-            .context("store open task")?
-            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
-        info!(
-            data_dir = %config.data_dir.display(),
-            cluster_id = store.cluster_id(),
-            topics = store.topics().len(),
-            open_ms = started.elapsed().as_millis() as u64,
-            "store opened"
-        );
-        let tls = if config
-            .listeners
-            .iter()
-            .any(|l| config.protocol_of(&l.name).is_ok_and(SecurityProtocol::tls))
-        {
-            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-                &config,
-                &[],
-            )?))
-        } else {
-            None
-        };
-        let mut bound = Vec::new();
-        let mut sockets = Vec::new();
-        for (l, protocol, addr) in config.resolved_listeners()? {
-            let listener = TcpListener::bind(addr).await.with_context(|| {
-                format!(
-                    "cannot listen on {addr} (listener {}; is another broker running there?)",
-                    l.name
-                )
-            })?;
-            let addr = listener.local_addr()?;
-            info!(%addr, listener = %l.name, protocol = protocol.name(), "Kafka listener ready");
-            let authenticates = protocol.sasl()
-                || (protocol.tls()
-                    && config.ssl_client_auth == crate::config::ClientAuth::Required);
-            if open_to_the_network(addr) && !authenticates {
-                tracing::warn!(
-                    %addr,
-                    listener = %l.name,
-                    "the Kafka listener {} accepts anyone who can reach {addr} without authentication: any client there can produce, consume, create and delete topics; use a SASL_SSL listener (--set listeners=SASL_SSL://...), listen on 127.0.0.1, or firewall the port",
-                    l.name
-                );
-            }
-            bound.push(BoundListener {
-                name: l.name.as_str().into(),
-                protocol,
-                addr,
-            });
-            sockets.push(listener);
-        }
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let request_bytes = Arc::new(Semaphore::new(config.queued_max_request_bytes));
-        let services = Services::start(
-            store.clone(),
-            Arc::new(config),
-            reject_contracts,
-            shutdown_rx,
-        )
-        .await
-        .context("starting the broker's services")?;
-        let apis = Arc::new(
-            crate::api::emulate::Advertised::from_config(services.config.emulate_kafka.as_deref())
-                .map_err(|e| anyhow::anyhow!("emulate.kafka: {e}"))?,
-        );
-        if let Some(release) = &apis.release {
-            info!(
-                release = %release,
-                apis = apis.iter().count(),
-                "emulating Apache Kafka {release}: ApiVersions advertises its API versions (those kafkabox answers) and other versions are refused"
-            );
-        }
-        let task = tokio::spawn(run(
-            sockets.into_iter().zip(bound.iter().cloned()).collect(),
-            tls,
-            services.clone(),
-            request_bytes,
-            apis,
-        ));
-        // Partitions load when first used; this loads the rest in the background, so start-up
-        // does not wait for them and the first requests mostly do not either.
-        let loading = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            match loading.load_all() {
-                Ok(()) => info!(
-                    load_ms = started.elapsed().as_millis() as u64,
-                    "every partition loaded"
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "a partition cannot be loaded; requests for it fail with this error")
-                }
-            }
-        });
-        Ok(Server {
-            listeners: bound,
-            store,
-            services,
-            shutdown_tx,
-            task,
-        })
-    }
-
-    /// The first Kafka listener's bound address (useful with port 0).
-    pub fn kafka_addr(&self) -> SocketAddr {
-        self.listeners[0].addr
-    }
-
-    /// Every Kafka listener, bound, in the order of `listeners`.
-    pub fn listeners(&self) -> &[BoundListener] {
-        &self.listeners
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The domain services (topics, groups ...) the Kafka API, the HTTP API and the appliance
-    /// share.
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
-    }
-
-    /// Stops accepting, lets every connection answer what it has read, flushes the store.
-    pub async fn shutdown(self) -> Result<()> {
-        let _ = self.shutdown_tx.send(true);
-        let _ = self.task.await;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .context("store close task")?
-            .context("final flush")?;
-        info!("shut down cleanly");
-        Ok(())
-    }
 }
 
 /// The next connection on any of `listeners`, with the index of its listener. The listener
@@ -287,13 +52,14 @@ async fn accept_any(
     .await
 }
 
-/// Accept loop; returns once shutdown is signalled and every connection has finished.
-async fn run(
+/// Serves the bound `listeners` (the server binds them): the accept loop, one task per
+/// connection. Returns once shutdown is signalled and every connection has finished.
+pub async fn serve(
     listeners: Vec<(TcpListener, BoundListener)>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     services: Arc<Services>,
     request_bytes: Arc<Semaphore>,
-    apis: Arc<crate::api::emulate::Advertised>,
+    apis: Arc<api::emulate::Advertised>,
 ) {
     let conn_permits = Arc::new(Semaphore::new(services.config.max_connections));
     let mut shutdown = services.shutdown.clone();

@@ -428,7 +428,7 @@ fn main() {
     if matches!(cli.command, Command::Serve(_)) {
         fixed_mmap_threshold();
     }
-    // The bench prints its own report; its in-process broker only logs warnings.
+    // The bench prints its own report; the appliances it runs in this process only log warnings.
     init_logging(
         match cli.command {
             Command::Serve(_) => "info",

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod compression;
+pub mod names;
 pub mod precheck;
 
 use bytes::{Bytes, BytesMut};

@@ -7,8 +7,8 @@ use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 use super::describe_configs::{BROKER, TOPIC};
+use super::Session;
 use super::{blocking, errors, str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 
 /// AlterConfigs, declared for the API table.
 pub struct AlterConfigs;

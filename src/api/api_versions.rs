@@ -5,8 +5,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
+use super::Session;
 use crate::api::{Call, KafkaApi, Pending};
-use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 /// Kafka's pattern for client_software_name/version (ApiVersionsRequest.java).

@@ -11,8 +11,8 @@ use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 use super::describe_groups::GROUP_OPERATIONS;
+use super::Session;
 use super::{errors, str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::groups::consumer::Tp;
 use crate::services::Topics;
 

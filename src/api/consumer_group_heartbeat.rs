@@ -6,8 +6,8 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::groups::consumer::{Heartbeat, Tp};
 use crate::services::mono_ms;
 

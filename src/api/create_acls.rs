@@ -5,8 +5,8 @@ use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{cluster_allowed, errors, str_bytes, Call, KafkaApi, Operation, Pending};
-use crate::listener::Session;
 use crate::services::acl::{Acl, PatternType, Permission, ResourceType};
 use crate::services::Error;
 

@@ -4,8 +4,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{blocking, errors, str_bytes, Call, KafkaApi, Pending, NODE_ID};
-use crate::listener::Session;
 use crate::services::Error;
 
 /// CreatePartitions, declared for the API table.

@@ -5,9 +5,9 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
+use super::Session;
 use super::{blocking, errors, str_bytes, topic_name, topic_uuid};
 use crate::api::{Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::topics::{NewTopic, Topics};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
@@ -138,7 +138,9 @@ fn create_all(
                                     .with_name(str_bytes(&c.name))
                                     .with_value(Some(str_bytes(&c.value)))
                                     .with_read_only(false)
-                                    .with_config_source(c.source.code())
+                                    .with_config_source(
+                                        super::describe_configs::config_source_code(c.source),
+                                    )
                                     .with_is_sensitive(false)
                             })
                             .collect(),

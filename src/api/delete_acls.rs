@@ -8,8 +8,8 @@ use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{cluster_allowed, errors, str_bytes, Call, KafkaApi, Operation, Pending};
-use crate::listener::Session;
 
 /// DeleteAcls, declared for the API table.
 pub struct DeleteAcls;

@@ -4,8 +4,8 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 
 /// DeleteGroups, declared for the API table.
 pub struct DeleteGroups;

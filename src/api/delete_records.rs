@@ -7,8 +7,8 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 
 /// DeleteRecords, declared for the API table.
 pub struct DeleteRecords;
@@ -103,13 +103,4 @@ const SCHEMA: Schema = Schema::new(
     2,
 );
 
-impl crate::api::ErrorCodes for kafka_protocol::messages::DeleteRecordsResponse {
-    fn first_error(&self) -> i16 {
-        crate::api::first(
-            self.topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.error_code),
-        )
-    }
-}
+super::partition_error_codes!(kafka_protocol::messages::DeleteRecordsResponse);

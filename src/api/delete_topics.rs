@@ -6,8 +6,8 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{blocking, errors, str_bytes, topic_name, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::Topics;
 
 /// DeleteTopics, declared for the API table.

@@ -6,8 +6,8 @@ use kafka_protocol::messages::{DescribeAclsRequest, DescribeAclsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
+use super::Session;
 use super::{cluster_allowed, errors, str_bytes, Call, KafkaApi, Operation, Pending};
-use crate::listener::Session;
 use crate::services::acl::{AclFilter, PatternType, Permission, ResourceType};
 
 /// DescribeAcls, declared for the API table.

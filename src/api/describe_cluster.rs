@@ -6,8 +6,8 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 use super::metadata::CLUSTER_OPERATIONS;
+use super::Session;
 use super::{str_bytes, Call, KafkaApi, Pending, NODE_ID};
-use crate::listener::Session;
 
 /// DescribeCluster, declared for the API table.
 pub struct DescribeCluster;

@@ -1,5 +1,8 @@
 //! DescribeConfigs (v1-4): every config of a topic (Kafka's names, values, sources, synonyms,
-//! types) and the broker's configs (read-only: kafkabox takes them at start-up).
+//! types) and the broker's configs (most set at start-up; the dynamic ones also at runtime).
+//! Also what the config APIs share: Kafka's resource types, the ACL check of a config
+//! resource, and Kafka's numbering of config sources and types (CreateTopics v5+ reports
+//! sources too).
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -8,14 +11,40 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
-use crate::services::topics::ConfigValue;
+use crate::services::topics::{ConfigSource, ConfigType, ConfigValue};
 
 /// Kafka's resource types (ConfigResource.Type).
 pub const TOPIC: i8 = 2;
 pub const BROKER: i8 = 4;
 pub const BROKER_LOGGER: i8 = 8;
+
+/// Kafka's number for where a config value comes from (DescribeConfigsResponse.ConfigSource).
+pub fn config_source_code(source: ConfigSource) -> i8 {
+    match source {
+        ConfigSource::Topic => 1,
+        ConfigSource::DynamicBroker => 2,
+        ConfigSource::DynamicDefault => 3,
+        ConfigSource::Broker => 4,
+        ConfigSource::Default => 5,
+    }
+}
+
+/// Kafka's number for a config's value type (DescribeConfigsResponse.ConfigType, v3+).
+pub fn config_type_code(ty: ConfigType) -> i8 {
+    match ty {
+        ConfigType::Boolean => 1,
+        ConfigType::String => 2,
+        ConfigType::Int => 3,
+        ConfigType::Short => 4,
+        ConfigType::Long => 5,
+        ConfigType::Double => 6,
+        ConfigType::List => 7,
+        ConfigType::Class => 8,
+        ConfigType::Password => 9,
+    }
+}
 
 /// Whether `access` may do `op` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on a config resource: a
 /// topic's are the topic's, the broker's are the cluster's.
@@ -121,19 +150,19 @@ fn describe(c: &ConfigValue, synonyms: bool, version: i16) -> DescribeConfigsRes
         .with_name(str_bytes(&c.name))
         .with_value(Some(str_bytes(&c.value)))
         .with_read_only(c.read_only)
-        .with_config_source(c.source.code())
+        .with_config_source(config_source_code(c.source))
         .with_is_sensitive(false);
     if synonyms {
         let mut syn = Vec::new();
-        if c.source != crate::services::topics::ConfigSource::Default
-            && c.source != crate::services::topics::ConfigSource::Broker
+        if c.source != ConfigSource::Default
+            && c.source != ConfigSource::Broker
             && c.synonym.as_ref().is_none_or(|(n, _, _)| *n != c.name)
         {
             syn.push(
                 DescribeConfigsSynonym::default()
                     .with_name(str_bytes(&c.name))
                     .with_value(Some(str_bytes(&c.value)))
-                    .with_source(c.source.code()),
+                    .with_source(config_source_code(c.source)),
             );
         }
         if let Some((name, value, source)) = &c.synonym {
@@ -141,13 +170,13 @@ fn describe(c: &ConfigValue, synonyms: bool, version: i16) -> DescribeConfigsRes
                 DescribeConfigsSynonym::default()
                     .with_name(str_bytes(name))
                     .with_value(Some(str_bytes(value)))
-                    .with_source(source.code()),
+                    .with_source(config_source_code(*source)),
             );
         }
         r.synonyms = syn;
     }
     if version >= 3 {
-        r.config_type = c.ty.code();
+        r.config_type = config_type_code(c.ty);
     }
     r
 }

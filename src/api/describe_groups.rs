@@ -5,8 +5,8 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
+use super::Session;
 use super::{str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 
 /// KIP-430 operations on a group, with no ACLs: READ(3), DELETE(6), DESCRIBE(8).
 pub const GROUP_OPERATIONS: &[super::Operation] = &[

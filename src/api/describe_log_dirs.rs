@@ -6,8 +6,8 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, str_bytes, topic_name, Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 
 /// DescribeLogDirs, declared for the API table.
 pub struct DescribeLogDirs;
@@ -28,14 +28,14 @@ impl KafkaApi for DescribeLogDirs {
         }
         Box::pin(async move {
             let job = tokio::task::spawn_blocking(move || {
-                let store = &services.store;
+                let topics = &services.topics;
                 let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
                         .collect()
                 });
                 let mut out = Vec::new();
-                for t in services.topics.list() {
+                for t in topics.list() {
                     let parts: Vec<i32> = match &wanted {
                         None => t.partitions.iter().map(|p| p.index).collect(),
                         Some(w) => match w.iter().find(|(n, _)| *n == t.meta.name) {
@@ -48,9 +48,7 @@ impl KafkaApi for DescribeLogDirs {
                         let Some(part) = t.partition(index) else {
                             continue;
                         };
-                        let size = store
-                            .partition_size(part)
-                            .map_err(|e| errors::storage(&e))?;
+                        let size = topics.partition_size(part).map_err(|e| errors::code(&e))?;
                         partitions.push(
                             DescribeLogDirsPartition::default()
                                 .with_partition_index(index)
@@ -64,7 +62,7 @@ impl KafkaApi for DescribeLogDirs {
                     );
                 }
                 let mut result = DescribeLogDirsResult::default()
-                    .with_log_dir(str_bytes(&store.path().display().to_string()))
+                    .with_log_dir(str_bytes(&topics.log_dir().display().to_string()))
                     .with_topics(out);
                 if call.version >= 4 {
                     result.total_bytes = -1;

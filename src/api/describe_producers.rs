@@ -7,8 +7,8 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{Call, KafkaApi, Pending};
-use crate::listener::Session;
 
 /// DescribeProducers, declared for the API table.
 pub struct DescribeProducers;
@@ -21,7 +21,7 @@ impl KafkaApi for DescribeProducers {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: DescribeProducersRequest) -> Pending {
-        let store = &session.services.store;
+        let services = &session.services;
         let access = super::Access::of(session);
         let topics = req
             .topics
@@ -32,7 +32,7 @@ impl KafkaApi for DescribeProducers {
                     super::ResourceType::Topic,
                     t.name.0.as_str(),
                 );
-                let topic = store.topic(t.name.0.as_str()).filter(|_| may);
+                let topic = services.topics.get(t.name.0.as_str()).filter(|_| may);
                 TopicResponse::default()
                     .with_name(t.name.clone())
                     .with_partitions(
@@ -49,15 +49,15 @@ impl KafkaApi for DescribeProducers {
                                         r.error_code = ResponseError::UnknownTopicOrPartition.code()
                                     }
                                     Some(part) => {
-                                        r.active_producers = store
+                                        r.active_producers = services
                                             .producer_states(part)
                                             .into_iter()
-                                            .map(|(id, epoch, seq, ts)| {
+                                            .map(|s| {
                                                 ProducerState::default()
-                                                    .with_producer_id(ProducerId(id))
-                                                    .with_producer_epoch(i32::from(epoch))
-                                                    .with_last_sequence(seq)
-                                                    .with_last_timestamp(ts)
+                                                    .with_producer_id(ProducerId(s.producer_id))
+                                                    .with_producer_epoch(i32::from(s.epoch))
+                                                    .with_last_sequence(s.last_sequence)
+                                                    .with_last_timestamp(s.last_timestamp)
                                                     .with_coordinator_epoch(-1)
                                                     .with_current_txn_start_offset(-1)
                                             })
@@ -85,13 +85,4 @@ const SCHEMA: Schema = Schema::new(
     0,
 );
 
-impl crate::api::ErrorCodes for kafka_protocol::messages::DescribeProducersResponse {
-    fn first_error(&self) -> i16 {
-        crate::api::first(
-            self.topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.error_code),
-        )
-    }
-}
+super::partition_error_codes!(kafka_protocol::messages::DescribeProducersResponse);

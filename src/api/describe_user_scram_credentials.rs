@@ -10,8 +10,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{cluster_allowed, errors, str_bytes, Call, KafkaApi, Operation, Pending};
-use crate::listener::Session;
 use crate::services::users::{Mechanism, User};
 
 /// DescribeUserScramCredentials, declared for the API table.

@@ -11,8 +11,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
+use super::Session;
 use crate::api::{Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 /// Kafka's broker-side `fetch.max.bytes` default: the most one response carries.

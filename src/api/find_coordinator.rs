@@ -6,9 +6,9 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
 
+use super::Session;
 use super::{str_bytes, NODE_ID};
 use crate::api::{Call, KafkaApi, Pending};
-use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 /// FindCoordinator, declared for the API table.

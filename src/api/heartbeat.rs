@@ -3,8 +3,8 @@
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::mono_ms;
 
 /// Heartbeat, declared for the API table.

@@ -1,12 +1,14 @@
-//! IncrementalAlterConfigs (v0-1): SET, DELETE, APPEND and SUBTRACT on a topic's configs.
+//! IncrementalAlterConfigs (v0-1): SET, DELETE, APPEND and SUBTRACT on a topic's configs;
+//! SET and DELETE on the dynamic configs of the broker (name "0") or of the cluster default
+//! (name "").
 
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 use super::alter_configs::alter;
+use super::Session;
 use super::{blocking, str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 
 /// IncrementalAlterConfigs, declared for the API table.
 pub struct IncrementalAlterConfigs;

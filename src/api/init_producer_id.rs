@@ -1,12 +1,12 @@
 //! InitProducerId: a new producer id (epoch 0) for every idempotent producer, bound to the
-//! principal that asked (`Store::new_producer_id`: no other principal can write with it, and
-//! ids cannot be guessed from one another). Transactions are not supported.
+//! principal that asked (`Services::new_producer_id`: no other principal can write with it,
+//! and ids cannot be guessed from one another). Transactions are not supported.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use super::Session;
 use crate::api::{Call, KafkaApi, Pending};
-use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 /// InitProducerId, declared for the API table.
@@ -45,7 +45,7 @@ const SCHEMA: Schema = Schema::new(
 );
 
 fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pending {
-    let store = session.services.store.clone();
+    let services = session.services.clone();
     let owner = session.principal.clone();
     // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (when ACLs are enforced).
     let may = req.transactional_id.is_some()
@@ -82,14 +82,14 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
             resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
             return call.respond(&resp);
         }
-        match tokio::task::spawn_blocking(move || store.new_producer_id(owner.as_bytes())).await {
+        match tokio::task::spawn_blocking(move || services.new_producer_id(&owner)).await {
             Ok(Ok(id)) => {
                 resp.producer_id = ProducerId(id);
                 resp.producer_epoch = 0;
             }
             Ok(Err(e)) => {
                 tracing::error!("cannot allocate a producer id");
-                resp.error_code = super::errors::storage(&e).code();
+                resp.error_code = super::errors::code(&e).code();
             }
             Err(e) => {
                 tracing::error!(error = %e, "producer id task failed");

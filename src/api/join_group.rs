@@ -7,8 +7,8 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, str_bytes, Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 use crate::services::groups::{Answer, JoinCode, JoinRequest, JoinResult};
 use crate::services::mono_ms;
 

@@ -4,8 +4,8 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::mono_ms;
 
 /// LeaveGroup, declared for the API table.

@@ -5,8 +5,8 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
+use super::Session;
 use super::{str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 
 /// ListGroups, declared for the API table.
 pub struct ListGroups;

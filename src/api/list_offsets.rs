@@ -9,9 +9,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
+use super::Session;
 use super::{blocking, errors, LEADER_EPOCH};
 use crate::api::{Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::Services;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
@@ -75,11 +75,11 @@ fn answer(
     req: &ListOffsetsRequest,
     access: &super::Access,
 ) -> Vec<ListOffsetsTopicResponse> {
-    let store = &services.store;
+    let service = &services.topics;
     let mut topics = Vec::with_capacity(req.topics.len());
     for lt in &req.topics {
         let name = lt.name.0.as_str();
-        let topic = store.topic(name);
+        let topic = service.get(name);
         let may = access.allowed(super::Operation::Describe, super::ResourceType::Topic, name);
         let mut parts = Vec::with_capacity(lt.partitions.len());
         for lp in &lt.partitions {
@@ -102,19 +102,19 @@ fn answer(
                 continue;
             };
             // A damaged partition has no trustworthy end: say so rather than a wrong offset.
-            if let Some((from, what)) = store.damage(part) {
+            if let Some((from, what)) = service.damage(part) {
                 tracing::debug!(topic = name, partition = lp.partition_index, from, reason = %what, "ListOffsets on a damaged partition");
                 r.error_code = ResponseError::KafkaStorageError.code();
                 parts.push(r);
                 continue;
             }
-            let offsets = store.offsets(part);
+            let offsets = service.offsets(part);
             let found = match lp.timestamp {
                 -1 => Ok(Some((offsets.log_end, -1))),
                 -2 | -4 => Ok(Some((offsets.log_start, -1))),
-                -3 => services.topics.max_timestamp(part),
+                -3 => service.max_timestamp(part),
                 -5 => Ok(None),
-                ts if ts >= 0 => services.topics.offset_for_timestamp(part, ts),
+                ts if ts >= 0 => service.offset_for_timestamp(part, ts),
                 other => {
                     tracing::info!(
                         timestamp = other,
@@ -147,16 +147,7 @@ fn answer(
     topics
 }
 
-impl crate::api::ErrorCodes for kafka_protocol::messages::ListOffsetsResponse {
-    fn first_error(&self) -> i16 {
-        crate::api::first(
-            self.topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.error_code),
-        )
-    }
-}
+super::partition_error_codes!(kafka_protocol::messages::ListOffsetsResponse);
 
 /// An injected error for every partition of the request.
 fn error_answer(call: Call, req: &ListOffsetsRequest, code: i16) -> crate::api::Reply {

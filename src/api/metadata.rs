@@ -36,8 +36,8 @@ pub const CLUSTER_OPERATIONS: &[Operation] = &[
     Operation::AlterConfigs,
     Operation::IdempotentWrite,
 ];
+use super::Session;
 use crate::api::{Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
 fn describe(topic: &Topic) -> MetadataResponseTopic {

@@ -44,6 +44,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
+pub mod session;
 pub mod sync_group;
 
 use std::future::Future;
@@ -57,8 +58,8 @@ use kafkabox_protocol::{DecodeError, RequestPrefix};
 use kafkabox_storage::Topic;
 use tracing::{debug, warn, Instrument};
 
-use crate::listener::Session;
 pub use crate::services::acl::{Operation, ResourceType};
+pub use session::{Auth, Session};
 
 use crate::services::faults::Injection;
 pub use crate::services::{LEADER_EPOCH, NODE_ID};
@@ -122,6 +123,23 @@ pub fn first(codes: impl IntoIterator<Item = i16>) -> i16 {
     codes.into_iter().find(|c| *c != 0).unwrap_or(0)
 }
 
+/// [`ErrorCodes`] for a response whose error codes are per partition, under `topics`.
+macro_rules! partition_error_codes {
+    ($response:ty) => {
+        impl $crate::api::ErrorCodes for $response {
+            fn first_error(&self) -> i16 {
+                $crate::api::first(
+                    self.topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .map(|p| p.error_code),
+                )
+            }
+        }
+    };
+}
+pub(crate) use partition_error_codes;
+
 /// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), `NONE` for 0 (borrowed: the
 /// answer to nearly every request allocates nothing here).
 pub fn error_name(code: i16) -> std::borrow::Cow<'static, str> {
@@ -173,8 +191,10 @@ pub trait KafkaApi {
     const NAME: &'static str;
     /// The bounded pre-check of a request body (see `kafkabox_protocol::precheck`).
     const SCHEMA: Schema;
-    /// Runs in request order on the connection's task; long work goes into the returned future
-    /// (or `spawn_blocking` inside it).
+    /// Runs in request order, one request of a connection at a time, on a thread of the
+    /// blocking pool (the listener's `spawn_blocking`, so it may touch sled); what waits (a
+    /// flush, a long poll, a rebalance) goes into the returned future, which the listener
+    /// awaits on the runtime.
     fn handle(session: &mut Session, call: Call, req: Self::Request) -> Pending;
     /// Whether [`KafkaApi::error_response`] answers (fault injection, `api::faults`).
     const TAKES_ERRORS: bool = false;
@@ -469,7 +489,8 @@ pub fn allowed(session: &Session, op: Operation, resource: ResourceType, name: &
     !session.services.acl.enabled() || Access::of(session).allowed(op, resource, name)
 }
 
-/// Who a request is from, for ACL checks made off the connection's task (blocking work).
+/// Who a request is from, for ACL checks made where the session is not at hand (in a
+/// handler's future or blocking job).
 #[derive(Debug, Clone)]
 pub struct Access {
     services: std::sync::Arc<crate::services::Services>,

@@ -7,8 +7,8 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 use crate::services::groups::{Committer, OffsetToCommit};
 
 /// OffsetCommit, declared for the API table.
@@ -171,16 +171,7 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
     })
 }
 
-impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetCommitResponse {
-    fn first_error(&self) -> i16 {
-        crate::api::first(
-            self.topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.error_code),
-        )
-    }
-}
+super::partition_error_codes!(kafka_protocol::messages::OffsetCommitResponse);
 
 /// An injected error for every partition of the request.
 fn error_answer(call: Call, req: &OffsetCommitRequest, code: i16) -> Reply {

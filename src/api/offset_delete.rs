@@ -6,8 +6,8 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL, NEVER};
 
+use super::Session;
 use super::{blocking, errors, Call, KafkaApi, Pending};
-use crate::listener::Session;
 
 /// OffsetDelete, declared for the API table.
 pub struct OffsetDelete;

@@ -12,8 +12,8 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 use kafkabox_storage::CommittedOffset;
 
+use super::Session;
 use super::{blocking, errors, str_bytes, topic_name, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::groups::Coordinator;
 
 /// OffsetFetch, declared for the API table.

@@ -8,8 +8,8 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{Call, KafkaApi, Pending, LEADER_EPOCH};
-use crate::listener::Session;
 
 /// OffsetForLeaderEpoch, declared for the API table.
 pub struct OffsetForLeaderEpoch;
@@ -22,7 +22,7 @@ impl KafkaApi for OffsetForLeaderEpoch {
     const SCHEMA: Schema = SCHEMA;
 
     fn handle(session: &mut Session, call: Call, req: OffsetForLeaderEpochRequest) -> Pending {
-        let store = &session.services.store;
+        let service = &session.services.topics;
         let access = super::Access::of(session);
         let topics = req
             .topics
@@ -33,7 +33,7 @@ impl KafkaApi for OffsetForLeaderEpoch {
                     super::ResourceType::Topic,
                     t.topic.0.as_str(),
                 );
-                let topic = store.topic(t.topic.0.as_str()).filter(|_| may);
+                let topic = service.get(t.topic.0.as_str()).filter(|_| may);
                 OffsetForLeaderTopicResult::default()
                     .with_topic(t.topic.clone())
                     .with_partitions(
@@ -57,7 +57,7 @@ impl KafkaApi for OffsetForLeaderEpoch {
                                     }
                                     Some(part) if p.leader_epoch <= LEADER_EPOCH => {
                                         r.leader_epoch = LEADER_EPOCH;
-                                        r.end_offset = store.offsets(part).log_end;
+                                        r.end_offset = service.offsets(part).log_end;
                                     }
                                     // An epoch newer than any: undefined, as Kafka answers.
                                     Some(_) => {}
@@ -89,13 +89,4 @@ const SCHEMA: Schema = Schema::new(
     4,
 );
 
-impl crate::api::ErrorCodes for kafka_protocol::messages::OffsetForLeaderEpochResponse {
-    fn first_error(&self) -> i16 {
-        crate::api::first(
-            self.topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.error_code),
-        )
-    }
-}
+super::partition_error_codes!(kafka_protocol::messages::OffsetForLeaderEpochResponse);

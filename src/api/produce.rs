@@ -11,9 +11,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use kafkabox_storage::StoreError;
 
+use super::Session;
 use super::{errors, str_bytes};
 use crate::api::{ready, Call, KafkaApi, Pending, Reply};
-use crate::listener::Session;
 use crate::services::produce::ProduceError;
 use crate::services::Services;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};

@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL};
 
 use super::{str_bytes, Call, KafkaApi, Pending};
-use crate::listener::{Auth, Session};
+use super::{Auth, Session};
 use crate::services::sasl::{failure_message, Step};
 
 /// SaslAuthenticate, declared for the API table.

@@ -9,7 +9,7 @@ use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Schema, Ty, ALL, NEVER};
 
 use super::{str_bytes, Call, KafkaApi, Pending};
-use crate::listener::{Auth, Session};
+use super::{Auth, Session};
 use crate::services::sasl::Exchange;
 
 /// SaslHandshake, declared for the API table.

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 
+use super::Session;
 use super::{errors, str_bytes, Call, KafkaApi, Pending};
-use crate::listener::Session;
 use crate::services::groups::{Answer, SyncResult};
 use crate::services::{mono_ms, Error};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{KafkaArgs, NotFound};
@@ -203,34 +203,8 @@ fn write(
             out.write_all(m.payload().unwrap_or_default())?;
             out.write_all(b"\n")?;
         }
-        Format::Json => {
-            let (key, key_encoding) = kafkabox::http::shown_key(m.key());
-            let (value, value_encoding) = kafkabox::http::shown(m.payload());
-            let headers: Vec<serde_json::Value> = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| kafkabox::http::header_json(h.key.as_bytes(), h.value))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let v = serde_json::json!({
-                "topic": m.topic(),
-                "partition": m.partition(),
-                "offset": m.offset(),
-                "timestamp": m.timestamp().to_millis(),
-                "key": key,
-                "key_encoding": key_encoding,
-                "value": value,
-                "value_encoding": value_encoding,
-                "headers": headers,
-            });
-            writeln!(out, "{v}")?;
-        }
-        Format::Dump => {
-            let v = super::dump::record_line(m);
-            writeln!(out, "{v}")?;
-        }
+        Format::Json => writeln!(out, "{}", super::render::record_json(m))?,
+        Format::Dump => writeln!(out, "{}", super::render::record_line(m))?,
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::io::BufRead;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
 use super::consume::{ConsumeArgs, Format};
@@ -57,36 +57,6 @@ pub async fn dump(args: DumpArgs) -> Result<()> {
         kafka: args.kafka,
     })
     .await
-}
-
-use kafkabox::http::utf8_or_base64 as exact;
-
-/// One record as a dump line.
-pub fn record_line(m: &impl Message) -> serde_json::Value {
-    let (key, key_encoding) = exact(m.key());
-    let (value, value_encoding) = exact(m.payload());
-    let headers: Vec<serde_json::Value> = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    let (value, enc) = exact(h.value);
-                    serde_json::json!({"key": h.key, "value": value, "value_encoding": enc})
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    serde_json::json!({
-        "topic": m.topic(),
-        "partition": m.partition(),
-        "offset": m.offset(),
-        "timestamp": m.timestamp().to_millis(),
-        "key": key,
-        "key_encoding": key_encoding,
-        "value": value,
-        "value_encoding": value_encoding,
-        "headers": headers,
-    })
 }
 
 /// Bytes of a key or value from its JSON and encoding.

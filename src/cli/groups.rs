@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{KafkaArgs, NotFound};
+use super::{ListArgs, NotFound};
 
 /// Most partitions whose committed offsets `describe` asks for.
 const MAX_PARTITIONS: usize = 10_000;
@@ -15,17 +15,13 @@ pub enum GroupsCommand {
     /// Every group with its state and member count.
     List {
         #[command(flatten)]
-        kafka: KafkaArgs,
-        #[arg(long)]
-        json: bool,
+        args: ListArgs,
     },
     /// A group's state, members, committed offsets and lag per partition.
     Describe {
         group: String,
         #[command(flatten)]
-        kafka: KafkaArgs,
-        #[arg(long)]
-        json: bool,
+        args: ListArgs,
     },
 }
 
@@ -35,7 +31,9 @@ pub async fn run(cmd: GroupsCommand) -> Result<()> {
 
 fn run_blocking(cmd: GroupsCommand) -> Result<()> {
     match cmd {
-        GroupsCommand::List { kafka, json } => {
+        GroupsCommand::List {
+            args: ListArgs { kafka, json },
+        } => {
             let consumer: BaseConsumer = kafka.client()?.create().context("Kafka client")?;
             let groups = consumer
                 .fetch_group_list(None, kafka.timeout())
@@ -63,7 +61,10 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
                 }
             }
         }
-        GroupsCommand::Describe { group, kafka, json } => {
+        GroupsCommand::Describe {
+            group,
+            args: ListArgs { kafka, json },
+        } => {
             let consumer: BaseConsumer = kafka
                 .client()?
                 .set("group.id", &group)

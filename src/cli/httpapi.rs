@@ -1,5 +1,5 @@
-//! `kafkabox customers` and `kafkabox dlq`: Kafka has no word for profiles or dead-letter
-//! replay, so these call kafkabox's HTTP API (docs/http-api.md).
+//! `kafkabox customers`, `dlq` and `faults`: Kafka has no word for profiles, dead-letter replay
+//! or fault injection, so these call kafkabox's HTTP API (docs/http-api.md).
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -173,10 +173,10 @@ fn selection(
         let topic = filter
             .topic
             .context("one dead letter needs --topic, --partition and --offset")?;
-        let topic = if topic.ends_with(".dlq") {
+        let topic = if topic.ends_with(kafkabox::services::dead_letters::DEAD_LETTER_SUFFIX) {
             topic
         } else {
-            format!("{topic}.dlq")
+            kafkabox::services::dead_letters::dead_letter_topic(&topic)
         };
         v = serde_json::json!({"topic": topic, "partition": p, "offset": o});
         return Ok(v);

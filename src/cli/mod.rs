@@ -1,15 +1,27 @@
 //! The client commands of the `kafkabox` binary. They speak Kafka through librdkafka (the
-//! rdkafka crate), so `topics`, `produce`, `consume` and `groups` work against any Kafka
-//! cluster too; `customers` and `dlq` have no Kafka equivalent and use kafkabox's HTTP API.
+//! rdkafka crate), so `topics`, `produce`, `consume`, `dump`, `load` and `groups` work against
+//! any Kafka cluster too; `customers`, `dlq` and `faults` have no Kafka equivalent and use
+//! kafkabox's HTTP API.
 //!
 //! Exit codes, for scripts: 0 done; 1 failed (broker or HTTP API unreachable, request
 //! refused); 2 bad usage or configuration; 3 not found (topic, group, customer, dead letter).
+//!
+//! - `mod.rs`: what the commands share: how to reach a cluster ([`KafkaArgs`], [`ListArgs`]) or
+//!   the HTTP API ([`HttpArgs`]), exit codes, stdout lines and progress spinners.
+//! - `topics.rs`: `topics list|describe|create|delete`.
+//! - `produce.rs`: `produce` (and the idempotent producer `load` uses).
+//! - `consume.rs`: `consume`.
+//! - `dump.rs`: `dump` and `load`, a topic as exact JSON lines and back.
+//! - `render.rs`: a consumed record as JSON (`consume --format json|dump`, `dump`).
+//! - `groups.rs`: `groups list|describe`.
+//! - `httpapi.rs`: `customers`, `dlq` and `faults`, over the HTTP API.
 
 pub mod consume;
 pub mod dump;
 pub mod groups;
 pub mod httpapi;
 pub mod produce;
+mod render;
 pub mod topics;
 
 use std::time::Duration;
@@ -69,6 +81,16 @@ impl KafkaArgs {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
+
+/// The flags `list` and `describe` of `topics` and `groups` share: the cluster, and JSON output.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// One JSON object a line (one per topic or group when listing) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach kafkabox's HTTP API.

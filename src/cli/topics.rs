@@ -6,25 +6,20 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{KafkaArgs, NotFound};
+use super::{KafkaArgs, ListArgs, NotFound};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicsCommand {
     /// Topics with their partition count and offsets.
     List {
         #[command(flatten)]
-        kafka: KafkaArgs,
-        /// One JSON object per topic instead of a table.
-        #[arg(long)]
-        json: bool,
+        args: ListArgs,
     },
     /// A topic's partitions (offsets) and its configs.
     Describe {
         topic: String,
         #[command(flatten)]
-        kafka: KafkaArgs,
-        #[arg(long)]
-        json: bool,
+        args: ListArgs,
     },
     /// Create a topic.
     Create {
@@ -86,7 +81,9 @@ fn admin(kafka: &KafkaArgs) -> Result<AdminClient<DefaultClientContext>> {
 
 pub async fn run(cmd: TopicsCommand) -> Result<()> {
     match cmd {
-        TopicsCommand::List { kafka, json } => {
+        TopicsCommand::List {
+            args: ListArgs { kafka, json },
+        } => {
             let list = tokio::task::spawn_blocking(move || offsets(&kafka, None)).await??;
             for (name, parts) in list {
                 let records: i64 = parts.iter().map(|(_, lo, hi)| hi - lo).sum();
@@ -103,7 +100,10 @@ pub async fn run(cmd: TopicsCommand) -> Result<()> {
                 }
             }
         }
-        TopicsCommand::Describe { topic, kafka, json } => {
+        TopicsCommand::Describe {
+            topic,
+            args: ListArgs { kafka, json },
+        } => {
             let (t, k) = (topic.clone(), kafka.clone());
             let list = tokio::task::spawn_blocking(move || offsets(&k, Some(&t))).await??;
             let Some((_, parts)) = list.into_iter().find(|(n, _)| *n == topic) else {

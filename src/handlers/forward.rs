@@ -318,7 +318,7 @@ impl Handler for Forward {
             if e.offset <= forwarded {
                 continue;
             }
-            let headers = crate::handle::event_headers(e)
+            let headers = super::event_headers(e)
                 .insert(Header {
                     key: EDGE_ID,
                     value: Some(self.edge_id.as_bytes()),

@@ -3,7 +3,7 @@
 use hyper::StatusCode;
 
 use super::{blocking, header_json, json, ok, shown, shown_key, ApiError, ApiResult, Req, Sources};
-use crate::services::dead_letters::{DeadLetter, Filter, Status, MAX_LIST};
+use crate::pipeline::dead_letters::{DeadLetter, Filter, Status, MAX_LIST};
 
 fn dead_letter_json(d: &DeadLetter) -> serde_json::Value {
     let (key, key_enc) = shown_key(d.key.as_deref());
@@ -133,7 +133,7 @@ async fn select(s: &Sources, r: &Req) -> Result<Vec<DeadLetter>, ApiError> {
     }
 }
 
-fn answer(outcomes: Vec<crate::services::dead_letters::Outcome>) -> ApiResult {
+fn answer(outcomes: Vec<crate::pipeline::dead_letters::Outcome>) -> ApiResult {
     let failed = outcomes.iter().any(|o| o.result == "failed");
     let refused = outcomes.iter().any(|o| o.result == "refused");
     let done = outcomes

@@ -223,7 +223,7 @@ async fn produce(s: &Sources, r: Req) -> ApiResult {
                 .collect();
             let bytes =
                 batch::encode_records(&out, crate::services::now_ms(), ProducerFields::NONE);
-            match services.produce(crate::listener::ANONYMOUS, &topic, p, &bytes) {
+            match services.produce(crate::services::acl::ANONYMOUS, &topic, p, &bytes) {
                 Ok(done) => {
                     max_seq = Some(max_seq.map_or(done.write_seq, |m: u64| m.max(done.write_seq)));
                     for (j, i) in idx.iter().enumerate() {

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::error::{Error, Result};
 use crate::config::Config;
 
+/// The principal of a client that did not authenticate (PLAINTEXT, SSL without a client
+/// certificate), as Kafka names it.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
 const KEY: &[u8] = b"acls";
 
 /// At most this many bindings are stored.

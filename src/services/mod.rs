@@ -1,13 +1,22 @@
 //! Domain services: what kafkabox does, in its own terms. They know no wire types; the Kafka API
-//! layer (`crate::api`), the HTTP API, the CLI and the appliance all call them.
+//! layer (`api`), the HTTP API, the CLI and the appliance all call them. This file holds
+//! [`Services`] (everything the broker's connections share), its background work, and helpers
+//! every service uses ([`run_every`], the clocks, [`truncate`]). Its files and folders:
 //!
-//! - [`topics`]: name rules, creation, deletion, partitions, topic configs.
+//! - [`topics`]: creation, deletion, partitions, topic and broker configs, partition offsets and
+//!   lookups by time (Kafka's name rule itself is `kafkabox_protocol::names`).
 //! - [`groups`]: the group coordinator and committed offsets.
 //! - [`produce`]: appending producers' batches (Kafka and HTTP produce).
+//! - [`producers`]: idempotent producer ids and the producers a partition remembers.
 //! - [`records`]: reading records back (browse, dead letters).
 //! - [`dead_letters`]: listing, replaying and skipping dead letters.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
-//! - [`retention`]: the background sweep (time and size retention, idle producers).
+//! - [`retention`]: the background sweep (time and size retention, compaction, idle
+//!   producers).
+//! - [`acl`]: ACL bindings and the authorizer.
+//! - [`sasl`], [`users`]: SASL authentication and its users.
+//! - [`faults`]: injected faults (tests).
+//! - [`log_limit`]: log lines that would repeat as fast as clients retry.
 //! - [`error`]: the one error type, mapped to Kafka codes in `api::errors`.
 
 pub mod acl;
@@ -18,6 +27,7 @@ pub mod groups;
 pub mod log_limit;
 pub mod metrics;
 pub mod produce;
+pub mod producers;
 pub mod records;
 pub mod retention;
 pub mod sasl;
@@ -62,6 +72,35 @@ pub fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
         end -= 1;
     }
     std::borrow::Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// Runs `job` off the async runtime (it may block) every `period`, the first time `first` after
+/// the call, until `shutdown` flips; a run in progress finishes first, so what the job uses is
+/// free when this returns. `done` gets each run's outcome (an error: the job panicked). The
+/// retention sweep and offset expiry run on it.
+pub async fn run_every<T, J, D>(
+    first: std::time::Duration,
+    period: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+    job: J,
+    mut done: D,
+) where
+    T: Send + 'static,
+    J: Fn() -> T + Clone + Send + 'static,
+    D: FnMut(std::result::Result<T, tokio::task::JoinError>) + Send,
+{
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        done(tokio::task::spawn_blocking(job.clone()).await);
+    }
 }
 
 /// Milliseconds on a monotonic clock (the group coordinator's time).

@@ -1,7 +1,8 @@
 //! Appending a producer's record batch to a partition: the checks Kafka makes (batch format,
-//! `max.message.bytes`, compaction needs keys, the reject policy of a contract), LogAppendTime
-//! stamping, then the store's append. Kafka's Produce API and the HTTP API's produce both come
-//! here, so records from either are stored, counted and handled alike.
+//! `max.message.bytes`, compaction needs keys, the reject policy of a contract, an idempotent
+//! producer's id issued to this principal, dead-letter topics written only by kafkabox),
+//! LogAppendTime stamping, then the store's append. Kafka's Produce API and the HTTP API's
+//! produce both come here, so records from either are stored, counted and handled alike.
 
 use kafkabox_protocol::batch::{self, BatchError};
 use kafkabox_storage::AppendError;
@@ -56,9 +57,9 @@ impl ProduceError {
 }
 
 impl Services {
-    /// Validates `records` (one v2 batch, base offset 0) and appends it to partition `index` of
-    /// `topic`. Blocking (a store write): call it off the async runtime.
-    /// Appends one producer's batch for `principal` (whose producer ids alone it may use).
+    /// Validates `records` (one v2 batch, base offset 0) sent by `principal` (whose producer
+    /// ids alone it may use) and appends it to partition `index` of `topic`. Blocking (a store
+    /// write): call it off the async runtime.
     pub fn produce(
         &self,
         principal: &str,

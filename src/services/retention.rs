@@ -23,20 +23,8 @@ pub async fn run(broker: Arc<Services>) {
     // wait for after a restart.
     let period = broker.config.retention_check_interval;
     let first = period.min(INITIAL_DELAY);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = broker.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || sweep(&b)).await;
-    }
+    let shutdown = broker.shutdown.clone();
+    super::run_every(first, period, shutdown, move || sweep(&broker), |_| {}).await;
 }
 
 fn sweep(broker: &Services) {

@@ -2,8 +2,17 @@
 //! last event, the last event per source, and the most recent events. Profiles live in sled
 //! (appliance state `profile/<customer_id>`) and each update is written in the same atomic
 //! batch as the handler's offset commit, so a crash never counts an event twice or drops it.
+//!
+//! - `mod.rs`: [`Profile`] and how an event changes it, [`Profiles`] (the hot profiles of the
+//!   profile stage, read from and written to the store), [`search`].
+//! - `cache.rs`: [`BoundedCache`], the byte-bounded map of hot profiles (also `kafkabox
+//!   handle`'s).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+pub mod cache;
+
+pub use cache::BoundedCache;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -201,9 +210,7 @@ impl Profile {
 /// pass commits; a pass that fails to commit [`Profiles::forget`]s what it changed.
 #[derive(Debug)]
 pub struct Profiles {
-    cache: HashMap<String, (Profile, usize)>,
-    bytes: usize,
-    cap: usize,
+    cache: BoundedCache<Profile>,
 }
 
 /// Default bound of the profile cache.
@@ -212,9 +219,7 @@ pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
 impl Profiles {
     pub fn new(cap: usize) -> Profiles {
         Profiles {
-            cache: HashMap::new(),
-            bytes: 0,
-            cap,
+            cache: BoundedCache::new(cap),
         }
     }
 
@@ -247,9 +252,9 @@ impl Profiles {
                     },
                     None => Profile::default(),
                 };
-                self.cache.insert(customer.to_string(), (profile, 0));
+                self.cache.insert(customer.to_string(), profile, 0);
             }
-            if let Some((p, _)) = self.cache.get_mut(customer) {
+            if let Some(p) = self.cache.get_mut(customer) {
                 p.apply(v);
             }
             if seen.insert(customer.to_string()) {
@@ -258,45 +263,21 @@ impl Profiles {
         }
         let mut writes = Vec::with_capacity(touched.len());
         for id in &touched {
-            if let Some((p, size)) = self.cache.get_mut(id) {
+            if let Some(p) = self.cache.get(id) {
                 let bytes = serde_json::to_vec(p).unwrap_or_default();
-                self.bytes = self.bytes + bytes.len() - (*size).min(self.bytes);
-                *size = bytes.len();
+                self.cache.set_size(id, bytes.len());
                 writes.push((profile_key(id), bytes));
             }
         }
-        self.evict(&seen);
+        // Keeps the cache under its bound, dropping profiles this pass did not touch.
+        self.cache.evict(|id| seen.contains(id));
         Ok((touched, writes))
     }
 
     /// Drops `ids` from the cache (their commit failed; the store has the older versions).
     pub fn forget(&mut self, ids: &[String]) {
         for id in ids {
-            if let Some((_, size)) = self.cache.remove(id) {
-                self.bytes = self.bytes.saturating_sub(size);
-            }
-        }
-    }
-
-    /// Keeps the cache under its bound, dropping profiles this pass did not touch.
-    fn evict(&mut self, keep: &HashSet<String>) {
-        if self.bytes <= self.cap {
-            return;
-        }
-        let victims: Vec<String> = self
-            .cache
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .take(self.cache.len() / 2 + 1)
-            .cloned()
-            .collect();
-        for id in victims {
-            if let Some((_, size)) = self.cache.remove(&id) {
-                self.bytes = self.bytes.saturating_sub(size);
-            }
-            if self.bytes <= self.cap / 2 {
-                break;
-            }
+            self.cache.remove(id);
         }
     }
 }

@@ -1,0 +1,45 @@
+//! A consumed record as one JSON object (topic, partition, offset, timestamp, key, value,
+//! headers), in the two forms the client commands print: `consume --format json` (keys and
+//! values that are JSON shown as JSON) and the exact dump line of `consume --format dump` and
+//! `kafkabox dump` (UTF-8 text or base64, what `kafkabox load` reads back).
+
+use kafkabox::http::{header_json, shown, shown_key, utf8_or_base64 as exact};
+use rdkafka::message::{Headers, Message};
+
+/// One record as `consume --format json` prints it.
+pub fn record_json(m: &impl Message) -> serde_json::Value {
+    record(m, shown_key(m.key()), shown(m.payload()))
+}
+
+/// One record as a dump line.
+pub fn record_line(m: &impl Message) -> serde_json::Value {
+    record(m, exact(m.key()), exact(m.payload()))
+}
+
+/// The object of a record whose key and value are already shown, each with its encoding;
+/// header values are UTF-8 text or base64 in both forms.
+fn record(
+    m: &impl Message,
+    (key, key_encoding): (serde_json::Value, serde_json::Value),
+    (value, value_encoding): (serde_json::Value, serde_json::Value),
+) -> serde_json::Value {
+    let headers: Vec<serde_json::Value> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| header_json(h.key.as_bytes(), h.value))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "topic": m.topic(),
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "timestamp": m.timestamp().to_millis(),
+        "key": key,
+        "key_encoding": key_encoding,
+        "value": value,
+        "value_encoding": value_encoding,
+        "headers": headers,
+    })
+}

@@ -1,0 +1,228 @@
+//! The consume loop of `kafkabox handle`: records in batches grouped by partition, each
+//! partition's events to its chain or (re-keyed events) to the profiles, and up to
+//! `MAX_IN_FLIGHT` batches pipelined: a batch's writes (re-keyed events, changelog records,
+//! dead letters) are awaited while the next batch is handled, and the offsets are stored batch
+//! by batch, in order, once all its writes are acknowledged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::changelog::cache_key;
+use super::{InFlight, Runner, BATCH_RECORDS, BATCH_WAIT, IN_FLIGHT_IDLE, MAX_IN_FLIGHT};
+use crate::pipeline::Event;
+
+/// A consumed record as the handlers take it.
+fn event_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Event {
+    Event {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis().unwrap_or(0),
+        key: m.key().map(bytes::Bytes::copy_from_slice),
+        value: m.payload().map(bytes::Bytes::copy_from_slice),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            bytes::Bytes::copy_from_slice(h.key.as_bytes()),
+                            h.value.map(bytes::Bytes::copy_from_slice),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        decode_error: None,
+    }
+}
+
+impl Runner {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Waits for the oldest batch in flight: its writes acknowledged, its profiles into the
+    /// local cache, its offsets stored.
+    async fn complete_oldest(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        let Some(b) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        acknowledged(b.deliveries, "a re-keyed, changelog or dead-letter write").await?;
+        // The changelog has the profiles: now the local cache.
+        if !b.profiles.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (customer, json) in &b.profiles {
+                batch.insert(cache_key(customer), json.as_slice());
+            }
+            let cache = self.cache.clone();
+            tokio::task::spawn_blocking(move || cache.apply_batch(batch))
+                .await
+                .context("cache task")??;
+            for (customer, _) in &b.profiles {
+                if self
+                    .unacknowledged
+                    .get(customer)
+                    .is_some_and(|(seq, _)| *seq == b.seq)
+                {
+                    self.unacknowledged.remove(customer);
+                }
+            }
+        }
+        // Only once every re-keyed, changelog and dead-letter record of the batch (and of
+        // every batch before it) is acknowledged.
+        if let Err(e) = consumer.store_offsets(&b.commit) {
+            // A rebalance took the partitions: their next owner handles the events again
+            // and the profiles' applied offsets keep it from counting them twice.
+            tracing::warn!(error = %e, "cannot store the batch's offsets (a rebalance?)");
+        }
+        Ok(())
+    }
+
+    /// Completes every batch in flight.
+    async fn drain(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest(consumer).await?;
+        }
+        Ok(())
+    }
+
+    /// Consumes until shutdown, then completes what is in flight.
+    pub(super) async fn run(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        let r = self.batches(consumer).await;
+        // What is in flight is finished (and its offsets stored) before the consumer leaves.
+        let drained = self.drain(consumer).await;
+        r.and(drained)
+    }
+
+    async fn batches(&mut self, consumer: &StreamConsumer) -> Result<()> {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if self.stopping() {
+                return Ok(());
+            }
+            if self.inflight.len() >= MAX_IN_FLIGHT {
+                self.complete_oldest(consumer).await?;
+            }
+            // The assignment may have changed since the last batch: partitions not assigned
+            // now are restored again when they come back.
+            if let Ok(a) = consumer.assignment() {
+                let now: HashSet<(String, i32)> = a
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.restored.retain(|k| now.contains(k));
+            }
+            let first = if self.inflight.is_empty() {
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    m = consumer.recv() => m,
+                }
+            } else {
+                // Nothing new for a moment: finish what is in flight meanwhile.
+                match tokio::time::timeout(IN_FLIGHT_IDLE, consumer.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.complete_oldest(consumer).await?;
+                        continue;
+                    }
+                }
+            };
+            let mut batch = Vec::new();
+            match first {
+                Ok(m) => batch.push(event_of(&m)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+            while batch.len() < BATCH_RECORDS {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(event_of(&m)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut by_partition: BTreeMap<(String, i32), Vec<Event>> = BTreeMap::new();
+            for e in batch {
+                by_partition
+                    .entry((e.topic.clone(), e.partition))
+                    .or_default()
+                    .push(e);
+            }
+            let mut commit = TopicPartitionList::new();
+            tracing::debug!(partitions = by_partition.len(), "batch");
+            // Every partition's writes go out before the batch waits for their
+            // acknowledgements, once.
+            let mut deliveries = Vec::new();
+            let mut cached: Vec<(String, Vec<u8>)> = Vec::new();
+            for ((topic, partition), events) in by_partition {
+                tracing::debug!(%topic, partition, events = events.len(), first = events.first().map(|e| e.offset), "handling");
+                let next = events.last().map_or(0, |e| e.offset + 1);
+                if self.repartitions.contains_key(&topic) {
+                    if !self.restored.contains(&(topic.clone(), partition)) {
+                        // This process may have written that changelog partition before.
+                        self.drain(consumer).await?;
+                        self.restore(partition).await?;
+                        self.restored.insert((topic.clone(), partition));
+                    }
+                    let (sent, writes) = self.profile(partition, events)?;
+                    deliveries.extend(sent);
+                    cached.extend(writes);
+                } else {
+                    deliveries.extend(self.handle(&topic, partition, events).await?);
+                }
+                commit
+                    .add_partition_offset(&topic, partition, Offset::Offset(next))
+                    .context("commit offsets")?;
+            }
+            // The next batches are handled while this one's acknowledgements come back;
+            // offsets are stored batch by batch, in order.
+            self.seq += 1;
+            for (customer, json) in &cached {
+                self.unacknowledged
+                    .insert(customer.clone(), (self.seq, json.clone()));
+            }
+            self.inflight.push_back(InFlight {
+                seq: self.seq,
+                deliveries,
+                profiles: cached,
+                commit,
+            });
+        }
+    }
+}
+
+/// Waits for every acknowledgement; the first failure is the error.
+async fn acknowledged(
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+    what: &str,
+) -> Result<()> {
+    for mut f in deliveries {
+        let r = loop {
+            match tokio::time::timeout(Duration::from_secs(10), &mut f).await {
+                Ok(r) => break r,
+                Err(_) => {
+                    tracing::warn!("{what}: no acknowledgement from the cluster for 10 s; waiting")
+                }
+            }
+        };
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => bail!("{what} failed: {e}"),
+            Err(_) => bail!("{what} was cancelled"),
+        }
+    }
+    Ok(())
+}
