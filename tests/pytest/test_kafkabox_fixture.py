@@ -194,7 +194,7 @@ def test_refused_connections_then_recovery(kafkabox):
 
 # -- emulated Kafka versions -------------------------------------------------------------
 
-with open(os.path.join(REPO, "src", "api", "kafka_releases.toml"), "rb") as f:
+with open(os.path.join(REPO, "src", "config", "kafka_releases.toml"), "rb") as f:
     RELEASES = tomllib.load(f)
 
 
