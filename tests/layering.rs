@@ -304,6 +304,36 @@ fn no_import_cycle_between_files() {
 }
 
 #[test]
+fn the_kafka_api_reaches_storage_only_through_the_services() {
+    // Storage's types may pass through (a topic, an error to map to a Kafka code); its calls
+    // may not: `services.store`, `Store::` and friends belong in src/services/.
+    let mut files = Vec::new();
+    rust_files(&src().join("api"), &mut files);
+    let mut calls = Vec::new();
+    for f in files {
+        let code = code(&f);
+        for (n, line) in code.lines().enumerate() {
+            let l = line.trim_start();
+            let field = line.match_indices(".store").any(|(i, m)| {
+                !line[i + m.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            if field
+                || line.contains("Store::")
+                || line.contains("kafkabox_storage::Store;")
+                || line.contains("kafkabox_storage::{Store,")
+            {
+                calls.push(format!("{}:{}: {}", rel(&f), n + 1, l));
+            }
+        }
+    }
+    assert!(
+        calls.is_empty(),
+        "the Kafka API calls the store directly:\n{}",
+        calls.join("\n")
+    );
+}
+
+#[test]
 fn the_lower_crates_depend_only_downwards() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = |c: &str| std::fs::read_to_string(root.join(c).join("Cargo.toml")).unwrap();

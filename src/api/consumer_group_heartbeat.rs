@@ -29,11 +29,7 @@ impl KafkaApi for ConsumerGroupHeartbeat {
         let services = session.services.clone();
         Box::pin(async move {
             // A new group's record is durable before the member hears of it.
-            match services
-                .store
-                .wait_durable(services.groups.persisted_seq())
-                .await
-            {
+            match services.groups.records_durable().await {
                 Ok(()) => call.respond(&resp),
                 Err(e) => call.respond(
                     &ConsumerGroupHeartbeatResponse::default()

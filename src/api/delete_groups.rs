@@ -49,11 +49,7 @@ impl KafkaApi for DeleteGroups {
             });
             match job.await {
                 Ok(mut results) => {
-                    if let Err(e) = services
-                        .store
-                        .wait_durable(services.groups.persisted_seq())
-                        .await
-                    {
+                    if let Err(e) = services.groups.records_durable().await {
                         let code = errors::storage(&e).code();
                         for r in results.iter_mut().filter(|r| r.error_code == 0) {
                             r.error_code = code;

@@ -75,11 +75,7 @@ impl KafkaApi for DeleteRecords {
                 }
             };
             // Durable before the answer, as Kafka's is replicated.
-            if let Err(e) = services
-                .store
-                .wait_durable(services.store.last_write_seq())
-                .await
-            {
+            if let Err(e) = services.all_durable().await {
                 tracing::error!(error = %e, "DeleteRecords flush failed");
             }
             call.respond(&DeleteRecordsResponse::default().with_topics(topics))

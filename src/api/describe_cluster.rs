@@ -30,7 +30,7 @@ impl KafkaApi for DescribeCluster {
         }
         let (host, port) = session.advertised();
         let mut resp = DescribeClusterResponse::default()
-            .with_cluster_id(str_bytes(session.services.store.cluster_id()))
+            .with_cluster_id(str_bytes(session.services.cluster_id()))
             .with_controller_id(BrokerId(NODE_ID))
             .with_brokers(vec![DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(NODE_ID))

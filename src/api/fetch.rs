@@ -31,7 +31,7 @@ fn build(
     req: &FetchRequest,
     denied: &std::collections::HashSet<String>,
 ) -> Built {
-    let store = &broker.store;
+    let store = &broker.topics;
     let mut remaining = usize::try_from(req.max_bytes)
         .unwrap_or(0)
         .min(FETCH_MAX_BYTES);
@@ -40,7 +40,7 @@ fn build(
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let name = ft.topic.0.as_str();
-        let topic = store.topic(name);
+        let topic = store.get(name);
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default()
@@ -199,7 +199,7 @@ fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
                 .with_error_code(ResponseError::FetchSessionIdNotFound.code());
             return call.respond(&resp);
         }
-        let mut appends = broker.store.subscribe_appends();
+        let mut appends = broker.topics.subscribe_appends();
         let mut shutdown = broker.shutdown.clone();
         let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
         let deadline = tokio::time::Instant::now() + wait;

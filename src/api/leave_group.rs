@@ -73,11 +73,7 @@ impl KafkaApi for LeaveGroup {
         }
         let services = session.services.clone();
         Box::pin(async move {
-            if let Err(e) = services
-                .store
-                .wait_durable(services.groups.persisted_seq())
-                .await
-            {
+            if let Err(e) = services.groups.records_durable().await {
                 resp.error_code = errors::storage(&e).code();
             }
             call.respond(&resp)

@@ -209,7 +209,7 @@ const SCHEMA: Schema = Schema::new(
 fn handle(session: &mut Session, call: Call, req: MetadataRequest) -> Pending {
     let topics = session.services.topics.clone();
     let auto_create = session.services.config.auto_create_topics;
-    let cluster_id = session.services.store.cluster_id().to_string();
+    let cluster_id = session.services.cluster_id().to_string();
     let (host, port) = session.advertised();
     let access = Access::of(session);
     Box::pin(async move {

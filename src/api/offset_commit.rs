@@ -122,7 +122,7 @@ fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pendin
         let (results, group_error) = match outcome {
             Ok((results, seq)) => {
                 let flushed = match seq {
-                    Some(seq) => services.store.wait_durable(seq).await.err(),
+                    Some(seq) => services.durable(seq).await.err(),
                     None => None,
                 };
                 (results, flushed.map(|e| errors::storage(&e)))

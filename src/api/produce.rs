@@ -213,10 +213,10 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
         // acks=1 too: sled has no step between its in-memory buffer and the flush, so the
         // group flush is the first point a kill -9 cannot undo (docs/operations.md).
         Some(seq) if session.services.config.flush_on_acks_all => {
-            let store = session.services.store.clone();
+            let services = session.services.clone();
             Box::pin(async move {
                 let mut resp = resp;
-                if let Err(e) = store.wait_durable(seq).await {
+                if let Err(e) = services.durable(seq).await {
                     mark_unflushed(&mut resp, &e);
                 }
                 call.respond(&resp)

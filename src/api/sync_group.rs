@@ -93,11 +93,7 @@ fn handle(session: &mut Session, call: Call, req: SyncGroupRequest) -> Pending {
             Err(e) => Err(e),
         };
         // The group record written when the leader assigned is durable before anyone hears.
-        let r = match services
-            .store
-            .wait_durable(services.groups.persisted_seq())
-            .await
-        {
+        let r = match services.groups.records_durable().await {
             Ok(()) => r,
             Err(e) => Err(Error::Storage(e)),
         };

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafkabox_protocol::batch;
-use kafkabox_storage::Store;
+use kafkabox_storage::{Store, StoreError};
 use tokio::sync::watch;
 
 pub use error::{Error, Result};
@@ -212,6 +212,22 @@ impl Services {
         retention::run(self).await;
         let _ = clock.await;
         let _ = expiry.await;
+    }
+
+    /// This data dir's cluster id.
+    pub fn cluster_id(&self) -> &str {
+        self.store.cluster_id()
+    }
+
+    /// Waits until the store's write `seq` (and every one before it) is durable: the group
+    /// flush that answers acks=1, acks=all and offset commits.
+    pub async fn durable(&self, seq: u64) -> std::result::Result<(), StoreError> {
+        self.store.wait_durable(seq).await
+    }
+
+    /// Waits until every write made so far is durable.
+    pub async fn all_durable(&self) -> std::result::Result<(), StoreError> {
+        self.store.wait_durable(self.store.last_write_seq()).await
     }
 
     /// The reject policy: when `topic` has a contract, every record of `batch` must satisfy it;

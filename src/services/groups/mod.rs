@@ -239,6 +239,12 @@ impl Coordinator {
         self.persisted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Waits until the latest group record is durable: an answer that changed a group waits
+    /// for it, as Kafka's waits for the group metadata write.
+    pub async fn records_durable(&self) -> std::result::Result<(), kafkabox_storage::StoreError> {
+        self.store.wait_durable(self.persisted_seq()).await
+    }
+
     fn lock_consumers(&self) -> Result<MutexGuard<'_, BTreeMap<String, ConsumerGroup>>> {
         self.consumers
             .lock()

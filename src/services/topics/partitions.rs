@@ -16,6 +16,26 @@ impl Topics {
         self.store.offsets(part)
     }
 
+    /// Copies whole stored batches of `part` from the one that holds `offset` into `out`, up to
+    /// `max_bytes` (the first one even when larger, with `oversized_first`: KIP-74), never
+    /// past the high watermark. `None` when `offset` is outside the log. The Fetch path.
+    pub fn read(
+        &self,
+        part: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        oversized_first: bool,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<Option<Offsets>, StoreError> {
+        self.store
+            .read(part, offset, max_bytes, oversized_first, out)
+    }
+
+    /// A receiver that changes after every append (long-polling fetches wait on it).
+    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.subscribe_appends()
+    }
+
     /// Where `part` is damaged (the first offset that cannot be trusted, and why), if it is.
     pub fn damage(&self, part: &Partition) -> Option<(i64, String)> {
         self.store.damage(part)
