@@ -477,15 +477,21 @@ fn ephemeral_dir() -> Result<tempfile::TempDir> {
             }
         }
     }
-    tempfile::Builder::new()
-        .prefix(&format!("{EPHEMERAL_PREFIX}{}-", std::process::id()))
-        .tempdir_in(&tmp)
-        .with_context(|| {
-            format!(
-                "cannot create an ephemeral data directory in {}",
-                tmp.display()
-            )
-        })
+    let prefix = format!("{EPHEMERAL_PREFIX}{}-", std::process::id());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Only this user reads what tests produce (the umask would leave it 0755).
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir_in(&tmp).with_context(|| {
+        format!(
+            "cannot create an ephemeral data directory in {}",
+            tmp.display()
+        )
+    })
 }
 
 /// Adds, lists and clears injected faults ([`ApplianceHandle::faults`]).

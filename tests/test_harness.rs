@@ -194,6 +194,14 @@ async fn serve_ephemeral_ready_file_faults_cli_and_dump_load() {
     assert_eq!(&from_file, ready);
     let data_dir = std::path::PathBuf::from(ready["data_dir"].as_str().unwrap());
     assert!(data_dir.is_dir());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o700,
+            "the ephemeral data dir is {mode:o}, docs/testing.md says 0700"
+        );
+    }
     let (b, h) = (box1.bootstrap(), box1.http());
 
     // kafkabox faults add / list / clear.
