@@ -1,6 +1,7 @@
-//! contrib/: the systemd unit passes `systemd-analyze verify` (scripts/test.sh installs
-//! systemd's tools where they are missing), and the example config file starts the real
-//! `kafkabox serve` with its settings in effect.
+//! contrib/: the systemd unit passes `systemd-analyze verify` and rates 3.0 or better in
+//! `systemd-analyze security` (scripts/test.sh installs systemd's tools where they are
+//! missing), and the example config file starts the real `kafkabox serve` with its settings in
+//! effect.
 
 mod common;
 
@@ -31,6 +32,55 @@ fn systemd_unit_verifies() {
     assert!(
         !stderr.contains("kafkabox.service"),
         "warnings about the unit: {stderr}"
+    );
+}
+
+#[test]
+fn systemd_unit_is_sandboxed_and_leaves_settings_to_the_config_file() {
+    let _watchdog =
+        common::watchdog("systemd_unit_is_sandboxed_and_leaves_settings_to_the_config_file");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("contrib/kafkabox.service")).unwrap();
+    // KAFKABOX_* variables beat the TOML file: the unit sets none, so data.dir there counts.
+    assert!(
+        !unit
+            .lines()
+            .any(|l| l.trim_start().starts_with("Environment=KAFKABOX_")),
+        "{unit}"
+    );
+    let toml = std::fs::read_to_string(root.join("contrib/kafkabox.toml")).unwrap();
+    assert!(toml.contains("data.dir = \"/var/lib/kafkabox\""), "{toml}");
+    assert!(unit.contains("RestartPreventExitStatus=2"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kafkabox.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/kafkabox", env!("CARGO_BIN_EXE_kafkabox")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for kafkabox.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        score <= 3.0,
+        "exposure level {score} (3.0 or better wanted):\n{text}"
     );
 }
 
