@@ -143,6 +143,9 @@ pub struct UsersAddArgs {
     /// SCRAM iterations (4096 to 16384).
     #[arg(long, default_value_t = crate::services::users::DEFAULT_ITERATIONS)]
     pub iterations: u32,
+    /// Make a new data directory when --data-dir holds none (before the first `serve`).
+    #[arg(long)]
+    pub create: bool,
     #[command(flatten)]
     pub dir: UsersDirArgs,
 }
@@ -154,8 +157,21 @@ pub struct UsersRemoveArgs {
     pub dir: UsersDirArgs,
 }
 
-/// Opens (or creates) a data dir for user changes, with a clear message when kafkabox runs on it.
-fn open_for_users(dir: &Path) -> Result<Store> {
+/// Whether `dir` holds a data directory (the meta database's files).
+fn is_data_dir(dir: &Path) -> bool {
+    dir.join("conf").is_file() || dir.join("db").is_file()
+}
+
+/// Opens a data dir for user changes, with a clear message when kafkabox runs on it. A
+/// directory that holds no data dir is refused unless `create` (`users add --create`): a
+/// mistyped `--data-dir` must not make a new, empty one.
+fn open_for_users(dir: &Path, create: bool) -> Result<Store> {
+    if !create && !is_data_dir(dir) {
+        bail!(
+            "{} is not a kafkabox data directory (no such directory, or no data in it); check --data-dir, or make a new one with `kafkabox users add ... --create`",
+            dir.display()
+        );
+    }
     let mut config = StoreConfig::new(dir);
     config.min_free_bytes = 0;
     Store::open(config).map_err(|e| {
@@ -199,7 +215,7 @@ pub async fn users(cmd: UsersCommand) -> Result<()> {
             if password.is_empty() {
                 bail!("the password read from stdin is empty");
             }
-            let dir = a.dir.data_dir.clone();
+            let (dir, create) = (a.dir.data_dir.clone(), a.create);
             let name = a.name.clone();
             let iterations = a.iterations;
             let mut changes = Vec::new();
@@ -209,7 +225,7 @@ pub async fn users(cmd: UsersCommand) -> Result<()> {
                 changes.push((name.clone(), *m, Some(cred)));
             }
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let store = open_for_users(&dir)?;
+                let store = open_for_users(&dir, create)?;
                 Users::new(store.clone())
                     .apply(&changes)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -222,7 +238,7 @@ pub async fn users(cmd: UsersCommand) -> Result<()> {
         }
         UsersCommand::List(d) => {
             let users = tokio::task::spawn_blocking(move || -> Result<_> {
-                let store = open_for_users(&d.data_dir)?;
+                let store = open_for_users(&d.data_dir, false)?;
                 let users = Users::new(store.clone())
                     .list()
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -238,12 +254,16 @@ pub async fn users(cmd: UsersCommand) -> Result<()> {
                     .collect();
                 println!("{name}\t{}", mechs.join(", "));
             }
-            println!("{} users", users.len());
+            match users.len() {
+                0 => println!("no users"),
+                1 => println!("1 user"),
+                n => println!("{n} users"),
+            }
         }
         UsersCommand::Remove(r) => {
             let name = r.name.clone();
             let removed = tokio::task::spawn_blocking(move || -> Result<bool> {
-                let store = open_for_users(&r.dir.data_dir)?;
+                let store = open_for_users(&r.dir.data_dir, false)?;
                 let removed = Users::new(store.clone())
                     .remove(&name)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;

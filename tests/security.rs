@@ -123,11 +123,19 @@ impl Certs {
     }
 }
 
-/// `kafkabox users add NAME --password-stdin` with each mechanism, through the real binary.
+/// `kafkabox users add NAME --password-stdin --create` with each mechanism, through the real
+/// binary (`--create`: the first user of a test makes its data dir).
 fn add_user(data: &Path, name: &str, password: &str, mechanisms: &[&str]) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkabox"));
-    cmd.args(["users", "add", name, "--password-stdin", "--data-dir"])
-        .arg(data);
+    cmd.args([
+        "users",
+        "add",
+        name,
+        "--password-stdin",
+        "--create",
+        "--data-dir",
+    ])
+    .arg(data);
     for m in mechanisms {
         cmd.args(["--mechanism", m]);
     }
@@ -504,6 +512,34 @@ fn sasl_plaintext_kafka_python_acls_and_online_users() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
+    // A --data-dir that holds no data dir (a typo) is refused, and nothing is made there.
+    let typo = dir.path().join("dta");
+    for args in [
+        &["list"][..],
+        &["remove", "alice"][..],
+        &["add", "x", "--password-stdin"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kafkabox"))
+            .arg("users")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&typo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = writeln!(child.stdin.take().unwrap(), "x-secret");
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "users {args:?}: {err}");
+        assert!(
+            err.contains("is not a kafkabox data directory") && err.contains("--create"),
+            "users {args:?}: {err}"
+        );
+        assert!(!typo.exists(), "users {args:?} made {}", typo.display());
+    }
 
     let extra = [
         "--set",
