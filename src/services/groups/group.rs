@@ -220,7 +220,7 @@ impl Group {
     }
 
     /// Checks that `member_id` (and its instance id) belongs to this group.
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
+    pub(super) fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
         if let Some(i) = instance_id {
             match self.statics.get(i) {
                 Some(current) if current != member_id => {

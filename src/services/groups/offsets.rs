@@ -86,6 +86,11 @@ impl Coordinator {
                 return Err(Error::UnknownMemberId(who.member_id.clone()))
             }
             Some(Err(false)) => return Err(Error::UnknownMemberId(String::new())),
+            // An empty group takes commits from outside any group protocol (epoch -1) only: a
+            // member that was removed (or left) cannot move offsets after it.
+            Some(Err(true)) if who.generation >= 0 => {
+                return Err(Error::UnknownMemberId(who.member_id.clone()))
+            }
             Some(_) => {}
             None => {}
         }
@@ -106,25 +111,29 @@ impl Coordinator {
                         got: who.generation,
                     })
                 }
-                Some(g) if who.generation < 0 && who.member_id.is_empty() => {
-                    if g.state != GroupState::Empty {
-                        return Err(Error::UnknownMemberId(String::new()));
-                    }
-                }
-                Some(g) => {
-                    if g.state == GroupState::CompletingRebalance {
-                        return Err(Error::RebalanceInProgress);
-                    }
-                    if !g.members.contains_key(&who.member_id) {
-                        return Err(Error::UnknownMemberId(who.member_id.clone()));
-                    }
+                // Kafka's order (ClassicGroup's offset-commit validation): a commit from
+                // outside any group protocol reaches an empty group only; a member's is checked
+                // for who it is (a static member's instance id included: a replaced one is
+                // fenced), then its generation, then whether the group is between JoinGroup and
+                // SyncGroup.
+                Some(g) if who.generation < 0 && g.state == GroupState::Empty => {}
+                Some(g)
+                    if who.generation >= 0
+                        || !who.member_id.is_empty()
+                        || who.instance_id.is_some() =>
+                {
+                    g.check_member(&who.member_id, who.instance_id.as_deref())?;
                     if who.generation != g.generation {
                         return Err(Error::IllegalGeneration {
                             current: g.generation,
                             got: who.generation,
                         });
                     }
+                    if g.state == GroupState::CompletingRebalance {
+                        return Err(Error::RebalanceInProgress);
+                    }
                 }
+                Some(_) => return Err(Error::UnknownMemberId(String::new())),
             }
         }
         let name = storage_name(group_id);
