@@ -319,9 +319,21 @@ fn client_commands_speak_kafka_and_http() {
     );
     assert_eq!(table.lines().count(), 1, "the contract violation: {table}");
     assert!(table.contains("contract"), "{table}");
-    // still down: replay fails, exit 1
-    let off = listed[0]["offset"].as_i64().unwrap().to_string();
-    let part = listed[0]["partition"].as_i64().unwrap().to_string();
+    // still down: replay fails, exit 1. Named by the original topic, the partition and offset
+    // are the original record's (docs/cli.md); named by the .dlq topic, the dead letter's own.
+    let off = listed[0]["original"]["offset"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let part = listed[0]["original"]["partition"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let dlq_off = listed[0]["offset"].as_i64().unwrap().to_string();
+    let dlq_part = listed[0]["partition"].as_i64().unwrap().to_string();
+    assert_eq!(listed[0]["topic"], "customer-events.dlq");
+    // The two places differ here, so acting on the wrong one would show.
+    assert_ne!((&part, &off), (&dlq_part, &dlq_off), "{}", listed[0]);
     cli.expect(
         &[
             "dlq",
@@ -349,17 +361,23 @@ fn client_commands_speak_kafka_and_http() {
         ],
         0,
     );
-    assert!(out.contains("replayed"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "customer-events.dlq/{dlq_part}@{dlq_off}\treplayed"
+        )),
+        "{out}"
+    );
+    // Replayed already: refused, exit 1 (named by the dead letter's own place this time).
     cli.expect(
         &[
             "dlq",
             "replay",
             "--topic",
-            "customer-events",
+            "customer-events.dlq",
             "--partition",
-            &part,
+            &dlq_part,
             "--offset",
-            &off,
+            &dlq_off,
         ],
         1,
     );

@@ -54,8 +54,12 @@ pub struct DlqFilter {
 pub struct DlqTarget {
     #[command(flatten)]
     filter: DlqFilter,
+    /// The partition of the record: of the original topic when --topic names it, else of
+    /// the `.dlq` topic.
     #[arg(long)]
     partition: Option<i32>,
+    /// The offset of the record: the original record's when --topic names the original
+    /// topic, the dead letter's own when it names the `.dlq` topic.
     #[arg(long)]
     offset: Option<i64>,
     #[command(flatten)]
@@ -163,6 +167,61 @@ pub async fn customers(cmd: CustomersCommand) -> Result<()> {
     Ok(())
 }
 
+/// The dead letter (in `<topic>.dlq`) of the record at `offset` of `topic`'s `partition`, as a
+/// replay or skip body: found among the newest dead letters of the topic (`dlq list`'s order).
+async fn dead_letter_of(
+    http: &HttpArgs,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<serde_json::Value> {
+    let q = format!(
+        "/api/dlq?status=any&limit={}&topic={}",
+        kafkabox::pipeline::dead_letters::MAX_LIST,
+        enc(topic)
+    );
+    let (status, found) = call(http, hyper::Method::GET, &q, None).await?;
+    if status != 200 {
+        bail!("{}", found["error"].as_str().unwrap_or("failed"));
+    }
+    let matches: Vec<&serde_json::Value> = found["dead_letters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            d["original"]["partition"].as_i64() == Some(i64::from(partition))
+                && d["original"]["offset"].as_i64() == Some(offset)
+        })
+        .collect();
+    let at = |d: &serde_json::Value| {
+        format!(
+            "{}/{}@{}",
+            d["topic"].as_str().unwrap_or_default(),
+            d["partition"],
+            d["offset"]
+        )
+    };
+    match matches.as_slice() {
+        [d] => Ok(serde_json::json!({
+            "topic": d["topic"],
+            "partition": d["partition"],
+            "offset": d["offset"],
+        })),
+        [] => Err(super::NotFound(format!(
+            "no dead letter of {topic}/{partition}@{offset} among the newest {} of {topic}; `kafkabox dlq list --topic {topic}` shows them, and --topic {} names one by its own offset",
+            kafkabox::pipeline::dead_letters::MAX_LIST,
+            kafkabox::services::dead_letters::dead_letter_topic(topic)
+        ))
+        .into()),
+        several => bail!(
+            "{topic}/{partition}@{offset} was dead-lettered {} times ({}): name one with --topic {} and its own offset",
+            several.len(),
+            several.iter().map(|d| at(d)).collect::<Vec<_>>().join(", "),
+            kafkabox::services::dead_letters::dead_letter_topic(topic)
+        ),
+    }
+}
+
 fn selection(
     filter: DlqFilter,
     partition: Option<i32>,
@@ -262,7 +321,15 @@ pub async fn dlq(cmd: DlqCommand) -> Result<()> {
         offset,
         http,
     } = target;
-    let body = selection(filter, partition, offset)?;
+    let body = match (&filter.topic, partition, offset) {
+        // The original topic named: the offset is the original record's.
+        (Some(topic), Some(p), Some(o))
+            if !topic.ends_with(kafkabox::services::dead_letters::DEAD_LETTER_SUFFIX) =>
+        {
+            dead_letter_of(&http, topic, p, o).await?
+        }
+        _ => selection(filter, partition, offset)?,
+    };
     let (status, out) = call(
         &http,
         hyper::Method::POST,
@@ -287,9 +354,10 @@ pub async fn dlq(cmd: DlqCommand) -> Result<()> {
             r["error"].as_str().unwrap_or("")
         ));
     }
+    let done = out["done"].as_u64().unwrap_or(0);
     eprintln!(
-        "{} dead letters {}",
-        out["done"],
+        "{done} dead letter{} {}",
+        if done == 1 { "" } else { "s" },
         if action == "replay" {
             "replayed"
         } else {
