@@ -74,35 +74,12 @@ async fn listed(addr: SocketAddr) -> BTreeSet<String> {
 
 /// Commits offset 7 on t-0; the partition's error code.
 async fn commit(addr: SocketAddr, group: &str, member: &str, generation: i32) -> i16 {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_member_id(s(member))
-        .with_generation_id_or_member_epoch(generation)
-        .with_topics(vec![
-            offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(TopicName(s("t")))
-                .with_partitions(vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(7),
-                ]),
-        ]);
-    let r: OffsetCommitResponse = call(addr, ApiKey::OffsetCommit, 8, &req).await;
-    r.topics[0].partitions[0].error_code
+    common::commit_t0(addr, group, member, None, generation, 7).await
 }
 
 /// The group's committed offset on t-0 (-1: none).
 async fn committed(addr: SocketAddr, group: &str) -> i64 {
-    let req = OffsetFetchRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_topics(Some(vec![
-            offset_fetch_request::OffsetFetchRequestTopic::default()
-                .with_name(TopicName(s("t")))
-                .with_partition_indexes(vec![0]),
-        ]));
-    let r: OffsetFetchResponse = call(addr, ApiKey::OffsetFetch, 7, &req).await;
-    assert_eq!(r.error_code, 0);
-    r.topics[0].partitions[0].committed_offset
+    common::committed_t0(addr, group).await
 }
 
 async fn heartbeat(addr: SocketAddr, group: &str, member: &str, generation: i32) -> i16 {

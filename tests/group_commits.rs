@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::{call, BrokerProcess};
+use common::{call, commit_t0 as commit, committed_t0 as committed, BrokerProcess};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
@@ -67,47 +67,6 @@ async fn sync(
         ]);
     let r: SyncGroupResponse = call(addr, ApiKey::SyncGroup, 3, &req).await;
     assert_eq!(r.error_code, 0, "SyncGroup of {member} in {group}");
-}
-
-/// Commits `offset` on t-0; the partition's error code.
-async fn commit(
-    addr: SocketAddr,
-    group: &str,
-    member: &str,
-    instance: Option<&str>,
-    generation: i32,
-    offset: i64,
-) -> i16 {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_member_id(s(member))
-        .with_group_instance_id(instance.map(s))
-        .with_generation_id_or_member_epoch(generation)
-        .with_topics(vec![
-            offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(TopicName(s("t")))
-                .with_partitions(vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(offset),
-                ]),
-        ]);
-    let r: OffsetCommitResponse = call(addr, ApiKey::OffsetCommit, 8, &req).await;
-    r.topics[0].partitions[0].error_code
-}
-
-/// The group's committed offset on t-0 (-1: none).
-async fn committed(addr: SocketAddr, group: &str) -> i64 {
-    let req = OffsetFetchRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_topics(Some(vec![
-            offset_fetch_request::OffsetFetchRequestTopic::default()
-                .with_name(TopicName(s("t")))
-                .with_partition_indexes(vec![0]),
-        ]));
-    let r: OffsetFetchResponse = call(addr, ApiKey::OffsetFetch, 7, &req).await;
-    assert_eq!(r.error_code, 0);
-    r.topics[0].partitions[0].committed_offset
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -637,3 +637,54 @@ pub async fn within<T>(
         Err(_) => panic!("timed out after {} s: {what}", limit.as_secs()),
     }
 }
+
+/// OffsetCommit v8 of `offset` on partition 0 of topic `t`, from `member` (with its static
+/// `instance`) at `generation`: the partition's error code. Raw, so tests can send what a
+/// stale or removed member would.
+pub async fn commit_t0(
+    addr: std::net::SocketAddr,
+    group: &str,
+    member: &str,
+    instance: Option<&str>,
+    generation: i32,
+    offset: i64,
+) -> i16 {
+    use kafka_protocol::messages::{
+        offset_commit_request, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName,
+    };
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_group_instance_id(instance.map(s))
+        .with_generation_id_or_member_epoch(generation)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset),
+                ]),
+        ]);
+    let r: OffsetCommitResponse = call(addr, ApiKey::OffsetCommit, 8, &req).await;
+    r.topics[0].partitions[0].error_code
+}
+
+/// The group's committed offset on partition 0 of topic `t` (-1: none), by OffsetFetch v7.
+pub async fn committed_t0(addr: std::net::SocketAddr, group: &str) -> i64 {
+    use kafka_protocol::messages::{
+        offset_fetch_request, GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    };
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r: OffsetFetchResponse = call(addr, ApiKey::OffsetFetch, 7, &req).await;
+    assert_eq!(r.error_code, 0);
+    r.topics[0].partitions[0].committed_offset
+}
