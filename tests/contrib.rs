@@ -7,14 +7,9 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn systemd_unit_verifies() {
-    let _watchdog = common::watchdog("systemd_unit_verifies");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let unit = std::fs::read_to_string(root.join("contrib/kafkabox.service")).unwrap();
-    assert!(unit
-        .contains("ExecStart=/usr/local/bin/kafkabox serve --config /etc/kafkabox/kafkabox.toml"));
-    // verify checks that ExecStart's program exists: point it at the binary under test.
+/// The unit in a temporary file, its ExecStart pointed at the binary under test (`verify`
+/// checks that the program exists).
+fn unit_with_this_binary(unit: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kafkabox.service");
     std::fs::write(
@@ -22,6 +17,17 @@ fn systemd_unit_verifies() {
         unit.replace("/usr/local/bin/kafkabox", env!("CARGO_BIN_EXE_kafkabox")),
     )
     .unwrap();
+    (dir, path)
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let _watchdog = common::watchdog("systemd_unit_verifies");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("contrib/kafkabox.service")).unwrap();
+    assert!(unit
+        .contains("ExecStart=/usr/local/bin/kafkabox serve --config /etc/kafkabox/kafkabox.toml"));
+    let (_dir, path) = unit_with_this_binary(&unit);
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
@@ -51,13 +57,7 @@ fn systemd_unit_is_sandboxed_and_leaves_settings_to_the_config_file() {
     let toml = std::fs::read_to_string(root.join("contrib/kafkabox.toml")).unwrap();
     assert!(toml.contains("data.dir = \"/var/lib/kafkabox\""), "{toml}");
     assert!(unit.contains("RestartPreventExitStatus=2"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kafkabox.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/kafkabox", env!("CARGO_BIN_EXE_kafkabox")),
-    )
-    .unwrap();
+    let (_dir, path) = unit_with_this_binary(&unit);
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&path)
