@@ -14,17 +14,7 @@ use common::{http, BrokerProcess};
 fn dashboard_shows_sources_dead_letters_and_profiles_and_replays() {
     let _watchdog =
         common::watchdog("dashboard_shows_sources_dead_letters_and_profiles_and_replays");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let js = root.join("tests/js");
-    assert!(
-        js.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed in tests/js: run scripts/test.sh (npm ci)"
-    );
-    let chromium = std::env::var("KB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: scripts/test.sh installs Debian's chromium"
-    );
+    let (js, chromium) = common::browser();
     let dir = tempfile::tempdir().unwrap();
     let common::FlakyDownstream {
         flag,

@@ -185,11 +185,7 @@ async fn edge_forwards_a_million_records_once_in_order() {
     let status = common::http(e.http_addr(), "GET", "/api/forward", None, None).json();
     assert_eq!(status["upstream"], upstream.as_str(), "{status}");
     // The dashboard shows it (a real browser).
-    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    assert!(
-        js.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed in tests/js: run scripts/test.sh (npm ci)"
-    );
+    let (js, _) = common::browser();
     let out = std::process::Command::new("node")
         .current_dir(&js)
         .arg("forward_dashboard.js")

@@ -382,17 +382,7 @@ fn serve_page() -> String {
 #[test]
 fn pages_of_other_origins_change_nothing_in_chromium() {
     let _watchdog = common::watchdog("pages_of_other_origins_change_nothing_in_chromium");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let js = root.join("tests/js");
-    assert!(
-        js.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed in tests/js: run scripts/test.sh (npm ci)"
-    );
-    let chromium = std::env::var("KB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: scripts/test.sh installs Debian's chromium"
-    );
+    let (js, chromium) = common::browser();
     // Two pages on two other ports: two origins, only the second listed.
     let other_page = serve_page();
     let allowed_page = serve_page();

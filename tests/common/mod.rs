@@ -326,11 +326,20 @@ impl Conn {
         req.encode(&mut buf, version).unwrap();
         let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&buf);
-        self.s.write_all(&frame).await.ok()?;
-        let mut len = [0u8; 4];
-        self.s.read_exact(&mut len).await.ok()?;
-        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut body).await.ok()?;
+        let s = &mut self.s;
+        let body = within(
+            &format!("{key:?} v{version}: an answer"),
+            Duration::from_secs(120),
+            async move {
+                s.write_all(&frame).await.ok()?;
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).await.ok()?;
+                let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+                s.read_exact(&mut body).await.ok()?;
+                Some(body)
+            },
+        )
+        .await?;
         let mut body = Bytes::from(body);
         let rh = ResponseHeader::decode(&mut body, R::header_version(version)).unwrap();
         assert_eq!(rh.correlation_id, self.correlation);
@@ -341,6 +350,22 @@ impl Conn {
 /// Sends one request on a new connection and decodes the answer at the same version (the
 /// correlation id is checked).
 pub async fn call<Q: Encodable, R: Decodable + HeaderVersion>(
+    addr: std::net::SocketAddr,
+    key: ApiKey,
+    version: i16,
+    req: &Q,
+) -> R {
+    // Longer than any wait a request is meant to have (a rebalance, a long poll), so a broker
+    // that never answers fails the test here, naming the request.
+    within(
+        &format!("{key:?} v{version} to {addr}"),
+        Duration::from_secs(120),
+        call_unbounded(addr, key, version, req),
+    )
+    .await
+}
+
+async fn call_unbounded<Q: Encodable, R: Decodable + HeaderVersion>(
     addr: std::net::SocketAddr,
     key: ApiKey,
     version: i16,
@@ -687,4 +712,21 @@ pub async fn committed_t0(addr: std::net::SocketAddr, group: &str) -> i64 {
     let r: OffsetFetchResponse = call(addr, ApiKey::OffsetFetch, 7, &req).await;
     assert_eq!(r.error_code, 0);
     r.topics[0].partitions[0].committed_offset
+}
+
+/// What the browser tests drive: `tests/js` (with playwright-core from `npm ci`) and the
+/// chromium binary (`KB_CHROMIUM`, default Debian's). A missing one fails the test with the
+/// step of scripts/test.sh that installs it.
+pub fn browser() -> (std::path::PathBuf, String) {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in tests/js: run scripts/test.sh (npm ci)"
+    );
+    let chromium = std::env::var("KB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: scripts/test.sh installs Debian's chromium"
+    );
+    (js, chromium)
 }
