@@ -325,3 +325,25 @@ async fn group_count_is_bounded_and_offsets_of_empty_groups_expire() {
     assert_eq!(committed(addr, "e4").await, 7);
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_retention_minutes_is_read_by_serve_and_reported() {
+    let _watchdog = common::watchdog("offsets_retention_minutes_is_read_by_serve_and_reported");
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &["--set", "offsets.retention.minutes=90"],
+    );
+    let d = common::within(
+        "DescribeConfigs of the broker",
+        Duration::from_secs(30),
+        common::admin(broker.addr)
+            .describe_configs(&[ResourceSpecifier::Broker(0)], &AdminOptions::new()),
+    )
+    .await
+    .unwrap();
+    let config = d[0].as_ref().unwrap();
+    let e = config.get("offsets.retention.minutes").expect("reported");
+    assert_eq!(e.value.as_deref(), Some("90"));
+}
