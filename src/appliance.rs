@@ -244,6 +244,7 @@ impl ApplianceBuilder {
         let groups = server.services().groups.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let lag = Lag::default();
+        let health = pipeline::Health::default();
         let mut tasks = JoinSet::new();
         let stats = IngestStats::new(store.clone());
         let shared = pipeline::Shared {
@@ -252,6 +253,7 @@ impl ApplianceBuilder {
             metrics: server.services().metrics.clone(),
             shutdown: shutdown_rx.clone(),
             verdicts: Arc::default(),
+            health: health.clone(),
         };
         let mut contracts: std::collections::HashMap<String, Arc<Contract>> =
             std::collections::HashMap::new();
@@ -328,6 +330,7 @@ impl ApplianceBuilder {
             let sources = crate::http::Sources {
                 store: store.clone(),
                 lag: lag.clone(),
+                health: health.clone(),
                 stats: stats.clone(),
                 services: server.services().clone(),
                 dead_letters: Arc::new(crate::pipeline::dead_letters::DeadLetters::new(

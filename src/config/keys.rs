@@ -57,6 +57,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("upstream.topics", "topics the edge forwarder sends upstream, a,b,c; * every topic but the .dlq ones, also those created later (default *)"),
     ("upstream.warn.free.bytes", "the edge forwarder warns (log, /metrics, /api/forward, dashboard) while records wait to be forwarded and less than this is free on the data dir's disk, or the disk would reach storage.free.bytes.min within an hour at its current rate (default 0: 4 x storage.free.bytes.min)"),
     ("kafka.<librdkafka key>", "a client setting of kafkabox handle, passed to librdkafka, e.g. kafka.security.protocol=SASL_SSL, kafka.session.timeout.ms=10000"),
+    ("stage.stall.timeout.ms", "a stage that has retried the same records this long without progress makes /ready answer 503 with the stage and its error; a stopped stage does at once (default 60000)"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.contract", "check customer-events against the contract, dead-lettering invalid events (default true); false: a plain topic (e.g. a kafkabox standing in for the cluster of kafkabox handle)"),
     ("customer.events.on.invalid", "dlq (default: invalid events logged, skipped, kept in customer-events.dlq) or reject (produce fails with INVALID_RECORD)"),
@@ -439,6 +440,10 @@ impl Config {
             // expire offsets sooner.
             "offsets.retention.ms" => {
                 self.offsets_retention_ms = positive::<i64>(k, parse_num(k, value)?)?
+            }
+            "stage.stall.timeout.ms" => {
+                self.stage_stall_timeout =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
             }
             "offsets.retention.check.interval.ms" => {
                 self.offsets_retention_check_interval =

@@ -193,6 +193,9 @@ pub struct Config {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval: Duration,
+    /// `stage.stall.timeout.ms`: a stage that has retried this long without progress (or has
+    /// stopped) makes `/ready` answer 503 with the reason.
+    pub stage_stall_timeout: Duration,
     /// `data.ephemeral`: a fresh temporary data directory, removed at shutdown.
     pub ephemeral: bool,
     /// `faults.allow`: fault injection on a data directory that is not ephemeral.
@@ -279,6 +282,7 @@ impl Default for Config {
             group_max_count: 10_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval: Duration::from_millis(600_000),
+            stage_stall_timeout: Duration::from_millis(60_000),
             ephemeral: false,
             faults_allowed: false,
             emulate_kafka: None,

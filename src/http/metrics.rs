@@ -87,6 +87,39 @@ impl Collector for Scraped {
                 ConstGauge::new(lag).encode(f.encode_family(&labels(&l))?)?;
             }
         }
+        {
+            let mut f = e.encode_descriptor(
+                "kafkabox_stage_errors",
+                "Failures of a pipeline stage (a read or commit, or a handler's transient failure, each retried; or a worker that stopped), since the start",
+                None,
+                MetricType::Counter,
+            )?;
+            for (stage, n) in s.health.errors() {
+                let l = [("stage", stage)];
+                ConstCounter::new(n).encode(f.encode_family(&labels(&l))?)?;
+            }
+        }
+        {
+            let mut f = e.encode_descriptor(
+                "kafkabox_stage_state",
+                "A pipeline stage's state on a partition: 0 running, 1 retrying without progress, 2 stopped",
+                None,
+                MetricType::Gauge,
+            )?;
+            for h in s.health.snapshot().into_iter().take(MAX_SERIES) {
+                let v = match h.state {
+                    crate::pipeline::StageState::Running => 0,
+                    crate::pipeline::StageState::Retrying { .. } => 1,
+                    crate::pipeline::StageState::Stopped { .. } => 2,
+                };
+                let l = [
+                    ("stage", h.stage),
+                    ("topic", h.topic),
+                    ("partition", h.partition.to_string()),
+                ];
+                ConstGauge::new(v).encode(f.encode_family(&labels(&l))?)?;
+            }
+        }
         if let Ok(sources) = s.stats.snapshot() {
             type Get = fn(&crate::pipeline::SourceStatus) -> u64;
             let series: [(&str, &str, Get); 3] = [

@@ -65,6 +65,7 @@ pub use render::{header_json, shown, shown_key, utf8_or_base64};
 pub struct Sources {
     pub store: Store,
     pub lag: Lag,
+    pub health: crate::pipeline::Health,
     pub stats: IngestStats,
     pub services: Arc<Services>,
     pub dead_letters: Arc<DeadLetters>,

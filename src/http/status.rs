@@ -6,7 +6,8 @@ use hyper::StatusCode;
 use super::{blocking, json, ok, ApiResult, Req, Sources, MAX_ITEMS};
 
 /// Ready: the store is open and the Kafka listener bound (both before this listener starts),
-/// the stages were started, and the broker is not shutting down.
+/// the stages were started, none has stopped or retried without progress for longer than
+/// `stage.stall.timeout.ms`, and the broker is not shutting down.
 pub fn ready(s: &Sources, r: &Req) -> ApiResult {
     r.query.only(&[])?;
     if *s.services.shutdown.borrow() {
@@ -21,6 +22,12 @@ pub fn ready(s: &Sources, r: &Req) -> ApiResult {
         .into_iter()
         .map(|(stage, ..)| stage)
         .collect();
+    if let Some(reason) = s.health.unready(s.services.config.stage_stall_timeout) {
+        return Ok(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"ready": false, "reason": reason, "stages": stages}),
+        ));
+    }
     ok(serde_json::json!({"ready": true, "stages": stages}))
 }
 
@@ -51,6 +58,17 @@ pub async fn groups(s: &Sources, r: Req) -> ApiResult {
 
 fn groups_json(s: &Sources) -> serde_json::Value {
     let groups = s.services.groups.list();
+    // Per stage: its workers that are not simply running (retrying, stopped).
+    let mut troubles: std::collections::HashMap<String, Vec<serde_json::Value>> =
+        std::collections::HashMap::new();
+    for h in s.health.snapshot() {
+        if h.state != crate::pipeline::StageState::Running {
+            let list = troubles.entry(h.stage.clone()).or_default();
+            if list.len() < MAX_ITEMS {
+                list.push(serde_json::to_value(&h).unwrap_or_default());
+            }
+        }
+    }
     let out: Vec<serde_json::Value> = groups
         .iter()
         .take(MAX_ITEMS)
@@ -87,6 +105,13 @@ fn groups_json(s: &Sources) -> serde_json::Value {
                 "type": g.group_type,
                 "protocol_type": g.protocol_type,
                 "stage": g.group_id.strip_prefix("kafkabox.").is_some(),
+                // The stage's workers that retry or stopped (empty: every one is running).
+                "problems": g
+                    .group_id
+                    .strip_prefix("kafkabox.")
+                    .and_then(|stage| troubles.get(stage))
+                    .cloned()
+                    .unwrap_or_default(),
                 "lag": total_lag,
                 "offsets": partitions,
             })

@@ -15,6 +15,8 @@
 //! - `pass.rs`: the synchronous half of a worker: reading and decoding stored batches, the
 //!   contract check, dead letters and profile updates committed with the stage's offset.
 //! - `lag.rs`: [`Lag`] per (stage, topic, partition).
+//! - `health.rs`: [`Health`] per (stage, topic, partition): running, retrying since a time
+//!   with the error, or stopped with the reason (`/ready`, `/api/groups`, `/metrics`).
 //! - `ingest.rs`: [`IngestStats`], per-source counters committed with the contract stage.
 //! - `verdicts.rs`: [`Verdicts`], what the contract stage found, for the handler stages
 //!   behind it.
@@ -26,6 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub mod dead_letters;
+mod health;
 mod ingest;
 mod lag;
 mod pass;
@@ -33,6 +36,7 @@ mod stages;
 mod verdicts;
 mod worker;
 
+pub use health::{Health, StageHealth, State as StageState};
 pub use ingest::{IngestStats, MinuteCount, SourceStatus, MINUTES_KEPT};
 pub use lag::Lag;
 pub(crate) use stages::ensure_topic;

@@ -96,6 +96,22 @@ pub enum StageKind {
     },
 }
 
+impl StageKind {
+    /// The stage's name (its consumer name).
+    fn name(&self) -> &str {
+        match self {
+            StageKind::DeadLetter { .. } => DEAD_LETTER_STAGE,
+            StageKind::Profile { .. } => PROFILE_STAGE,
+            StageKind::Handler { handler } => handler.name(),
+        }
+    }
+
+    /// Whether the stage writes the dead-letter topics of the topics it runs over.
+    fn dead_letters(&self) -> bool {
+        !matches!(self, StageKind::Profile { .. })
+    }
+}
+
 /// A stage and the topics it runs over.
 pub struct StageSpec {
     pub over: Over,
@@ -179,6 +195,31 @@ impl Stages {
         let names: std::collections::HashSet<&str> =
             live.iter().map(|t| t.meta.name.as_str()).collect();
         self.groups.retain_pipeline_topics(|t| names.contains(t));
+        // Topics the stages write may not be deleted while they run; one that disappeared
+        // anyway (a data dir edited by hand) is created again here, and the workers that
+        // retry on it find it.
+        let mut written = BTreeMap::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            if !spec.kind.dead_letters() {
+                continue;
+            }
+            let stage = spec.kind.name();
+            for t in live.iter().filter(|t| spec.over.covers(&t.meta.name)) {
+                let dlq = dead_letter_topic(&t.meta.name);
+                let runs = t
+                    .partitions
+                    .iter()
+                    .any(|p| self.running.contains(&(i, p.id)));
+                if runs && self.topics.get(&dlq).is_none() {
+                    tracing::warn!(stage, topic = %dlq, "the dead-letter topic of a running stage is gone; creating it again");
+                    ensure_dead_letter_topic(&self.topics, t).await?;
+                }
+                written
+                    .entry(dlq)
+                    .or_insert_with(|| (stage.to_string(), t.meta.name.clone()));
+            }
+        }
+        self.topics.set_stage_writes(written);
         for (i, spec) in self.specs.iter().enumerate() {
             for t in live.iter().filter(|t| spec.over.covers(&t.meta.name)) {
                 let new: Vec<Arc<kafkabox_storage::Partition>> = t

@@ -12,6 +12,7 @@ use kafkabox_storage::{Partition, Store, Topic};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::health::{panic_message, AbortOnDrop, Health};
 use super::lag::LagSlot;
 use super::pass::{source_of, Core};
 use super::{Event, Handler, HandlerError, Lag, Stage, Verdicts, BACKOFF_FIRST, BACKOFF_MAX};
@@ -35,6 +36,7 @@ pub struct Shared {
     pub metrics: Arc<crate::services::metrics::Metrics>,
     pub shutdown: watch::Receiver<bool>,
     pub verdicts: Arc<Mutex<std::collections::HashMap<u32, Arc<Verdicts>>>>,
+    pub health: Health,
 }
 
 impl Shared {
@@ -74,6 +76,7 @@ pub fn spawn_partitions(
         metrics,
         shutdown,
         verdicts: _,
+        health,
     } = shared;
     let core_stage = stage.clone();
     for part in parts {
@@ -94,14 +97,37 @@ pub fn spawn_partitions(
             lag: lag.clone(),
             stage: stage.clone(),
             shutdown: shutdown.clone(),
+            health: health.clone(),
         };
+        worker.report(|h, name, topic, p| h.running(name, topic, p));
         let span = tracing::info_span!(
             "pipeline",
             stage = %stage.name(),
             topic = %topic.meta.name,
             partition = part.index
         );
-        tasks.spawn(tracing::Instrument::instrument(worker.run(), span));
+        // The worker runs in a task of its own, so that a panic (a handler's) ends only it and
+        // is reported as the stage stopping, with the reason.
+        let (health, names, topic, index) = (
+            health.clone(),
+            stage
+                .names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            topic.meta.name.clone(),
+            part.index,
+        );
+        tasks.spawn(async move {
+            let inner = tokio::spawn(tracing::Instrument::instrument(worker.run(), span));
+            let _abort = AbortOnDrop(inner.abort_handle());
+            if let Err(e) = inner.await {
+                let reason = panic_message(e);
+                for n in &names {
+                    health.stopped(n, &topic, index, &reason);
+                }
+            }
+        });
     }
 }
 
@@ -119,6 +145,7 @@ struct Worker {
     lags: Vec<Arc<LagSlot>>,
     lag: Lag,
     shutdown: watch::Receiver<bool>,
+    health: Health,
 }
 
 /// Runs `f` on a blocking thread; a panic there becomes a storage error (retried).
@@ -137,6 +164,22 @@ impl Worker {
         *self.shutdown.borrow()
     }
 
+    /// Tells `f` about this worker under each of its stage's names.
+    fn report(&self, f: impl Fn(&Health, &str, &str, i32)) {
+        for n in self.stage.names() {
+            f(&self.health, n, &self.core.topic, self.core.part.index);
+        }
+    }
+
+    /// The dead-letter topic as the catalog has it now: re-created since the stage started,
+    /// or gone (the stage retries until the stages re-create it on the catalog change).
+    fn current(&self, dlq: &Topic) -> Result<Arc<Topic>, kafkabox_storage::StoreError> {
+        self.core
+            .store
+            .topic(&dlq.meta.name)
+            .ok_or_else(|| kafkabox_storage::StoreError::UnknownTopic(dlq.meta.name.clone()))
+    }
+
     /// The partition loop. Bounded waits only: every sleep ends on an append, on shutdown or
     /// after its backoff.
     async fn run(mut self) {
@@ -148,7 +191,8 @@ impl Worker {
             match self.core.store.consumer_offset(&self.core.part, n) {
                 Ok(o) => starts.push(o),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the committed offset; pipeline not started");
+                    let reason = format!("cannot read the committed offset: {e}");
+                    self.report(|h, n, t, p| h.stopped(n, t, p, &reason));
                     return;
                 }
             }
@@ -156,6 +200,7 @@ impl Worker {
         let mut next = starts.iter().copied().min().unwrap_or(0);
         let mut appends = self.core.store.subscribe_appends();
         let mut shutdown = self.shutdown.clone();
+        let mut backoff = BACKOFF_FIRST;
         while !self.stopping() {
             appends.borrow_and_update();
             if !self.core.store.is_live(&self.core.part) {
@@ -163,6 +208,7 @@ impl Worker {
                 for n in self.stage.names() {
                     self.lag.remove(n, &self.core.part);
                 }
+                self.report(|h, n, t, p| h.remove(n, t, p));
                 return;
             }
             let offsets = self.core.store.offsets(&self.core.part);
@@ -187,7 +233,7 @@ impl Worker {
             let core = self.core.clone();
             let committed = match self.stage.clone() {
                 Stage::Handler { handler, dlq } => {
-                    match self.handler_pass(&core, handler, dlq, &name, next).await {
+                    match self.handler_pass(&core, handler, &dlq, &name, next).await {
                         Some(r) => r,
                         None => return, // interrupted: unhandled events are handled next time
                     }
@@ -198,7 +244,9 @@ impl Worker {
                     profiles,
                 } => {
                     let skip = (starts.first().copied().unwrap_or(0), starts.get(1).copied());
+                    let dlq = self.current(&dlq);
                     off_runtime(move || {
+                        let dlq = dlq?;
                         let (events, end) = core.read(next, INTERNAL_READ_BYTES)?;
                         core.dead_letter(&dlq, &stats, profiles.as_ref(), &events, end, skip)?;
                         Ok(end)
@@ -215,10 +263,16 @@ impl Worker {
                 }
             };
             match committed {
-                Ok(end) => next = end,
+                Ok(end) => {
+                    next = end;
+                    backoff = BACKOFF_FIRST;
+                    self.report(|h, n, t, p| h.running(n, t, p));
+                }
                 Err(e) => {
-                    tracing::error!(offset = next, error = %e, "cannot read or commit; retrying");
-                    self.sleep(BACKOFF_MAX).await;
+                    let error = format!("cannot read or commit from offset {next}: {e}");
+                    self.report(|h, n, t, p| h.failed(n, t, p, &error));
+                    self.sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -230,10 +284,14 @@ impl Worker {
         &mut self,
         core: &Arc<Core>,
         handler: Arc<dyn Handler>,
-        dlq: Arc<Topic>,
+        dlq: &Topic,
         name: &str,
         next: i64,
     ) -> Option<Result<i64, kafkabox_storage::StoreError>> {
+        let dlq = match self.current(dlq) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
         let c = core.clone();
         let read = off_runtime(move || {
             let (events, end) = c.read(next, READ_BYTES)?;
@@ -345,7 +403,8 @@ impl Worker {
                     return Delivery::Refused(reason);
                 }
                 Err(HandlerError::Transient(reason)) => {
-                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, %reason, "handler failed; retrying the same events");
+                    let error = format!("handler {}: {reason}", handler.name());
+                    self.report(|h, n, t, p| h.failed(n, t, p, &error));
                     if !self.sleep(backoff).await {
                         return Delivery::Interrupted;
                     }

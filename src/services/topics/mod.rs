@@ -54,7 +54,13 @@ pub struct Topics {
     /// Auto-creations left in this second's budget (`auto.create.topics.per.second`), and
     /// when the budget was last refilled.
     auto_creations: Arc<std::sync::Mutex<(f64, std::time::Instant)>>,
+    /// Topics the running stages write, with the stage and the topic it runs over: they
+    /// cannot be deleted ([`Topics::set_stage_writes`]).
+    stage_writes: Arc<std::sync::RwLock<StageWrites>>,
 }
+
+/// Topic written by a stage -> (the stage's name, the topic it runs over).
+pub type StageWrites = BTreeMap<String, (String, String)>;
 
 impl Topics {
     /// The topics service; reads the dynamic broker configs stored in the data dir.
@@ -71,6 +77,7 @@ impl Topics {
             config,
             dynamic: Arc::new(std::sync::RwLock::new(dynamic)),
             auto_creations: Arc::new(std::sync::Mutex::new((budget, std::time::Instant::now()))),
+            stage_writes: Arc::default(),
         })
     }
 
@@ -264,7 +271,30 @@ impl Topics {
     }
 
     /// Deletes a topic and all its data, offsets and producer state (blocking).
+    /// The topics the running stages write (the pipeline says, whenever its topics change).
+    pub fn set_stage_writes(&self, writes: StageWrites) {
+        if let Ok(mut w) = self.stage_writes.write() {
+            *w = writes;
+        }
+    }
+
+    /// Deletes a topic, unless a running stage writes it (POLICY_VIOLATION, naming the stage,
+    /// as Kafka refuses to delete its internal topics).
     pub fn delete(&self, name: &str) -> Result<()> {
+        let writer = self
+            .stage_writes
+            .read()
+            .ok()
+            .and_then(|w| w.get(name).cloned())
+            // Its topic deleted a moment ago: the stage is stopping there.
+            .filter(|(_, source)| self.store.topic(source).is_some());
+        if let Some((stage, source)) = writer {
+            return Err(Error::PolicyViolation(format!(
+                "Topic '{name}' holds the dead letters of '{source}', written by kafkabox's \
+                 {stage} stage: it cannot be deleted while the stage runs (delete '{source}' \
+                 first, or turn the stage off and restart)."
+            )));
+        }
         self.store.delete_topic(name).map_err(|e| match e {
             StoreError::UnknownTopic(_) => {
                 Error::UnknownTopic(format!("This server does not host topic '{name}'."))
