@@ -405,6 +405,20 @@ fn fixed_mmap_threshold() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn fixed_mmap_threshold() {}
 
+/// The cluster a Kafka client command talks to.
+#[cfg(feature = "client")]
+fn kafka_args(command: &Command) -> Option<&cli::KafkaArgs> {
+    match command {
+        Command::Topics(c) => Some(c.kafka()),
+        Command::Groups(c) => Some(c.kafka()),
+        Command::Produce(a) => Some(&a.kafka),
+        Command::Consume(a) => Some(&a.kafka),
+        Command::Dump(a) => Some(&a.kafka),
+        Command::Load(a) => Some(&a.kafka),
+        _ => None,
+    }
+}
+
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -453,6 +467,14 @@ fn main() {
         }
     };
     let serving = matches!(cli.command, Command::Serve(_));
+    // A client command whose cluster cannot be reached says so in one line, at once.
+    #[cfg(feature = "client")]
+    if let Some(kafka) = kafka_args(&cli.command) {
+        if let Err(e) = kafka.reach() {
+            eprintln!("kafkabox: {e:#}");
+            std::process::exit(1);
+        }
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -493,6 +515,10 @@ fn main() {
         #[cfg(feature = "client")]
         if e.downcast_ref::<cli::NotFound>().is_some() {
             std::process::exit(cli::EXIT_NOT_FOUND);
+        }
+        #[cfg(feature = "client")]
+        if e.downcast_ref::<cli::Usage>().is_some() {
+            std::process::exit(cli::EXIT_USAGE);
         }
         std::process::exit(if serving { 2 } else { 1 });
     }

@@ -63,6 +63,15 @@ impl Cli {
     }
 }
 
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Whether a table (columns apart by spaces) has a row of exactly these cells.
+fn has_row(table: &str, cells: &[&str]) -> bool {
+    table.lines().any(|l| words(l) == cells)
+}
+
 fn json_lines(s: &str) -> Vec<Value> {
     s.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -118,9 +127,12 @@ fn client_commands_speak_kafka_and_http() {
         .find(|t| t["name"] == "orders")
         .expect("orders listed");
     assert_eq!(orders["partitions"], 3);
-    assert!(cli
-        .expect(&["topics", "list"], 0)
-        .contains("orders\tpartitions=3"));
+    let table = cli.expect(&["topics", "list"], 0);
+    assert_eq!(
+        words(table.lines().next().unwrap()),
+        ["TOPIC", "PARTITIONS", "RECORDS"]
+    );
+    assert!(has_row(&table, &["orders", "3", "0"]), "{table}");
     let d = cli.expect(&["topics", "describe", "orders", "--json"], 0);
     let d: Value = serde_json::from_str(d.trim()).unwrap();
     assert_eq!(d["configs"]["retention.ms"], "3600000");
@@ -232,9 +244,12 @@ fn client_commands_speak_kafka_and_http() {
         groups.iter().any(|g| g["group_id"] == "kafkabox.profile"),
         "{groups:?}"
     );
-    assert!(cli
-        .expect(&["groups", "list"], 0)
-        .contains("cli-group\tEmpty"));
+    let table = cli.expect(&["groups", "list"], 0);
+    assert_eq!(
+        words(table.lines().next().unwrap()),
+        ["GROUP", "STATE", "MEMBERS"]
+    );
+    assert!(has_row(&table, &["cli-group", "Empty", "0"]), "{table}");
     let g: Value = serde_json::from_str(
         cli.expect(&["groups", "describe", "cli-group", "--json"], 0)
             .trim(),
@@ -274,9 +289,12 @@ fn client_commands_speak_kafka_and_http() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(shown.contains("\"events\": 3"), "{shown}");
-    assert!(cli
-        .expect(&["customers", "search", "CUST"], 0)
-        .contains("cust-9\tevents=3"));
+    let table = cli.expect(&["customers", "search", "CUST"], 0);
+    assert!(table.starts_with("CUSTOMER"), "{table}");
+    assert!(
+        has_row(&table, &["cust-9", "3", "2024-03-01T08:02:00Z"]),
+        "{table}"
+    );
     cli.expect(&["customers", "show", "nobody"], 3);
     let out = cli
         .cmd(&["customers", "show", "cust-9"])
@@ -317,7 +335,12 @@ fn client_commands_speak_kafka_and_http() {
         ],
         0,
     );
-    assert_eq!(table.lines().count(), 1, "the contract violation: {table}");
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "a header and the contract violation: {table}"
+    );
+    assert!(table.starts_with("DEAD LETTER"), "{table}");
     assert!(table.contains("contract"), "{table}");
     // still down: replay fails, exit 1. Named by the original topic, the partition and offset
     // are the original record's (docs/cli.md); named by the .dlq topic, the dead letter's own.
@@ -390,7 +413,7 @@ fn client_commands_speak_kafka_and_http() {
     let out = cli.expect(&["dlq", "skip", "--reason", "customer_id"], 0);
     assert!(out.contains("skipped"), "{out}");
     assert_eq!(cli.expect(&["dlq", "list", "--status", "pending"], 0), "");
-    cli.expect(&["dlq", "replay"], 1);
+    cli.expect(&["dlq", "replay"], 2);
     cli.expect(
         &[
             "dlq",
@@ -461,10 +484,11 @@ fn client_commands_speak_kafka_and_http() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // The header and one customer.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     // -X passes librdkafka settings through (a bad one is refused).
     cli.expect(&["topics", "list", "-X", "client.id=cli-test"], 0);
-    cli.expect(&["topics", "list", "-X", "no.such.setting=1"], 1);
+    cli.expect(&["topics", "list", "-X", "no.such.setting=1"], 2);
 
     // The log: each dead letter's warning names both offsets; valid events only as counts.
     let mut log = String::new();
@@ -491,4 +515,175 @@ fn client_commands_speak_kafka_and_http() {
         !log.contains("cust-9"),
         "valid events are not logged one by one: {log}"
     );
+}
+
+/// The CLI says what happened: the broker's message, the partition's range, one line for an
+/// unreachable cluster, empty results said so, usage errors exit 2, counts in words.
+#[test]
+fn the_cli_says_what_happened() {
+    let _watchdog = common::watchdog("the_cli_says_what_happened");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &["--set", "faults.allow=true"]);
+    let cli = Cli {
+        bootstrap: broker.addr.to_string(),
+        http: format!("http://{}", broker.http_addr()),
+        token: String::new(),
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // The broker's message, not only the code.
+    let out = cli.run(&["topics", "create", "x", "-c", "retention.msx=1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("Unknown topic config name: retention.msx (InvalidConfig)"),
+        "{}",
+        stderr(&out)
+    );
+    // Usage errors exit 2.
+    assert_eq!(
+        cli.run(&["topics", "create", "x", "-c", "novalue"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        cli.run(&["topics", "list", "-X", "nokv"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        cli.run(&["topics", "list", "--no-such-flag"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        cli.run(&["dlq", "skip", "--partition", "0"]).status.code(),
+        Some(2)
+    );
+
+    // An unreachable cluster: one line, exit 1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = cli.run(&["topics", "list", "-b", &closed.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = stderr(&out);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains(&format!("cannot reach the Kafka cluster at {closed}")),
+        "{e}"
+    );
+
+    // Counts in words, singular and plural.
+    let out = cli.run_stdin(&["produce", "orders"], "r0\n");
+    assert!(
+        stderr(&out).contains("1 record produced to orders"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli.run_stdin(&["produce", "orders"], "r1\n");
+    assert!(out.status.success());
+    let out = cli.run(&["consume", "orders"]);
+    assert!(
+        stderr(&out).contains("2 records consumed from orders"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An offset beyond the partition's end: its range, exit 1; with --follow, waited for.
+    let out = cli.run(&["consume", "orders", "-p", "0", "--offset", "100"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out)
+            .contains("partition 0 of 'orders' holds offsets 0 to 1: offset 100 is beyond its end"),
+        "{}",
+        stderr(&out)
+    );
+    let waiting = cli
+        .cmd(&[
+            "consume", "orders", "-p", "0", "--offset", "3", "-f", "-n", "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(cli
+        .run_stdin(&["produce", "orders"], "r2\nr3\nr4\n")
+        .status
+        .success());
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "r3\n");
+    assert!(stderr(&out).contains("waiting for partition 0 of 'orders' to reach offset 3"));
+
+    // Empty results say so (on stderr: stdout stays empty for scripts).
+    let out = cli.run(&["customers", "search", "zzz"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        stderr(&out).contains("no customer id contains 'zzz'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli.run(&["faults", "list"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        stderr(&out).contains("no faults in effect"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli.run(&["dlq", "list"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        stderr(&out).contains("no dead letters match"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(cli
+        .run(&["faults", "add", "--api", "Fetch", "--latency-ms", "1"])
+        .status
+        .success());
+    let listed = cli.expect(&["faults", "list"], 0);
+    assert!(listed.starts_with("ID\tFAULT\tINJECTED\n"), "{listed}");
+
+    // Times as times.
+    let out = cli.run_stdin(&["produce", "customer-events"], "{\"source\":\"cli\"}\n");
+    assert!(out.status.success());
+    let skip = [
+        "dlq",
+        "skip",
+        "--topic",
+        "customer-events",
+        "--partition",
+        "0",
+        "--offset",
+        "0",
+    ];
+    for _ in 0..100 {
+        if cli.run(&skip).status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = cli.run(&skip);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let refused = String::from_utf8_lossy(&out.stdout);
+    let at = refused
+        .split("already skipped at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{refused}"))
+        .trim();
+    assert!(
+        at.starts_with("20") && at.ends_with('Z') && at.contains('T'),
+        "{refused}"
+    );
+
+    // load into a topic with fewer partitions: no advice to create the topic that exists.
+    let out = cli.run_stdin(&["load", "orders"], "{\"partition\":5,\"value\":\"v\"}\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = stderr(&out);
+    assert!(
+        e.contains("orders has 1 partition:") && e.contains("--by-key"),
+        "{e}"
+    );
+    assert!(!e.contains("topics create"), "{e}");
 }

@@ -342,6 +342,11 @@ fn the_lower_crates_depend_only_downwards() {
         !protocol.contains("kafkabox-storage") && !protocol.contains("path = \"..\""),
         "kafkabox-protocol depends on another kafkabox crate"
     );
+    let rdadmin = manifest("rdadmin");
+    assert!(
+        !rdadmin.contains("path = "),
+        "kafkabox-rdadmin depends on another kafkabox crate"
+    );
     let storage = manifest("storage");
     assert!(
         !storage.contains("path = \"..\""),

@@ -60,14 +60,17 @@ async fn a_dead_letter_topic_in_use_cannot_be_deleted() {
     let bootstrap = broker.addr.to_string();
     let http = broker.http_addr();
 
-    // The CLI (librdkafka's admin client): refused, non-zero.
+    // The CLI (librdkafka's admin client): refused, non-zero, the stage named.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args(["topics", "delete", "customer-events.dlq", "-b", &bootstrap])
         .output()
         .expect("kafkabox topics delete");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("PolicyViolation"), "{stderr}");
+    assert!(
+        stderr.contains("contract stage") && stderr.contains("PolicyViolation"),
+        "{stderr}"
+    );
 
     // kafka-python's admin client: POLICY_VIOLATION with the message.
     let script = format!(

@@ -399,7 +399,7 @@ async fn serve_ephemeral_ready_file_faults_cli_and_dump_load() {
         Some(b"{\"partition\":7,\"value\":\"x\"}\n"),
     );
     assert!(
-        !ok && err.contains("partition 7, but seeded has 2 partition(s)"),
+        !ok && err.contains("partition 7, but seeded has 2 partitions: load with --by-key"),
         "{err}"
     );
     let (ok, _, err) = run(&["load", "seeded", "-b", &b2], Some(b"not json\n"));

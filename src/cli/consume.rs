@@ -92,6 +92,15 @@ fn consume(args: ConsumeArgs) -> Result<()> {
             return Err(NotFound(format!("topic '{}' has no partition {p}", args.topic)).into());
         }
     }
+    let follow = args.follow || args.from_end;
+    if let (Some(offset), None) = (args.offset, &args.group) {
+        for p in partitions
+            .iter()
+            .filter(|p| args.partition.is_none_or(|want| want == **p))
+        {
+            check_offset(&consumer, &args, *p, offset, follow)?;
+        }
+    }
     if args.group.is_some() {
         consumer.subscribe(&[&args.topic]).context("subscribe")?;
     } else {
@@ -121,7 +130,6 @@ fn consume(args: ConsumeArgs) -> Result<()> {
         };
         consumer.assign(&tpl).context("assign")?;
     }
-    let follow = args.follow || args.from_end;
     let stdout = std::io::stdout();
     let mut out = Quiet(std::io::BufWriter::new(stdout.lock()));
     let mut seen = 0u64;
@@ -166,8 +174,56 @@ fn consume(args: ConsumeArgs) -> Result<()> {
             .commit_consumer_state(CommitMode::Sync)
             .context("committing the group's offsets")?;
     }
-    eprintln!("{seen} records consumed from {}", args.topic);
+    eprintln!(
+        "{} consumed from {}",
+        super::count(seen, "record"),
+        args.topic
+    );
     Ok(())
+}
+
+/// `--offset` within partition `p`'s log, or an error that says what the partition holds; with
+/// `--follow`, an offset beyond the end is waited for.
+fn check_offset(
+    consumer: &BaseConsumer,
+    args: &ConsumeArgs,
+    p: i32,
+    offset: i64,
+    follow: bool,
+) -> Result<()> {
+    let topic = &args.topic;
+    let watermarks = || {
+        consumer
+            .fetch_watermarks(topic, p, args.kafka.timeout())
+            .with_context(|| format!("offsets of {topic}/{p}"))
+    };
+    let (start, end) = watermarks()?;
+    let holds = if start == end {
+        format!("holds no records (its log starts and ends at {end})")
+    } else {
+        format!("holds offsets {start} to {}", end - 1)
+    };
+    if offset < 0 {
+        return Err(super::Usage(format!("--offset {offset}: offsets start at 0")).into());
+    }
+    if offset < start {
+        bail!("partition {p} of '{topic}' {holds}: the records before {start} were removed (retention or DeleteRecords); --offset {start} starts at the first");
+    }
+    if offset <= end {
+        return Ok(());
+    }
+    if !follow {
+        bail!("partition {p} of '{topic}' {holds}: offset {offset} is beyond its end; add --follow to wait for it");
+    }
+    eprintln!(
+        "waiting for partition {p} of '{topic}' to reach offset {offset} (its log ends at {end})"
+    );
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if watermarks()?.1 >= offset {
+            return Ok(());
+        }
+    }
 }
 
 /// stdout whose closing (`| head`) ends the command quietly.

@@ -195,9 +195,9 @@ pub async fn load(args: LoadArgs) -> Result<()> {
         if let Some(p) = partition {
             if p as usize >= partitions {
                 failure = Some(format!(
-                    "line {line}: partition {p}, but {} has {partitions} partition(s) (kafkabox topics create {} --partitions {}, or load with --by-key)",
+                    "line {line}: partition {p}, but {} has {}: load with --by-key to spread the records by key, or --partition N to put them all in one, or into a topic with at least {} partitions",
                     args.topic,
-                    args.topic,
+                    super::count(partitions as u64, "partition"),
                     p + 1
                 ));
                 break;
@@ -241,12 +241,24 @@ pub async fn load(args: LoadArgs) -> Result<()> {
     sent += super::produce::settle(&mut pending, &mut failure).await;
     let read = reader.await.context("stdin reader")?;
     if let Some(f) = failure {
-        bail!("{sent} records loaded into {}, then: {f}", args.topic);
+        bail!(
+            "{} loaded into {}, then: {f}",
+            super::count(sent, "record"),
+            args.topic
+        );
     }
     if let Err(e) = read {
-        bail!("{sent} records loaded into {}, then: {e:#}", args.topic);
+        bail!(
+            "{} loaded into {}, then: {e:#}",
+            super::count(sent, "record"),
+            args.topic
+        );
     }
-    eprintln!("{sent} records loaded into {}", args.topic);
+    eprintln!(
+        "{} loaded into {}",
+        super::count(sent, "record"),
+        args.topic
+    );
     Ok(())
 }
 

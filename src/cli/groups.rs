@@ -25,6 +25,15 @@ pub enum GroupsCommand {
     },
 }
 
+impl GroupsCommand {
+    /// The cluster the command talks to.
+    pub fn kafka(&self) -> &super::KafkaArgs {
+        match self {
+            GroupsCommand::List { args } | GroupsCommand::Describe { args, .. } => &args.kafka,
+        }
+    }
+}
+
 pub async fn run(cmd: GroupsCommand) -> Result<()> {
     tokio::task::spawn_blocking(move || run_blocking(cmd)).await?
 }
@@ -50,6 +59,7 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
                 })
                 .collect();
             rows.sort();
+            let mut table = super::render::Table::new(&["GROUP", "STATE", "MEMBERS"]);
             for (name, state, members) in rows {
                 if json {
                     super::line(format!(
@@ -57,8 +67,11 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
                         serde_json::json!({"group_id": name, "state": state, "members": members})
                     ));
                 } else {
-                    super::line(format!("{name}\t{state}\tmembers={members}"));
+                    table.row(vec![name, state, members.to_string()]);
                 }
+            }
+            if !json {
+                table.print("no consumer groups");
             }
         }
         GroupsCommand::Describe {

@@ -154,14 +154,22 @@ pub async fn customers(cmd: CustomersCommand) -> Result<()> {
                 None,
             )
             .await?;
+            let mut table = super::render::Table::new(&["CUSTOMER", "EVENTS", "LAST EVENT"]);
             for c in found["customers"].as_array().into_iter().flatten() {
-                super::line(format!(
-                    "{}\tevents={}\tlast={}",
-                    c["customer_id"].as_str().unwrap_or_default(),
-                    c["events"],
-                    c["last_event"]["timestamp"].as_str().unwrap_or("-")
-                ));
+                table.row(vec![
+                    c["customer_id"].as_str().unwrap_or_default().to_string(),
+                    super::thousands(c["events"].as_u64().unwrap_or(0)),
+                    c["last_event"]["timestamp"]
+                        .as_str()
+                        .unwrap_or("-")
+                        .to_string(),
+                ]);
             }
+            table.print(&if query.is_empty() {
+                "no customers yet".to_string()
+            } else {
+                format!("no customer id contains '{query}'")
+            });
         }
     }
     Ok(())
@@ -241,10 +249,17 @@ fn selection(
         return Ok(v);
     }
     if partition.is_some() || offset.is_some() {
-        bail!("one dead letter needs --topic, --partition and --offset");
+        return Err(super::Usage(
+            "one dead letter needs --topic, --partition and --offset".to_string(),
+        )
+        .into());
     }
     let Some(reason) = filter.reason else {
-        bail!("give --topic, --partition and --offset of one dead letter, or --reason for all of a reason");
+        return Err(super::Usage(
+            "give --topic, --partition and --offset of one dead letter, or --reason for all of a reason"
+                .to_string(),
+        )
+        .into());
     };
     v["reason"] = reason.into();
     for (k, val) in [
@@ -294,21 +309,40 @@ pub async fn dlq(cmd: DlqCommand) -> Result<()> {
             if status != 200 {
                 bail!("{}", found["error"].as_str().unwrap_or("failed"));
             }
+            let mut table = super::render::Table::new(&[
+                "DEAD LETTER",
+                "ORIGINAL",
+                "STATUS",
+                "SOURCE",
+                "STAGE",
+                "REASON",
+            ]);
             for d in found["dead_letters"].as_array().into_iter().flatten() {
                 if json {
                     super::line(format!("{d}"));
                 } else {
-                    super::line(format!(
-                        "{}/{}@{}\t{}\t{}\t{}\t{}",
-                        d["topic"].as_str().unwrap_or_default(),
-                        d["partition"],
-                        d["offset"],
-                        d["status"].as_str().unwrap_or_default(),
-                        d["source"].as_str().unwrap_or_default(),
-                        d["stage"].as_str().unwrap_or("-"),
-                        d["reason"].as_str().unwrap_or_default()
-                    ));
+                    table.row(vec![
+                        format!(
+                            "{}/{}@{}",
+                            d["topic"].as_str().unwrap_or_default(),
+                            d["partition"],
+                            d["offset"]
+                        ),
+                        format!(
+                            "{}/{}@{}",
+                            d["original"]["topic"].as_str().unwrap_or("-"),
+                            d["original"]["partition"],
+                            d["original"]["offset"]
+                        ),
+                        d["status"].as_str().unwrap_or_default().to_string(),
+                        d["source"].as_str().unwrap_or("-").to_string(),
+                        d["stage"].as_str().unwrap_or("-").to_string(),
+                        d["reason"].as_str().unwrap_or_default().to_string(),
+                    ]);
                 }
+            }
+            if !json {
+                table.print("no dead letters match");
             }
             return Ok(());
         }
@@ -491,7 +525,14 @@ pub async fn faults(cmd: FaultsCommand) -> Result<()> {
             if status != 200 {
                 bail!("{}", out["error"].as_str().unwrap_or("failed"));
             }
-            for f in out["faults"].as_array().into_iter().flatten() {
+            let faults = out["faults"].as_array().cloned().unwrap_or_default();
+            if faults.is_empty() && !json {
+                eprintln!("no faults in effect");
+            }
+            if !faults.is_empty() && !json {
+                super::line("ID\tFAULT\tINJECTED");
+            }
+            for f in &faults {
                 super::line(if json { f.to_string() } else { fault_line(f) });
             }
         }
@@ -504,7 +545,10 @@ pub async fn faults(cmd: FaultsCommand) -> Result<()> {
             if status != 200 {
                 bail!("{}", out["error"].as_str().unwrap_or("failed"));
             }
-            eprintln!("{} faults cleared", out["cleared"]);
+            eprintln!(
+                "{} cleared",
+                super::count(out["cleared"].as_u64().unwrap_or(0), "fault")
+            );
         }
     }
     Ok(())

@@ -26,7 +26,7 @@ pub mod topics;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rdkafka::ClientConfig;
 
 pub use consume::ConsumeArgs;
@@ -43,6 +43,25 @@ pub const EXIT_NOT_FOUND: i32 = 3;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct NotFound(pub String);
+
+/// The command line asks for something that cannot be (exit code 2, as clap's own usage
+/// errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Exit code of bad usage.
+pub const EXIT_USAGE: i32 = 2;
+
+/// How long to try to open a connection to the cluster before saying it cannot be reached.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Splits `KEY=VALUE` (of `flag`), a usage error otherwise.
+pub fn key_value<'a>(flag: &str, kv: &'a str) -> Result<(&'a str, &'a str), Usage> {
+    kv.split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty())
+        .ok_or_else(|| Usage(format!("{flag} {kv}: expected KEY=VALUE")))
+}
 
 /// How to reach a Kafka cluster (kafkabox or any other).
 #[derive(Debug, Clone, clap::Args)]
@@ -70,12 +89,48 @@ impl KafkaArgs {
             .set("log_level", "3")
             .set("socket.timeout.ms", self.timeout_ms.max(10).to_string());
         for kv in &self.client_settings {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("-X {kv}: expected KEY=VALUE"))?;
+            let (k, v) = key_value("-X", kv)?;
             c.set(k, v);
         }
+        // A setting librdkafka does not know, or a bad value, is a configuration error.
+        if let Err(e) = c.create_native_config() {
+            return Err(Usage(format!("-X: {e}")).into());
+        }
         Ok(c)
+    }
+
+    /// Whether a TCP connection to one of the bootstrap servers opens within a few seconds:
+    /// an unreachable cluster is one clear line, before librdkafka retries for the whole
+    /// timeout. Blocking.
+    pub fn reach(&self) -> Result<()> {
+        use std::net::ToSocketAddrs;
+        let limit = CONNECT_TIMEOUT.min(self.timeout());
+        let mut last = String::from("no address given");
+        for server in self
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let server = server.split_once("://").map_or(server, |(_, rest)| rest);
+            let addrs = match server.to_socket_addrs() {
+                Ok(a) => a,
+                Err(e) => {
+                    last = format!("{server}: {e}");
+                    continue;
+                }
+            };
+            for addr in addrs {
+                match std::net::TcpStream::connect_timeout(&addr, limit) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = format!("{addr}: {e}"),
+                }
+            }
+        }
+        anyhow::bail!(
+            "cannot reach the Kafka cluster at {} ({last}); is it running? (--bootstrap or KAFKABOX_BOOTSTRAP)",
+            self.bootstrap
+        )
     }
 
     pub fn timeout(&self) -> Duration {
@@ -118,11 +173,48 @@ pub fn line(text: impl std::fmt::Display) {
     }
 }
 
-/// A spinner with a count on stderr when it is a terminal (hidden otherwise).
+/// `n` with thousands separators: 246115 -> "246,115".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// "1 record", "2 records", "1,000 records".
+pub fn count(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{} {word}s", thousands(n))
+    }
+}
+
+/// A spinner with a count and a rate on stderr when it is a terminal (hidden otherwise):
+/// "produced 1,234,567 (246,115/s)".
 pub fn progress(what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} ({per_sec})")
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {count} ({rate})")
+            .map(|s| {
+                s.with_key(
+                    "count",
+                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}", thousands(st.pos()));
+                    },
+                )
+                .with_key(
+                    "rate",
+                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", thousands(st.per_sec().round() as u64));
+                    },
+                )
+            })
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.set_message(what.to_string());

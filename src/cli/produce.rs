@@ -101,10 +101,18 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
     bar.finish_and_clear();
     let read = reader.await.context("stdin reader")?;
     if let Some(f) = failure {
-        bail!("{sent} records produced to {}, then: {f}", args.topic);
+        bail!(
+            "{} produced to {}, then: {f}",
+            super::count(sent, "record"),
+            args.topic
+        );
     }
     read?;
-    eprintln!("{sent} records produced to {}", args.topic);
+    eprintln!(
+        "{} produced to {}",
+        super::count(sent, "record"),
+        args.topic
+    );
     Ok(())
 }
 

@@ -43,3 +43,57 @@ fn record(
         "headers": headers,
     })
 }
+
+/// Rows printed as aligned columns under a header row, what the list commands print without
+/// `--json`; nothing found is said on stderr, so stdout stays empty for scripts.
+#[derive(Debug)]
+pub struct Table {
+    header: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &'static [&'static str]) -> Table {
+        Table {
+            header,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Prints the table, or `empty` on stderr when it has no rows.
+    pub fn print(self, empty: &str) {
+        if self.rows.is_empty() {
+            eprintln!("{empty}");
+            return;
+        }
+        let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+        }
+        for r in std::iter::once(&header).chain(&self.rows) {
+            let last = r.len().saturating_sub(1);
+            let line: String = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let pad = widths.get(i).copied().unwrap_or(0);
+                    if i == last {
+                        c.clone()
+                    } else {
+                        format!("{c:<pad$}  ")
+                    }
+                })
+                .collect();
+            super::line(line.trim_end());
+        }
+    }
+}

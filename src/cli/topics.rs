@@ -1,12 +1,22 @@
 //! `kafkabox topics list|describe|create|delete`, through Kafka's Metadata and admin APIs.
 
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{KafkaArgs, ListArgs, NotFound};
+
+impl TopicsCommand {
+    /// The cluster the command talks to.
+    pub fn kafka(&self) -> &KafkaArgs {
+        match self {
+            TopicsCommand::List { args } | TopicsCommand::Describe { args, .. } => &args.kafka,
+            TopicsCommand::Create { kafka, .. } | TopicsCommand::Delete { kafka, .. } => kafka,
+        }
+    }
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicsCommand {
@@ -75,6 +85,19 @@ fn offsets(kafka: &KafkaArgs, only: Option<&str>) -> Result<Vec<TopicOffsets>> {
     Ok(out)
 }
 
+/// A broker's refusal: its message, and the code's name (`InvalidConfig`) for scripts.
+fn refusal(code: RDKafkaErrorCode, message: &str) -> String {
+    if message.is_empty() {
+        return format!("{code:?} ({code})");
+    }
+    format!("{message} ({code:?})")
+}
+
+/// A request that failed as a whole: the cluster unreachable, said in one line.
+fn unreachable_or(kafka: &KafkaArgs, e: kafkabox_rdadmin::AdminError) -> anyhow::Error {
+    anyhow::anyhow!("cannot reach the Kafka cluster at {}: {e}", kafka.bootstrap)
+}
+
 fn admin(kafka: &KafkaArgs) -> Result<AdminClient<DefaultClientContext>> {
     kafka.client()?.create().context("Kafka admin client")
 }
@@ -85,6 +108,7 @@ pub async fn run(cmd: TopicsCommand) -> Result<()> {
             args: ListArgs { kafka, json },
         } => {
             let list = tokio::task::spawn_blocking(move || offsets(&kafka, None)).await??;
+            let mut table = super::render::Table::new(&["TOPIC", "PARTITIONS", "RECORDS"]);
             for (name, parts) in list {
                 let records: i64 = parts.iter().map(|(_, lo, hi)| hi - lo).sum();
                 if json {
@@ -93,11 +117,15 @@ pub async fn run(cmd: TopicsCommand) -> Result<()> {
                         serde_json::json!({"name": name, "partitions": parts.len(), "records": records})
                     ));
                 } else {
-                    super::line(format!(
-                        "{name}\tpartitions={}\trecords={records}",
-                        parts.len()
-                    ));
+                    table.row(vec![
+                        name,
+                        parts.len().to_string(),
+                        super::thousands(records.max(0) as u64),
+                    ]);
                 }
+            }
+            if !json {
+                table.print("no topics");
             }
         }
         TopicsCommand::Describe {
@@ -148,40 +176,60 @@ pub async fn run(cmd: TopicsCommand) -> Result<()> {
             configs,
             kafka,
         } => {
-            let mut new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(-1));
+            let mut pairs = Vec::new();
             for kv in &configs {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--config {kv}: expected KEY=VALUE"))?;
-                new = new.set(k, v);
+                let (k, v) = super::key_value("--config", kv)?;
+                pairs.push((k.to_string(), v.to_string()));
             }
             let admin = admin(&kafka)?;
-            let opts = AdminOptions::new().operation_timeout(Some(kafka.timeout()));
-            for r in admin
-                .create_topics([&new], &opts)
-                .await
-                .context("CreateTopics")?
-            {
-                if let Err((name, code)) = r {
-                    bail!("cannot create {name}: {code}");
+            let (name, timeout) = (topic.clone(), kafka.timeout());
+            let outcomes = tokio::task::spawn_blocking(move || {
+                let new = kafkabox_rdadmin::NewTopic {
+                    name: &name,
+                    partitions,
+                    replication_factor: -1,
+                    configs: &pairs,
+                };
+                kafkabox_rdadmin::create_topics(admin.inner(), &[new], timeout)
+            })
+            .await?
+            .map_err(|e| unreachable_or(&kafka, e))?;
+            for o in outcomes {
+                if let Some((code, message)) = o.error {
+                    bail!("cannot create {}: {}", o.topic, refusal(code, &message));
                 }
             }
-            eprintln!("created topic {topic} ({partitions} partitions)");
+            eprintln!(
+                "created topic {topic} ({})",
+                super::count(partitions.max(0) as u64, "partition")
+            );
         }
         TopicsCommand::Delete { topic, kafka } => {
             let admin = admin(&kafka)?;
-            let opts = AdminOptions::new().operation_timeout(Some(kafka.timeout()));
-            for r in admin
-                .delete_topics(&[&topic], &opts)
-                .await
-                .context("DeleteTopics")?
-            {
-                match r {
-                    Ok(_) => {}
-                    Err((name, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                        return Err(NotFound(format!("no topic '{name}'")).into())
+            let (name, timeout) = (topic.clone(), kafka.timeout());
+            let outcomes = tokio::task::spawn_blocking(move || {
+                kafkabox_rdadmin::delete_topics(admin.inner(), &[&name], timeout)
+            })
+            .await?
+            .map_err(|e| unreachable_or(&kafka, e))?;
+            for o in outcomes {
+                match o.error {
+                    None => {}
+                    Some((RDKafkaErrorCode::UnknownTopicOrPartition, _)) => {
+                        return Err(NotFound(format!("no topic '{}'", o.topic)).into())
                     }
-                    Err((name, code)) => bail!("cannot delete {name}: {code}"),
+                    Some((code, message)) => {
+                        let mut why = refusal(code, &message);
+                        // librdkafka's DeleteTopics (v1) carries no message from the broker.
+                        if code == RDKafkaErrorCode::PolicyViolation {
+                            if let Some(source) = o.topic.strip_suffix(".dlq") {
+                                why.push_str(&format!(
+                                    "; on kafkabox, the dead letters of '{source}' cannot be deleted while a stage (the contract stage or a handler) runs over it"
+                                ));
+                            }
+                        }
+                        bail!("cannot delete {}: {why}", o.topic)
+                    }
                 }
             }
             eprintln!("deleted topic {topic}");

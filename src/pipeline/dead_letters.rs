@@ -404,7 +404,11 @@ impl DeadLetters {
                     out.push(Self::outcome(
                         &d,
                         "refused",
-                        Some(format!("already {} at {} ms", r.action, r.at_ms)),
+                        Some(format!(
+                            "already {} at {}",
+                            r.action,
+                            crate::services::time_text(r.at_ms)
+                        )),
                     ));
                     continue;
                 }
@@ -517,7 +521,11 @@ impl DeadLetters {
                 Ok(Some(r)) => out.push(Self::outcome(
                     &d,
                     "refused",
-                    Some(format!("already {} at {} ms", r.action, r.at_ms)),
+                    Some(format!(
+                        "already {} at {}",
+                        r.action,
+                        crate::services::time_text(r.at_ms)
+                    )),
                 )),
                 Ok(None) => match self.record(&d, "skipped").await {
                     Ok(()) => out.push(Self::outcome(&d, "skipped", None)),

@@ -61,6 +61,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the epoch as an RFC 3339 time in UTC, for messages people read
+/// ("2026-12-07T19:30:00.123Z"); the number itself when out of range.
+pub fn time_text(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms since the epoch"))
+}
+
 /// `s` cut to at most `max` bytes (at a character boundary), with `…` when cut: for logs and
 /// headers that must not repeat a client's megabytes.
 pub fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
