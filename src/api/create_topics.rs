@@ -136,7 +136,7 @@ fn create_all(
                             .map(|c| {
                                 CreatableTopicConfigs::default()
                                     .with_name(str_bytes(&c.name))
-                                    .with_value(Some(str_bytes(&c.value)))
+                                    .with_value(c.value.as_deref().map(str_bytes))
                                     .with_read_only(false)
                                     .with_config_source(
                                         super::describe_configs::config_source_code(c.source),

@@ -146,12 +146,14 @@ impl KafkaApi for DescribeConfigs {
 }
 
 fn describe(c: &ConfigValue, synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
+    // A sensitive value is never sent (Kafka sends null).
+    let value = c.value.as_deref().filter(|_| !c.sensitive).map(str_bytes);
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(str_bytes(&c.name))
-        .with_value(Some(str_bytes(&c.value)))
+        .with_value(value.clone())
         .with_read_only(c.read_only)
         .with_config_source(config_source_code(c.source))
-        .with_is_sensitive(false);
+        .with_is_sensitive(c.sensitive);
     if synonyms {
         let mut syn = Vec::new();
         if c.source != ConfigSource::Default
@@ -161,7 +163,7 @@ fn describe(c: &ConfigValue, synonyms: bool, version: i16) -> DescribeConfigsRes
             syn.push(
                 DescribeConfigsSynonym::default()
                     .with_name(str_bytes(&c.name))
-                    .with_value(Some(str_bytes(&c.value)))
+                    .with_value(value.clone())
                     .with_source(config_source_code(c.source)),
             );
         }

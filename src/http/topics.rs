@@ -50,7 +50,13 @@ fn topic_json(s: &Sources, t: &Topic, detail: bool) -> serde_json::Value {
             .topics
             .describe_configs(t, None)
             .into_iter()
-            .map(|c| (c.name, serde_json::Value::String(c.value)))
+            .map(|c| {
+                (
+                    c.name,
+                    c.value
+                        .map_or(serde_json::Value::Null, serde_json::Value::String),
+                )
+            })
             .collect();
         v["size_bytes"] = serde_json::json!(size_total);
         v["configs"] = serde_json::Value::Object(configs);

@@ -304,13 +304,16 @@ pub fn config_def(name: &str) -> Option<&'static TopicConfigDef> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigValue {
     pub name: String,
-    pub value: String,
+    /// None: no value (a null default, or hidden because it is sensitive).
+    pub value: Option<String>,
     pub source: ConfigSource,
     pub ty: ConfigType,
     /// The broker setting that supplies the default, with its value.
     pub synonym: Option<(&'static str, String, ConfigSource)>,
     /// Whether AlterConfigs may change it.
     pub read_only: bool,
+    /// A password or a custom config: its value is never shown.
+    pub sensitive: bool,
 }
 
 /// Where a config value comes from (Kafka's DescribeConfigs sources).
@@ -467,22 +470,24 @@ impl Topics {
             };
             out.push(ConfigValue {
                 name: d.name.to_string(),
-                value,
+                value: Some(value),
                 source,
                 ty: d.ty,
                 synonym: broker,
                 read_only: false,
+                sensitive: false,
             });
         }
         for (k, v) in &topic.meta.configs {
             if LEGACY_TOPIC_CONFIGS.contains(&k.as_str()) && wanted(k) {
                 out.push(ConfigValue {
                     name: k.clone(),
-                    value: v.clone(),
+                    value: Some(v.clone()),
                     source: ConfigSource::Topic,
                     ty: ConfigType::String,
                     synonym: None,
                     read_only: false,
+                    sensitive: false,
                 });
             }
         }
