@@ -22,17 +22,27 @@ fn dashboard_shows_sources_dead_letters_and_profiles_and_replays() {
         command: exec,
     } = common::FlakyDownstream::new(dir.path());
     let token = "dashboard-token";
-    let broker = BrokerProcess::spawn(
-        &dir.path().join("data"),
-        &[
-            "--set",
-            &format!("http.token={token}"),
-            "--set",
-            "customer.events.handlers=profile,exec",
-            "--set",
-            &format!("exec.command={exec}"),
-        ],
-    );
+    // The webhook's target does not exist: that stage is stuck (retrying), and the page must
+    // say so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let data = dir.path().join("data");
+    let settings = [
+        "--set".to_string(),
+        format!("http.token={token}"),
+        "--set".into(),
+        "customer.events.handlers=profile,exec,webhook".into(),
+        "--set".into(),
+        format!("exec.command={exec}"),
+        "--set".into(),
+        format!("webhook.url=http://{closed}/hook"),
+        "--set".into(),
+        "stage.stall.timeout.ms=1000".into(),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let mut broker = BrokerProcess::spawn(&data, &settings);
     let addr = broker.http_addr();
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
@@ -65,11 +75,38 @@ fn dashboard_shows_sources_dead_letters_and_profiles_and_replays() {
     assert_eq!(replayed[0]["offset"], offset);
     let handled = std::fs::read_to_string(&out).unwrap();
     assert_eq!(handled.lines().count(), 1, "{handled}");
-    assert!(handled.contains("D-7"));
-    let png = std::fs::read(&shot).expect("screenshot");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "screenshot"
+    assert!(handled.contains("\"customer_id\""), "{handled}");
+    for shot in [
+        shot.clone(),
+        shot.with_file_name("dashboard-1000.png"),
+        shot.with_file_name("dashboard-1600.png"),
+    ] {
+        let png = std::fs::read(&shot).expect("screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "screenshot {}",
+            shot.display()
+        );
+        eprintln!("dashboard screenshot: {}", shot.display());
+    }
+
+    // The chart's history is stored: after a restart the events per minute are still there.
+    let before = http(addr, "GET", "/api/sources", Some(token), None).json();
+    broker.terminate();
+    let broker = BrokerProcess::spawn(&data, &settings);
+    let after = http(broker.http_addr(), "GET", "/api/sources", Some(token), None).json();
+    let received = |v: &serde_json::Value| -> u64 {
+        v["pos"]["per_minute"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["received"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(received(&before), 4, "{before}");
+    assert_eq!(
+        received(&after),
+        4,
+        "the per-minute history after a restart: {after}"
     );
-    eprintln!("dashboard screenshot: {}", shot.display());
 }

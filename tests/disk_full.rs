@@ -167,6 +167,16 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
         .expect("kafkabox_storage_writes_refused_total");
     assert!(refused_count >= 2, "{}", metrics.body);
     assert!(metrics.body.contains("kafkabox_storage_free_bytes "));
+    // /ready (and so the dashboard's banner) says writes are refused for disk space.
+    let ready = common::http(broker.http_addr(), "GET", "/ready", None, None).json();
+    assert!(
+        ready["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("storage.free.bytes.min")),
+        "{ready}"
+    );
 
     // SIGTERM exits while the disk is full.
     assert_eq!(broker.terminate().code(), Some(0), "{}", broker.log_text());

@@ -22,27 +22,65 @@ pub fn ready(s: &Sources, r: &Req) -> ApiResult {
         .into_iter()
         .map(|(stage, ..)| stage)
         .collect();
+    let warnings = warnings(s);
     if let Some(reason) = s.health.unready(s.services.config.stage_stall_timeout) {
         return Ok(json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"ready": false, "reason": reason, "stages": stages}),
+            &serde_json::json!({"ready": false, "reason": reason, "stages": stages, "warnings": warnings}),
         ));
     }
-    ok(serde_json::json!({"ready": true, "stages": stages}))
+    ok(serde_json::json!({"ready": true, "stages": stages, "warnings": warnings}))
 }
 
-/// Per source: received, valid, rejected, last seen, last rejection (stored, exact across
-/// restarts) and events received per minute over the last hour (since start).
+/// What a person should know although the box is ready: writes refused for disk space, stages
+/// retrying (not yet for `stage.stall.timeout.ms`).
+fn warnings(s: &Sources) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((free, min)) = s.store.short_of_space() {
+        out.push(format!(
+            "the data dir's disk has {free} bytes free, less than storage.free.bytes.min ({min}): writes are refused with KAFKA_STORAGE_ERROR until space is freed; reads go on"
+        ));
+    }
+    // Those retrying for longer make the box unready, and say so in the reason.
+    let stalled_since = crate::services::now_ms()
+        - i64::try_from(s.services.config.stage_stall_timeout.as_millis()).unwrap_or(i64::MAX);
+    for h in s.health.snapshot() {
+        if out.len() >= 10 {
+            break;
+        }
+        if let crate::pipeline::StageState::Retrying {
+            since_ms,
+            error,
+            attempts,
+        } = &h.state
+        {
+            if *since_ms <= stalled_since {
+                continue;
+            }
+            out.push(format!(
+                "stage {} retrying on {}/{} since {} ({attempts} attempts): {error}",
+                h.stage,
+                h.topic,
+                h.partition,
+                crate::services::time_text(*since_ms)
+            ));
+        }
+    }
+    out
+}
+
+/// Per source: received, valid, rejected, last seen, last rejection and events received per
+/// minute over the last hour (all stored, exact across restarts).
 pub fn sources(s: &Sources, r: &Req) -> ApiResult {
     r.query.only(&[])?;
     let stored = s.stats.snapshot()?;
-    let mut minutes = s.stats.per_minute();
+    let oldest =
+        crate::services::now_ms() / 60_000 * 60_000 - crate::pipeline::MINUTES_KEPT as i64 * 60_000;
     let out: serde_json::Map<String, serde_json::Value> = stored
         .into_iter()
-        .map(|(source, status)| {
-            let mut v = serde_json::to_value(&status).unwrap_or_default();
-            v["per_minute"] = serde_json::json!(minutes.remove(&source).unwrap_or_default());
-            (source, v)
+        .map(|(source, mut status)| {
+            status.per_minute.retain(|m| m.minute_ms > oldest);
+            (source, serde_json::to_value(&status).unwrap_or_default())
         })
         .collect();
     ok(serde_json::Value::Object(out))

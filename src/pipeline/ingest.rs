@@ -1,6 +1,6 @@
-//! [`IngestStats`]: per-source ingest status. The counters live in the store and are updated
-//! in the same atomic write as the dead-letter stage's offset; a per-minute history since start
-//! is kept in memory for the dashboard.
+//! [`IngestStats`]: per-source ingest status. The counters and the events received per minute
+//! over the last hour live in the store and are updated in the same atomic write as the
+//! dead-letter stage's offset, so the dashboard's chart has its history after a restart.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +15,9 @@ pub struct SourceStatus {
     /// Wall-clock ms of the last record seen from this source.
     pub last_seen_ms: i64,
     pub last_rejection: Option<String>,
+    /// Events received per minute, the last [`MINUTES_KEPT`] minutes with any (oldest first).
+    #[serde(default)]
+    pub per_minute: Vec<MinuteCount>,
 }
 
 /// Ingest status by source (`"unknown"` when a record's source cannot be read), kept in the
@@ -25,26 +28,21 @@ pub struct IngestStats {
     store: Store,
     /// Serialises read-modify-write of the counters across partitions.
     pub(super) lock: Arc<Mutex<()>>,
-    /// Since start, in memory: what the periodic log line and the per-minute chart show.
+    /// Since the last periodic log line, in memory.
     recent: Arc<Mutex<Recent>>,
 }
 
-/// Minutes of per-source history kept in memory for the dashboard's chart.
+/// Minutes of per-source history kept for the dashboard's chart.
 pub const MINUTES_KEPT: usize = 60;
-/// Most sources with a per-minute history (later ones are not charted).
-const MAX_CHARTED_SOURCES: usize = 100;
 
 #[derive(Debug, Default)]
 struct Recent {
-    /// Since the last periodic log line.
     valid: u64,
     rejected: u64,
-    /// source -> (minute since the epoch, events received that minute), oldest first.
-    minutes: std::collections::BTreeMap<String, std::collections::VecDeque<(i64, u64)>>,
 }
 
 /// Events received per minute from one source.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MinuteCount {
     /// Start of the minute, ms since the epoch.
     pub minute_ms: i64,
@@ -80,47 +78,13 @@ impl IngestStats {
         out
     }
 
-    /// Events received per minute and source over the last [`MINUTES_KEPT`] minutes since
-    /// start (memory only).
-    pub fn per_minute(&self) -> std::collections::BTreeMap<String, Vec<MinuteCount>> {
-        let oldest = crate::services::now_ms() / 60_000 - MINUTES_KEPT as i64;
-        self.recent()
-            .minutes
-            .iter()
-            .map(|(source, q)| {
-                let v = q
-                    .iter()
-                    .filter(|(m, _)| *m > oldest)
-                    .map(|(m, n)| MinuteCount {
-                        minute_ms: m * 60_000,
-                        received: *n,
-                    })
-                    .collect();
-                (source.clone(), v)
-            })
-            .collect()
-    }
-
-    /// Adds `observed` to the in-memory history (after it was committed).
+    /// Counts `observed` for the periodic log line (after it was committed).
     pub(super) fn observe(&self, observed: &[(Option<String>, Option<String>)]) {
-        let minute = crate::services::now_ms() / 60_000;
         let mut r = self.recent();
-        for (source, rejection) in observed {
+        for (_, rejection) in observed {
             match rejection {
                 None => r.valid += 1,
                 Some(_) => r.rejected += 1,
-            }
-            let source = source.as_deref().unwrap_or("unknown");
-            if !r.minutes.contains_key(source) && r.minutes.len() >= MAX_CHARTED_SOURCES {
-                continue;
-            }
-            let q = r.minutes.entry(source.to_string()).or_default();
-            match q.back_mut() {
-                Some((m, n)) if *m == minute => *n += 1,
-                _ => q.push_back((minute, 1)),
-            }
-            while q.len() > MINUTES_KEPT {
-                q.pop_front();
             }
         }
     }
@@ -166,6 +130,16 @@ impl IngestStats {
             if let Some(s) = touched.get_mut(&source) {
                 s.received += 1;
                 s.last_seen_ms = now;
+                let minute_ms = now / 60_000 * 60_000;
+                match s.per_minute.last_mut() {
+                    Some(m) if m.minute_ms == minute_ms => m.received += 1,
+                    _ => s.per_minute.push(MinuteCount {
+                        minute_ms,
+                        received: 1,
+                    }),
+                }
+                let oldest = minute_ms - MINUTES_KEPT as i64 * 60_000;
+                s.per_minute.retain(|m| m.minute_ms > oldest);
                 match rejection {
                     None => s.valid += 1,
                     Some(r) => {

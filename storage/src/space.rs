@@ -129,6 +129,17 @@ impl Store {
     pub fn writes_refused_for_space(&self) -> u64 {
         self.inner.space.refused()
     }
+
+    /// (free bytes, the reserve) while free space is below the reserve, so that writes are
+    /// refused; None otherwise (or with no reserve).
+    pub fn short_of_space(&self) -> Option<(u64, u64)> {
+        let min = self.inner.space.min_free;
+        if min == 0 {
+            return None;
+        }
+        let free = self.free_bytes();
+        (free < min).then_some((free, min))
+    }
 }
 
 /// Bytes of the files under `dir`, recursively (0 when it does not exist).

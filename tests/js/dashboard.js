@@ -1,11 +1,16 @@
 // The dashboard in a real browser (Debian's chromium, driven by playwright-core), run by
 // tests/dashboard.rs against a real `kafkabox serve`:
 //   node dashboard.js BOOTSTRAP HTTP_BASE TOKEN FLAG_FILE SCREENSHOT
-// Produces events with kafkajs (3 valid from source "pos" for customer D-7, 1 invalid), opens
-// the page, enters the token, asserts that the source, its counts, the rejected event and the
-// customer's profile and timeline are visible, makes the handler's downstream work again
-// (removes FLAG_FILE), replays a dead letter from the page and sees it marked replayed, and
-// saves a screenshot. Exits non-zero on any failure.
+// Produces events with kafkajs (3 valid from source "pos" for customer D-7, 1 invalid, and one
+// each for customers 1, 100 and 42 from "crm"), opens the page, enters the token, asserts that
+// the source, its counts, the rejected event and the customer's profile and timeline are
+// visible, that customer ids sort naturally, that the stuck webhook stage shows as a red banner
+// and in the groups card, makes the handler's downstream work again (removes FLAG_FILE),
+// replays a dead letter from the page and sees it marked replayed. Then, at 1,000 and 1,600 px
+// wide: no table cell is narrower than the longest word it holds (cut cells keep a usable
+// width and their full text on hover), nothing overflows the page, the chart has both axes;
+// a screenshot of each (SCREENSHOT-1000.png, SCREENSHOT-1600.png). Exits non-zero on any
+// failure.
 "use strict";
 const fs = require("fs");
 const { Kafka, logLevel } = require("kafkajs");
@@ -30,8 +35,39 @@ async function produce() {
     }),
   }));
   messages.push({ value: JSON.stringify({ source: "pos", event_type: "bundle_purchase" }) });
+  for (const id of ["1", "100", "42"]) {
+    messages.push({ key: id, value: JSON.stringify({
+      source: "crm", customer_id: id, event_type: "app_login", timestamp: "2024-02-01T10:00:00Z",
+    }) });
+  }
   await producer.send({ topic: "customer-events", acks: -1, messages });
   await producer.disconnect();
+}
+
+// Every visible table cell's content box against the widest word it holds (each text in its
+// own font). Cut cells (class trunc: full text on hover) must keep at least 80 px.
+function narrowCells() {
+  const ctx = document.createElement("canvas").getContext("2d");
+  const bad = [];
+  for (const cell of document.querySelectorAll("main td, main th")) {
+    if (!cell.getClientRects().length) continue;
+    const cs = getComputedStyle(cell);
+    const inner = cell.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    if (cell.classList.contains("trunc")) {
+      if (inner < 80) bad.push(`a cut cell of ${Math.round(inner)} px: ${cell.textContent.slice(0, 60)}`);
+      if (!cell.title && cell.textContent.trim()) bad.push(`a cut cell without its text on hover: ${cell.textContent.slice(0, 60)}`);
+      continue;
+    }
+    let longest = 0;
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const st = getComputedStyle(n.parentElement);
+      ctx.font = `${st.fontStyle} ${st.fontWeight} ${st.fontSize} ${st.fontFamily}`;
+      for (const w of n.textContent.split(/\s+/)) if (w) longest = Math.max(longest, ctx.measureText(w).width);
+    }
+    if (longest > inner + 1) bad.push(`a ${Math.round(inner)} px cell holds a ${Math.round(longest)} px word: ${cell.textContent.slice(0, 60)}`);
+  }
+  return bad;
 }
 
 async function main() {
@@ -84,6 +120,22 @@ async function main() {
     }, null, { timeout: 15000 });
     assert((await page.locator("#timeline tr").count()) === 3, "three events in the timeline");
     assert((await page.locator("#profile").textContent()).includes("bundle_purchase"), "the profile shows the event type");
+    // Customer ids in natural order.
+    await page.fill("#q", "");
+    await page.click('#search button[type="submit"]');
+    await page.waitForFunction(() => document.querySelectorAll("#found a.customer").length >= 4, null, { timeout: 15000 });
+    const ids = await page.locator("#found a.customer").allTextContents();
+    assert(ids.join(",") === "1,42,100,D-7", "customer ids sort naturally: " + ids.join(","));
+
+    // The webhook stage cannot reach its target: a red banner names it, and so does the
+    // groups card.
+    await page.waitForFunction(() => {
+      const b = document.querySelector("#banner");
+      return b && b.classList.contains("bad") && b.textContent.includes("stage webhook");
+    }, null, { timeout: 30000 });
+    assert(await page.locator("#banner").isVisible(), "the banner is visible");
+    await page.locator('#lag tr.stage-problem').first().waitFor({ timeout: 15000 });
+    assert((await page.locator('#lag tr[data-group="kafkabox.webhook"]').getAttribute("class")).includes("problem"), "the webhook stage's row is red");
 
     // The downstream works again: replay one dead letter from the page.
     fs.unlinkSync(flag);
@@ -96,6 +148,22 @@ async function main() {
       return r && r.textContent.includes("replayed");
     }, offset, { timeout: 15000 });
     await page.screenshot({ path: screenshot, fullPage: true });
+
+    for (const width of [1000, 1600]) {
+      await page.setViewportSize({ width, height: 1400 });
+      // One refresh (every 3 s) draws the chart again at the new width.
+      await page.waitForTimeout(3500);
+      const bad = await page.evaluate(narrowCells);
+      assert(bad.length === 0, `at ${width} px: ` + bad.join("; "));
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert(overflow <= 0, `at ${width} px the page is ${overflow} px wider than the window`);
+      assert(await page.locator("#chart .x-tick").count() >= 2, "the chart has a time axis");
+      assert(await page.locator("#chart .y-tick").count() >= 2, "the chart has a value axis");
+      const chartBox = await page.locator("#chart svg").boundingBox();
+      const cardBox = await page.locator("#chart").boundingBox();
+      assert(chartBox.width >= cardBox.width - 40, `the chart fills its card (${chartBox.width} of ${cardBox.width} px)`);
+      await page.screenshot({ path: screenshot.replace(/\.png$/, `-${width}.png`), fullPage: true });
+    }
     assert(errors.length === 0, "no script errors on the page: " + errors.join("; "));
     console.log(JSON.stringify({ replayed_offset: Number(offset) }));
   } finally {
