@@ -134,8 +134,18 @@ fn handle(session: &mut Session, call: Call, req: JoinGroupRequest) -> Pending {
         supports_skip_assignment: call.version >= 9,
     };
     let answer = session.services.groups.join(&group_id, join, mono_ms());
+    let services = session.services.clone();
     Box::pin(async move {
         let resp = match answer {
+            // A static member that took its old place without a rebalance: the group record
+            // naming its new member id is durable before it hears (Kafka answers after the
+            // append), so a crash cannot bring the old id back and fence the new process.
+            Ok(Answer::Now(r)) if r.code == JoinCode::None => {
+                match services.groups.records_durable().await {
+                    Ok(()) => response(call, r),
+                    Err(e) => error(call, &crate::services::Error::Storage(e), &member_id),
+                }
+            }
             Ok(Answer::Now(r)) => response(call, r),
             Ok(Answer::Wait(rx)) => match rx.await {
                 Ok(r) => response(call, r),

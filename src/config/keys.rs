@@ -73,6 +73,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("max.inflated.batch.bytes", "the most one compressed batch may inflate to (default 67108864)"),
     ("group.min.session.timeout.ms", "shortest session timeout a consumer group member may ask for (default 6000)"),
     ("group.max.session.timeout.ms", "longest session timeout a consumer group member may ask for (default 1800000)"),
+    ("group.initial.rebalance.delay.ms", "the first rebalance of an empty consumer group waits this long for more members, extended while they come, up to the rebalance timeout (default 3000; 0 for tests)"),
     ("group.max.size", "members per consumer group (default 1000)"),
     ("offset.metadata.max.bytes", "longest metadata string of a committed offset (default 4096)"),
     ("group.consumer.session.timeout.ms", "KIP-848 consumer group members silent this long are removed (default 45000)"),
@@ -440,6 +441,13 @@ impl Config {
             // expire offsets sooner.
             "offsets.retention.ms" => {
                 self.offsets_retention_ms = positive::<i64>(k, parse_num(k, value)?)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                let v: i32 = parse_num(k, value)?;
+                if v < 0 {
+                    bail!("{k}: must be 0 or more, got {v}");
+                }
+                self.group_initial_rebalance_delay_ms = v;
             }
             "stage.stall.timeout.ms" => {
                 self.stage_stall_timeout =

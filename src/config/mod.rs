@@ -193,6 +193,9 @@ pub struct Config {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval: Duration,
+    /// `group.initial.rebalance.delay.ms`: the first rebalance of an empty classic group waits
+    /// this long for more members, extended while they come (Kafka's default 3000).
+    pub group_initial_rebalance_delay_ms: i32,
     /// `stage.stall.timeout.ms`: a stage that has retried this long without progress (or has
     /// stopped) makes `/ready` answer 503 with the reason.
     pub stage_stall_timeout: Duration,
@@ -283,6 +286,7 @@ impl Default for Config {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval: Duration::from_millis(600_000),
             stage_stall_timeout: Duration::from_millis(60_000),
+            group_initial_rebalance_delay_ms: 3000,
             ephemeral: false,
             faults_allowed: false,
             emulate_kafka: None,

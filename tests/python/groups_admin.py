@@ -61,14 +61,14 @@ summary['kafka_python_offsets_for_times'] = 5
 
 # A consumer group: read everything, commit, and a second consumer of the group resumes after it.
 c = KafkaConsumer('kp-events', bootstrap_servers=addr, group_id='kp-group',
-                  auto_offset_reset='earliest', enable_auto_commit=False, consumer_timeout_ms=4000)
+                  auto_offset_reset='earliest', enable_auto_commit=False, consumer_timeout_ms=10000)
 n = sum(1 for _ in c)
 check(n == 10, f'kafka-python group consumer read {n}')
 c.commit()
 check(c.committed(tp0) == 10, f'committed {c.committed(tp0)}')
 c.close()
 c = KafkaConsumer('kp-events', bootstrap_servers=addr, group_id='kp-group',
-                  auto_offset_reset='earliest', consumer_timeout_ms=3000)
+                  auto_offset_reset='earliest', consumer_timeout_ms=10000)
 again = sum(1 for _ in c)
 c.close()
 check(again == 0, f'the group resumed at its commit, yet {again} records came again')

@@ -50,6 +50,21 @@ pub struct GroupLimits {
     pub max_session_timeout_ms: i32,
     /// `group.max.size`
     pub max_size: usize,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members (extended while they come, up to the rebalance timeout).
+    pub initial_rebalance_delay_ms: i32,
+}
+
+/// The first rebalance of an empty group, held back for more members (Kafka's
+/// InitialDelayedJoin).
+#[derive(Debug, Clone, Copy)]
+struct InitialDelay {
+    until: i64,
+    /// What is left of the rebalance timeout for further extensions.
+    remaining: i64,
+    step: i64,
+    /// A member joined since the delay began or was last extended.
+    new_member: bool,
 }
 
 /// What a JoinGroup asks, in the coordinator's terms.
@@ -172,7 +187,14 @@ pub struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, with the time they expire.
     pending: HashMap<String, i64>,
     rebalance_deadline: Option<i64>,
+    /// When members that have not sent SyncGroup for the current generation are removed
+    /// (in CompletingRebalance, and in Stable for followers that never did).
     sync_deadline: Option<i64>,
+    /// Members that have not sent SyncGroup since the join phase ended.
+    pending_sync: std::collections::HashSet<String>,
+    initial_delay: Option<InitialDelay>,
+    /// `group.initial.rebalance.delay.ms`, from the latest JoinGroup's limits.
+    initial_delay_ms: i64,
     next_order: u64,
     /// Set when the state changed in a way worth persisting.
     pub dirty: bool,
@@ -207,6 +229,9 @@ impl Group {
             pending: HashMap::new(),
             rebalance_deadline: None,
             sync_deadline: None,
+            pending_sync: std::collections::HashSet::new(),
+            initial_delay: None,
+            initial_delay_ms: 0,
             next_order: 0,
             dirty: false,
             members_removed: false,
@@ -221,14 +246,14 @@ impl Group {
 
     /// Checks that `member_id` (and its instance id) belongs to this group.
     pub(super) fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
+        // Kafka's validateMember: an instance id the group does not know is an unknown
+        // member; one that belongs to another member id is fenced.
         if let Some(i) = instance_id {
             match self.statics.get(i) {
                 Some(current) if current != member_id => {
                     return Err(Error::FencedInstanceId(i.to_string()))
                 }
-                None if !self.members.contains_key(member_id) => {
-                    return Err(Error::UnknownMemberId(member_id.to_string()))
-                }
+                None => return Err(Error::UnknownMemberId(member_id.to_string())),
                 _ => {}
             }
         }
@@ -236,6 +261,18 @@ impl Group {
             return Err(Error::UnknownMemberId(member_id.to_string()));
         }
         Ok(())
+    }
+
+    /// A member was heard from (an offset commit in Stable or PreparingRebalance).
+    pub(super) fn touch(&mut self, member_id: &str, now: i64) {
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::PreparingRebalance
+        ) {
+            if let Some(m) = self.members.get_mut(member_id) {
+                m.last_heartbeat = now;
+            }
+        }
     }
 
     /// Protocols every member supports, in the group's order of votes.
@@ -305,6 +342,7 @@ impl Group {
                 req.session_timeout_ms, limits.min_session_timeout_ms, limits.max_session_timeout_ms
             )));
         }
+        self.initial_delay_ms = i64::from(limits.initial_rebalance_delay_ms.max(0));
         if !self.supports(&req.protocol_type, &req.protocols) {
             return Err(Error::InconsistentGroupProtocol(format!(
                 "the member's protocol type '{}' or protocols do not match group '{}'",
@@ -363,7 +401,6 @@ impl Group {
         if let Some(w) = m.sync_waiter.take() {
             let _ = w.send(Err(Error::FencedInstanceId(instance.clone())));
         }
-        let same_protocols = m.protocols == req.protocols;
         let was_leader = self.leader.as_deref() == Some(old_id.as_str());
         m.id = new_id.clone();
         m.client_id = req.client_id.clone();
@@ -378,18 +415,24 @@ impl Group {
             self.leader = Some(new_id.clone());
         }
         self.dirty = true;
-        if self.state == GroupState::Stable && same_protocols {
-            // Nothing changed for the others: no rebalance (KIP-345).
-            if was_leader && !req.supports_skip_assignment {
-                return self.wait_join(new_id, now);
-            }
+        // Stable, and the group's protocol stays the one selected: no rebalance (KIP-345);
+        // the member keeps its assignment (SyncGroup hands it out). A restarted leader below
+        // JoinGroup v9 is told the old leader id, so it acts as a follower and assigns
+        // nothing; from v9 it learns it leads and is told to skip the assignment.
+        if self.state == GroupState::Stable && self.select_protocol() == self.protocol {
             let mut r = self.result_for(&new_id);
             if was_leader {
-                r.members = self.joined_members();
-                r.skip_assignment = true;
+                if req.supports_skip_assignment {
+                    r.members = self.joined_members();
+                    r.skip_assignment = true;
+                } else {
+                    r.leader = old_id;
+                }
             }
             return Answer::Now(r);
         }
+        // CompletingRebalance: the leader may have been given the old id, so a rebalance;
+        // PreparingRebalance: the new id joins the round under way.
         self.wait_join(new_id, now)
     }
 
@@ -436,6 +479,9 @@ impl Group {
         if let Some(i) = &req.instance_id {
             self.statics.insert(i.clone(), member_id.clone());
         }
+        if let Some(d) = self.initial_delay.as_mut() {
+            d.new_member = true;
+        }
         let order = self.next_order;
         self.next_order += 1;
         self.members.insert(
@@ -468,10 +514,31 @@ impl Group {
             }
         }
         if self.state != GroupState::PreparingRebalance {
+            let from_empty = self.state == GroupState::Empty;
             self.prepare_rebalance(now);
+            if from_empty && self.initial_delay_ms > 0 {
+                let timeout = self.rebalance_timeout();
+                let step = self.initial_delay_ms.min(timeout);
+                self.initial_delay = Some(InitialDelay {
+                    until: now + step,
+                    remaining: timeout - step,
+                    step: self.initial_delay_ms,
+                    new_member: false,
+                });
+            }
         }
         self.maybe_complete_join(now);
         Answer::Wait(rx)
+    }
+
+    /// The group's rebalance timeout: the longest its members asked for (JoinGroup's
+    /// rebalance timeout, `max.poll.interval.ms` for the Java client and librdkafka).
+    fn rebalance_timeout(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Starts a rebalance: members learn of it from their heartbeats and rejoin.
@@ -483,19 +550,16 @@ impl Group {
                 }
             }
         }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms.max(m.session_timeout_ms)))
-            .max()
-            .unwrap_or(0);
+        let timeout = self.rebalance_timeout();
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline = Some(now + timeout);
         self.sync_deadline = None;
+        self.pending_sync.clear();
     }
 
     fn maybe_complete_join(&mut self, now: i64) {
         if self.state == GroupState::PreparingRebalance
+            && self.initial_delay.is_none()
             && self.pending.is_empty()
             && self.members.values().all(|m| m.join_waiter.is_some())
         {
@@ -530,19 +594,27 @@ impl Group {
         }
     }
 
-    /// The join barrier falls: members that did not rejoin are dropped, a new generation
-    /// starts, the leader gets every member's metadata.
+    /// The join barrier falls: dynamic members that did not rejoin are dropped (static ones
+    /// stay, until their session or the SyncGroup deadline runs out), a new generation starts,
+    /// the leader (a member that rejoined) gets every member's metadata.
     fn complete_join(&mut self, now: i64) {
+        self.initial_delay = None;
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none())
+            .filter(|m| m.join_waiter.is_none() && m.instance_id.is_none())
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
             self.remove_member(&id);
         }
         self.pending.clear();
+        if !self.members.is_empty() && self.members.values().all(|m| m.join_waiter.is_none()) {
+            // Only static members that did not rejoin are left: wait another rebalance
+            // timeout for them (or for their sessions to end), as Kafka does.
+            self.rebalance_deadline = Some(now + self.rebalance_timeout().max(1));
+            return;
+        }
         self.generation += 1;
         self.rebalance_deadline = None;
         self.dirty = true;
@@ -553,25 +625,23 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if !self
+        // The leader must be a member that rejoined (it has to answer with the assignment).
+        let leader_rejoined = self
             .leader
             .as_ref()
-            .is_some_and(|l| self.members.contains_key(l))
-        {
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.join_waiter.is_some());
+        if !leader_rejoined {
             self.leader = self
                 .members
                 .values()
+                .filter(|m| m.join_waiter.is_some())
                 .min_by_key(|m| m.order)
                 .map(|m| m.id.clone());
         }
         self.state = GroupState::CompletingRebalance;
-        let sync_timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms.max(m.session_timeout_ms)))
-            .max()
-            .unwrap_or(0);
-        self.sync_deadline = Some(now + sync_timeout);
+        self.pending_sync = self.members.keys().cloned().collect();
+        self.sync_deadline = Some(now + self.rebalance_timeout());
         let members = self.joined_members();
         let leader = self.leader.clone().unwrap_or_default();
         let ids: Vec<String> = self.members.keys().cloned().collect();
@@ -591,6 +661,7 @@ impl Group {
     }
 
     fn remove_member(&mut self, id: &str) {
+        self.pending_sync.remove(id);
         if let Some(mut m) = self.members.remove(id) {
             self.members_removed = true;
             if let Some(i) = &m.instance_id {
@@ -647,6 +718,10 @@ impl Group {
                     .get_mut(member_id)
                     .ok_or_else(|| Error::UnknownMemberId(member_id.to_string()))?;
                 m.last_heartbeat = now;
+                self.pending_sync.remove(member_id);
+                if self.pending_sync.is_empty() {
+                    self.sync_deadline = None;
+                }
                 Ok(Answer::Now(Ok((
                     self.protocol_type.clone(),
                     self.protocol.clone(),
@@ -659,6 +734,7 @@ impl Group {
                     m.last_heartbeat = now;
                     m.sync_waiter = Some(tx);
                 }
+                self.pending_sync.remove(member_id);
                 if self.leader.as_deref() == Some(member_id) {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     for m in self.members.values_mut() {
@@ -670,7 +746,10 @@ impl Group {
                             .unwrap_or_default();
                     }
                     self.state = GroupState::Stable;
-                    self.sync_deadline = None;
+                    // Followers that have not sent SyncGroup yet keep their deadline.
+                    if self.pending_sync.is_empty() {
+                        self.sync_deadline = None;
+                    }
                     self.dirty = true;
                     let (pt, p) = (self.protocol_type.clone(), self.protocol.clone());
                     for m in self.members.values_mut() {
@@ -723,13 +802,13 @@ impl Group {
                 Some(id) => id.clone(),
                 None => return Err(Error::UnknownMemberId(member_id.to_string())),
             }
+        } else if self.pending.remove(member_id).is_some() {
+            // A member id handed out with MEMBER_ID_REQUIRED that never joined.
+            return Ok(member_id.to_string());
         } else {
             self.check_member(member_id, instance_id)?;
             member_id.to_string()
         };
-        if self.pending.remove(&id).is_some() {
-            return Ok(id);
-        }
         self.remove_member(&id);
         self.dirty = true;
         self.member_gone(now);
@@ -752,6 +831,24 @@ impl Group {
     /// and sync barriers past their deadline.
     pub fn tick(&mut self, now: i64) {
         self.pending.retain(|_, deadline| *deadline > now);
+        if let Some(d) = self.initial_delay {
+            if now >= d.until {
+                if d.new_member && d.remaining > 0 {
+                    let step = d.step.min(d.remaining);
+                    self.initial_delay = Some(InitialDelay {
+                        until: now + step,
+                        remaining: d.remaining - step,
+                        step: d.step,
+                        new_member: false,
+                    });
+                } else {
+                    self.initial_delay = None;
+                    if self.state == GroupState::PreparingRebalance {
+                        self.complete_join(now);
+                    }
+                }
+            }
+        }
         let expired: Vec<String> = self
             .members
             .values()
@@ -782,21 +879,24 @@ impl Group {
             tracing::info!(group = %self.id, ?missing, "rebalance timeout: completing the rebalance without the members that did not rejoin");
             self.complete_join(now);
         }
-        if self.state == GroupState::CompletingRebalance
-            && self.sync_deadline.is_some_and(|d| now >= d)
+        if matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        ) && self.sync_deadline.is_some_and(|d| now >= d)
         {
-            let lagging: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| m.sync_waiter.is_none())
-                .map(|m| m.id.clone())
-                .collect();
-            for id in &lagging {
-                self.remove_member(id);
+            // Members that did not send SyncGroup within the rebalance timeout are removed
+            // and the others rebalance (Kafka's pending-sync expiry).
+            self.sync_deadline = None;
+            let lagging: Vec<String> = self.pending_sync.iter().cloned().collect();
+            if !lagging.is_empty() {
+                tracing::info!(group = %self.id, ?lagging, "no SyncGroup within the rebalance timeout; removing the members");
+                for id in &lagging {
+                    self.remove_member(id);
+                }
+                self.dirty = true;
+                self.prepare_rebalance(now);
+                self.maybe_complete_join(now);
             }
-            self.dirty = true;
-            self.prepare_rebalance(now);
-            self.maybe_complete_join(now);
         }
         self.maybe_complete_join(now);
     }
@@ -810,6 +910,7 @@ mod tests {
         min_session_timeout_ms: 6000,
         max_session_timeout_ms: 1_800_000,
         max_size: 3,
+        initial_rebalance_delay_ms: 0,
     };
 
     fn req(member: &str, protocols: &[&str]) -> JoinRequest {
@@ -1038,6 +1139,140 @@ mod tests {
             g.heartbeat(&b, Some("i2"), 2, 100),
             Err(Error::FencedInstanceId(_))
         ));
+    }
+
+    /// Two static members i1 (leader) and i2 in Stable, generation 2, i2 assigned "B".
+    fn two_static(g: &mut Group) -> (JoinRequest, String, JoinRequest, String) {
+        let mut r1 = req("", &["range"]);
+        r1.instance_id = Some("i1".into());
+        let mut ja = waited(g.join(r1.clone(), &LIMITS, 0).unwrap());
+        let a = ja.try_recv().unwrap().member_id;
+        let mut r2 = req("", &["range"]);
+        r2.instance_id = Some("i2".into());
+        let mut jb = waited(g.join(r2.clone(), &LIMITS, 0).unwrap());
+        let rejoin = JoinRequest {
+            member_id: a.clone(),
+            ..r1.clone()
+        };
+        let _leader_joined = waited(g.join(rejoin, &LIMITS, 0).unwrap());
+        let b = jb.try_recv().unwrap().member_id;
+        let _ = g
+            .sync(
+                &a,
+                Some("i1"),
+                2,
+                None,
+                None,
+                vec![(b.clone(), Bytes::from_static(b"B"))],
+                0,
+            )
+            .unwrap();
+        let _ = g.sync(&b, Some("i2"), 2, None, None, vec![], 0).unwrap();
+        assert_eq!(g.state, GroupState::Stable);
+        (r1, a, r2, b)
+    }
+
+    #[test]
+    fn a_restarted_static_leader_is_told_the_old_leader_below_v9_and_to_skip_from_v9() {
+        let mut g = Group::new("g");
+        let (r1, a, _, _) = two_static(&mut g);
+        // Metadata bytes that differ (owned partitions, generation) do not matter: only the
+        // selected protocol does.
+        let mut again = r1.clone();
+        again.protocols = vec![("range".into(), Bytes::from_static(b"other bytes"))];
+        let r = now_value(g.join(again.clone(), &LIMITS, 100).unwrap());
+        assert_eq!(r.code, JoinCode::None);
+        assert_eq!(r.generation, 2);
+        assert_eq!(
+            r.leader, a,
+            "below v9 the old leader id: the client acts as a follower"
+        );
+        assert!(r.members.is_empty() && !r.skip_assignment);
+        assert_eq!(g.state, GroupState::Stable);
+        again.supports_skip_assignment = true;
+        let r2 = now_value(g.join(again, &LIMITS, 200).unwrap());
+        assert_eq!(r2.leader, r2.member_id, "from v9 it learns it leads");
+        assert!(r2.skip_assignment);
+        assert_eq!(r2.members.len(), 2);
+        assert_eq!(g.generation, 2);
+    }
+
+    #[test]
+    fn a_static_member_that_does_not_rejoin_stays_until_its_session_ends() {
+        let mut g = Group::new("g");
+        let (r1, a, _, b) = two_static(&mut g);
+        // i1 changes its subscription: a rebalance; i2 keeps heartbeating but does not rejoin
+        // (a static member whose process is slow): at the rebalance timeout it stays, with
+        // its old metadata, and only its session ends it.
+        let mut changed = r1;
+        changed.member_id = a.clone();
+        changed.protocols = vec![("range".into(), Bytes::from_static(b"new topics"))];
+        let mut ja = waited(g.join(changed, &LIMITS, 1000).unwrap());
+        for t in (2000..=31_000).step_by(1000) {
+            let _ = g.heartbeat(&b, Some("i2"), 2, t);
+            g.tick(t);
+        }
+        let ra = ja.try_recv().unwrap();
+        assert_eq!(ra.generation, 3);
+        assert!(
+            g.members.contains_key(&b),
+            "a static member is not dropped at the rebalance timeout"
+        );
+        assert_eq!(ra.members.len(), 2);
+        // It never sends SyncGroup (and its session is long): removed at the SyncGroup
+        // deadline, and the group rebalances.
+        if let Some(m) = g.members.get_mut(&b) {
+            m.session_timeout_ms = 120_000;
+        }
+        let _ = g
+            .sync(&a, Some("i1"), 3, None, None, vec![], 31_000)
+            .unwrap();
+        assert_eq!(g.state, GroupState::Stable);
+        for t in (35_000..=60_000).step_by(5000) {
+            g.heartbeat(&a, Some("i1"), 3, t).unwrap();
+            g.tick(t);
+        }
+        assert!(g.members.contains_key(&b), "not before the deadline");
+        g.tick(61_001);
+        assert!(!g.members.contains_key(&b));
+        assert!(g.members.contains_key(&a));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn the_first_rebalance_waits_for_more_members() {
+        let limits = GroupLimits {
+            initial_rebalance_delay_ms: 3000,
+            ..LIMITS
+        };
+        let mut g = Group::new("g");
+        let mut r1 = req("", &["range"]);
+        r1.require_known_member_id = false;
+        let mut ja = waited(g.join(r1.clone(), &limits, 0).unwrap());
+        g.tick(2000);
+        let mut jb = waited(g.join(r1.clone(), &limits, 2000).unwrap());
+        g.tick(3000);
+        // b came during the delay: it is extended by another 3 s.
+        assert!(ja.try_recv().is_err());
+        g.tick(5999);
+        assert!(ja.try_recv().is_err());
+        g.tick(6000);
+        let (ra, rb) = (ja.try_recv().unwrap(), jb.try_recv().unwrap());
+        assert_eq!(
+            (ra.generation, rb.generation),
+            (1, 1),
+            "one generation for both"
+        );
+        assert_eq!(g.members.len(), 2);
+    }
+
+    #[test]
+    fn a_member_id_that_never_joined_can_leave() {
+        let mut g = Group::new("g");
+        let r = now_value(g.join(req("", &["range"]), &LIMITS, 0).unwrap());
+        assert_eq!(r.code, JoinCode::MemberIdRequired);
+        assert_eq!(g.leave(&r.member_id, None, 0).unwrap(), r.member_id);
+        assert!(g.is_empty());
     }
 
     #[test]

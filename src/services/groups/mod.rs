@@ -149,7 +149,7 @@ impl Coordinator {
         for (id, bytes) in store.group_records()? {
             match restore_record(&id, &bytes, now) {
                 Restored::Classic(g) => {
-                    groups.insert(id, g);
+                    groups.insert(id, *g);
                 }
                 Restored::Consumer(g) => {
                     consumers.insert(id, g);
@@ -220,6 +220,7 @@ impl Coordinator {
             min_session_timeout_ms: self.config.group_min_session_timeout_ms,
             max_session_timeout_ms: self.config.group_max_session_timeout_ms,
             max_size: self.config.group_max_size,
+            initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
         }
     }
 
@@ -534,20 +535,20 @@ impl Coordinator {
     ) -> Result<Vec<MemberResult>> {
         self.check_writable(group_id)?;
         let mut groups = self.lock()?;
+        // An unknown group is a top-level UNKNOWN_MEMBER_ID, as Kafka answers.
         let Some(g) = groups.get_mut(group_id) else {
-            return Ok(members
-                .iter()
-                .map(|(m, i)| (m.clone(), i.clone(), Err(Error::UnknownMemberId(m.clone()))))
-                .collect());
+            return Err(Error::UnknownMemberId(String::new()));
         };
+        // Each result names the member as the request did ("" for a removal by instance id,
+        // which the admin client matches its request against).
         let out = members
             .iter()
             .map(|(m, i)| {
-                let r = g.leave(m, i.as_deref(), now);
-                match r {
-                    Ok(id) => (id, i.clone(), Ok(())),
-                    Err(e) => (m.clone(), i.clone(), Err(e)),
-                }
+                (
+                    m.clone(),
+                    i.clone(),
+                    g.leave(m, i.as_deref(), now).map(|_| ()),
+                )
             })
             .collect();
         self.persist(g);

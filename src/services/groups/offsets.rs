@@ -132,6 +132,8 @@ impl Coordinator {
                     if g.state == GroupState::CompletingRebalance {
                         return Err(Error::RebalanceInProgress);
                     }
+                    // A member's commit keeps its session alive, as Kafka's does.
+                    g.touch(&who.member_id, crate::services::mono_ms());
                 }
                 Some(_) => return Err(Error::UnknownMemberId(String::new())),
             }

@@ -241,6 +241,12 @@ fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
             config.group_max_session_timeout_ms != d.group_max_session_timeout_ms,
         ),
         (
+            "group.initial.rebalance.delay.ms",
+            T::Int,
+            config.group_initial_rebalance_delay_ms.to_string(),
+            config.group_initial_rebalance_delay_ms != d.group_initial_rebalance_delay_ms,
+        ),
+        (
             "group.max.size",
             T::Int,
             config.group_max_size.to_string(),

@@ -200,7 +200,7 @@ impl Group {
 /// A stored group record brought back to life.
 #[derive(Debug)]
 pub enum Restored {
-    Classic(Group),
+    Classic(Box<Group>),
     Consumer(ConsumerGroup),
 }
 
@@ -217,10 +217,10 @@ pub fn restore_record(id: &str, bytes: &[u8], now: i64) -> Restored {
             g.empty_since_ms = s.empty_since_ms;
             Restored::Consumer(g)
         }
-        Ok(s) => Restored::Classic(Group::restore(id, s, now)),
+        Ok(s) => Restored::Classic(Box::new(Group::restore(id, s, now))),
         Err(e) => {
             tracing::error!(group = %crate::services::truncate(id, 200), error = %e, "unreadable group record; starting the group empty");
-            Restored::Classic(Group::new(id))
+            Restored::Classic(Box::new(Group::new(id)))
         }
     }
 }
