@@ -227,21 +227,36 @@ async fn kafkajs_and_kafka_python_first_requests() {
         assert_eq!(ip.error_code, 0);
         assert!(ip.producer_id.0 >= 0);
     }
-    // Transactional producers are refused with Kafka's codes (empty id: INVALID_REQUEST).
+    // Transactional producers: Kafka's codes for an empty id (INVALID_REQUEST) and a timeout
+    // outside 1..=transaction.max.timeout.ms (INVALID_TRANSACTION_TIMEOUT); then epoch 0.
     let ip: InitProducerIdResponse = c
         .call(ApiKey::InitProducerId, 1, &InitProducerIdRequest::default())
         .await;
     assert_eq!(ip.error_code, 42);
+    let tx = || {
+        InitProducerIdRequest::default().with_transactional_id(Some(
+            kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("tx")),
+        ))
+    };
+    let ip: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 1, &tx()).await;
+    assert_eq!(ip.error_code, 50);
     let ip: InitProducerIdResponse = c
         .call(
             ApiKey::InitProducerId,
             1,
-            &InitProducerIdRequest::default().with_transactional_id(Some(
-                kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("tx")),
-            )),
+            &tx().with_transaction_timeout_ms(900_001),
         )
         .await;
-    assert_eq!(ip.error_code, 53);
+    assert_eq!(ip.error_code, 50);
+    let ip: InitProducerIdResponse = c
+        .call(
+            ApiKey::InitProducerId,
+            1,
+            &tx().with_transaction_timeout_ms(60_000),
+        )
+        .await;
+    assert_eq!((ip.error_code, ip.producer_epoch), (0, 0));
+    assert!(ip.producer_id.0 >= 0);
     // Metadata v0 with an empty list means all topics; auto-creation refused by the request flag.
     let md: MetadataResponse = c
         .call(

@@ -80,6 +80,35 @@ async fn commit(addr: SocketAddr, v: i16, group: &str, offset: i64) -> OffsetCom
     call(addr, ApiKey::OffsetCommit, v, &req).await
 }
 
+/// A transactional producer's id and epoch for `id` (InitProducerId v3).
+async fn init_txn(addr: SocketAddr, id: &str) -> (ProducerId, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))))
+        .with_transaction_timeout_ms(60_000);
+    let r: InitProducerIdResponse = call(addr, ApiKey::InitProducerId, 3, &req).await;
+    assert_eq!(r.error_code, 0, "InitProducerId for {id}");
+    (r.producer_id, r.producer_epoch)
+}
+
+fn txn_id(id: &str) -> TransactionalId {
+    TransactionalId(StrBytes::from_string(id.to_string()))
+}
+
+/// AddPartitionsToTxn v0 of partition 0 of "sweep" for `id`.
+async fn add_sweep_partition(addr: SocketAddr, id: &str, pid: ProducerId, epoch: i16) -> i16 {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(txn_id(id))
+        .with_v3_and_below_producer_id(pid)
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name("sweep"))
+                .with_partitions(vec![0]),
+        ]);
+    let r: AddPartitionsToTxnResponse = call(addr, ApiKey::AddPartitionsToTxn, 0, &req).await;
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_is_answered() {
     let _watchdog = common::watchdog("every_advertised_version_is_answered");
@@ -605,6 +634,114 @@ async fn every_advertised_version_is_answered() {
                     .await;
                     assert_eq!(r.error_code, 0, "DescribeUserScramCredentials v{v}");
                 }
+                ApiKey::AddPartitionsToTxn => {
+                    let id = format!("sweep-add-v{v}");
+                    let (pid, epoch) = init_txn(addr, &id).await;
+                    let req = AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(txn_id(&id))
+                        .with_v3_and_below_producer_id(pid)
+                        .with_v3_and_below_producer_epoch(epoch)
+                        .with_v3_and_below_topics(vec![
+                            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                                .with_name(name("sweep"))
+                                .with_partitions(vec![0]),
+                        ]);
+                    let r: AddPartitionsToTxnResponse = call(addr, key, v, &req).await;
+                    assert_eq!(
+                        r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                            .partition_error_code,
+                        0,
+                        "AddPartitionsToTxn v{v}"
+                    );
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    let id = format!("sweep-offsets-v{v}");
+                    let (pid, epoch) = init_txn(addr, &id).await;
+                    let req = AddOffsetsToTxnRequest::default()
+                        .with_transactional_id(txn_id(&id))
+                        .with_producer_id(pid)
+                        .with_producer_epoch(epoch)
+                        .with_group_id(GroupId(StrBytes::from_string(format!("txn-g-{v}"))));
+                    let r: AddOffsetsToTxnResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "AddOffsetsToTxn v{v}");
+                }
+                ApiKey::TxnOffsetCommit => {
+                    let id = format!("sweep-txncommit-v{v}");
+                    let group = GroupId(StrBytes::from_string(format!("txn-commit-g-{v}")));
+                    let (pid, epoch) = init_txn(addr, &id).await;
+                    let add = AddOffsetsToTxnRequest::default()
+                        .with_transactional_id(txn_id(&id))
+                        .with_producer_id(pid)
+                        .with_producer_epoch(epoch)
+                        .with_group_id(group.clone());
+                    let r: AddOffsetsToTxnResponse =
+                        call(addr, ApiKey::AddOffsetsToTxn, 0, &add).await;
+                    assert_eq!(r.error_code, 0);
+                    let req = TxnOffsetCommitRequest::default()
+                        .with_transactional_id(txn_id(&id))
+                        .with_group_id(group)
+                        .with_producer_id(pid)
+                        .with_producer_epoch(epoch)
+                        .with_generation_id(-1)
+                        .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![
+                                txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(0),
+                            ])]);
+                    let r: TxnOffsetCommitResponse = call(addr, key, v, &req).await;
+                    assert_eq!(
+                        r.topics[0].partitions[0].error_code, 0,
+                        "TxnOffsetCommit v{v}"
+                    );
+                }
+                ApiKey::EndTxn => {
+                    let id = format!("sweep-end-v{v}");
+                    let (pid, epoch) = init_txn(addr, &id).await;
+                    assert_eq!(add_sweep_partition(addr, &id, pid, epoch).await, 0);
+                    let req = EndTxnRequest::default()
+                        .with_transactional_id(txn_id(&id))
+                        .with_producer_id(pid)
+                        .with_producer_epoch(epoch)
+                        .with_committed(v % 2 == 0);
+                    let r: EndTxnResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "EndTxn v{v}");
+                }
+                ApiKey::DescribeTransactions => {
+                    let id = format!("sweep-describe-v{v}");
+                    let (pid, _) = init_txn(addr, &id).await;
+                    let req = DescribeTransactionsRequest::default()
+                        .with_transactional_ids(vec![txn_id(&id), txn_id("never-seen")]);
+                    let r: DescribeTransactionsResponse = call(addr, key, v, &req).await;
+                    let s = &r.transaction_states[0];
+                    assert_eq!(s.error_code, 0, "DescribeTransactions v{v}");
+                    assert_eq!(s.transaction_state.as_str(), "Empty");
+                    assert_eq!(s.producer_id, pid);
+                    assert_eq!(
+                        r.transaction_states[1].error_code, 105,
+                        "TRANSACTIONAL_ID_NOT_FOUND"
+                    );
+                }
+                ApiKey::ListTransactions => {
+                    let id = format!("sweep-list-v{v}");
+                    let (pid, _) = init_txn(addr, &id).await;
+                    let req = ListTransactionsRequest::default()
+                        .with_state_filters(vec![
+                            StrBytes::from_static_str("Empty"),
+                            StrBytes::from_static_str("Nope"),
+                        ])
+                        .with_producer_id_filters(vec![pid])
+                        .with_duration_filter(-1);
+                    let r: ListTransactionsResponse = call(addr, key, v, &req).await;
+                    assert_eq!(r.error_code, 0, "ListTransactions v{v}");
+                    assert_eq!(r.transaction_states.len(), 1, "ListTransactions v{v}");
+                    assert_eq!(r.transaction_states[0].transactional_id.0.as_str(), id);
+                    assert_eq!(
+                        r.unknown_state_filters,
+                        vec![StrBytes::from_static_str("Nope")]
+                    );
+                }
                 other => panic!("no sweep case for {other:?}"),
             }
             checked += 1;
@@ -777,6 +914,55 @@ async fn injected_errors_answer_every_version() {
                     };
                     let r: DeleteTopicsResponse = call(addr, key, v, &req).await;
                     vec![r.responses[0].error_code]
+                }
+                ApiKey::AddPartitionsToTxn => {
+                    let req = AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(txn_id("inj"))
+                        .with_v3_and_below_topics(vec![
+                            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                                .with_name(name("sweep"))
+                                .with_partitions(vec![0]),
+                        ]);
+                    let r: AddPartitionsToTxnResponse = call(addr, key, v, &req).await;
+                    vec![
+                        r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                            .partition_error_code,
+                    ]
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    let req = AddOffsetsToTxnRequest::default()
+                        .with_transactional_id(txn_id("inj"))
+                        .with_group_id(group());
+                    let r: AddOffsetsToTxnResponse = call(addr, key, v, &req).await;
+                    vec![r.error_code]
+                }
+                ApiKey::TxnOffsetCommit => {
+                    let req = TxnOffsetCommitRequest::default()
+                        .with_transactional_id(txn_id("inj"))
+                        .with_group_id(group())
+                        .with_topics(vec![txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![
+                                txn_offset_commit_request::TxnOffsetCommitRequestPartition::default(),
+                            ])]);
+                    let r: TxnOffsetCommitResponse = call(addr, key, v, &req).await;
+                    vec![r.topics[0].partitions[0].error_code]
+                }
+                ApiKey::EndTxn => {
+                    let req = EndTxnRequest::default().with_transactional_id(txn_id("inj"));
+                    let r: EndTxnResponse = call(addr, key, v, &req).await;
+                    vec![r.error_code]
+                }
+                ApiKey::DescribeTransactions => {
+                    let req = DescribeTransactionsRequest::default()
+                        .with_transactional_ids(vec![txn_id("inj")]);
+                    let r: DescribeTransactionsResponse = call(addr, key, v, &req).await;
+                    vec![r.transaction_states[0].error_code]
+                }
+                ApiKey::ListTransactions => {
+                    let r: ListTransactionsResponse =
+                        call(addr, key, v, &ListTransactionsRequest::default()).await;
+                    vec![r.error_code]
                 }
                 other => panic!("no case for {other:?}, which takes injected errors"),
             };

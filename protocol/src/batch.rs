@@ -573,7 +573,9 @@ pub fn encode_retained(h: &BatchHeader, records: &[Record]) -> Vec<u8> {
     encode_v2(
         &V2Header {
             base_offset: h.base_offset,
-            attributes: h.attributes & 0x08,
+            // The timestamp type, and the transactional and control bits, which readers
+            // filter by (a compacted transaction's batches stay transactional).
+            attributes: h.attributes & 0x38,
             last_offset_delta: h.last_offset_delta,
             base_timestamp: h.base_timestamp,
             max_timestamp: h.max_timestamp,
@@ -585,6 +587,123 @@ pub fn encode_retained(h: &BatchHeader, records: &[Record]) -> Vec<u8> {
         },
         &out,
     )
+}
+
+/// Attributes of a transaction marker: transactional (bit 4) and control (bit 5).
+pub const MARKER_ATTRIBUTES: i16 = 0x30;
+
+/// The control record types of a transaction marker (Kafka's `ControlRecordType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+impl Marker {
+    fn code(self) -> i16 {
+        match self {
+            Marker::Abort => 0,
+            Marker::Commit => 1,
+        }
+    }
+}
+
+/// Encodes the COMMIT or ABORT marker that ends producer `producer_id`'s transaction on a
+/// partition, as Kafka writes it (KAFKA-PROTOCOL-NOTES.md §10): one uncompressed control
+/// record, key `version 0, type`, value `version 0, coordinator epoch`, no sequence, base
+/// offset 0 (the log assigns it).
+pub fn encode_marker(
+    marker: Marker,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let mut key = [0u8; 4];
+    key[2..].copy_from_slice(&marker.code().to_be_bytes());
+    let mut value = [0u8; 6];
+    value[2..].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    encode_v2(
+        &V2Header {
+            base_offset: 0,
+            attributes: MARKER_ATTRIBUTES,
+            last_offset_delta: 0,
+            base_timestamp: timestamp_ms,
+            max_timestamp: timestamp_ms,
+            producer: ProducerFields {
+                producer_id,
+                producer_epoch,
+                base_sequence: -1,
+            },
+        },
+        &[RecordOut {
+            offset_delta: 0,
+            timestamp_delta: 0,
+            key: Some(&key),
+            value: Some(&value),
+            headers: Vec::new(),
+        }],
+    )
+}
+
+/// The marker a control batch `buf` (header `h`) holds, if it is a transaction marker
+/// (other control records, and damaged ones, give `None`).
+pub fn marker_of(h: &BatchHeader, buf: &[u8]) -> Option<Marker> {
+    if !h.is_control() || h.codec() != Some(Codec::None) || h.records_count < 1 {
+        return None;
+    }
+    let records = decode_records(buf.get(HEADER_LEN..)?, 1).ok()?;
+    let key = records.first()?.key?;
+    if key.len() < 4 || key[..2] != [0, 0] {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    }
+}
+
+/// What a read_committed reader hands on of the batches a read_committed fetch returned
+/// (Kafka's consumer logic): neither control batches nor the batches of an aborted
+/// transaction (a producer named in the fetch's aborted transactions, from its first offset
+/// to its ABORT marker).
+#[derive(Debug, Default)]
+pub struct CommittedFilter {
+    /// Aborted transactions not reached yet, the earliest last.
+    pending: Vec<(i64, i64)>,
+    /// Producers whose aborted transaction the batches are in now.
+    active: std::collections::HashSet<i64>,
+}
+
+impl CommittedFilter {
+    /// `aborted`: (producer id, first offset) of the aborted transactions of the range.
+    pub fn new(aborted: impl IntoIterator<Item = (i64, i64)>) -> CommittedFilter {
+        let mut pending: Vec<(i64, i64)> = aborted.into_iter().collect();
+        pending.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        CommittedFilter {
+            pending,
+            active: Default::default(),
+        }
+    }
+
+    /// Whether the batch `buf` (header `h`), next in offset order, is handed on.
+    pub fn keep(&mut self, h: &BatchHeader, buf: &[u8]) -> bool {
+        while let Some(&(producer_id, first)) = self.pending.last() {
+            if first > h.last_offset() {
+                break;
+            }
+            self.active.insert(producer_id);
+            self.pending.pop();
+        }
+        if h.is_control() {
+            if marker_of(h, buf) == Some(Marker::Abort) {
+                self.active.remove(&h.producer_id);
+            }
+            return false;
+        }
+        !(h.is_transactional() && self.active.contains(&h.producer_id))
+    }
 }
 
 /// One record to encode, relative to its batch.
@@ -685,6 +804,33 @@ mod tests {
         let recs = decode_records(&b[HEADER_LEN..], 2).unwrap();
         assert_eq!(recs[0].key, Some(&b"k"[..]));
         assert_eq!(recs[1].value, None);
+    }
+
+    #[test]
+    fn markers_are_kafkas_bytes() {
+        // The COMMIT marker Kafka writes for producer 1000, epoch 0, coordinator epoch 0 at
+        // 1700000000000 (base offset 5, leader epoch 0): 78 bytes, CRC a1ac499f.
+        let mut b = encode_marker(Marker::Commit, 1000, 0, 0, 1_700_000_000_000);
+        set_base_offset(&mut b, 5);
+        set_leader_epoch(&mut b, 0);
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0000000000000005000000420000000002a1ac499f0030000000000000018bcfe56800\
+             0000018bcfe5680000000000000003e80000ffffffff0000000120000000080000000\
+             10c00000000000000"
+        );
+        let h = parse_header(&b).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!(marker_of(&h, &b), Some(Marker::Commit));
+        let a = encode_marker(Marker::Abort, 1000, 0, 0, 1_700_000_000_000);
+        assert_eq!(&a[17..21], &[0x55, 0x92, 0x9f, 0xd7]);
+        assert_eq!(
+            marker_of(&parse_header(&a).unwrap(), &a),
+            Some(Marker::Abort)
+        );
+        let plain = build_batch(&[(Some(b"k"), Some(b"v"))]);
+        assert_eq!(marker_of(&parse_header(&plain).unwrap(), &plain), None);
     }
 
     #[test]

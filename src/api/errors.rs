@@ -54,6 +54,15 @@ pub fn code(e: &Error) -> ResponseError {
         Error::ClusterAuthorization(_) => R::ClusterAuthorizationFailed,
         Error::TopicAuthorization(_) => R::TopicAuthorizationFailed,
         Error::Internal(_) => R::UnknownServerError,
+        Error::InvalidProducerIdMapping(_) => R::InvalidProducerIdMapping,
+        Error::ProducerFenced(_) => R::ProducerFenced,
+        Error::InvalidProducerEpoch(_) => R::InvalidProducerEpoch,
+        Error::ConcurrentTransactions(_) => R::ConcurrentTransactions,
+        Error::InvalidTxnState(_) => R::InvalidTxnState,
+        Error::InvalidTransactionTimeout(_) => R::InvalidTransactionTimeout,
+        Error::TransactionalIdNotFound(_) => R::TransactionalIdNotFound,
+        Error::TransactionalIdAuthorization(_) => R::TransactionalIdAuthorizationFailed,
+        Error::NotEnoughReplicas(_) => R::NotEnoughReplicas,
         Error::Storage(e) => storage(e),
     }
 }
@@ -82,6 +91,17 @@ pub fn storage(e: &StoreError) -> ResponseError {
     }
 }
 
+/// [`code`] for a transaction API at `version`: PRODUCER_FENCED is answered as
+/// INVALID_PRODUCER_EPOCH below `fenced_since`, the first version that may carry it (KIP-588).
+pub fn txn_code(e: &Error, version: i16, fenced_since: i16) -> ResponseError {
+    match code(e) {
+        ResponseError::ProducerFenced if version < fenced_since => {
+            ResponseError::InvalidProducerEpoch
+        }
+        c => c,
+    }
+}
+
 /// Kafka's error code and message for a refused append.
 pub fn append(e: &AppendError, producer_id: i64) -> (ResponseError, String) {
     match e {
@@ -95,6 +115,10 @@ pub fn append(e: &AppendError, producer_id: i64) -> (ResponseError, String) {
             (ResponseError::InvalidProducerEpoch, e.to_string())
         }
         AppendError::UnknownProducerId(_) => (ResponseError::UnknownProducerId, e.to_string()),
+        AppendError::InvalidTxnState(m) => (ResponseError::InvalidTxnState, m.clone()),
+        AppendError::CoordinatorFenced { .. } => {
+            (ResponseError::TransactionCoordinatorFenced, e.to_string())
+        }
         AppendError::Store(s) => (storage(s), format!("Storage error: {s}")),
     }
 }
@@ -114,5 +138,6 @@ pub fn produce(e: &ProduceError) -> (ResponseError, String) {
         ProduceError::ForeignProducerId(m) => (ResponseError::UnknownProducerId, m.clone()),
         ProduceError::Batch(b) => (b.kafka_error(), b.to_string()),
         ProduceError::Append { error, producer_id } => append(error, *producer_id),
+        ProduceError::Transaction(e) => (code(e), e.to_string()),
     }
 }

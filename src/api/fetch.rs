@@ -3,12 +3,16 @@
 //! timer, up to `max_wait_ms`. Byte limits follow KIP-74: the first batch of the response is
 //! returned whole even past the limits, then batches stop at them. No fetch sessions: the
 //! response's session id is always 0, which clients treat as "full fetches only".
+//! read_committed fetches (isolation level 1) stop at the last stable offset and name the
+//! aborted transactions of what they return, so the client drops those records.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use super::Session;
@@ -68,15 +72,45 @@ fn build(
                 .unwrap_or(0)
                 .min(remaining);
             let mut buf = BytesMut::new();
+            let committed = req.isolation_level == 1;
+            // read_uncommitted answers no aborted transactions (null), read_committed a list.
+            let mut aborted = None;
             let read = if pmax == 0 && total > 0 {
                 Ok(Some(store.offsets(part)))
+            } else if committed {
+                store
+                    .read_committed(part, fp.fetch_offset, pmax, total == 0, &mut buf)
+                    .map(|r| {
+                        r.map(|r| {
+                            aborted = Some(
+                                r.aborted
+                                    .iter()
+                                    .map(|t| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(t.producer_id))
+                                            .with_first_offset(t.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                            r.offsets
+                        })
+                    })
             } else {
                 store.read(part, fp.fetch_offset, pmax, total == 0, &mut buf)
             };
             match read {
                 Ok(Some(offsets)) => {
                     pd.high_watermark = offsets.log_end;
-                    pd.last_stable_offset = offsets.log_end;
+                    // Kafka reports the last stable offset whatever the isolation level.
+                    pd.last_stable_offset = store
+                        .last_stable_offset(part)
+                        .unwrap_or(offsets.log_end)
+                        .min(offsets.log_end);
+                    pd.aborted_transactions = if committed {
+                        Some(aborted.unwrap_or_default())
+                    } else {
+                        None
+                    };
                     pd.log_start_offset = offsets.log_start;
                     total += buf.len();
                     remaining = remaining.saturating_sub(buf.len());

@@ -59,6 +59,18 @@ fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pen
                     Some("Not authorized to describe this group.".into()),
                 )
             }
+            1 if !key.is_empty()
+                && !access.allowed(
+                    super::Operation::Describe,
+                    super::ResourceType::TransactionalId,
+                    key,
+                ) =>
+            {
+                (
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    Some("Not authorized to describe this transactional id.".into()),
+                )
+            }
             0 | 1 if key.is_empty() => (
                 ResponseError::InvalidRequest.code(),
                 Some("The coordinator key is empty.".into()),
@@ -67,7 +79,7 @@ fn handle(session: &mut Session, call: Call, req: FindCoordinatorRequest) -> Pen
             other => (
                 ResponseError::InvalidRequest.code(),
                 Some(format!(
-                    "kafkabox coordinates consumer groups (key type 0) only, not key type {other}."
+                    "kafkabox coordinates consumer groups (key type 0) and transactions (key type 1), not key type {other}."
                 )),
             ),
         }

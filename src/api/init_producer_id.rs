@@ -1,6 +1,8 @@
 //! InitProducerId: a new producer id (epoch 0) for every idempotent producer, bound to the
 //! principal that asked (`Services::new_producer_id`: no other principal can write with it,
-//! and ids cannot be guessed from one another). Transactions are not supported.
+//! and ids cannot be guessed from one another); for a transactional producer, the producer id
+//! and epoch of its transactional id from the transaction coordinator (which fences the
+//! previous instance).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -60,6 +62,14 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
             super::Operation::Write,
             super::ResourceType::Topic,
         );
+    let txn_allowed = req.transactional_id.as_ref().is_some_and(|id| {
+        super::allowed(
+            session,
+            super::Operation::Write,
+            super::ResourceType::TransactionalId,
+            id.0.as_str(),
+        )
+    });
     Box::pin(async move {
         let mut resp = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
@@ -71,11 +81,40 @@ fn handle(session: &mut Session, call: Call, req: InitProducerIdRequest) -> Pend
             return call.respond(&resp);
         }
         if let Some(txn) = &req.transactional_id {
-            tracing::warn!(
-                transactional_id = %txn.0.as_str(),
-                "InitProducerId for a transactional producer: kafkabox does not support transactions"
-            );
-            resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            let id = txn.0.to_string();
+            let expected = match (req.producer_id.0, req.producer_epoch) {
+                (-1, -1) => None,
+                (-1, _) | (_, -1) => {
+                    resp.error_code = ResponseError::InvalidRequest.code();
+                    return call.respond(&resp);
+                }
+                (pid, epoch) => Some((pid, epoch)),
+            };
+            if !txn_allowed {
+                resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+                return call.respond(&resp);
+            }
+            let timeout = req.transaction_timeout_ms;
+            let r = tokio::task::spawn_blocking(move || {
+                services
+                    .transactions
+                    .init_producer_id(&id, timeout, expected, &owner)
+            })
+            .await;
+            match r {
+                Ok(Ok((pid, epoch))) => {
+                    resp.producer_id = ProducerId(pid);
+                    resp.producer_epoch = epoch;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(transactional_id = %txn.0.as_str(), error = %e, "InitProducerId refused");
+                    resp.error_code = super::errors::txn_code(&e, call.version, 4).code();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "InitProducerId task failed");
+                    resp.error_code = ResponseError::UnknownServerError.code();
+                }
+            }
             return call.respond(&resp);
         }
         if !may {

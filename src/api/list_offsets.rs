@@ -76,6 +76,7 @@ fn answer(
     access: &super::Access,
 ) -> Vec<ListOffsetsTopicResponse> {
     let service = &services.topics;
+    let committed = call.version >= 2 && req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for lt in &req.topics {
         let name = lt.name.0.as_str();
@@ -109,8 +110,17 @@ fn answer(
                 continue;
             }
             let offsets = service.offsets(part);
+            // read_committed sees up to the last stable offset (Kafka's lastFetchableOffset).
+            let fetchable = if committed {
+                service
+                    .last_stable_offset(part)
+                    .unwrap_or(offsets.log_end)
+                    .min(offsets.log_end)
+            } else {
+                offsets.log_end
+            };
             let found = match lp.timestamp {
-                -1 => Ok(Some((offsets.log_end, -1))),
+                -1 => Ok(Some((fetchable, -1))),
                 -2 | -4 => Ok(Some((offsets.log_start, -1))),
                 -3 => service.max_timestamp(part),
                 -5 => Ok(None),
@@ -126,6 +136,11 @@ fn answer(
                 }
             };
             match found {
+                // A time found at or past what this reader may fetch is "not found".
+                Ok(Some((offset, _)))
+                    if committed
+                        && (lp.timestamp >= 0 || lp.timestamp == -3)
+                        && offset >= fetchable => {}
                 Ok(Some((offset, ts))) => {
                     r.offset = offset;
                     r.timestamp = ts;

@@ -6,6 +6,8 @@
 
 pub mod errors;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
@@ -24,8 +26,10 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod emulate;
+pub mod end_txn;
 pub mod faults;
 pub mod fetch;
 pub mod find_coordinator;
@@ -36,6 +40,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -46,6 +51,7 @@ pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod session;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -304,6 +310,10 @@ pub static APIS: &[ApiEntry] = &[
     entry::<delete_records::DeleteRecords>(),
     entry::<init_producer_id::InitProducerId>(),
     entry::<offset_for_leader_epoch::OffsetForLeaderEpoch>(),
+    entry::<add_partitions_to_txn::AddPartitionsToTxn>(),
+    entry::<add_offsets_to_txn::AddOffsetsToTxn>(),
+    entry::<end_txn::EndTxn>(),
+    entry::<txn_offset_commit::TxnOffsetCommit>(),
     entry::<describe_acls::DescribeAcls>(),
     entry::<create_acls::CreateAcls>(),
     entry::<delete_acls::DeleteAcls>(),
@@ -319,6 +329,8 @@ pub static APIS: &[ApiEntry] = &[
     entry::<alter_user_scram_credentials::AlterUserScramCredentials>(),
     entry::<describe_cluster::DescribeCluster>(),
     entry::<describe_producers::DescribeProducers>(),
+    entry::<describe_transactions::DescribeTransactions>(),
+    entry::<list_transactions::ListTransactions>(),
     entry::<consumer_group_heartbeat::ConsumerGroupHeartbeat>(),
     entry::<consumer_group_describe::ConsumerGroupDescribe>(),
 ];

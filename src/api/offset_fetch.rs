@@ -9,6 +9,7 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::ResponseError;
 use kafkabox_protocol::precheck::{f, Field, Schema, Ty, ALL};
 use kafkabox_storage::CommittedOffset;
 
@@ -106,8 +107,12 @@ fn by_topic(
 
 fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending {
     let groups = session.services.groups.clone();
+    let transactions = session.services.transactions.clone();
     let access = super::Access::of(session);
     let version = call.version;
+    // KIP-447: a consumer that asks for stable offsets waits (retries) while a transaction
+    // holds offsets of its group that it has not committed yet.
+    let require_stable = version >= 7 && req.require_stable;
     blocking(call, "OffsetFetch", move || {
         let resp = {
             let mut resp = OffsetFetchResponse::default();
@@ -184,6 +189,30 @@ fn handle(session: &mut Session, call: Call, req: OffsetFetchRequest) -> Pending
             }
             resp
         };
+        let mut resp = resp;
+        if require_stable {
+            let unstable = ResponseError::UnstableOffsetCommit.code();
+            let group = req.group_id.0.as_str();
+            for t in &mut resp.topics {
+                for p in &mut t.partitions {
+                    if transactions.holds_offset(group, t.name.0.as_str(), p.partition_index) {
+                        p.error_code = unstable;
+                        p.committed_offset = -1;
+                    }
+                }
+            }
+            for g in &mut resp.groups {
+                let group = g.group_id.0.to_string();
+                for t in &mut g.topics {
+                    for p in &mut t.partitions {
+                        if transactions.holds_offset(&group, t.name.0.as_str(), p.partition_index) {
+                            p.error_code = unstable;
+                            p.committed_offset = -1;
+                        }
+                    }
+                }
+            }
+        }
         resp
     })
 }

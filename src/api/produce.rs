@@ -45,6 +45,8 @@ impl Outcome {
 fn produce_one(
     services: &Services,
     principal: &str,
+    transactional_id: Option<&str>,
+    version: i16,
     topic: &str,
     index: i32,
     records: Option<&bytes::Bytes>,
@@ -55,7 +57,7 @@ fn produce_one(
             "Produce request without records.".into(),
         );
     };
-    match services.produce(principal, topic, index, records) {
+    match services.produce_in(principal, transactional_id, topic, index, records) {
         Ok(p) => Outcome {
             error: None,
             record_errors: Vec::new(),
@@ -65,7 +67,11 @@ fn produce_one(
             write_seq: Some(p.write_seq),
         },
         Err(e) => {
-            let (code, message) = errors::produce(&e);
+            let (mut code, message) = errors::produce(&e);
+            // Produce v11 (KIP-890) says "abort the transaction" with its own code.
+            if code == ResponseError::InvalidTxnState && version >= 11 {
+                code = ResponseError::TransactionAbortable;
+            }
             let mut o = Outcome::err(code, message);
             if let ProduceError::InvalidRecord { record_errors, .. } = e {
                 o.record_errors = record_errors;
@@ -132,13 +138,26 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
             ResponseError::InvalidRequiredAcks,
             format!("acks must be 0, 1 or -1 (all), got {acks}."),
         ))
-    } else if req.transactional_id.is_some() {
-        Some((
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "kafkabox does not support transactions.".to_string(),
-        ))
     } else {
-        None
+        req.transactional_id
+            .as_ref()
+            .filter(|id| {
+                !super::allowed(
+                    session,
+                    super::Operation::Write,
+                    super::ResourceType::TransactionalId,
+                    id.0.as_str(),
+                )
+            })
+            .map(|id| {
+                (
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    format!(
+                        "Not authorized to write as transactional id '{}'.",
+                        crate::services::truncate(id.0.as_str(), 256)
+                    ),
+                )
+            })
     };
     let mut any_error = false;
     let mut max_seq: Option<u64> = None;
@@ -160,6 +179,8 @@ fn handle(session: &mut Session, call: Call, req: ProduceRequest) -> Pending {
                 None => produce_one(
                     &session.services,
                     &session.principal,
+                    req.transactional_id.as_ref().map(|id| id.0.as_str()),
+                    call.version,
                     topic,
                     pd.index,
                     pd.records.as_ref(),

@@ -55,8 +55,22 @@ pub struct ConsumeArgs {
     /// With --format lines: print the key and a tab before each value.
     #[arg(long)]
     pub print_key: bool,
+    /// read_uncommitted (the default, as kcat) shows every record, those of open and aborted
+    /// transactions too; read_committed stops at the last stable offset and leaves aborted
+    /// transactions out.
+    #[arg(long, value_enum, default_value_t = Isolation::ReadUncommitted)]
+    pub isolation: Isolation,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+}
+
+/// Kafka's `isolation.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+    #[value(name = "read_committed")]
+    ReadCommitted,
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<()> {
@@ -68,6 +82,13 @@ fn consume(args: ConsumeArgs) -> Result<()> {
     client
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            match args.isolation {
+                Isolation::ReadUncommitted => "read_uncommitted",
+                Isolation::ReadCommitted => "read_committed",
+            },
+        )
         .set(
             "auto.offset.reset",
             if args.from_end { "latest" } else { "earliest" },

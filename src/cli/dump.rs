@@ -41,7 +41,8 @@ pub struct LoadArgs {
     pub kafka: KafkaArgs,
 }
 
-/// Every record from the beginning to the end of the log, then exit.
+/// Every committed record from the beginning to the end of the log, then exit (aborted
+/// transactions are not part of a topic's data; an open one's records wait for it).
 pub async fn dump(args: DumpArgs) -> Result<()> {
     super::consume::run(ConsumeArgs {
         topic: args.topic,
@@ -54,6 +55,7 @@ pub async fn dump(args: DumpArgs) -> Result<()> {
         group: None,
         format: Format::Dump,
         print_key: false,
+        isolation: super::consume::Isolation::ReadCommitted,
         kafka: args.kafka,
     })
     .await

@@ -82,6 +82,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("group.max.count", "consumer groups (classic and KIP-848) the broker holds; a JoinGroup, OffsetCommit or ConsumerGroupHeartbeat that would create one more gets INVALID_GROUP_ID (default 10000)"),
     ("offsets.retention.minutes", "committed offsets of a group without members expire this long after their commit or after the group emptied, whichever is later; a group left without members and offsets is removed (default 10080, 7 days); alias offsets.retention.ms in milliseconds"),
     ("offsets.retention.check.interval.ms", "how often expired offsets and empty groups are removed (default 600000)"),
+    ("transaction.max.timeout.ms", "the longest transaction.timeout.ms a transactional producer may ask for (default 900000)"),
+    ("transactional.id.expiration.ms", "how long a transactional id without transactions is remembered (default 604800000)"),
+    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "how often transactions past their timeout are aborted (default 10000)"),
+    ("transaction.remove.expired.transaction.cleanup.interval.ms", "how often expired transactional ids are removed (default 3600000)"),
 ];
 
 /// Other names [`Config::set`] accepts for a key of [`KEYS`].
@@ -455,6 +459,20 @@ impl Config {
             }
             "offsets.retention.check.interval.ms" => {
                 self.offsets_retention_check_interval =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
+            }
+            "transaction.max.timeout.ms" => {
+                self.transaction_max_timeout_ms = positive::<i32>(k, parse_num(k, value)?)?
+            }
+            "transactional.id.expiration.ms" => {
+                self.transactional_id_expiration_ms = positive::<i64>(k, parse_num(k, value)?)?
+            }
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.transaction_abort_interval =
+                    Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
+            }
+            "transaction.remove.expired.transaction.cleanup.interval.ms" => {
+                self.transaction_remove_interval =
                     Duration::from_millis(positive::<u64>(k, parse_num(k, value)?)?)
             }
             "data.ephemeral" => self.ephemeral = parse_bool(k, value)?,

@@ -196,6 +196,17 @@ pub struct Config {
     /// `group.initial.rebalance.delay.ms`: the first rebalance of an empty classic group waits
     /// this long for more members, extended while they come (Kafka's default 3000).
     pub group_initial_rebalance_delay_ms: i32,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask
+    /// for.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: how long an idle transactional id is remembered.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often transactions
+    /// past their timeout are looked for (and aborted).
+    pub transaction_abort_interval: Duration,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often expired
+    /// transactional ids are looked for.
+    pub transaction_remove_interval: Duration,
     /// `stage.stall.timeout.ms`: a stage that has retried this long without progress (or has
     /// stopped) makes `/ready` answer 503 with the reason.
     pub stage_stall_timeout: Duration,
@@ -285,6 +296,10 @@ impl Default for Config {
             group_max_count: 10_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval: Duration::from_millis(600_000),
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_abort_interval: Duration::from_millis(10_000),
+            transaction_remove_interval: Duration::from_millis(3_600_000),
             stage_stall_timeout: Duration::from_millis(60_000),
             group_initial_rebalance_delay_ms: 3000,
             ephemeral: false,

@@ -120,6 +120,27 @@ impl Collector for Scraped {
                 ConstGauge::new(v).encode(f.encode_family(&labels(&l))?)?;
             }
         }
+        {
+            let c = &s.services.transactions.counts;
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            for (name, help, v) in [
+                ("kafkabox_transactions_committed", "Transactions committed since the start", load(&c.commits)),
+                ("kafkabox_transactions_aborted", "Transactions aborted since the start (by their producer, a timeout or a fence)", load(&c.aborts)),
+                ("kafkabox_transactions_timed_out", "Transactions aborted because they outlived their transaction.timeout.ms, since the start", load(&c.timeouts)),
+                ("kafkabox_producers_fenced", "Transactional producers fenced by a newer instance with the same transactional id, since the start", load(&c.fenced)),
+            ] {
+                let f = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(v).encode(f)?;
+            }
+            let f = e.encode_descriptor(
+                "kafkabox_transactions_open",
+                "Transactions open now",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(s.services.transactions.open_count() as i64).encode(f)?;
+        }
         if let Ok(sources) = s.stats.snapshot() {
             type Get = fn(&crate::pipeline::SourceStatus) -> u64;
             let series: [(&str, &str, Get); 3] = [

@@ -89,6 +89,7 @@ enum Route {
     Records,
     Sources,
     Groups,
+    Transactions,
     Customers,
     Customer,
     CustomerEvents,
@@ -119,6 +120,7 @@ const ROUTES: &[(&str, Route, &[Method])] = &[
     ),
     ("/api/sources", Route::Sources, &[Method::GET]),
     ("/api/groups", Route::Groups, &[Method::GET]),
+    ("/api/transactions", Route::Transactions, &[Method::GET]),
     ("/api/customers", Route::Customers, &[Method::GET]),
     (
         "/api/customers/{customer_id}",
@@ -265,6 +267,7 @@ impl Server {
             Route::Records => records::records(s, r).await,
             Route::Sources => status::sources(s, &r),
             Route::Groups => status::groups(s, r).await,
+            Route::Transactions => status::transactions(s, r).await,
             Route::Customers => customers::list(s, r).await,
             Route::Customer => customers::profile(s, r).await,
             Route::CustomerEvents => customers::events(s, r).await,

@@ -88,6 +88,46 @@ pub fn sources(s: &Sources, r: &Req) -> ApiResult {
 
 /// Every consumer group (Kafka's and the handler stages, `kafkabox.<stage>`) with its
 /// committed offsets and lag per partition.
+/// `GET /api/transactions`: every transactional id with its state, producer, partitions and
+/// the age of its open transaction.
+pub async fn transactions(s: &Sources, r: Req) -> ApiResult {
+    r.query.only(&[])?;
+    let s = s.clone();
+    blocking(move || {
+        let now = crate::services::now_ms();
+        let list: Vec<serde_json::Value> = s
+            .services
+            .transactions
+            .list()
+            .into_iter()
+            .take(MAX_ITEMS)
+            .map(|v| {
+                let m = &v.meta;
+                let open = matches!(
+                    m.state,
+                    crate::services::transactions::TxnState::Ongoing
+                        | crate::services::transactions::TxnState::PrepareCommit
+                        | crate::services::transactions::TxnState::PrepareAbort
+                );
+                serde_json::json!({
+                    "transactional_id": v.transactional_id,
+                    "state": m.state.name(),
+                    "producer_id": m.producer_id,
+                    "producer_epoch": m.epoch,
+                    "timeout_ms": m.timeout_ms,
+                    "partitions": m.partitions.iter().map(|(t, p)| serde_json::json!({"topic": t, "partition": p})).collect::<Vec<_>>(),
+                    "groups": m.offsets.keys().collect::<Vec<_>>(),
+                    "started_ms": if m.start_ms >= 0 { serde_json::json!(m.start_ms) } else { serde_json::Value::Null },
+                    "age_ms": if open && m.start_ms >= 0 { serde_json::json!(now - m.start_ms) } else { serde_json::Value::Null },
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "transactions": list }))
+    })
+    .await
+    .and_then(ok)
+}
+
 pub async fn groups(s: &Sources, r: Req) -> ApiResult {
     r.query.only(&[])?;
     let s = s.clone();

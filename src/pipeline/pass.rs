@@ -58,8 +58,9 @@ pub(super) struct Core {
 }
 
 impl Core {
-    /// Reads and decodes the records from `next` on; returns them and the offset after them.
-    /// A batch that cannot be decoded becomes one event with `decode_error` set and the whole
+    /// Reads and decodes the committed records from `next` on (read_committed: nothing past
+    /// the last stable offset, no aborted transaction's records, no markers); returns them and
+    /// the offset after them. A batch that cannot be decoded becomes one event with `decode_error` set and the whole
     /// stored batch as its value (an error log says so): it goes to the dead-letter topic.
     pub(super) fn read(
         &self,
@@ -68,8 +69,13 @@ impl Core {
     ) -> Result<(Vec<Event>, i64), kafkabox_storage::StoreError> {
         let mut buf = BytesMut::new();
         let mut end = next;
-        self.store
-            .read(&self.part, next, max_bytes, true, &mut buf)?;
+        let aborted = self
+            .store
+            .read_committed(&self.part, next, max_bytes, true, &mut buf)?
+            .map(|r| r.aborted)
+            .unwrap_or_default();
+        let mut committed =
+            batch::CommittedFilter::new(aborted.iter().map(|t| (t.producer_id, t.first_offset)));
         let mut events = Vec::new();
         for b in batch::split_batches(&buf) {
             let (h, bytes) = match b {
@@ -81,6 +87,9 @@ impl Core {
                 }
             };
             end = h.last_offset() + 1;
+            if !committed.keep(&h, bytes) {
+                continue;
+            }
             match batch::decode_batch(bytes, INFLATE_LIMIT) {
                 Ok((_, records)) => events.extend(
                     records

@@ -223,7 +223,15 @@ impl Worker {
             for l in &self.lags {
                 l.next.store(next, Ordering::SeqCst);
             }
-            if next >= offsets.log_end {
+            // Stages read committed records only: nothing past the last stable offset (an open
+            // transaction's records wait for its marker).
+            let stable = self
+                .core
+                .store
+                .last_stable_offset(&self.core.part)
+                .unwrap_or(offsets.log_end)
+                .min(offsets.log_end);
+            if next >= stable {
                 tokio::select! {
                     _ = appends.changed() => {}
                     _ = shutdown.changed() => {}

@@ -87,6 +87,35 @@ pub enum Error {
     TopicAuthorization(String),
     #[error("{0}")]
     Internal(String),
+    /// INVALID_PRODUCER_ID_MAPPING (49): the producer id is not the transactional id's.
+    #[error("{0}")]
+    InvalidProducerIdMapping(String),
+    /// PRODUCER_FENCED (90): a newer instance of the transactional id has started (answered
+    /// as INVALID_PRODUCER_EPOCH to the request versions that predate KIP-588).
+    #[error("{0}")]
+    ProducerFenced(String),
+    /// INVALID_PRODUCER_EPOCH (47).
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
+    /// CONCURRENT_TRANSACTIONS (51): the transaction is being completed; retry.
+    #[error("{0}")]
+    ConcurrentTransactions(String),
+    /// INVALID_TXN_STATE (48).
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// INVALID_TRANSACTION_TIMEOUT (50).
+    #[error("{0}")]
+    InvalidTransactionTimeout(String),
+    /// TRANSACTIONAL_ID_NOT_FOUND (105).
+    #[error("{0}")]
+    TransactionalIdNotFound(String),
+    /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53).
+    #[error("{0}")]
+    TransactionalIdAuthorization(String),
+    /// NOT_ENOUGH_REPLICAS (19): Kafka's retriable answer to a produce while the
+    /// transaction's markers are being written.
+    #[error("{0}")]
+    NotEnoughReplicas(String),
     #[error(transparent)]
     Storage(StoreError),
 }

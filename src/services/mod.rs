@@ -8,6 +8,7 @@
 //! - [`groups`]: the group coordinator and committed offsets.
 //! - [`produce`]: appending producers' batches (Kafka and HTTP produce).
 //! - [`producers`]: idempotent producer ids and the producers a partition remembers.
+//! - [`transactions`]: the transaction coordinator (transactional ids, markers, their offsets).
 //! - [`records`]: reading records back (browse, dead letters).
 //! - [`dead_letters`]: listing, replaying and skipping dead letters.
 //! - [`metrics`]: the counters and histograms behind `/metrics`.
@@ -32,6 +33,7 @@ pub mod records;
 pub mod retention;
 pub mod sasl;
 pub mod topics;
+pub mod transactions;
 pub mod users;
 
 use std::collections::HashMap;
@@ -150,6 +152,7 @@ pub struct Services {
     pub config: Arc<Config>,
     pub topics: Topics,
     pub groups: Arc<groups::Coordinator>,
+    pub transactions: Arc<transactions::Transactions>,
     pub metrics: Arc<metrics::Metrics>,
     /// ACLs and the authorizer (`authorizer.class.name`).
     pub acl: acl::Authorizer,
@@ -182,6 +185,11 @@ impl Services {
         let groups =
             tokio::task::spawn_blocking(move || groups::Coordinator::open(s, c, mono_ms()))
                 .await??;
+        let groups = Arc::new(groups);
+        let (s, c, g) = (store.clone(), config.clone(), groups.clone());
+        let transactions =
+            tokio::task::spawn_blocking(move || transactions::Transactions::open(s, c, g))
+                .await??;
         let acl = acl::Authorizer::open(store.clone(), &config)?;
         let metrics: Arc<metrics::Metrics> = Arc::default();
         Ok(Arc::new(Services {
@@ -192,7 +200,8 @@ impl Services {
             users: users::Users::new(store.clone()),
             sasl_slowdown: sasl::Slowdown::default(),
             topics: Topics::new(store.clone(), config.clone())?,
-            groups: Arc::new(groups),
+            groups,
+            transactions: Arc::new(transactions),
             metrics,
             store,
             config,
@@ -221,7 +230,35 @@ impl Services {
                 }
             }
         });
+        let txn = self.transactions.clone();
+        let aborts = tokio::spawn(run_every(
+            self.config.transaction_abort_interval,
+            self.config.transaction_abort_interval,
+            self.shutdown.clone(),
+            move || txn.abort_timed_out(),
+            |r| {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "the transaction timeout sweep failed");
+                }
+            },
+        ));
+        let txn = self.transactions.clone();
+        let removals = tokio::spawn(run_every(
+            self.config.transaction_remove_interval,
+            self.config.transaction_remove_interval,
+            self.shutdown.clone(),
+            move || txn.remove_expired(),
+            |r| match r {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot remove expired transactional ids")
+                }
+                Err(e) => tracing::error!(error = %e, "the transactional id expiry failed"),
+                Ok(Ok(_)) => {}
+            },
+        ));
         retention::run(self).await;
+        let _ = aborts.await;
+        let _ = removals.await;
         let _ = clock.await;
         let _ = expiry.await;
     }

@@ -45,6 +45,10 @@ pub enum ProduceError {
         error: AppendError,
         producer_id: i64,
     },
+    /// A transactional batch the transaction coordinator refused (no transactional id, not
+    /// its producer, a partition not added to the transaction ...).
+    #[error(transparent)]
+    Transaction(super::Error),
 }
 
 impl ProduceError {
@@ -63,6 +67,20 @@ impl Services {
     pub fn produce(
         &self,
         principal: &str,
+        topic: &str,
+        index: i32,
+        records: &[u8],
+    ) -> Result<Produced, ProduceError> {
+        self.produce_in(principal, None, topic, index, records)
+    }
+
+    /// [`Services::produce`] for a producer that may be transactional: a transactional batch
+    /// goes only to a partition added to the open transaction of `transactional_id` (its
+    /// producer id and epoch the current ones), and the transaction cannot end meanwhile.
+    pub fn produce_in(
+        &self,
+        principal: &str,
+        transactional_id: Option<&str>,
         topic: &str,
         index: i32,
         records: &[u8],
@@ -113,11 +131,6 @@ impl Services {
                 header.producer_id
             )));
         }
-        if header.is_transactional() {
-            return Err(ProduceError::invalid(
-                "Transactional record batches are not supported by kafkabox.",
-            ));
-        }
         if settings.compacted {
             let (_, recs) = batch::decode_batch(records, self.config.max_inflated_batch_bytes)?;
             let keyless: Vec<(i32, String)> = recs
@@ -138,8 +151,46 @@ impl Services {
                 });
             }
         }
+        if header.is_transactional() {
+            if !header.is_idempotent() {
+                return Err(ProduceError::invalid(
+                    "A transactional record batch must carry a producer id.",
+                ));
+            }
+            let Some(id) = transactional_id else {
+                return Err(ProduceError::Transaction(
+                    super::Error::TransactionalIdAuthorization(
+                        "A transactional record batch needs the request's transactional id.".into(),
+                    ),
+                ));
+            };
+            return self
+                .transactions
+                .produce(
+                    id,
+                    header.producer_id,
+                    header.producer_epoch,
+                    topic,
+                    index,
+                    || self.append_checked(part, topic, records, &header, settings.log_append_time),
+                )
+                .map_err(ProduceError::Transaction)?;
+        }
+        self.append_checked(part, topic, records, &header, settings.log_append_time)
+    }
+
+    /// The store's append of a checked batch, stamped with LogAppendTime if the topic says so.
+    fn append_checked(
+        &self,
+        part: &kafkabox_storage::Partition,
+        topic: &str,
+        records: &[u8],
+        header: &batch::BatchHeader,
+        log_append_time_topic: bool,
+    ) -> Result<Produced, ProduceError> {
+        let header = *header;
         let mut log_append_time = -1;
-        let appended = if settings.log_append_time {
+        let appended = if log_append_time_topic {
             let mut stamped = records.to_vec();
             log_append_time = super::now_ms();
             batch::set_log_append_time(&mut stamped, log_append_time);

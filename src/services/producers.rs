@@ -7,7 +7,7 @@ use kafkabox_storage::Partition;
 
 use super::{Error, Result, Services};
 
-/// An idempotent producer a partition remembers.
+/// An idempotent or transactional producer a partition remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerState {
     pub producer_id: i64,
@@ -16,6 +16,10 @@ pub struct ProducerState {
     pub last_sequence: i32,
     /// When it last appended (ms since the epoch).
     pub last_timestamp: i64,
+    /// The coordinator epoch of its last transaction marker, -1 if none.
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction on the partition, -1 if none.
+    pub current_txn_start_offset: i64,
 }
 
 impl Services {
@@ -32,14 +36,14 @@ impl Services {
         self.store
             .producer_states(part)
             .into_iter()
-            .map(
-                |(producer_id, epoch, last_sequence, last_timestamp)| ProducerState {
-                    producer_id,
-                    epoch,
-                    last_sequence,
-                    last_timestamp,
-                },
-            )
+            .map(|p| ProducerState {
+                producer_id: p.producer_id,
+                epoch: p.epoch,
+                last_sequence: p.last_sequence,
+                last_timestamp: p.last_append_ms,
+                coordinator_epoch: p.coordinator_epoch,
+                current_txn_start_offset: p.txn_first_offset.unwrap_or(-1),
+            })
             .collect()
     }
 }

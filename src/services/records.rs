@@ -21,17 +21,20 @@ pub fn read(
     inflate_limit: usize,
 ) -> Result<(Vec<Record>, i64)> {
     let offsets = store.offsets(part);
+    let stable = store.last_stable_offset(part)?.min(offsets.log_end);
     let mut next = offset.max(offsets.log_start);
     let mut out = Vec::new();
-    while out.len() < limit && next < offsets.log_end {
+    while out.len() < limit && next < stable {
         let mut buf = BytesMut::new();
-        if store
-            .read(part, next, READ_BYTES, true, &mut buf)?
-            .is_none()
-            || buf.is_empty()
-        {
+        let Some(read) = store.read_committed(part, next, READ_BYTES, true, &mut buf)? else {
+            break;
+        };
+        if buf.is_empty() {
             break;
         }
+        let mut committed = batch::CommittedFilter::new(
+            read.aborted.iter().map(|t| (t.producer_id, t.first_offset)),
+        );
         let before = next;
         for b in batch::split_batches(&buf) {
             let (h, bytes) = b.map_err(|e| {
@@ -39,6 +42,10 @@ pub fn read(
                     "stored batches: {e}"
                 )))
             })?;
+            if !committed.keep(&h, bytes) {
+                next = next.max(h.last_offset() + 1);
+                continue;
+            }
             let (_, records) = batch::decode_batch(bytes, inflate_limit).map_err(|e| {
                 Error::InvalidRequest(format!(
                     "the batch at offsets {} to {} cannot be decoded: {e}",

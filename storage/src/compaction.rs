@@ -99,15 +99,31 @@ impl Store {
         tombstones_before_ms: i64,
     ) -> Result<Compacted, StoreError> {
         let (offsets, segments) = self.segments_from(part, None)?;
+        let lso = self.last_stable_offset(part)?;
         let mut done = Compacted::default();
+        // Nothing at or past the last stable offset: an open transaction's records wait for
+        // its marker (Kafka's first uncleanable offset).
         let candidates: Vec<Arc<Segment>> = segments
             .iter()
-            .filter(|s| s.is_sealed() && !s.is_legacy())
+            .filter(|s| s.is_sealed() && !s.is_legacy() && s.summary().end <= lso)
             .cloned()
             .collect();
         if candidates.is_empty() {
             return Ok(done);
         }
+        // Aborted transactions' records go whatever their keys; markers stay (readers skip
+        // them) and take no part in the keys.
+        let aborted = self.aborted_transactions(part, 0, i64::MAX)?;
+        let is_aborted = |h: &batch::BatchHeader| {
+            h.is_transactional()
+                && !h.is_control()
+                && aborted.iter().any(|t| {
+                    t.producer_id == h.producer_id
+                        && t.first_offset <= h.base_offset
+                        && h.base_offset < t.last_offset
+                })
+        };
+        let skipped = |h: &batch::BatchHeader| h.is_control() || is_aborted(h);
         // The latest offset of every key in the partition.
         let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut key_bytes = 0usize;
@@ -115,9 +131,12 @@ impl Store {
             let db = self.inner.open_segments.get(seg)?;
             for item in batches(&db.log, part.id, seg.base, offsets.log_end) {
                 let (_, bytes) = item?;
-                let Ok((_, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) else {
+                let Ok((h, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) else {
                     continue;
                 };
+                if skipped(&h) {
+                    continue;
+                }
                 for r in records {
                     let Some(key) = r.key else { continue };
                     match latest.get_mut(key.as_ref()) {
@@ -149,8 +168,8 @@ impl Store {
             let mut any = false;
             for item in batches(&db.log, part.id, seg.base, i64::MAX) {
                 let (_, bytes) = item?;
-                if let Ok((_, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) {
-                    if records.iter().any(removable) {
+                if let Ok((h, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) {
+                    if is_aborted(&h) || (!h.is_control() && records.iter().any(removable)) {
                         any = true;
                         break;
                     }
@@ -174,7 +193,11 @@ impl Store {
                 for item in batches(&db.log, part.id, seg.base, i64::MAX) {
                     let (base, bytes) = item?;
                     let kept = match batch::decode_batch(&bytes, INFLATE_LIMIT) {
-                        Ok((h, records)) if records.iter().any(removable) => {
+                        Ok((h, records)) if is_aborted(&h) => {
+                            removed += records.len() as u64;
+                            continue;
+                        }
+                        Ok((h, records)) if !h.is_control() && records.iter().any(removable) => {
                             let n = records.len() as u64;
                             let keep: Vec<batch::Record> =
                                 records.into_iter().filter(|r| !removable(r)).collect();

@@ -5,7 +5,7 @@
 //!
 //! Every key of a partition starts with its id (u32 BE), and the 8 bytes after it order the
 //! kinds of keys: chunk keys (a base offset, below 2^63, so its first byte is below 0x80), then
-//! repair gaps (0xf9), the offset floor (0xfa), the durable end (0xfb), writer positions (0xfc),
+//! aborted transactions (0xf8), repair gaps (0xf9), the offset floor (0xfa), the durable end (0xfb), writer positions (0xfc),
 //! the log start (0xfd), consumer offsets (0xfe) and producer state (0xff). Appliance state
 //! sits under the partition id no partition has (`[0xff; 4]`).
 
@@ -129,6 +129,22 @@ pub(crate) fn durable_end_key(pid: u32) -> [u8; 12] {
 /// the next append starts there at least, so offsets are never reused.
 pub(crate) fn offset_floor_key(pid: u32) -> [u8; 12] {
     let mut k = [0xfau8; 12];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// Key of the aborted transaction whose ABORT marker is at `last_offset` in partition `pid`
+/// (Kafka's `.txnindex` entry, kept in the marker's segment). The value: producer id, first
+/// offset and the last stable offset when it was aborted (8 bytes each).
+pub(crate) fn aborted_key(pid: u32, last_offset: i64) -> [u8; 20] {
+    let mut k = [0xf8u8; 20];
+    k[..4].copy_from_slice(&pid.to_be_bytes());
+    k[12..].copy_from_slice(&(last_offset as u64).to_be_bytes());
+    k
+}
+
+pub(crate) fn aborted_prefix(pid: u32) -> [u8; 12] {
+    let mut k = [0xf8u8; 12];
     k[..4].copy_from_slice(&pid.to_be_bytes());
     k
 }

@@ -14,7 +14,9 @@
 //!   also the producer state of the partition under `p ++ [0xff; 8] ++ producer id (i64 BE)` and
 //!   writer positions under `p ++ [0xfc; 8] ++ writer`, which sort after every chunk key (offsets
 //!   are below 2^63), so a batch's chunks and the state it changes go in one atomic
-//!   `apply_batch`. A new segment's first write carries a snapshot of both.
+//!   `apply_batch`. A new segment's first write carries a snapshot of both. A segment also
+//!   holds the aborted transaction index entries of the ABORT markers it holds, under
+//!   `p ++ [0xf8; 8] ++ marker offset`, written with the marker.
 //! - meta `log` tree (a historical name; `Inner::state` in the code): consumer offsets, log start
 //!   markers, durable ends, offset floors and repair gaps, appliance state; in data dirs written
 //!   before segments existed also batches and producer state (the legacy segment).
@@ -43,7 +45,10 @@
 //! - `log.rs`: partition logs: [`Partition`] and its state, the lazy load, segments (roll,
 //!   seal, drop), appends.
 //! - `read.rs`: fetches, a partition's offsets and damage, timestamp lookups, sizes.
-//! - `producer.rs`: idempotent producer state (sequence checks) and its expiry.
+//! - `producer.rs`: idempotent and transactional producer state (sequence checks, the open
+//!   transaction) and its expiry.
+//! - `txn.rs`: transaction markers, the last stable offset, the aborted transaction index,
+//!   read_committed reads.
 //! - `producer_id.rs`: producer id allocation and ownership, the data dir's secret, derived keys.
 //! - `offsets.rs`: consumer offsets (groups and stages), commits with appliance state, the
 //!   dead-letter stage's append-and-commit and writer positions.
@@ -71,6 +76,7 @@ mod records;
 mod retention;
 mod segment;
 mod space;
+mod txn;
 
 pub use crate::log::{Partition, SegmentPolicy};
 pub use catalog::{Topic, TopicMeta};
@@ -79,6 +85,7 @@ pub use compaction::Compacted;
 pub use flush::{FlushSnapshot, FlushStats, FLUSH_BUCKETS};
 pub use keys::CHUNK_BYTES;
 pub use offsets::{CommittedOffset, ConsumerCommit};
+pub use txn::{AbortedTxn, CommittedRead};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -125,6 +132,12 @@ pub enum AppendError {
     InvalidProducerEpoch { current: i16, got: i16 },
     #[error("producer id {0} was never issued by this broker")]
     UnknownProducerId(i64),
+    /// INVALID_TXN_STATE (48).
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// TRANSACTION_COORDINATOR_FENCED (52): a marker from an older coordinator epoch.
+    #[error("coordinator epoch {got} is older than the producer's {current}")]
+    CoordinatorFenced { current: i32, got: i32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

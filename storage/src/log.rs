@@ -2,16 +2,16 @@
 //! partition (segments, offsets, producer state and writer positions, the legacy segment of
 //! older data dirs); rolling, sealing and dropping segments; appends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kafkabox_protocol::batch::BatchHeader;
 
 use crate::keys::{
-    chunk_key, chunk_key_end, chunk_writes, durable_end_key, gap_prefix, log_start_key,
-    offset_floor_key, parse_chunk_key, producer_key, producer_prefix, read_u64, segment_key,
-    stored_header, tree_headers, writer_key, writer_prefix,
+    aborted_prefix, chunk_key, chunk_key_end, chunk_writes, durable_end_key, gap_prefix,
+    log_start_key, offset_floor_key, parse_chunk_key, producer_key, producer_prefix, read_u64,
+    segment_key, stored_header, tree_headers, writer_key, writer_prefix,
 };
 use crate::producer::{BatchMeta, ProducerEntry, SeqCheck};
 use crate::segment::{self, Place, SegDb, Segment, Summary};
@@ -64,6 +64,7 @@ impl Partition {
                 next_offset: 0,
                 log_start: 0,
                 producers: HashMap::new(),
+                ongoing: BTreeSet::new(),
                 writers: HashMap::new(),
                 segments: Vec::new(),
             }),
@@ -105,6 +106,9 @@ pub(crate) struct PartitionState {
     pub(crate) next_offset: i64,
     pub(crate) log_start: i64,
     pub(crate) producers: HashMap<i64, ProducerEntry>,
+    /// The open transactions on the partition: (first offset, producer id), oldest first;
+    /// what `producers` says, kept ordered for the last stable offset.
+    pub(crate) ongoing: BTreeSet<(i64, i64)>,
     /// Positions of broker-internal writers (the dead-letter stage): writer key -> the source
     /// offset up to which its appends are stored.
     pub(crate) writers: HashMap<Vec<u8>, i64>,
@@ -113,6 +117,15 @@ pub(crate) struct PartitionState {
 }
 
 impl PartitionState {
+    /// Rebuilds `ongoing` from the producers' state (after a load).
+    pub(crate) fn rebuild_ongoing(&mut self) {
+        self.ongoing = self
+            .producers
+            .iter()
+            .filter_map(|(id, e)| e.txn_first_offset.map(|first| (first, *id)))
+            .collect();
+    }
+
     /// Index of the segment holding `offset` (the last one whose base is at or below it).
     pub(crate) fn segment_index(&self, offset: i64) -> usize {
         self.segments
@@ -148,6 +161,16 @@ impl PartitionState {
             }
         }
         false
+    }
+}
+
+/// What read_committed readers may see of `part`: up to the first offset of its oldest open
+/// transaction, and never past the high watermark (Kafka's last stable offset).
+pub(crate) fn last_stable(part: &Partition, st: &PartitionState) -> i64 {
+    let hw = high_watermark(part, st);
+    match st.ongoing.first() {
+        Some((first, _)) => (*first).max(st.log_start).min(hw),
+        None => hw,
     }
 }
 
@@ -368,6 +391,7 @@ impl Store {
         st.floor = floor;
         st.log_start = log_start;
         st.producers = producers;
+        st.rebuild_ongoing();
         st.writers = writers;
         // Segments wholly below the log start (a crash during retention) go now.
         while st.segments.len() > 1 {
@@ -407,6 +431,7 @@ impl Store {
             max_ts: i64::MAX,
             created_ms: 0,
             generation: 0,
+            aborted: 0,
         };
         Ok(Some(Segment::legacy(
             first,
@@ -599,9 +624,20 @@ impl Store {
             }
             let mut updated = entry.cloned().unwrap_or_else(|| ProducerEntry {
                 epoch: h.producer_epoch,
-                last_append_ms: 0,
-                batches: Vec::new(),
+                ..ProducerEntry::default()
             });
+            // Kafka's ProducerAppendInfo: a producer with an open transaction writes only
+            // transactional batches; its first transactional batch opens the transaction.
+            match (updated.txn_first_offset, h.is_transactional()) {
+                (Some(_), false) => {
+                    return Err(AppendError::InvalidTxnState(format!(
+                        "producer {} has an open transaction on the partition: only transactional batches are accepted",
+                        h.producer_id
+                    )))
+                }
+                (None, true) => updated.txn_first_offset = Some(st.next_offset),
+                _ => {}
+            }
             updated.record(
                 h.producer_epoch,
                 BatchMeta {
@@ -621,6 +657,9 @@ impl Store {
             .collect();
         self.write_batch(part, &mut st, bytes, h, &extra)?;
         if let Some(entry) = producer_update {
+            if let Some(first) = entry.txn_first_offset {
+                st.ongoing.insert((first, h.producer_id));
+            }
             st.producers.insert(h.producer_id, entry);
         }
         Ok(self.appended(st, base_offset, h))
@@ -664,6 +703,7 @@ fn scan_summary(tree: &sled::Tree, pid: u32, base: i64) -> Result<Summary, Store
         s.bytes += h.total_len() as u64;
         s.max_ts = s.max_ts.max(h.max_timestamp);
     }
+    s.aborted = tree.scan_prefix(aborted_prefix(pid)).count() as u64;
     Ok(s)
 }
 

@@ -26,6 +26,25 @@ pub struct ProducerEntry {
     pub last_append_ms: i64,
     /// Oldest first.
     pub batches: Vec<BatchMeta>,
+    /// The first offset of the producer's open transaction on this partition (set by its
+    /// first transactional batch, cleared by the transaction's marker).
+    pub txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last marker written for this producer.
+    pub coordinator_epoch: i32,
+}
+
+/// What a partition remembers of one producer (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence number of the last record appended, or -1.
+    pub last_sequence: i32,
+    /// When it last appended (ms since the epoch).
+    pub last_append_ms: i64,
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction on the partition.
+    pub txn_first_offset: Option<i64>,
 }
 
 /// Outcome of checking an incoming idempotent batch.
@@ -108,9 +127,11 @@ impl ProducerEntry {
         self.batches.push(meta);
     }
 
-    /// Serialised form: epoch (2), last append time (8), count (1), then 20 bytes per batch.
+    /// Serialised form: epoch (2), last append time (8), count (1), then 20 bytes per batch,
+    /// then the open transaction's first offset (8, -1 for none) and the coordinator epoch (4)
+    /// (data dirs from before transactions lack those 12 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(11 + 20 * self.batches.len());
+        let mut out = Vec::with_capacity(23 + 20 * self.batches.len());
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.last_append_ms.to_be_bytes());
         out.push(self.batches.len() as u8);
@@ -120,6 +141,8 @@ impl ProducerEntry {
             out.extend_from_slice(&b.base_offset.to_be_bytes());
             out.extend_from_slice(&b.last_offset_delta.to_be_bytes());
         }
+        out.extend_from_slice(&self.txn_first_offset.unwrap_or(-1).to_be_bytes());
+        out.extend_from_slice(&self.coordinator_epoch.to_be_bytes());
         out
     }
 
@@ -127,11 +150,21 @@ impl ProducerEntry {
         let epoch = i16::from_be_bytes([*buf.first()?, *buf.get(1)?]);
         let last_append_ms = i64::from_be_bytes(buf.get(2..10)?.try_into().ok()?);
         let n = *buf.get(10)? as usize;
-        if n > RETAINED_BATCHES || buf.len() != 11 + 20 * n {
+        if n > RETAINED_BATCHES {
             return None;
         }
+        let batches_end = 11 + 20 * n;
+        let (txn_first_offset, coordinator_epoch) = match buf.get(batches_end..)?.len() {
+            0 => (None, 0),
+            12 => {
+                let first = i64::from_be_bytes(buf[batches_end..batches_end + 8].try_into().ok()?);
+                let epoch = i32::from_be_bytes(buf[batches_end + 8..].try_into().ok()?);
+                ((first >= 0).then_some(first), epoch)
+            }
+            _ => return None,
+        };
         let mut batches = Vec::with_capacity(n);
-        for chunk in buf[11..].chunks_exact(20) {
+        for chunk in buf[11..batches_end].chunks_exact(20) {
             let i32_at =
                 |i: usize| i32::from_be_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
             let mut off = [0u8; 8];
@@ -147,26 +180,31 @@ impl ProducerEntry {
             epoch,
             last_append_ms,
             batches,
+            txn_first_offset,
+            coordinator_epoch,
         })
     }
 }
 
 impl Store {
-    /// The idempotent producers of `part`: (producer id, epoch, last sequence, last append
-    /// time in ms), ordered by id.
-    pub fn producer_states(&self, part: &Partition) -> Vec<(i64, i16, i32, i64)> {
-        let mut v: Vec<(i64, i16, i32, i64)> = match self.part_state(part) {
+    /// The idempotent and transactional producers of `part`, ordered by id.
+    pub fn producer_states(&self, part: &Partition) -> Vec<ProducerInfo> {
+        let mut v: Vec<ProducerInfo> = match self.part_state(part) {
             Ok(st) => st
                 .producers
                 .iter()
-                .map(|(id, e)| {
-                    let last = e.batches.last().map(|b| b.last_seq).unwrap_or(-1);
-                    (*id, e.epoch, last, e.last_append_ms)
+                .map(|(id, e)| ProducerInfo {
+                    producer_id: *id,
+                    epoch: e.epoch,
+                    last_sequence: e.batches.last().map(|b| b.last_seq).unwrap_or(-1),
+                    last_append_ms: e.last_append_ms,
+                    coordinator_epoch: e.coordinator_epoch,
+                    txn_first_offset: e.txn_first_offset,
                 })
                 .collect(),
             Err(_) => Vec::new(),
         };
-        v.sort();
+        v.sort_by_key(|p| p.producer_id);
         v
     }
 
@@ -179,7 +217,8 @@ impl Store {
         let expired: Vec<i64> = st
             .producers
             .iter()
-            .filter(|(_, e)| e.last_append_ms < cutoff_ms)
+            // Never one with an open transaction, as Kafka: its first offset holds the LSO.
+            .filter(|(_, e)| e.last_append_ms < cutoff_ms && e.txn_first_offset.is_none())
             .map(|(id, _)| *id)
             .collect();
         if expired.is_empty() {

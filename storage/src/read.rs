@@ -89,10 +89,24 @@ impl Store {
         oversized_first: bool,
         out: &mut BytesMut,
     ) -> Result<Option<Offsets>, StoreError> {
+        self.read_upto(part, offset, max_bytes, oversized_first, out, i64::MAX)
+    }
+
+    /// [`Store::read`] of nothing at or past `bound` (a batch boundary: the last stable
+    /// offset).
+    pub(crate) fn read_upto(
+        &self,
+        part: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        oversized_first: bool,
+        out: &mut BytesMut,
+        bound: i64,
+    ) -> Result<Option<Offsets>, StoreError> {
         let before = out.len();
         let r = segment::guarded(
             || format!("partition {}-{}", part.topic, part.index),
-            || self.read_unguarded(part, offset, max_bytes, oversized_first, out),
+            || self.read_unguarded(part, offset, max_bytes, oversized_first, out, bound),
         );
         if let Err(e) = &r {
             out.truncate(before);
@@ -116,8 +130,10 @@ impl Store {
         max_bytes: usize,
         oversized_first: bool,
         out: &mut BytesMut,
+        bound: i64,
     ) -> Result<Option<Offsets>, StoreError> {
         let (offsets, segments) = self.segments_from(part, Some(offset))?;
+        let end = offsets.log_end.min(bound);
         if offset < offsets.log_start {
             return Ok(None);
         }
@@ -138,6 +154,10 @@ impl Store {
             }
             return Ok(Some(offsets));
         }
+        if offset >= end {
+            // At or past the bound, within the high watermark: nothing yet.
+            return Ok(Some(offsets));
+        }
         let first_len = out.len();
         // Where the next batch must start: a batch elsewhere means stored batches are missing
         // (damaged files), answered as an error rather than skipped over.
@@ -151,8 +171,9 @@ impl Store {
                 expected = None;
             }
             after_compacted = compacted;
-            // Nothing past the high watermark is read (nor a segment opened for it).
-            if seg.base >= offsets.log_end {
+            // Nothing past the high watermark (or the bound) is read, nor a segment opened
+            // for it.
+            if seg.base >= end {
                 break;
             }
             let db = match self.inner.open_segments.get(seg) {
@@ -186,9 +207,7 @@ impl Store {
             let mut pending = 0usize;
             let mut full = false;
             let segment_start = out.len();
-            for item in
-                log.range(chunk_key(part.id, start, 0)..chunk_key(part.id, offsets.log_end, 0))
-            {
+            for item in log.range(chunk_key(part.id, start, 0)..chunk_key(part.id, end, 0)) {
                 let (k, v) = item?;
                 if pending == 0 {
                     let (base, chunk) = parse_chunk_key(&k)?;

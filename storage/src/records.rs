@@ -132,4 +132,15 @@ impl Store {
         self.inner.state.apply_batch(b)?;
         Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
+
+    /// Removes appliance state entries in one atomic write; returns the write sequence number
+    /// for [`Store::wait_durable`].
+    pub fn remove_state(&self, keys: &[Vec<u8>]) -> Result<u64, StoreError> {
+        let mut b = sled::Batch::default();
+        for k in keys {
+            b.remove(app_key(k));
+        }
+        self.inner.state.apply_batch(b)?;
+        Ok(self.inner.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Summary {
     /// How many times compaction rewrote it: its files are in `<base>-<generation>/` (just
     /// `<base>/` for 0).
     pub generation: u64,
+    /// Aborted transactions whose ABORT marker it holds (its entries of the aborted
+    /// transaction index): a read_committed fetch opens only segments that have some.
+    pub aborted: u64,
 }
 
 impl Summary {
@@ -59,24 +62,27 @@ impl Summary {
             max_ts: -1,
             created_ms: 0,
             generation: 0,
+            aborted: 0,
         }
     }
 
-    pub fn encode(&self) -> [u8; 40] {
-        let mut v = [0u8; 40];
+    pub fn encode(&self) -> [u8; 48] {
+        let mut v = [0u8; 48];
         v[..8].copy_from_slice(&self.end.to_be_bytes());
         v[8..16].copy_from_slice(&self.bytes.to_be_bytes());
         v[16..24].copy_from_slice(&self.max_ts.to_be_bytes());
         v[24..32].copy_from_slice(&self.created_ms.to_be_bytes());
-        v[32..].copy_from_slice(&self.generation.to_be_bytes());
+        v[32..40].copy_from_slice(&self.generation.to_be_bytes());
+        v[40..].copy_from_slice(&self.aborted.to_be_bytes());
         v
     }
 
-    /// Reads a stored summary (32 bytes: generation 0; 40 bytes).
+    /// Reads a stored summary (32 bytes: generation 0; 40 bytes: no aborted transactions;
+    /// 48 bytes).
     pub fn decode(v: &[u8]) -> Result<Summary, StoreError> {
-        if v.len() != 32 && v.len() != 40 {
+        if ![32, 40, 48].contains(&v.len()) {
             return Err(StoreError::Corrupt(format!(
-                "segment summary of {} bytes, expected 40",
+                "segment summary of {} bytes, expected 48",
                 v.len()
             )));
         }
@@ -90,7 +96,8 @@ impl Summary {
             bytes: n(8) as u64,
             max_ts: n(16),
             created_ms: n(24),
-            generation: if v.len() == 40 { n(32) as u64 } else { 0 },
+            generation: if v.len() >= 40 { n(32) as u64 } else { 0 },
+            aborted: if v.len() == 48 { n(40) as u64 } else { 0 },
         })
     }
 }

@@ -65,6 +65,41 @@ impl Coordinator {
         self.check_writable(group_id)?;
         // Held to the store write: offset expiry does not run on this group meanwhile.
         let _gate = self.gate(false)?;
+        self.check_committer(group_id, who, false)?;
+        self.write_offsets(group_id, offsets)
+    }
+
+    /// TxnOffsetCommit's checks (blocking): the committer as for OffsetCommit, except that a
+    /// group between JoinGroup and SyncGroup takes it (Kafka does not check the state for a
+    /// transaction's offsets), and each offset's partition and metadata. Returns the
+    /// per-partition results; the offsets are written by [`Coordinator::commit_txn_offsets`]
+    /// when the transaction commits.
+    pub fn check_txn_offsets(
+        &self,
+        group_id: &str,
+        who: &Committer,
+        offsets: &[OffsetToCommit],
+    ) -> Result<Vec<PartitionResult>> {
+        self.check_writable(group_id)?;
+        self.check_committer(group_id, who, true)?;
+        Ok(self.offset_writes(offsets).0)
+    }
+
+    /// Writes the offsets of a committed transaction (blocking; checked when they were sent).
+    /// Returns the write to wait for.
+    pub fn commit_txn_offsets(
+        &self,
+        group_id: &str,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Result<Option<u64>> {
+        let _gate = self.gate(false)?;
+        Ok(self.write_offsets(group_id, offsets)?.1)
+    }
+
+    /// Whether `who` may commit offsets of `group_id` (Kafka's order; `in_txn`: for a
+    /// transaction, where the rebalance state is not checked). A commit from outside any group
+    /// protocol to a group that does not exist creates it.
+    fn check_committer(&self, group_id: &str, who: &Committer, in_txn: bool) -> Result<()> {
         let consumer_group = {
             let consumers = self.lock_consumers()?;
             consumers.get(group_id).map(|g| {
@@ -129,7 +164,7 @@ impl Coordinator {
                             got: who.generation,
                         });
                     }
-                    if g.state == GroupState::CompletingRebalance {
+                    if g.state == GroupState::CompletingRebalance && !in_txn {
                         return Err(Error::RebalanceInProgress);
                     }
                     // A member's commit keeps its session alive, as Kafka's does.
@@ -138,12 +173,24 @@ impl Coordinator {
                 Some(_) => return Err(Error::UnknownMemberId(String::new())),
             }
         }
-        let name = storage_name(group_id);
+        Ok(())
+    }
+
+    /// The store writes of `offsets`, with a result for each (an unknown partition or
+    /// metadata over `offset.metadata.max.bytes` is refused).
+    #[allow(clippy::type_complexity)]
+    fn offset_writes(
+        &self,
+        offsets: &[OffsetToCommit],
+    ) -> (
+        Vec<PartitionResult>,
+        Vec<(Arc<kafkabox_storage::Partition>, CommittedOffset)>,
+    ) {
         let now = crate::services::now_ms();
         let mut results = Vec::with_capacity(offsets.len());
         let mut writes = Vec::new();
         let mut topics: BTreeMap<String, Option<Arc<Topic>>> = BTreeMap::new();
-        for o in &offsets {
+        for o in offsets {
             let t = topics
                 .entry(o.topic.clone())
                 .or_insert_with(|| self.store.topic(&o.topic))
@@ -179,6 +226,17 @@ impl Coordinator {
             ));
             results.push((o.topic.clone(), o.partition, Ok(())));
         }
+        (results, writes)
+    }
+
+    /// Writes the offsets that pass [`Coordinator::offset_writes`]' checks.
+    fn write_offsets(
+        &self,
+        group_id: &str,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Result<(Vec<PartitionResult>, Option<u64>)> {
+        let name = storage_name(group_id);
+        let (results, writes) = self.offset_writes(&offsets);
         if writes.is_empty() {
             return Ok((results, None));
         }

@@ -338,6 +338,30 @@ fn static_broker_configs(config: &Config) -> Vec<ConfigValue> {
             config.offsets_retention_check_interval != d.offsets_retention_check_interval,
         ),
         (
+            "transaction.max.timeout.ms",
+            T::Int,
+            config.transaction_max_timeout_ms.to_string(),
+            config.transaction_max_timeout_ms != d.transaction_max_timeout_ms,
+        ),
+        (
+            "transactional.id.expiration.ms",
+            T::Int,
+            config.transactional_id_expiration_ms.to_string(),
+            config.transactional_id_expiration_ms != d.transactional_id_expiration_ms,
+        ),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            T::Int,
+            config.transaction_abort_interval.as_millis().to_string(),
+            config.transaction_abort_interval != d.transaction_abort_interval,
+        ),
+        (
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            T::Int,
+            config.transaction_remove_interval.as_millis().to_string(),
+            config.transaction_remove_interval != d.transaction_remove_interval,
+        ),
+        (
             "offsets.retention.minutes",
             T::Int,
             // Whole minutes, as Kafka reports it (offsets.retention.ms may set less).

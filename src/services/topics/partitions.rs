@@ -31,6 +31,26 @@ impl Topics {
             .read(part, offset, max_bytes, oversized_first, out)
     }
 
+    /// [`Topics::read`] for a read_committed consumer: up to the last stable offset, with the
+    /// aborted transactions of what it returns.
+    pub fn read_committed(
+        &self,
+        part: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        oversized_first: bool,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<Option<kafkabox_storage::CommittedRead>, StoreError> {
+        self.store
+            .read_committed(part, offset, max_bytes, oversized_first, out)
+    }
+
+    /// The last stable offset of `part`: the first offset of its oldest open transaction, or
+    /// its high watermark.
+    pub fn last_stable_offset(&self, part: &Partition) -> std::result::Result<i64, StoreError> {
+        self.store.last_stable_offset(part)
+    }
+
     /// A receiver that changes after every append (long-polling fetches wait on it).
     pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
         self.store.subscribe_appends()

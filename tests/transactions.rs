@@ -1,0 +1,280 @@
+//! Kafka transactions through the real `kafkabox serve` binary and real clients:
+//! confluent-kafka (tests/python/transactions.py: commit, abort, the last stable offset,
+//! consume-transform-produce, fencing, timeouts).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::BrokerProcess;
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn last_json(out: &str) -> Value {
+    let line = out.lines().last().expect("a JSON summary line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[test]
+fn confluent_kafka_transactions() {
+    let _watchdog = common::watchdog("confluent_kafka_transactions");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms=500",
+        ],
+    );
+    let out = run(
+        Command::new(common::python())
+            .arg(root().join("tests/python/transactions.py"))
+            .arg(broker.addr.to_string()),
+        "transactions.py",
+    );
+    let s = last_json(&out);
+    assert_eq!(s["committed"], 6, "{s}");
+    assert_eq!(s["uncommitted"], 9, "{s}");
+    assert_eq!(s["held_at_lso"], true, "{s}");
+    assert_eq!(s["consume_transform_produce"], 6, "{s}");
+    assert_eq!(s["fenced"], "_FENCED", "{s}");
+    assert!(s["timeout_abort_s"].as_f64().unwrap() < 30.0, "{s}");
+}
+
+const VALID_42: &str = r#"{"source":"crm","customer_id":"42","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":1.5}"#;
+const VALID_43: &str = r#"{"source":"crm","customer_id":"43","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":2.5}"#;
+const INVALID: &str =
+    r#"{"source":"crm","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":1.5}"#;
+
+/// A transactional librdkafka producer, its transactions initialised.
+fn txn_producer(
+    addr: std::net::SocketAddr,
+    id: &str,
+    timeout_ms: u32,
+) -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::Producer;
+    let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms.to_string())
+        .set("message.timeout.ms", timeout_ms.min(20_000).to_string())
+        .create()
+        .expect("transactional producer");
+    p.init_transactions(std::time::Duration::from_secs(30))
+        .expect("init_transactions");
+    p
+}
+
+fn send(p: &rdkafka::producer::BaseProducer, topic: &str, value: &str) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    p.send(BaseRecord::<(), _>::to(topic).payload(value).partition(0))
+        .map_err(|(e, _)| e)
+        .expect("queued");
+    p.flush(std::time::Duration::from_secs(20))
+        .expect("flushed");
+}
+
+/// The values of `topic` partition 0 as the kafkabox binary's consumer prints them.
+fn consume_cli(bootstrap: &str, topic: &str, isolation: Option<&str>) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkabox"));
+    cmd.args(["consume", topic, "-p", "0", "-b", bootstrap]);
+    if let Some(i) = isolation {
+        cmd.args(["--isolation", i]);
+    }
+    run(&mut cmd, "kafkabox consume")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_box_never_sees_an_aborted_event() {
+    use rdkafka::producer::Producer;
+    let watchdog = common::watchdog("the_box_never_sees_an_aborted_event");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    let http = broker.http_addr();
+    let bootstrap = broker.addr.to_string();
+    let topic = "customer-events";
+
+    watchdog.step("an aborted transaction of a valid and an invalid event");
+    let p = txn_producer(broker.addr, "box-txn", 60_000);
+    p.begin_transaction().unwrap();
+    send(&p, topic, VALID_42);
+    send(&p, topic, INVALID);
+    p.abort_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    watchdog.step("a committed transaction of another valid event");
+    p.begin_transaction().unwrap();
+    send(&p, topic, VALID_43);
+    p.commit_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+
+    watchdog.step("the committed event reaches its profile");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::http(http, "GET", "/api/customers/43", None, None).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the committed event never reached a profile"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The stages are past the marker: nothing of the aborted transaction reached anything.
+    let a = common::http(http, "GET", "/api/customers/42", None, None);
+    assert_eq!(a.status, 404, "an aborted event made a profile: {}", a.body);
+    let dlq = common::http(http, "GET", "/api/dlq", None, None).json();
+    assert_eq!(
+        dlq["dead_letters"].as_array().map(Vec::len),
+        Some(0),
+        "an aborted invalid event was dead-lettered: {dlq}"
+    );
+    let browse = common::http(
+        http,
+        "GET",
+        "/api/topics/customer-events/records?partition=0&offset=0",
+        None,
+        None,
+    )
+    .json();
+    let shown: Vec<&Value> = browse["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["value"]["customer_id"])
+        .collect();
+    assert_eq!(shown, vec!["43"], "{browse}");
+
+    watchdog.step("kafkabox consume, both isolation levels");
+    assert_eq!(
+        consume_cli(&bootstrap, topic, Some("read_committed")),
+        vec![VALID_43.to_string()]
+    );
+    assert_eq!(
+        consume_cli(&bootstrap, topic, None),
+        vec![
+            VALID_42.to_string(),
+            INVALID.to_string(),
+            VALID_43.to_string()
+        ],
+        "read_uncommitted (the default) shows every record"
+    );
+
+    watchdog.step("/api/transactions and /metrics");
+    let txns = common::http(http, "GET", "/api/transactions", None, None).json();
+    assert_eq!(
+        txns["transactions"][0]["transactional_id"], "box-txn",
+        "{txns}"
+    );
+    assert_eq!(txns["transactions"][0]["state"], "CompleteCommit", "{txns}");
+    let metrics = common::http(http, "GET", "/metrics", None, None).body;
+    assert!(
+        metrics.contains("kafkabox_transactions_committed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kafkabox_transactions_aborted_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kafkabox_transactions_open 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn transactions_are_all_or_nothing_across_kill_9() {
+    use rdkafka::producer::Producer;
+    let watchdog = common::watchdog("transactions_are_all_or_nothing_across_kill_9");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--set",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=500",
+    ];
+    let mut broker = BrokerProcess::spawn(&data, &args);
+    let topic = "k9";
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_kafkabox")).args([
+            "topics",
+            "create",
+            topic,
+            "-b",
+            &broker.addr.to_string(),
+        ]),
+        "topics create",
+    );
+    drop(out);
+
+    watchdog.step("an open transaction, a committed one, a plain record; then kill -9");
+    let open = txn_producer(broker.addr, "k9-open", 3_000);
+    open.begin_transaction().unwrap();
+    for v in ["open-1", "open-2", "open-3"] {
+        send(&open, topic, v);
+    }
+    let done = txn_producer(broker.addr, "k9-done", 60_000);
+    done.begin_transaction().unwrap();
+    send(&done, topic, "done-1");
+    send(&done, topic, "done-2");
+    done.commit_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    let plain = common::producer(broker.addr, &[("acks", "all")]);
+    drop(plain);
+    broker.kill9();
+    drop(open);
+    drop(done);
+
+    watchdog.step("after the restart: read_committed sees the committed transaction only");
+    let broker = BrokerProcess::spawn(&data, &args);
+    let bootstrap = broker.addr.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let seen = consume_cli(&bootstrap, topic, Some("read_committed"));
+        if seen == ["done-1", "done-2"] {
+            break;
+        }
+        assert!(
+            seen.iter().all(|v| v.starts_with("done")),
+            "an open transaction's records were shown to read_committed: {seen:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open transaction was not aborted after its timeout: {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(
+        consume_cli(&bootstrap, topic, None).len(),
+        5,
+        "nothing acknowledged is lost"
+    );
+
+    watchdog.step("the ids work again: a new instance of k9-done commits");
+    let again = txn_producer(broker.addr, "k9-done", 60_000);
+    again.begin_transaction().unwrap();
+    send(&again, topic, "done-3");
+    again
+        .commit_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        consume_cli(&bootstrap, topic, Some("read_committed")),
+        vec!["done-1", "done-2", "done-3"]
+    );
+}
