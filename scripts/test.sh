@@ -2,7 +2,8 @@
 # Runs every test of kafkabox: unit tests, and end-to-end tests with real Kafka clients
 # (rdkafka/librdkafka, kafka-python, confluent-kafka, kafkajs, kcat). Installs what they need
 # first: kcat, Node.js, chromium and the Python venv tooling from Debian, the Python clients,
-# pytest and kafkabox's pytest plugin (clients/python) into ./.venv, kafkajs and
+# pytest and kafkabox's pytest plugin (clients/python) into ./.venv, quixstreams into
+# ./.venv-quix, kafkajs and
 # playwright-core (pinned by tests/js/package-lock.json) into tests/js/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python test clients"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+if [ ! -x .venv-quix/bin/python ]; then
+  echo "== creating .venv-quix"
+  python3 -m venv .venv-quix
+fi
+echo "== installing quixstreams (a venv of its own: it pins confluent-kafka below the main one's)"
+.venv-quix/bin/pip install -q --disable-pip-version-check -r tests/python/requirements-quix.txt
+export KB_TEST_QUIX_PYTHON="$PWD/.venv-quix/bin/python"
 echo "== installing kafkabox's pytest plugin (clients/python), as a user does"
 .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 export KB_TEST_PYTHON="$PWD/.venv/bin/python"

@@ -180,6 +180,8 @@ fn bench_runs_every_section() {
             "3000",
             "--handle-events",
             "2000",
+            "--txn-records",
+            "1000",
             "--json",
             json_path.to_str().unwrap(),
         ])
@@ -207,6 +209,11 @@ fn bench_runs_every_section() {
         "start-up in-process, Appliance::builder().ephemeral()",
         "edge forwarding (serve --upstream)",
         "kafkabox handle (one process)",
+        "produce 1 KiB idempotent",
+        "produce 1 KiB 100 per transaction",
+        "produce 1 KiB 1 per transaction",
+        "transactions of 100:",
+        "read of transactional data: read_committed",
         "broker RSS",
         "peak RSS",
     ] {
@@ -229,6 +236,13 @@ fn bench_runs_every_section() {
     assert!(report["broker_rss_bytes"]["peak"].as_u64().unwrap() > 0);
     assert_eq!(report["consume"].as_array().unwrap().len(), 2);
     assert!(report["rebalance_ms_by_members"]["3"].as_f64().is_some());
+    assert!(report["transactions"]["txn100_mib_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["transactions"]["read_committed_mib_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     for k in [
         "process_ready_p50",
         "process_first_answer_max",

@@ -441,6 +441,8 @@ fn sasl_ssl_with_kcat_and_confluent_kafka() {
         "20480",
         "--rebalance-members",
         "2",
+        "--txn-records",
+        "0",
     ]));
     assert!(out.contains("produce   100 B acks=all"), "{out}");
 

@@ -1,6 +1,9 @@
 //! Kafka transactions through the real `kafkabox serve` binary and real clients:
 //! confluent-kafka (tests/python/transactions.py: commit, abort, the last stable offset,
-//! consume-transform-produce, fencing, timeouts).
+//! consume-transform-produce, fencing, timeouts), kafkajs (tests/js/kafkajs_transactions.js),
+//! kafka-python and aiokafka (tests/python/py_transactions.py), a quixstreams exactly-once
+//! application (tests/python/quix_exactly_once.py), librdkafka through rdkafka (the in-box
+//! stages never see an aborted event; all or nothing across kill -9).
 
 mod common;
 
@@ -57,6 +60,67 @@ fn confluent_kafka_transactions() {
     assert_eq!(s["consume_transform_produce"], 6, "{s}");
     assert_eq!(s["fenced"], "_FENCED", "{s}");
     assert!(s["timeout_abort_s"].as_f64().unwrap() < 30.0, "{s}");
+}
+
+#[test]
+fn kafkajs_transactions_with_send_offsets() {
+    let _watchdog = common::watchdog("kafkajs_transactions_with_send_offsets");
+    let js = root().join("tests/js");
+    assert!(
+        js.join("node_modules/kafkajs").exists(),
+        "kafkajs is not installed in tests/js: run scripts/test.sh (npm ci)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    let out = run(
+        Command::new("node")
+            .current_dir(&js)
+            .arg("kafkajs_transactions.js")
+            .arg(broker.addr.to_string()),
+        "kafkajs_transactions.js",
+    );
+    let s = last_json(&out);
+    assert_eq!(s["committed"], serde_json::json!(["c1", "c2", "c3"]), "{s}");
+    assert_eq!(
+        s["group_offset"], 2,
+        "the aborted sendOffsets did not move the group: {s}"
+    );
+    assert_eq!(s["high"], 7, "three transactions, three markers: {s}");
+}
+
+#[test]
+fn kafka_python_and_aiokafka_transactions() {
+    let _watchdog = common::watchdog("kafka_python_and_aiokafka_transactions");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    let out = run(
+        Command::new(common::python())
+            .arg(root().join("tests/python/py_transactions.py"))
+            .arg(broker.addr.to_string()),
+        "py_transactions.py",
+    );
+    let s = last_json(&out);
+    assert_eq!(s["kafka_python"], serde_json::json!(["c1", "c2"]), "{s}");
+    assert_eq!(s["committed"], serde_json::json!(["c1", "c2", "c3"]), "{s}");
+    assert_eq!(s["uncommitted"], 4, "{s}");
+}
+
+#[test]
+fn quixstreams_exactly_once_counts_and_restores() {
+    let _watchdog = common::watchdog("quixstreams_exactly_once_counts_and_restores");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    let out = run(
+        Command::new(common::quix_python())
+            .arg(root().join("tests/python/quix_exactly_once.py"))
+            .arg(broker.addr.to_string())
+            .arg(dir.path().join("quix-state")),
+        "quix_exactly_once.py",
+    );
+    let s = last_json(&out);
+    assert_eq!(s["first_run"], 30, "{s}");
+    assert_eq!(s["second_run"], 60, "{s}");
+    assert_eq!(s["restored"], true, "{s}");
 }
 
 const VALID_42: &str = r#"{"source":"crm","customer_id":"42","event_type":"recharge","timestamp":"2024-01-15T10:30:00Z","value":1.5}"#;

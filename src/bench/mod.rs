@@ -21,6 +21,8 @@
 //! - `forward.rs`: edge forwarding (`serve --upstream`) to a second box.
 //! - `handle.rs`: `kafkabox handle` over a second box.
 //! - `startup.rs`: start-up of `serve --ephemeral` and of an in-process appliance.
+//! - `transactions.rs`: transactional produce against idempotent produce, commit latency,
+//!   read_committed against read_uncommitted reads.
 
 mod broker;
 mod clients;
@@ -31,6 +33,7 @@ mod handlers;
 mod produce;
 mod reference;
 mod startup;
+mod transactions;
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +99,10 @@ pub struct BenchArgs {
     /// profiles in the changelog), 0 to skip.
     #[arg(long, default_value_t = 100_000)]
     handle_events: usize,
+    /// 1 KiB records produced in transactions of 100 (and as many idempotent ones; a tenth of
+    /// them in transactions of 1), then read at both isolation levels; 0 to skip.
+    #[arg(long, default_value_t = 100_000)]
+    txn_records: usize,
     /// Group sizes whose rebalance time is measured (20 partitions, heartbeat.interval.ms=100).
     #[arg(long, value_delimiter = ',', default_value = "2,20")]
     rebalance_members: Vec<usize>,
@@ -319,6 +326,57 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         "produce_to_fetch_ms".into(),
         serde_json::json!({"p50": p50, "p99": p99, "messages": n}),
     );
+    if args.txn_records > 0 {
+        let (a, n) = (addr.clone(), args.txn_records);
+        let txn = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
+            let pid = std::process::id();
+            let idem = transactions::produce_run(&a, &format!("bench-idem-{pid}"), n, 0)?;
+            let t100_topic = format!("bench-txn100-{pid}");
+            let t100 = transactions::produce_run(&a, &t100_topic, n, 100)?;
+            let t1 = transactions::produce_run(&a, &format!("bench-txn1-{pid}"), (n / 10).max(1), 1)?;
+            // Each transaction of 100 records ends with a marker: the log end is past them all.
+            let end = (n + n.div_ceil(100)) as i64;
+            let uncommitted = transactions::read_run(&a, &t100_topic, "read_uncommitted", end)?;
+            let committed = transactions::read_run(&a, &t100_topic, "read_committed", end)?;
+            for r in [&idem, &t100, &t1] {
+                println!(
+                    "  produce 1 KiB {:<20} {:>8.1} MiB/s ({} records in {:.2} s){}",
+                    r.what,
+                    r.mib_per_s(),
+                    r.records,
+                    r.secs,
+                    if r.commits_ms.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", commit p50 {:.2} ms, p99 {:.2} ms",
+                            r.commit_pct(0.5),
+                            r.commit_pct(0.99)
+                        )
+                    }
+                );
+            }
+            println!(
+                "  transactions of 100: {:.0}% of idempotent throughput",
+                100.0 * t100.mib_per_s() / idem.mib_per_s()
+            );
+            println!(
+                "  read of transactional data: read_committed {committed:.1} MiB/s, read_uncommitted {uncommitted:.1} MiB/s ({:.0}%)",
+                100.0 * committed / uncommitted
+            );
+            Ok(serde_json::json!({
+                "idempotent_mib_s": idem.mib_per_s(),
+                "txn100_mib_s": t100.mib_per_s(),
+                "txn1_mib_s": t1.mib_per_s(),
+                "txn100_commit_ms": {"p50": t100.commit_pct(0.5), "p99": t100.commit_pct(0.99)},
+                "txn1_commit_ms": {"p50": t1.commit_pct(0.5), "p99": t1.commit_pct(0.99)},
+                "read_committed_mib_s": committed,
+                "read_uncommitted_mib_s": uncommitted,
+            }))
+        })
+        .await??;
+        report.insert("transactions".into(), txn);
+    }
     if args.consume_bytes > 0 {
         let lines = consume_bench(&addr, args.consume_bytes, args.quiet).await?;
         for line in &lines {

@@ -242,6 +242,22 @@ pub fn python() -> std::path::PathBuf {
     p
 }
 
+/// The Python interpreter of the second test virtualenv, which holds quixstreams (its pins of
+/// confluent-kafka differ from the main one's; scripts/test.sh creates it). Missing is a
+/// failure, not a skip.
+pub fn quix_python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("KB_TEST_QUIX_PYTHON") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-quix/bin/python");
+    assert!(
+        p.exists(),
+        "no quixstreams test environment at {}: run scripts/test.sh, which creates it",
+        p.display()
+    );
+    p
+}
+
 /// Polls `done` every 20 ms until it holds; fails the test after 60 s.
 pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

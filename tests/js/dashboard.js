@@ -127,6 +127,17 @@ async function main() {
     const ids = await page.locator("#found a.customer").allTextContents();
     assert(ids.join(",") === "1,42,100,D-7", "customer ids sort naturally: " + ids.join(","));
 
+    // An open transaction shows in its card, with its partition and age.
+    const txnKafka = new Kafka({ clientId: "dashboard-txn", brokers: [bootstrap], logLevel: logLevel.ERROR });
+    const txnProducer = txnKafka.producer({ transactionalId: "dash-txn", maxInFlightRequests: 1, idempotent: true });
+    await txnProducer.connect();
+    const txn = await txnProducer.transaction();
+    await txn.send({ topic: "dash-orders", messages: [{ value: "held" }] });
+    await page.waitForFunction(() => {
+      const card = document.querySelector("#transactions");
+      return card && card.style.display !== "none" && card.textContent.includes("dash-txn") && card.textContent.includes("dash-orders/0");
+    }, null, { timeout: 15000 });
+
     // The webhook stage cannot reach its target: a red banner names it, and so does the
     // groups card.
     await page.waitForFunction(() => {
@@ -164,6 +175,10 @@ async function main() {
       assert(chartBox.width >= cardBox.width - 40, `the chart fills its card (${chartBox.width} of ${cardBox.width} px)`);
       await page.screenshot({ path: screenshot.replace(/\.png$/, `-${width}.png`), fullPage: true });
     }
+    // The open transaction is aborted: its card goes away.
+    await txn.abort();
+    await txnProducer.disconnect();
+    await page.waitForFunction(() => document.querySelector("#transactions").style.display === "none", null, { timeout: 15000 });
     assert(errors.length === 0, "no script errors on the page: " + errors.join("; "));
     console.log(JSON.stringify({ replayed_offset: Number(offset) }));
   } finally {

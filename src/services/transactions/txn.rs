@@ -425,4 +425,120 @@ mod tests {
         m.complete(301);
         assert!(!m.holds_offset("g", "t", 0));
     }
+
+    /// Random request orders against one transactional id (a small xorshift generator, seeded
+    /// per run): whatever the order, an answered request leaves the id in a state Kafka's
+    /// coordinator could be in. The producer of a successful request is the current one; the
+    /// epoch never goes back for a producer id; a transaction's partitions and offsets exist
+    /// only while it is open or completing; a completed commit is never answered as an abort.
+    #[test]
+    fn random_request_orders_keep_the_invariants() {
+        for seed in 1..=200u64 {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut m = TxnMeta::new(1, 60_000, "u", 0);
+            let mut next_pid = 2;
+            // What a client holds: (producer id, epoch).
+            let mut client = (1i64, -1i16);
+            let mut now = 0i64;
+            let mut last_result: Option<bool> = None;
+            for _ in 0..400 {
+                now += next(5_000) as i64;
+                let before = m.clone();
+                match next(8) {
+                    0 => {
+                        let expected = (next(2) == 0 && client.1 >= 0).then_some(client);
+                        let owner = if next(10) == 0 { "v" } else { "u" };
+                        match m.init(expected, owner) {
+                            Ok(Init::AbortFirst) => {
+                                m.fence(now);
+                                m.complete(now);
+                                last_result = Some(false);
+                            }
+                            Ok(how) => {
+                                let pid = (how == Init::Rotate).then(|| {
+                                    next_pid += 1;
+                                    next_pid
+                                });
+                                m.apply_init(how, pid, expected, 60_000, owner, now);
+                                client = (m.producer_id, m.epoch);
+                                last_result = None;
+                            }
+                            Err(_) => assert_eq!(m, before, "a refused init changes nothing"),
+                        }
+                    }
+                    1 | 2 => {
+                        let ok = m
+                            .check_producer(client.0, client.1)
+                            .and_then(|()| m.check_add());
+                        if ok.is_ok() {
+                            m.add_partitions([("t".to_string(), next(3) as i32)], now);
+                            assert_eq!(m.state, TxnState::Ongoing);
+                        }
+                    }
+                    3 => {
+                        if m.check_producer(client.0, client.1)
+                            .and_then(|()| m.check_add())
+                            .is_ok()
+                        {
+                            m.add_group("g", now);
+                        }
+                    }
+                    4 | 5 => {
+                        let commit = next(2) == 0;
+                        let answer = m
+                            .check_producer(client.0, client.1)
+                            .and_then(|()| m.end(commit));
+                        match answer {
+                            Ok(true) => {
+                                m.prepare(commit, now);
+                                m.complete(now);
+                                last_result = Some(commit);
+                            }
+                            Ok(false) => assert_eq!(
+                                last_result,
+                                Some(commit),
+                                "a retried EndTxn succeeds only with the same result"
+                            ),
+                            Err(_) => {}
+                        }
+                    }
+                    6 => {
+                        if m.timed_out(now) {
+                            m.fence(now);
+                            m.complete(now);
+                            last_result = Some(false);
+                        }
+                    }
+                    _ => {
+                        // A fenced client keeps using its old epoch.
+                        if next(2) == 0 {
+                            client.1 = client.1.saturating_sub(1);
+                        }
+                    }
+                }
+                if m.producer_id == before.producer_id {
+                    assert!(
+                        m.epoch >= before.epoch,
+                        "the epoch went back: {before:?} -> {m:?}"
+                    );
+                }
+                match m.state {
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                        assert!(m.start_ms >= 0)
+                    }
+                    _ => assert!(
+                        m.partitions.is_empty() && m.offsets.is_empty(),
+                        "a completed transaction holds nothing: {m:?}"
+                    ),
+                }
+                assert!(m.epoch >= -1);
+            }
+        }
+    }
 }
