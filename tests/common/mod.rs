@@ -258,6 +258,28 @@ pub fn quix_python() -> std::path::PathBuf {
     p
 }
 
+/// Runs a client script or command to its end and returns its stdout; a failure shows both
+/// outputs. (Each script bounds its own waits; the test's watchdog bounds the rest.)
+pub fn run(cmd: &mut std::process::Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The JSON summary a client script prints as its last line.
+pub fn last_json(out: &str) -> serde_json::Value {
+    let line = out.lines().last().expect("a JSON summary line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
 /// Polls `done` every 20 ms until it holds; fails the test after 60 s.
 pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
