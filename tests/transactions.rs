@@ -324,3 +324,64 @@ fn transactions_are_all_or_nothing_across_kill_9() {
         vec!["done-1", "done-2", "done-3"]
     );
 }
+
+#[test]
+fn transaction_settings_through_serve() {
+    use rdkafka::producer::Producer;
+    let watchdog = common::watchdog("transaction_settings_through_serve");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            "transaction.max.timeout.ms=5000",
+            "--set",
+            "transactional.id.expiration.ms=1000",
+            "--set",
+            "transaction.remove.expired.transaction.cleanup.interval.ms=300",
+        ],
+    );
+    watchdog.step("a timeout above transaction.max.timeout.ms is refused");
+    let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr.to_string())
+        .set("transactional.id", "too-long")
+        .set("transaction.timeout.ms", "10000")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    let e = p
+        .init_transactions(std::time::Duration::from_secs(30))
+        .expect_err("INVALID_TRANSACTION_TIMEOUT");
+    assert!(
+        format!("{e}").contains("Transaction timeout is larger than the maximum"),
+        "{e}"
+    );
+    drop(p);
+
+    watchdog.step("an idle transactional id expires after transactional.id.expiration.ms");
+    let ok = txn_producer(broker.addr, "short-lived", 3_000);
+    ok.begin_transaction().unwrap();
+    send(&ok, "expiring", "v");
+    ok.commit_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    drop(ok);
+    let http = broker.http_addr();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let t = common::http(http, "GET", "/api/transactions", None, None).json();
+        let ids: Vec<&str> = t["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["transactional_id"].as_str())
+            .collect();
+        if !ids.contains(&"short-lived") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle transactional id was never removed: {t}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
