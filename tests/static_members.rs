@@ -79,7 +79,11 @@ fn consumer(
 
 /// A `kafkabox serve` with the 4-partition topic "parts".
 fn broker(dir: &std::path::Path) -> BrokerProcess {
-    let broker = BrokerProcess::spawn(&dir.join("data"), &[]);
+    broker_with(dir, &[])
+}
+
+fn broker_with(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
+    let broker = BrokerProcess::spawn(&dir.join("data"), extra);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kafkabox"))
         .args([
             "topics",
@@ -199,4 +203,24 @@ fn a_member_that_stops_polling_leaves_after_max_poll_interval() {
         "b's partitions moved after {after:?}, before its max.poll.interval.ms"
     );
     drop(b);
+}
+
+#[test]
+fn the_first_rebalance_waits_for_group_initial_rebalance_delay() {
+    let _watchdog = common::watchdog("the_first_rebalance_waits_for_group_initial_rebalance_delay");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(
+        dir.path(),
+        &["--set", "group.initial.rebalance.delay.ms=6000"],
+    );
+    let joined = Instant::now();
+    let (a, _) = consumer(broker.addr, "delayed", None, &[]);
+    poll_until("the lone member assigned", &[&a], || {
+        assignment(&a).len() == 4
+    });
+    let after = joined.elapsed();
+    assert!(
+        after >= Duration::from_millis(6_000),
+        "the empty group's first rebalance completed after {after:?}, before its delay"
+    );
 }
