@@ -45,6 +45,12 @@ const SCAN_MAX: i64 = 1_000_000;
 /// The id of a local topic and the newest local offset of it the cluster holds.
 type Forwarded = (String, i64);
 
+/// A send whose delivery is awaited: the local offset, the value's size, the outcome.
+type Pending = (i64, usize, rdkafka::producer::DeliveryFuture);
+
+/// The forwarder's delivery deadline when the user sets none.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
 pub struct Forward {
     client: ClientConfig,
     producer: FutureProducer,
@@ -55,7 +61,13 @@ pub struct Forward {
     known: Mutex<HashMap<(String, i32), Option<Forwarded>>>,
     /// Per (topic, partition): deliveries a failed attempt left outstanding, awaited before
     /// the position is looked up again.
-    unsettled: Mutex<HashMap<(String, i32), Vec<rdkafka::producer::DeliveryFuture>>>,
+    unsettled: Mutex<HashMap<(String, i32), Vec<Pending>>>,
+    /// How long a delivery may take before the attempt counts as failed (the user's
+    /// `message.timeout.ms`, 30 s by default). The client itself never gives a record up: a
+    /// record it dropped after a timeout while later ones got through would leave a gap
+    /// upstream, and one it sent again under a new producer id (librdkafka's epoch bump after
+    /// a timeout) a duplicate.
+    deadline: Duration,
     services: Arc<crate::services::Services>,
     /// Failures logged at most every 10 s.
     log: Mutex<crate::services::log_limit::RateLimitedLog>,
@@ -83,16 +95,22 @@ impl Forward {
             client.set(k, v);
         }
         let mut producer = client.clone();
-        producer
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
+        producer.set("linger.ms", "5");
         // The user's settings win, but for what makes the forwarding exact.
         for (k, v) in settings {
             producer.set(k, v);
         }
+        let deadline = match settings.get("message.timeout.ms").map(|v| v.parse::<u64>()) {
+            None | Some(Ok(0)) => DEFAULT_DEADLINE,
+            Some(Ok(ms)) => Duration::from_millis(ms),
+            Some(Err(_)) => anyhow::bail!(
+                "upstream setting message.timeout.ms must be a number of milliseconds"
+            ),
+        };
         let producer: FutureProducer = producer
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("message.timeout.ms", "0")
             .create()?;
         Ok(Forward {
             client,
@@ -100,6 +118,7 @@ impl Forward {
             edge_id: edge_id.to_string(),
             known: Mutex::default(),
             unsettled: Mutex::default(),
+            deadline,
             services,
             log: Mutex::new(crate::services::log_limit::RateLimitedLog::new()),
         })
@@ -174,12 +193,7 @@ impl Forward {
     }
 
     /// Keeps the deliveries a failed attempt on `topic`/`partition` left outstanding.
-    fn park(
-        &self,
-        topic: &str,
-        partition: i32,
-        rest: impl Iterator<Item = rdkafka::producer::DeliveryFuture>,
-    ) {
+    fn park(&self, topic: &str, partition: i32, rest: impl Iterator<Item = Pending>) {
         if let Ok(mut u) = self.unsettled.lock() {
             u.entry((topic.to_string(), partition))
                 .or_default()
@@ -187,16 +201,42 @@ impl Forward {
         }
     }
 
-    /// Waits until every delivery a failed attempt on `topic`/`partition` left outstanding
-    /// has its outcome (each within the producer's message timeout).
-    async fn settle(&self, topic: &str, partition: i32) {
+    /// Counts a record the cluster acknowledged.
+    fn delivered(&self, topic: &str, bytes: usize) {
+        let l = Self::topic_label(topic);
+        let m = &self.services.metrics;
+        m.forwarded_records.get_or_create(&l).inc();
+        m.forwarded_bytes.get_or_create(&l).inc_by(bytes as u64);
+    }
+
+    /// Waits, at most the delivery deadline, until every delivery a failed attempt on
+    /// `topic`/`partition` left outstanding has its outcome; those still waiting for the
+    /// cluster then stay parked and the attempt fails.
+    async fn settle(&self, topic: &str, partition: i32) -> Result<(), String> {
         let rest = match self.unsettled.lock() {
             Ok(mut u) => u.remove(&(topic.to_string(), partition)),
             Err(_) => None,
         };
-        for f in rest.unwrap_or_default() {
-            let _ = f.await;
+        let until = tokio::time::Instant::now() + self.deadline;
+        let mut rest = rest.unwrap_or_default().into_iter();
+        while let Some((offset, bytes, mut f)) = rest.next() {
+            match tokio::time::timeout_at(until, &mut f).await {
+                Ok(Ok(Ok(_))) => self.delivered(topic, bytes),
+                Ok(_) => {}
+                Err(_) => {
+                    let waiting = 1 + rest.len();
+                    self.park(
+                        topic,
+                        partition,
+                        std::iter::once((offset, bytes, f)).chain(rest),
+                    );
+                    return Err(format!(
+                        "upstream: {waiting} records sent earlier still wait for the cluster's acknowledgement"
+                    ));
+                }
+            }
         }
+        Ok(())
     }
 
     /// [`find_forwarded`] off the async runtime.
@@ -277,7 +317,9 @@ impl Handler for Forward {
                 // Sends of an earlier attempt may still be queued in the client (a failed
                 // delivery does not withdraw the ones after it): the read-back must see where
                 // they ended, or they land after it and are sent again.
-                self.settle(&topic, partition).await;
+                self.settle(&topic, partition)
+                    .await
+                    .map_err(|e| self.failed(&topic, partition, e))?;
                 self.ensure_topic(&topic)
                     .await
                     .map_err(|e| self.failed(&topic, partition, e))?;
@@ -344,39 +386,44 @@ impl Handler for Forward {
             match self.producer.send_result(r) {
                 Ok(f) => pending.push((e.offset, e.value.as_ref().map_or(0, |v| v.len()), f)),
                 Err((err, _)) => {
-                    self.park(&topic, partition, pending.into_iter().map(|(.., f)| f));
+                    self.park(&topic, partition, pending.into_iter());
                     return Err(self.failed(&topic, partition, format!("upstream: {err}")));
                 }
             }
         }
+        let until = tokio::time::Instant::now() + self.deadline;
         let mut pending = pending.into_iter();
-        while let Some((offset, bytes, f)) = pending.next() {
-            match f.await {
-                Ok(Ok(_)) => {
-                    let l = Self::topic_label(&topic);
-                    self.services
-                        .metrics
-                        .forwarded_records
-                        .get_or_create(&l)
-                        .inc();
-                    self.services
-                        .metrics
-                        .forwarded_bytes
-                        .get_or_create(&l)
-                        .inc_by(bytes as u64);
+        while let Some((offset, bytes, mut f)) = pending.next() {
+            let why = match tokio::time::timeout_at(until, &mut f).await {
+                Ok(Ok(Ok(_))) => {
+                    self.delivered(&topic, bytes);
                     if let Ok(mut k) = self.known.lock() {
                         k.insert((topic.clone(), partition), Some((topic_id.clone(), offset)));
                     }
+                    continue;
                 }
-                Ok(Err((err, _))) => {
-                    self.park(&topic, partition, pending.map(|(.., f)| f));
-                    return Err(self.failed(&topic, partition, format!("upstream: {err}")));
+                Ok(Ok(Err((err, _)))) => {
+                    self.park(&topic, partition, pending);
+                    format!("upstream: {err}")
+                }
+                Ok(Err(_)) => {
+                    self.park(&topic, partition, pending);
+                    "upstream send cancelled".into()
                 }
                 Err(_) => {
-                    self.park(&topic, partition, pending.map(|(.., f)| f));
-                    return Err(self.failed(&topic, partition, "upstream send cancelled".into()));
+                    // Still queued in the client, which delivers it when the cluster is back.
+                    self.park(
+                        &topic,
+                        partition,
+                        std::iter::once((offset, bytes, f)).chain(pending),
+                    );
+                    format!(
+                        "upstream: no acknowledgement within {} ms (message.timeout.ms)",
+                        self.deadline.as_millis()
+                    )
                 }
-            }
+            };
+            return Err(self.failed(&topic, partition, why));
         }
         Ok(())
     }
