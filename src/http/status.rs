@@ -38,7 +38,7 @@ fn warnings(s: &Sources) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((free, min)) = s.store.short_of_space() {
         out.push(format!(
-            "the data dir's disk has {free} bytes free, less than storage.free.bytes.min ({min}): writes are refused with KAFKA_STORAGE_ERROR until space is freed; reads go on"
+            "the data dir's disk has {free} bytes free, too few above storage.free.bytes.min ({min}) for the writes that come: writes are refused with KAFKA_STORAGE_ERROR until space is freed; reads go on"
         ));
     }
     // Those retrying for longer make the box unready, and say so in the reason.
@@ -135,6 +135,7 @@ pub async fn groups(s: &Sources, r: Req) -> ApiResult {
 }
 
 fn groups_json(s: &Sources) -> serde_json::Value {
+    use crate::services::groups::isolation::Isolation::ReadCommitted;
     let groups = s.services.groups.list();
     // Per stage: its workers that are not simply running (retrying, stopped).
     let mut troubles: std::collections::HashMap<String, Vec<serde_json::Value>> =
@@ -156,23 +157,31 @@ fn groups_json(s: &Sources) -> serde_json::Value {
                 .groups
                 .fetch_offsets(&g.group_id, None)
                 .unwrap_or_default();
+            let isolation = s.services.groups.isolation(&g.group_id);
+            let committed_reads = isolation == Some(ReadCommitted);
             let mut total_lag = 0i64;
             let partitions: Vec<serde_json::Value> = committed
                 .iter()
                 .take(MAX_ITEMS)
                 .map(|(topic, p, c)| {
-                    let end = s
-                        .store
-                        .topic(topic)
-                        .and_then(|t| t.partition(*p).map(|part| s.store.offsets(part).log_end));
+                    let t = s.store.topic(topic);
+                    let part = t.as_ref().and_then(|t| t.partition(*p));
+                    let end = part.map(|part| s.store.offsets(part).log_end);
+                    let stable = part.and_then(|part| {
+                        let end = s.store.offsets(part).log_end;
+                        s.store.last_stable_offset(part).ok().map(|l| l.min(end))
+                    });
                     let offset = c.as_ref().map(|c| c.offset).unwrap_or(-1);
-                    let lag = end.map(|e| (e - offset.max(0)).max(0));
+                    // A read_committed group cannot read past the last stable offset.
+                    let upto = if committed_reads { stable.or(end) } else { end };
+                    let lag = upto.map(|e| (e - offset.max(0)).max(0));
                     total_lag += lag.unwrap_or(0);
                     serde_json::json!({
                         "topic": topic,
                         "partition": p,
                         "committed_offset": offset,
                         "log_end_offset": end,
+                        "last_stable_offset": stable,
                         "lag": lag,
                     })
                 })
@@ -190,6 +199,9 @@ fn groups_json(s: &Sources) -> serde_json::Value {
                     .and_then(|stage| troubles.get(stage))
                     .cloned()
                     .unwrap_or_default(),
+                // Lag is against the last stable offset for read_committed groups, against
+                // the log end otherwise (and while no member has fetched: null).
+                "isolation": isolation.map(|i| i.name()),
                 "lag": total_lag,
                 "offsets": partitions,
             })

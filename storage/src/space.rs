@@ -24,6 +24,8 @@ pub(crate) struct DiskSpace {
     since: AtomicU64,
     /// Whether writes are being refused now (for one log line per change).
     refusing: AtomicBool,
+    /// The free bytes the last refused write needed (the reserve plus its size).
+    needed: AtomicU64,
     refused: AtomicU64,
 }
 
@@ -35,6 +37,7 @@ impl DiskSpace {
             last: Mutex::new((None, 0)),
             since: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
+            needed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
     }
@@ -68,6 +71,8 @@ impl DiskSpace {
         };
         if free < self.min_free.saturating_add(bytes) {
             self.refused.fetch_add(1, Ordering::Relaxed);
+            self.needed
+                .store(self.min_free.saturating_add(bytes), Ordering::Relaxed);
             if !self.refusing.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     free_bytes = free,
@@ -110,6 +115,11 @@ impl DiskSpace {
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
+
+    /// Whether the last write was refused and the space it needed is still not free.
+    fn refusing(&self, free: u64) -> bool {
+        self.refusing.load(Ordering::Relaxed) && free < self.needed.load(Ordering::Relaxed)
+    }
 }
 
 impl Store {
@@ -130,15 +140,16 @@ impl Store {
         self.inner.space.refused()
     }
 
-    /// (free bytes, the reserve) while free space is below the reserve, so that writes are
-    /// refused; None otherwise (or with no reserve).
+    /// (free bytes, the reserve) while free space is below the reserve, or the last write was
+    /// refused and the space it needed is still not free (a batch larger than what is left
+    /// above the reserve); None otherwise (or with no reserve).
     pub fn short_of_space(&self) -> Option<(u64, u64)> {
         let min = self.inner.space.min_free;
         if min == 0 {
             return None;
         }
         let free = self.free_bytes();
-        (free < min).then_some((free, min))
+        (free < min || self.inner.space.refusing(free)).then_some((free, min))
     }
 }
 
