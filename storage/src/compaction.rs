@@ -5,17 +5,24 @@
 //! older than the cutoff the caller gives (`delete.retention.ms`). The newest segment is never
 //! compacted (Kafka's active segment); the legacy segment is not either.
 //!
+//! Under transactions (as Kafka's cleaner): nothing at or past the last stable offset is
+//! compacted; aborted transactions' records go whatever their keys; a COMMIT or ABORT marker
+//! goes once no record of its transaction is left and its segment is older than the same
+//! cutoff as tombstones (KIP-534's delete horizon), an ABORT marker with its entry of the
+//! aborted transactions index.
+//!
 //! A rewritten segment is a new generation: a new database in `<base>-<generation>/`, written
 //! and flushed whole before the meta database's summary names it; at load, directories of
 //! other generations are removed. A crash at any point keeps one complete generation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use kafkabox_protocol::batch;
 
 use crate::keys::{
-    chunk_key, chunk_key_end, chunk_writes, parse_chunk_key, segment_key, stored_header,
+    aborted_key, chunk_key, chunk_key_end, chunk_writes, parse_chunk_key, segment_key,
+    stored_header,
 };
 use crate::segment::{self, Place, Segment};
 use crate::{Partition, Store, StoreError};
@@ -127,13 +134,20 @@ impl Store {
         // The latest offset of every key in the partition.
         let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut key_bytes = 0usize;
+        let is_candidate = |seg: &Arc<Segment>| candidates.iter().any(|c| Arc::ptr_eq(c, seg));
+        // Whether a candidate segment holds a marker (else markers need no second look), and
+        // whether a batch could not be read (then no marker goes this pass).
+        let (mut markers, mut unreadable) = (false, false);
         for seg in &segments {
             let db = self.inner.open_segments.get(seg)?;
+            let candidate = is_candidate(seg);
             for item in batches(&db.log, part.id, seg.base, offsets.log_end) {
                 let (_, bytes) = item?;
                 let Ok((h, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) else {
+                    unreadable = true;
                     continue;
                 };
+                markers |= candidate && h.is_control();
                 if skipped(&h) {
                     continue;
                 }
@@ -153,23 +167,60 @@ impl Store {
                 }
             }
         }
+        let removable = |r: &batch::Record, tombstones_go: bool| match &r.key {
+            None => false,
+            Some(k) => {
+                latest.get(k.as_ref()) != Some(&r.offset) || (r.value.is_none() && tombstones_go)
+            }
+        };
+        let horizon_passed = |seg: &Segment| seg.summary().max_ts < tombstones_before_ms;
+        // The markers that go: those past the horizon whose transactions keep no record.
+        let mut gone_markers: HashSet<i64> = HashSet::new();
+        if markers && !unreadable {
+            // Per producer: whether a record of its transaction since its last marker stays.
+            let mut live: HashMap<i64, bool> = HashMap::new();
+            for seg in &segments {
+                let candidate = is_candidate(seg);
+                let (horizon, tombstones_go) =
+                    (candidate && horizon_passed(seg), horizon_passed(seg));
+                let db = self.inner.open_segments.get(seg)?;
+                for item in batches(&db.log, part.id, seg.base, offsets.log_end) {
+                    let (_, bytes) = item?;
+                    let Ok((h, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) else {
+                        continue;
+                    };
+                    if !h.is_transactional() {
+                        continue;
+                    }
+                    if h.is_control() {
+                        if horizon && !live.get(&h.producer_id).copied().unwrap_or(false) {
+                            gone_markers.insert(h.base_offset);
+                        }
+                        live.remove(&h.producer_id);
+                    } else if !candidate
+                        || (!is_aborted(&h) && records.iter().any(|r| !removable(r, tombstones_go)))
+                    {
+                        live.insert(h.producer_id, true);
+                    }
+                }
+            }
+        }
         for seg in &candidates {
             let summary = seg.summary();
-            let tombstones_go = summary.max_ts < tombstones_before_ms;
-            let removable = |r: &batch::Record| match &r.key {
-                None => false,
-                Some(k) => {
-                    latest.get(k.as_ref()) != Some(&r.offset)
-                        || (r.value.is_none() && tombstones_go)
-                }
-            };
+            let tombstones_go = horizon_passed(seg);
+            let removable = |r: &batch::Record| removable(r, tombstones_go);
+            let marker_goes =
+                |h: &batch::BatchHeader| h.is_control() && gone_markers.contains(&h.base_offset);
             let db = self.inner.open_segments.get(seg)?;
             // A segment with nothing to remove stays as it is.
             let mut any = false;
             for item in batches(&db.log, part.id, seg.base, i64::MAX) {
                 let (_, bytes) = item?;
                 if let Ok((h, records)) = batch::decode_batch(&bytes, INFLATE_LIMIT) {
-                    if is_aborted(&h) || (!h.is_control() && records.iter().any(removable)) {
+                    if is_aborted(&h)
+                        || marker_goes(&h)
+                        || (!h.is_control() && records.iter().any(removable))
+                    {
                         any = true;
                         break;
                     }
@@ -193,7 +244,7 @@ impl Store {
                 for item in batches(&db.log, part.id, seg.base, i64::MAX) {
                     let (base, bytes) = item?;
                     let kept = match batch::decode_batch(&bytes, INFLATE_LIMIT) {
-                        Ok((h, records)) if is_aborted(&h) => {
+                        Ok((h, records)) if is_aborted(&h) || marker_goes(&h) => {
                             removed += records.len() as u64;
                             continue;
                         }
@@ -215,12 +266,20 @@ impl Store {
                     after.bytes += kept.len() as u64;
                 }
                 // Producer state and writer positions, when this was the newest segment of
-                // its own.
+                // its own; the aborted transactions index, but for the markers that went.
                 let mut b = sled::Batch::default();
+                let gone_entries: HashSet<[u8; 20]> = gone_markers
+                    .iter()
+                    .map(|o| aborted_key(part.id, *o))
+                    .collect();
                 for item in db.log.range(chunk_key_end(part.id)..) {
                     let (k, v) = item?;
                     if !k.starts_with(&part.id.to_be_bytes()) {
                         break;
+                    }
+                    if gone_entries.contains(&k[..]) {
+                        after.aborted = after.aborted.saturating_sub(1);
+                        continue;
                     }
                     b.insert(k, v);
                 }
@@ -359,6 +418,117 @@ mod tests {
                 log_start: 0,
                 log_end: 8
             }
+        );
+    }
+
+    /// A transactional batch of producer `id` (sequence `seq`) with `recs`.
+    fn txn_batch(recs: &[batch::KeyValue<'_>], id: i64, seq: i32) -> (Vec<u8>, batch::BatchHeader) {
+        let mut b = encode_uncompressed(
+            recs,
+            1_000,
+            ProducerFields {
+                producer_id: id,
+                producer_epoch: 0,
+                base_sequence: seq,
+            },
+        );
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        let crc = batch::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let h = batch::parse_header(&b).unwrap();
+        (b, h)
+    }
+
+    /// (offset, is a marker) of every batch from `from` on, markers included.
+    fn batch_offsets(s: &Store, p: &Partition) -> Vec<(i64, bool)> {
+        let mut out = BytesMut::new();
+        s.read(p, 0, 1 << 24, true, &mut out).unwrap().unwrap();
+        batch::split_batches(&out)
+            .map(|r| {
+                let (h, _) = r.unwrap();
+                (h.base_offset, h.is_control())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn compaction_drops_aborted_records_then_markers_past_the_horizon() {
+        use kafkabox_protocol::batch::Marker;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let t = s.create_topic("c", 1, segment_per_batch()).unwrap();
+        let p = &t.partitions[0];
+        let (a, b, c) = (
+            s.new_producer_id(b"a").unwrap(),
+            s.new_producer_id(b"b").unwrap(),
+            s.new_producer_id(b"c").unwrap(),
+        );
+        let append = |(x, h): (Vec<u8>, batch::BatchHeader)| {
+            s.append(p, &x, &h).unwrap();
+        };
+        // 0-1: a's transaction, aborted at 2.
+        append(txn_batch(
+            &[(Some(b"k1"), Some(b"a1")), (Some(b"k2"), Some(b"a2"))],
+            a,
+            0,
+        ));
+        s.append_marker(p, a, 0, 0, Marker::Abort).unwrap();
+        // 3: b's transaction, committed at 4, its record superseded at 5.
+        append(txn_batch(&[(Some(b"k1"), Some(b"b1"))], b, 0));
+        s.append_marker(p, b, 0, 0, Marker::Commit).unwrap();
+        let plain = |recs: &[batch::KeyValue<'_>]| {
+            let x = encode_uncompressed(recs, 1_000, ProducerFields::NONE);
+            let h = validate_produce_batch(&x, 1 << 20, None).unwrap();
+            (x, h)
+        };
+        append(plain(&[(Some(b"k1"), Some(b"p1"))]));
+        // 6: c's transaction, committed at 7, its record the latest of its key.
+        append(txn_batch(&[(Some(b"k5"), Some(b"c5"))], c, 0));
+        s.append_marker(p, c, 0, 0, Marker::Commit).unwrap();
+        // 8: the newest segment, never compacted.
+        append(plain(&[(Some(b"k9"), Some(b"z"))]));
+        s.flush().unwrap();
+        assert_eq!(s.aborted_transactions(p, 0, i64::MAX).unwrap().len(), 1);
+
+        // Before the horizon: the aborted records and the superseded one go, markers stay.
+        let done = s.compact(p, 0).unwrap();
+        assert_eq!(done.records_removed, 3, "{done:?}");
+        assert_eq!(
+            batch_offsets(&s, p),
+            vec![
+                (2, true),
+                (4, true),
+                (5, false),
+                (6, false),
+                (7, true),
+                (8, false)
+            ]
+        );
+        assert_eq!(s.aborted_transactions(p, 0, i64::MAX).unwrap().len(), 1);
+
+        // Past it: a's and b's markers go (nothing of their transactions is left), with a's
+        // entry of the aborted index; c's marker stays, its record does.
+        let done = s.compact(p, i64::MAX).unwrap();
+        assert_eq!(done.records_removed, 2, "{done:?}");
+        assert_eq!(
+            batch_offsets(&s, p),
+            vec![(5, false), (6, false), (7, true), (8, false)]
+        );
+        assert!(s.aborted_transactions(p, 0, i64::MAX).unwrap().is_empty());
+        assert_eq!(s.compact(p, i64::MAX).unwrap(), Compacted::default());
+        // read_committed reads the same.
+        let mut out = BytesMut::new();
+        let r = s
+            .read_committed(p, 0, 1 << 24, true, &mut out)
+            .unwrap()
+            .unwrap();
+        assert!(r.aborted.is_empty());
+        assert_eq!(r.offsets.log_end, 9);
+        assert_eq!(
+            batch::split_batches(&out)
+                .map(|b| b.unwrap().0.base_offset)
+                .collect::<Vec<_>>(),
+            vec![5, 6, 7, 8]
         );
     }
 }
