@@ -385,3 +385,156 @@ fn transaction_settings_through_serve() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Polls `c` until it has `n` records (at most 30 s), then commits them.
+fn read_and_commit(c: &rdkafka::consumer::BaseConsumer, n: usize, what: &str) {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut got = 0;
+    while got < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {got} of {n} records"
+        );
+        if let Some(m) = c.poll(std::time::Duration::from_millis(200)) {
+            m.expect("consumed");
+            got += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+}
+
+/// The group `id` of `/api/groups`.
+fn api_group(http: std::net::SocketAddr, id: &str) -> Value {
+    let all = common::http(http, "GET", "/api/groups", None, None).json();
+    all.as_array()
+        .and_then(|a| a.iter().find(|g| g["group_id"] == id).cloned())
+        .unwrap_or_else(|| panic!("no group {id}: {all}"))
+}
+
+#[test]
+fn lag_is_against_the_last_stable_offset_for_read_committed_groups() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::Producer;
+    let watchdog =
+        common::watchdog("lag_is_against_the_last_stable_offset_for_read_committed_groups");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    let http = broker.http_addr();
+    let bootstrap = broker.addr.to_string();
+    let topic = "customer-events";
+
+    watchdog.step("three committed events, then a transaction of two left open");
+    let plain: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    for v in [VALID_42, VALID_43, VALID_42] {
+        send(&plain, topic, v);
+    }
+    let p = txn_producer(broker.addr, "lag-txn", 60_000);
+    p.begin_transaction().unwrap();
+    send(&p, topic, VALID_43);
+    send(&p, topic, VALID_43);
+
+    watchdog.step("a read_committed and a read_uncommitted group read what they can");
+    let group = |id: &str, isolation: &str| -> BaseConsumer {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", id)
+            .set("client.id", id)
+            .set("isolation.level", isolation)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        c.assign(&tpl).unwrap();
+        c
+    };
+    let rc = group("rc", "read_committed");
+    read_and_commit(&rc, 3, "read_committed");
+    let ru = group("ru", "read_uncommitted");
+    read_and_commit(&ru, 5, "read_uncommitted");
+
+    watchdog.step("/api/groups: lag against the last stable offset for the read_committed group");
+    let g = api_group(http, "rc");
+    assert_eq!(g["isolation"], "read_committed", "{g}");
+    assert_eq!(g["lag"], 0, "{g}");
+    let o = &g["offsets"][0];
+    assert_eq!(
+        (
+            &o["committed_offset"],
+            &o["last_stable_offset"],
+            &o["log_end_offset"]
+        ),
+        (&Value::from(3), &Value::from(3), &Value::from(5)),
+        "{g}"
+    );
+    let g = api_group(http, "ru");
+    assert_eq!(
+        (&g["isolation"], &g["lag"]),
+        (&Value::from("read_uncommitted"), &Value::from(0)),
+        "{g}"
+    );
+    // The stages read committed events only: the open transaction is not behind them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let g = api_group(http, "kafkabox.profile");
+        if g["lag"] == 0 && g["offsets"][0]["committed_offset"] == 3 {
+            assert_eq!(g["isolation"], "read_committed", "{g}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the profile stage: {g}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let metrics = common::http(http, "GET", "/metrics", None, None).body;
+    let stage_lag: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kafkabox_handler_lag{") && l.contains("customer-events"))
+        .collect();
+    assert!(
+        !stage_lag.is_empty() && stage_lag.iter().all(|l| l.ends_with(" 0")),
+        "{stage_lag:?}"
+    );
+
+    watchdog.step("kafkabox groups describe: by --isolation, stages read_committed");
+    let describe = |args: &[&str]| -> Value {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkabox"));
+        cmd.args(["groups", "describe"])
+            .args(args)
+            .args(["--json", "-b", &bootstrap]);
+        last_json(&run(&mut cmd, "kafkabox groups describe"))
+    };
+    let d = describe(&["rc"]);
+    assert_eq!(
+        (&d["isolation"], &d["lag"]),
+        (&Value::from("read_uncommitted"), &Value::from(2)),
+        "{d}"
+    );
+    assert_eq!(d["offsets"][0]["last_stable_offset"], 3, "{d}");
+    let d = describe(&["rc", "--isolation", "read_committed"]);
+    assert_eq!(
+        (&d["isolation"], &d["lag"]),
+        (&Value::from("read_committed"), &Value::from(0)),
+        "{d}"
+    );
+    let d = describe(&["kafkabox.profile"]);
+    assert_eq!(
+        (&d["isolation"], &d["lag"]),
+        (&Value::from("read_committed"), &Value::from(0)),
+        "{d}"
+    );
+
+    watchdog.step("the commit makes the transaction's records the read_committed group's lag");
+    p.commit_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    let g = api_group(http, "rc");
+    // Two records and the marker (Kafka's lag counts offsets).
+    assert_eq!(g["lag"], 3, "{g}");
+    drop((rc, ru));
+}

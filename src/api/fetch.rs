@@ -209,6 +209,13 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: FetchRequest) -> Pending {
     let broker = session.services.clone();
+    // Which groups read committed is learnt from their clients' fetches (lag is measured
+    // against the last stable offset for them).
+    broker.groups.note_fetch(
+        &session.client_id,
+        session.peer.ip(),
+        req.isolation_level == 1,
+    );
     // READ on each topic (when ACLs are enforced); refused partitions answer
     // TOPIC_AUTHORIZATION_FAILED.
     let denied: std::collections::HashSet<String> = req

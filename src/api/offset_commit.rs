@@ -60,6 +60,13 @@ const SCHEMA: Schema = Schema::new(
 
 fn handle(session: &mut Session, call: Call, req: OffsetCommitRequest) -> Pending {
     let services = session.services.clone();
+    // A group without members (partitions assigned by the application) is known by the
+    // client that commits for it.
+    services.groups.note_committer(
+        req.group_id.0.as_str(),
+        &session.client_id,
+        session.peer.ip(),
+    );
     // READ on the group, and on each topic committed (when ACLs are enforced).
     let group_allowed = super::allowed(
         session,

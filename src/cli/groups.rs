@@ -20,6 +20,12 @@ pub enum GroupsCommand {
     /// A group's state, members, committed offsets and lag per partition.
     Describe {
         group: String,
+        /// What the lag is measured against: read_uncommitted, the log end (high watermark);
+        /// read_committed, the last stable offset, as far as a read_committed consumer can
+        /// read. Default: read_committed for kafkabox's stages (`kafkabox.<stage>`), which
+        /// read committed records only, read_uncommitted for other groups (as Kafka's tools).
+        #[arg(long, value_enum)]
+        isolation: Option<super::consume::Isolation>,
         #[command(flatten)]
         args: ListArgs,
     },
@@ -76,14 +82,30 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
         }
         GroupsCommand::Describe {
             group,
+            isolation,
             args: ListArgs { kafka, json },
         } => {
+            use super::consume::Isolation;
+            let isolation = isolation.unwrap_or(if group.starts_with("kafkabox.") {
+                Isolation::ReadCommitted
+            } else {
+                Isolation::ReadUncommitted
+            });
+            // ListOffsets answers by the client's isolation level: the log end to one, the
+            // last stable offset to the other.
             let consumer: BaseConsumer = kafka
                 .client()?
                 .set("group.id", &group)
+                .set("isolation.level", "read_uncommitted")
                 .create()
                 .context("Kafka client")?;
             let consumer = kafkabox::clients::Closing::new(consumer, "group client");
+            let stable: BaseConsumer = kafka
+                .client()?
+                .set("isolation.level", "read_committed")
+                .create()
+                .context("Kafka client")?;
+            let stable = kafkabox::clients::Closing::new(stable, "group client");
             let list = consumer
                 .fetch_group_list(Some(&group), kafka.timeout())
                 .with_context(|| format!("cannot describe group {group}"))?;
@@ -122,22 +144,34 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
                 let (_, hi) = consumer
                     .fetch_watermarks(e.topic(), e.partition(), kafka.timeout())
                     .context("ListOffsets")?;
-                let lag = (hi - o).max(0);
+                let (_, lso) = stable
+                    .fetch_watermarks(e.topic(), e.partition(), kafka.timeout())
+                    .context("ListOffsets")?;
+                let upto = match isolation {
+                    Isolation::ReadCommitted => lso,
+                    Isolation::ReadUncommitted => hi,
+                };
+                let lag = (upto - o).max(0);
                 total += lag;
                 offsets.push(serde_json::json!({
                     "topic": e.topic(), "partition": e.partition(),
-                    "committed_offset": o, "log_end_offset": hi, "lag": lag,
+                    "committed_offset": o, "log_end_offset": hi,
+                    "last_stable_offset": lso, "lag": lag,
                 }));
             }
             drop(committed);
+            let isolation_name = match isolation {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            };
             if json {
                 super::line(format!(
                     "{}",
-                    serde_json::json!({"group_id": group, "state": state, "members": members, "offsets": offsets, "lag": total})
+                    serde_json::json!({"group_id": group, "state": state, "members": members, "offsets": offsets, "isolation": isolation_name, "lag": total})
                 ));
             } else {
                 super::line(format!(
-                    "group {group}\tstate {state}\tmembers {}\tlag {total}",
+                    "group {group}\tstate {state}\tmembers {}\tlag {total} ({isolation_name})",
                     members.len()
                 ));
                 for m in &members {
@@ -148,11 +182,12 @@ fn run_blocking(cmd: GroupsCommand) -> Result<()> {
                 }
                 for o in &offsets {
                     super::line(format!(
-                        "  {}/{}\tcommitted {}\tlog end {}\tlag {}",
+                        "  {}/{}\tcommitted {}\tlog end {}\tlast stable {}\tlag {}",
                         o["topic"].as_str().unwrap_or_default(),
                         o["partition"],
                         o["committed_offset"],
                         o["log_end_offset"],
+                        o["last_stable_offset"],
                         o["lag"]
                     ));
                 }

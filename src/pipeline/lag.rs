@@ -1,5 +1,6 @@
-//! [`Lag`]: how far each stage is behind on each partition it handles (the partition's log end
-//! minus the stage's next offset, read when asked).
+//! [`Lag`]: how far each stage is behind on each partition it handles (the partition's last
+//! stable offset minus the stage's next offset, read when asked: stages read committed records
+//! only, so an open transaction's records are not behind them yet).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -10,14 +11,15 @@ use kafkabox_storage::{Partition, Store};
 /// (stage name, topic, partition).
 type LagKey = (String, String, i32);
 
-/// Lag of every partition the pipelines handle: log end minus the next offset to handle.
+/// Lag of every partition the pipelines handle: last stable offset minus the next offset to
+/// handle.
 #[derive(Debug, Default, Clone)]
 pub struct Lag {
     inner: Arc<Mutex<HashMap<LagKey, Arc<LagSlot>>>>,
 }
 
-/// A worker's position; its lag is the partition's log end minus it, read when asked, so it
-/// grows with every append even while the worker is stuck in a handler.
+/// A worker's position; its lag is the partition's last stable offset minus it, read when
+/// asked, so it grows with every append even while the worker is stuck in a handler.
 #[derive(Debug)]
 pub(super) struct LagSlot {
     pub(super) next: AtomicI64,
@@ -27,7 +29,13 @@ pub(super) struct LagSlot {
 
 impl LagSlot {
     fn lag(&self) -> i64 {
-        (self.store.offsets(&self.part).log_end - self.next.load(Ordering::SeqCst)).max(0)
+        let end = self.store.offsets(&self.part).log_end;
+        let stable = self
+            .store
+            .last_stable_offset(&self.part)
+            .unwrap_or(end)
+            .min(end);
+        (stable - self.next.load(Ordering::SeqCst)).max(0)
     }
 }
 

@@ -26,10 +26,12 @@
 //! - `offsets.rs`: OffsetCommit, OffsetFetch, OffsetDelete and offset expiry.
 //! - `pipeline_groups.rs`: pipeline stages shown as the groups `kafkabox.<stage>`.
 //! - `consumer_protocol.rs`: the consumer protocol's subscription and assignment bytes.
+//! - [`isolation`]: which groups read committed records (from their clients' fetches).
 
 pub mod consumer;
 mod consumer_protocol;
 pub mod group;
+pub mod isolation;
 mod offsets;
 mod pipeline_groups;
 
@@ -139,6 +141,8 @@ pub struct Coordinator {
     commit_seq: AtomicU64,
     /// "group.max.count reached", at most once a minute.
     full_log: Mutex<RateLimitedLog>,
+    /// The isolation level of each client's latest Fetch.
+    fetchers: isolation::Fetchers,
 }
 
 impl Coordinator {
@@ -166,7 +170,34 @@ impl Coordinator {
             commit_gate: RwLock::new(()),
             commit_seq: AtomicU64::new(0),
             full_log: Mutex::new(RateLimitedLog::every(std::time::Duration::from_secs(60))),
+            fetchers: isolation::Fetchers::default(),
         })
+    }
+
+    /// Remembers the isolation level of a client's Fetch.
+    pub fn note_fetch(&self, client_id: &str, host: std::net::IpAddr, read_committed: bool) {
+        self.fetchers.note(client_id, host, read_committed);
+    }
+
+    /// Remembers the client that committed offsets for `group_id`.
+    pub fn note_committer(&self, group_id: &str, client_id: &str, host: std::net::IpAddr) {
+        self.fetchers.note_commit(group_id, client_id, host);
+    }
+
+    /// The isolation level `group_id` reads with: read_committed for a pipeline stage; for a
+    /// Kafka group, what its members' latest fetches say, or with no members, the latest
+    /// fetches of the client that committed for it last (None: unknown).
+    pub fn isolation(&self, group_id: &str) -> Option<isolation::Isolation> {
+        if self.pipeline_group(group_id).is_some() {
+            return Some(isolation::Isolation::ReadCommitted);
+        }
+        let from_members = self.describe(group_id).and_then(|d| {
+            self.fetchers.of(d
+                .members
+                .iter()
+                .map(|m| (m.client_id.as_str(), m.client_host.as_str())))
+        });
+        from_members.or_else(|| self.fetchers.of_committer(group_id))
     }
 
     /// Refuses to create a group when `count` groups exist already (`group.max.count`).
