@@ -208,7 +208,8 @@ fn bench_runs_every_section() {
         "start-up, kafkabox serve --ephemeral",
         "start-up in-process, Appliance::builder().ephemeral()",
         "edge forwarding (serve --upstream)",
-        "kafkabox handle (one process)",
+        "kafkabox handle, at_least_once",
+        "kafkabox handle, exactly_once_v2",
         "produce 1 KiB idempotent",
         "produce 1 KiB 100 per transaction",
         "produce 1 KiB 1 per transaction",
@@ -237,6 +238,12 @@ fn bench_runs_every_section() {
     assert_eq!(report["consume"].as_array().unwrap().len(), 2);
     assert!(report["rebalance_ms_by_members"]["3"].as_f64().is_some());
     assert!(report["transactions"]["txn100_mib_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["handle_exactly_once"]["events_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(
         report["transactions"]["read_committed_mib_s"]
             .as_f64()

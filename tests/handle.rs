@@ -38,6 +38,12 @@ struct Handler {
 
 impl Handler {
     fn start(bootstrap: &str, dir: &std::path::Path, name: &str) -> Handler {
+        Handler::start_as(bootstrap, dir, name, "at_least_once")
+    }
+
+    /// A handler with `processing.guarantee` `guarantee`.
+    fn start_as(bootstrap: &str, dir: &std::path::Path, name: &str, guarantee: &str) -> Handler {
+        let guarantee = format!("processing.guarantee={guarantee}");
         Handler::spawn(
             bootstrap,
             dir,
@@ -51,16 +57,23 @@ impl Handler {
                 // rebalance up to this long (Kafka's behaviour too); 300 s by default.
                 "--set",
                 "kafka.max.poll.interval.ms=15000",
+                "--set",
+                &guarantee,
             ],
         )
     }
 
     /// The same settings from a config file (`--config`), the cluster from the environment.
-    fn start_with_config(bootstrap: &str, dir: &std::path::Path, name: &str) -> Handler {
+    fn start_with_config(
+        bootstrap: &str,
+        dir: &std::path::Path,
+        name: &str,
+        guarantee: &str,
+    ) -> Handler {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(
             &file,
-            "[kafka]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\"max.poll.interval.ms\" = 15000\n",
+            format!("\"processing.guarantee\" = \"{guarantee}\"\n[kafka]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\"max.poll.interval.ms\" = 15000\n"),
         )
         .unwrap();
         std::env::set_var("KAFKABOX_BOOTSTRAP", bootstrap);
@@ -205,6 +218,10 @@ fn plain_cluster(partitions: usize) -> Ephemeral {
         // `kafkabox handle` writes customer-events.dlq as a client, as on a Kafka cluster.
         "--set",
         "dead.letter.topics.reserved=false",
+        // A handler killed mid-transaction (exactly_once_v2) holds its partitions' last stable
+        // offset until the transaction times out: looked for every second.
+        "--set",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
     ]);
     let n = partitions.to_string();
     let b = cluster.bootstrap();
@@ -254,11 +271,24 @@ fn check_exact(bootstrap: &str, expected: &BTreeMap<String, (u64, f64)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handlers_one_killed_profiles_exact() {
     let _watchdog = common::watchdog("two_handlers_one_killed_profiles_exact");
+    two_handlers_one_killed("at_least_once").await;
+}
+
+/// The same with `processing.guarantee=exactly_once_v2`: the killed handler's open
+/// transaction is aborted, and the dead letters are there exactly once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handlers_one_killed_exactly_once() {
+    let _watchdog = common::watchdog("two_handlers_one_killed_exactly_once");
+    two_handlers_one_killed("exactly_once_v2").await;
+}
+
+async fn two_handlers_one_killed(guarantee: &str) {
+    let exactly_once = guarantee == "exactly_once_v2";
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = plain_cluster(6);
     let b = cluster.bootstrap();
-    let mut a = Handler::start(&b, dir.path(), "a");
-    let mut h2 = Handler::start(&b, dir.path(), "b");
+    let mut a = Handler::start_as(&b, dir.path(), "a", guarantee);
+    let mut h2 = Handler::start_as(&b, dir.path(), "b", guarantee);
     let addr: std::net::SocketAddr = b.parse().unwrap();
     let p = common::producer(addr, &[("enable.idempotence", "true")]);
     let mut expected = BTreeMap::new();
@@ -310,7 +340,7 @@ async fn two_handlers_one_killed_profiles_exact() {
 
     // A new handler with an empty cache takes over from the changelog alone.
     h2.kill9();
-    let mut c = Handler::start_with_config(&b, dir.path(), "c");
+    let mut c = Handler::start_with_config(&b, dir.path(), "c", guarantee);
     invalid += produce(&p, 16000..18000, &mut expected).await;
     wait_caught_up(&cluster, 6, "18,000 events, a fresh handler", &[&c]);
     check_exact(&b, &expected);
@@ -338,6 +368,18 @@ async fn two_handlers_one_killed_profiles_exact() {
         })
         .collect();
     assert_eq!(originals.len(), invalid, "{dlq}");
+    if exactly_once {
+        // Once each: the dead letters were written in the batches' transactions.
+        assert_eq!(dlq.lines().count(), invalid, "{dlq}");
+        for h in [&a, &h2, &c] {
+            assert!(
+                h.log()
+                    .contains("exactly_once_v2: each batch is one transaction"),
+                "{}",
+                h.log()
+            );
+        }
+    }
     assert!(c.terminate().success(), "{}", c.log());
     assert!(cluster.terminate().success());
 }

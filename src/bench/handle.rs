@@ -15,8 +15,8 @@ use super::handlers::customer_event;
 
 /// Events/s of one `kafkabox handle` process over customer events in a second box: time from
 /// the first produce until its group has committed everything (the source and the re-keyed
-/// events).
-pub(super) async fn handle_bench(n: usize) -> Result<(f64, f64)> {
+/// events). `guarantee`: its `processing.guarantee`.
+pub(super) async fn handle_bench(n: usize, guarantee: &str) -> Result<(f64, f64)> {
     let (mut up, ready) = ephemeral_child("", PLAIN_CLUSTER).await?;
     let upstream = ready["bootstrap"]
         .as_str()
@@ -27,6 +27,7 @@ pub(super) async fn handle_bench(n: usize) -> Result<(f64, f64)> {
     let data = tempfile::tempdir()?;
     let mut handle = tokio::process::Command::new(&exe)
         .args(["handle", "--bootstrap", &upstream, "--group", "bench"])
+        .args(["--set", &format!("processing.guarantee={guarantee}")])
         .arg("--data-dir")
         .arg(data.path())
         .env("KAFKABOX_LOG", "warn")

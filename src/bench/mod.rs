@@ -462,20 +462,25 @@ async fn run_in(args: &BenchArgs, scratch: &Path) -> Result<()> {
         );
     }
     if args.bootstrap.is_none() && args.handle_events > 0 {
-        let (secs, produced) = handle_bench(args.handle_events).await?;
-        let n = args.handle_events as f64;
-        println!(
-            "  kafkabox handle (one process)  {:>8.0} events/s ({} events, {} customers, 3 partitions, from a second kafkabox: contract, re-keying, profiles to the changelog; produced in {:.2} s, handled after {:.2} s)",
-            n / secs,
-            args.handle_events,
-            HANDLER_CUSTOMERS,
-            produced,
-            secs
-        );
-        report.insert(
-            "handle".into(),
-            serde_json::json!({"events": args.handle_events, "events_per_s": n / secs, "secs": secs, "produced_secs": produced}),
-        );
+        for (guarantee, key) in [
+            ("at_least_once", "handle"),
+            ("exactly_once_v2", "handle_exactly_once"),
+        ] {
+            let (secs, produced) = handle_bench(args.handle_events, guarantee).await?;
+            let n = args.handle_events as f64;
+            println!(
+                "  kafkabox handle, {guarantee:<15} {:>8.0} events/s ({} events, {} customers, 3 partitions, from a second kafkabox: contract, re-keying, profiles to the changelog; produced in {:.2} s, handled after {:.2} s)",
+                n / secs,
+                args.handle_events,
+                HANDLER_CUSTOMERS,
+                produced,
+                secs
+            );
+            report.insert(
+                key.into(),
+                serde_json::json!({"events": args.handle_events, "events_per_s": n / secs, "secs": secs, "produced_secs": produced, "processing_guarantee": guarantee}),
+            );
+        }
     }
     if let Some(peak) = rss_peak() {
         println!(

@@ -57,6 +57,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("upstream.topics", "topics the edge forwarder sends upstream, a,b,c; * every topic but the .dlq ones, also those created later (default *)"),
     ("upstream.warn.free.bytes", "the edge forwarder warns (log, /metrics, /api/forward, dashboard) while records wait to be forwarded and less than this is free on the data dir's disk, or the disk would reach storage.free.bytes.min within an hour at its current rate (default 0: 4 x storage.free.bytes.min)"),
     ("kafka.<librdkafka key>", "a client setting of kafkabox handle, passed to librdkafka, e.g. kafka.security.protocol=SASL_SSL, kafka.session.timeout.ms=10000"),
+    ("processing.guarantee", "kafkabox handle: at_least_once (default) or exactly_once_v2, each batch's re-keyed events, changelog records, dead letters and consumed offsets in one Kafka transaction (Kafka Streams' setting)"),
     ("stage.stall.timeout.ms", "a stage that has retried the same records this long without progress makes /ready answer 503 with the stage and its error; a stopped stage does at once (default 60000)"),
     ("customer.events.schema", "JSON Schema file replacing the shipped customer-events contract"),
     ("customer.events.contract", "check customer-events against the contract, dead-lettering invalid events (default true); false: a plain topic (e.g. a kafkabox standing in for the cluster of kafkabox handle)"),
@@ -452,6 +453,18 @@ impl Config {
                     bail!("{k}: must be 0 or more, got {v}");
                 }
                 self.group_initial_rebalance_delay_ms = v;
+            }
+            "processing.guarantee" => {
+                self.handle_exactly_once = match value {
+                    "at_least_once" => false,
+                    "exactly_once_v2" => true,
+                    "exactly_once" | "exactly_once_beta" => bail!(
+                    "{k}: {value} is gone from Kafka Streams (removed in 4.0); use exactly_once_v2"
+                ),
+                    other => {
+                        bail!("{k}: at_least_once or exactly_once_v2, got {other:?}")
+                    }
+                }
             }
             "stage.stall.timeout.ms" => {
                 self.stage_stall_timeout =

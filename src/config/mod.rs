@@ -219,6 +219,9 @@ pub struct Config {
     /// `kafka.<librdkafka key>`: client settings of `kafkabox handle` (and the edge
     /// forwarder), passed to librdkafka as they are.
     pub kafka_client: BTreeMap<String, String>,
+    /// `processing.guarantee` of `kafkabox handle`: `exactly_once_v2` (true) puts each batch's
+    /// writes and consumed offsets in one Kafka transaction; `at_least_once` (false) does not.
+    pub handle_exactly_once: bool,
     /// `upstream.bootstrap`: the central cluster the edge forwarder sends every record to.
     pub upstream: Option<String>,
     /// `upstream.topics`: what it forwards; `*` every topic (but the `.dlq` ones), also
@@ -306,6 +309,7 @@ impl Default for Config {
             faults_allowed: false,
             emulate_kafka: None,
             kafka_client: BTreeMap::new(),
+            handle_exactly_once: false,
             upstream: None,
             upstream_topics: vec!["*".to_string()],
             upstream_warn_free_bytes: 0,

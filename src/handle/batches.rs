@@ -2,7 +2,9 @@
 //! partition's events to its chain or (re-keyed events) to the profiles, and up to
 //! `MAX_IN_FLIGHT` batches pipelined: a batch's writes (re-keyed events, changelog records,
 //! dead letters) are awaited while the next batch is handled, and the offsets are stored batch
-//! by batch, in order, once all its writes are acknowledged.
+//! by batch, in order, once all its writes are acknowledged. With `exactly_once_v2`, each
+//! batch is one transaction instead: its writes and offsets commit together before the next
+//! batch, and a batch whose transaction is aborted is read again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -13,7 +15,13 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::changelog::cache_key;
-use super::{InFlight, Runner, BATCH_RECORDS, BATCH_WAIT, IN_FLIGHT_IDLE, MAX_IN_FLIGHT};
+use super::{
+    InFlight, Runner, BATCH_RECORDS, BATCH_WAIT, IN_FLIGHT_IDLE, MAX_IN_FLIGHT, TXN_TIMEOUT,
+};
+
+/// `exactly_once_v2`: how long without records before the offsets passed markers are
+/// committed.
+const IDLE_COMMIT: Duration = Duration::from_millis(500);
 use crate::pipeline::Event;
 
 /// A consumed record as the handlers take it.
@@ -54,26 +62,7 @@ impl Runner {
             return Ok(());
         };
         acknowledged(b.deliveries, "a re-keyed, changelog or dead-letter write").await?;
-        // The changelog has the profiles: now the local cache.
-        if !b.profiles.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (customer, json) in &b.profiles {
-                batch.insert(cache_key(customer), json.as_slice());
-            }
-            let cache = self.cache.clone();
-            tokio::task::spawn_blocking(move || cache.apply_batch(batch))
-                .await
-                .context("cache task")??;
-            for (customer, _) in &b.profiles {
-                if self
-                    .unacknowledged
-                    .get(customer)
-                    .is_some_and(|(seq, _)| *seq == b.seq)
-                {
-                    self.unacknowledged.remove(customer);
-                }
-            }
-        }
+        self.cache_profiles(b.seq, &b.profiles).await?;
         // Only once every re-keyed, changelog and dead-letter record of the batch (and of
         // every batch before it) is acknowledged.
         if let Err(e) = consumer.store_offsets(&b.commit) {
@@ -82,6 +71,140 @@ impl Runner {
             tracing::warn!(error = %e, "cannot store the batch's offsets (a rebalance?)");
         }
         Ok(())
+    }
+
+    /// The changelog has a batch's profiles: now the local cache.
+    async fn cache_profiles(&mut self, seq: u64, profiles: &[(String, Vec<u8>)]) -> Result<()> {
+        if profiles.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (customer, json) in profiles {
+            batch.insert(cache_key(customer), json.as_slice());
+        }
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || cache.apply_batch(batch))
+            .await
+            .context("cache task")??;
+        for (customer, _) in profiles {
+            if self
+                .unacknowledged
+                .get(customer)
+                .is_some_and(|(s, _)| *s == seq)
+            {
+                self.unacknowledged.remove(customer);
+            }
+        }
+        Ok(())
+    }
+
+    /// `exactly_once_v2`, idle: the offsets of partitions whose position moved past the last
+    /// committed one, committed (asynchronously, outside a transaction: nothing is pending).
+    /// Everything delivered is handled and committed by then, so what the position passed is
+    /// only markers: a transaction's marker that came after its records' batch would otherwise
+    /// stay as lag 1 on the group.
+    fn commit_passed_markers(&mut self, consumer: &StreamConsumer) {
+        use rdkafka::consumer::CommitMode;
+        let Ok(position) = consumer.position() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in position.elements() {
+            let Offset::Offset(at) = e.offset() else {
+                continue;
+            };
+            let key = (e.topic().to_string(), e.partition());
+            if self.committed.get(&key).is_some_and(|c| at > *c)
+                && tpl
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(at))
+                    .is_ok()
+            {
+                self.committed.insert(key, at);
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "committing past markers");
+            }
+        }
+    }
+
+    /// `exactly_once_v2`: commits the batch's transaction with its offsets. When the
+    /// transaction must be aborted (a rebalance fenced this member's generation, a write was
+    /// refused), it is, the profiles it changed are forgotten here and its partitions are
+    /// read again from `rewind`; a fatal error (this process fenced by a newer instance) ends
+    /// the process.
+    async fn commit_batch(
+        &mut self,
+        consumer: &StreamConsumer,
+        b: InFlight,
+        rewind: TopicPartitionList,
+    ) -> Result<()> {
+        use rdkafka::producer::Producer;
+        let metadata = consumer
+            .group_metadata()
+            .context("the consumer has no group metadata")?;
+        // Past the batch's last record, and past the markers after it that the consumer has
+        // passed (read_committed returns a transaction's records with its marker): committed
+        // there, the group's lag reaches 0 on a transactional topic.
+        let offsets = b.commit.clone();
+        if let Ok(position) = consumer.position() {
+            for e in position.elements() {
+                let (Offset::Offset(at), Some(mut c)) =
+                    (e.offset(), offsets.find_partition(e.topic(), e.partition()))
+                else {
+                    continue;
+                };
+                if matches!(c.offset(), Offset::Offset(o) if at > o) {
+                    c.set_offset(Offset::Offset(at)).context("commit offsets")?;
+                }
+            }
+        }
+        let producer = self.producer.clone();
+        let done: Vec<((String, i32), i64)> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        let committed = tokio::task::spawn_blocking(move || {
+            producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+            producer.commit_transaction(TXN_TIMEOUT)
+        })
+        .await
+        .context("transaction task")?;
+        match committed {
+            Ok(()) => {
+                self.committed.extend(done);
+                // The commit flushed every write of the batch.
+                acknowledged(b.deliveries, "a re-keyed, changelog or dead-letter write").await?;
+                self.cache_profiles(b.seq, &b.profiles).await
+            }
+            Err(rdkafka::error::KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                tracing::warn!(error = %e, "the batch's transaction is aborted; its events are handled again");
+                let producer = self.producer.clone();
+                tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT))
+                    .await
+                    .context("transaction task")?
+                    .context("aborting the batch's transaction")?;
+                drop(b.deliveries);
+                for (customer, _) in &b.profiles {
+                    self.unacknowledged.remove(customer);
+                }
+                self.hot.retain(|_| false);
+                // Partitions this member lost meanwhile cannot be rewound: their new owner
+                // reads them from the committed offsets.
+                if let Err(e) = consumer.seek_partitions(rewind, Duration::ZERO) {
+                    tracing::warn!(error = %e, "cannot rewind the aborted batch's partitions");
+                }
+                Ok(())
+            }
+            Err(e) => bail!(
+                "the batch's transaction failed: {e} (another process with this data dir's transactional id fenced this one, or the cluster refuses its transactions)"
+            ),
+        }
     }
 
     /// Completes every batch in flight.
@@ -119,7 +242,18 @@ impl Runner {
                     .collect();
                 self.restored.retain(|k| now.contains(k));
             }
-            let first = if self.inflight.is_empty() {
+            let first = if self.inflight.is_empty() && self.exactly_once {
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    m = tokio::time::timeout(IDLE_COMMIT, consumer.recv()) => match m {
+                        Ok(m) => m,
+                        Err(_) => {
+                            self.commit_passed_markers(consumer);
+                            continue;
+                        }
+                    },
+                }
+            } else if self.inflight.is_empty() {
                 tokio::select! {
                     _ = shutdown.changed() => return Ok(()),
                     m = consumer.recv() => m,
@@ -162,6 +296,21 @@ impl Runner {
                     .push(e);
             }
             let mut commit = TopicPartitionList::new();
+            // Where each partition's events start: an aborted batch is read again from there.
+            let mut rewind = TopicPartitionList::new();
+            if self.exactly_once {
+                use rdkafka::producer::Producer;
+                self.producer
+                    .begin_transaction()
+                    .context("begin_transaction")?;
+                for ((topic, partition), events) in &by_partition {
+                    if let Some(first) = events.first() {
+                        rewind
+                            .add_partition_offset(topic, *partition, Offset::Offset(first.offset))
+                            .context("rewind offsets")?;
+                    }
+                }
+            }
             tracing::debug!(partitions = by_partition.len(), "batch");
             // Every partition's writes go out before the batch waits for their
             // acknowledgements, once.
@@ -194,12 +343,17 @@ impl Runner {
                 self.unacknowledged
                     .insert(customer.clone(), (self.seq, json.clone()));
             }
-            self.inflight.push_back(InFlight {
+            let batch = InFlight {
                 seq: self.seq,
                 deliveries,
                 profiles: cached,
                 commit,
-            });
+            };
+            if self.exactly_once {
+                self.commit_batch(consumer, batch, rewind).await?;
+            } else {
+                self.inflight.push_back(batch);
+            }
         }
     }
 }

@@ -108,6 +108,18 @@ impl Runner {
                         bail!("{changelog}/{partition}: restore did not reach offset {high} within 10 minutes");
                     }
                     let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+                        // The changelog's end may be a transaction's marker (exactly_once_v2),
+                        // which is never returned: the position moves past it.
+                        let pos = consumer.position().ok().and_then(|tpl| {
+                            tpl.find_partition(&changelog, partition)
+                                .and_then(|e| match e.offset() {
+                                    Offset::Offset(o) => Some(o),
+                                    _ => None,
+                                })
+                        });
+                        if pos.is_some_and(|p| p >= high) {
+                            break;
+                        }
                         if quiet.elapsed() > Duration::from_secs(10) {
                             tracing::warn!(partition, at, high, "restoring profiles: nothing read from the changelog for 10 s");
                             quiet = std::time::Instant::now();

@@ -14,6 +14,13 @@
 //! write of a process that had lost the partition), so such a write never moves it back.
 //! Dead letters go to the cluster's `<topic>.dlq` with an idempotent producer (at least once).
 //!
+//! With `processing.guarantee=exactly_once_v2` (Kafka Streams' setting and design, KIP-447),
+//! each batch is one Kafka transaction: its re-keyed events, changelog records, dead letters
+//! and the consumed offsets commit together or not at all; the consumer reads committed
+//! records only, and a process that lost its partitions (a "zombie") can no longer commit
+//! (the group generation fences it), so its late changelog writes are aborted and no restore
+//! sees them. Webhook and exec calls stay at least once (they are outside Kafka).
+//!
 //! - `mod.rs`: [`HandleBuilder`] and its `run`, the topic names, the running process's state.
 //! - `setup.rs`: the chain of each topic from the configuration, and the topics created on
 //!   the cluster before consuming.
@@ -54,6 +61,24 @@ const BATCH_WAIT: Duration = Duration::from_millis(50);
 const MAX_IN_FLIGHT: usize = 4;
 /// With batches in flight, how long to wait for a new record before finishing them.
 const IN_FLIGHT_IDLE: Duration = Duration::from_millis(2);
+/// How long the transaction calls of `exactly_once_v2` may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The transactional id of the process whose local cache is `cache`: `<group>-handle-<uuid>`,
+/// the uuid made once and kept in the cache.
+fn transactional_id(cache: &sled::Db, group: &str) -> Result<String> {
+    const KEY: &[u8] = b"transactional.id";
+    let id = match cache.get(KEY)? {
+        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            cache.insert(KEY, id.as_bytes())?;
+            cache.flush()?;
+            id
+        }
+    };
+    Ok(format!("{group}-handle-{id}"))
+}
 
 /// The changelog topic of `group`'s profiles.
 pub fn changelog_topic(group: &str) -> String {
@@ -146,27 +171,62 @@ impl HandleBuilder {
         let partitions = self
             .prepare_topics(&topics, &chains, &repartitions, &changelog)
             .await?;
-        let producer: FutureProducer = self
-            .client()
+        let exactly_once = self.config.handle_exactly_once;
+        let mut producer = self.client();
+        producer
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
-            .create()
-            .context("Kafka producer")?;
-        let consumer: StreamConsumer = self
-            .client()
+            .set("linger.ms", "5");
+        if exactly_once {
+            // One id per data dir (a second process cannot open the same cache): stable across
+            // restarts, so that a restarted process fences its previous instance and aborts
+            // the transaction that one left open at once.
+            let id = transactional_id(&cache, &self.group)?;
+            tracing::info!(transactional_id = %id, "exactly_once_v2: each batch is one transaction");
+            producer.set("transactional.id", id);
+            // Kafka Streams' default under exactly-once: a process killed mid-transaction holds
+            // its partitions' last stable offset (read_committed readers wait) this long.
+            if !self
+                .config
+                .kafka_client
+                .contains_key("transaction.timeout.ms")
+            {
+                producer.set("transaction.timeout.ms", "10000");
+            }
+        }
+        let producer: FutureProducer = producer.create().context("Kafka producer")?;
+        if exactly_once {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::producer::Producer;
+                p.init_transactions(TXN_TIMEOUT)
+            })
+            .await
+            .context("init_transactions task")?
+            .context("the cluster refused the handler's transactions (init_transactions)")?;
+        }
+        let mut consumer = self.client();
+        consumer
             .set("group.id", &self.group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        if exactly_once {
+            // The offsets go with each batch's transaction; read only committed records (the
+            // repartition topic is written in transactions too).
+            consumer
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed");
+        } else {
             // Offsets are stored once a batch's records are acknowledged, and librdkafka commits
             // the stored ones every second, before a rebalance takes partitions away, and at
             // close (a synchronous commit on the polling task could wait on a rebalance that
             // waits on the poll).
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .create()
-            .context("Kafka consumer")?;
+            consumer
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.commit.interval.ms", "1000");
+        }
+        let consumer: StreamConsumer = consumer.create().context("Kafka consumer")?;
         let names: Vec<&str> = topics
             .iter()
             .chain(repartitions.keys())
@@ -195,6 +255,8 @@ impl HandleBuilder {
             unacknowledged: HashMap::new(),
             seq: 0,
             hot: HotProfiles::new(HOT_BYTES),
+            exactly_once,
+            committed: HashMap::new(),
         };
         let r = runner.run(&consumer).await;
         // Leaves the group and commits the stored offsets, within a bound and off the
@@ -231,6 +293,10 @@ struct Runner {
     seq: u64,
     /// The profiles last changed here, typed (the changelog and cache hold JSON).
     hot: HotProfiles,
+    /// `processing.guarantee=exactly_once_v2`: each batch is one transaction.
+    exactly_once: bool,
+    /// `exactly_once_v2`: the offsets this process committed last, per partition.
+    committed: HashMap<(String, i32), i64>,
 }
 
 /// A batch whose writes are sent and not yet all acknowledged.
