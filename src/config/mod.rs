@@ -495,6 +495,7 @@ mod tests {
                 "http.cors.allowed.origins",
                 "https://app.example.com:8443,*",
             ),
+            ("processing.guarantee", "exactly_once_v2"),
         ];
         for (key, _) in KEYS {
             if *key == "handlers.<topic>" || *key == "kafka.<librdkafka key>" {
