@@ -349,8 +349,8 @@ impl Transactions {
         self.finish(id, &mut m)
     }
 
-    /// Writes the markers of a prepared transaction, its offsets when it commits, and
-    /// completes it.
+    /// Writes the markers of a prepared transaction, its offsets when it commits (both durable
+    /// before it returns), and completes it.
     fn finish(&self, id: &str, m: &mut TxnMeta) -> Result<()> {
         let commit = m.state == TxnState::PrepareCommit;
         let marker = if commit {
@@ -381,9 +381,6 @@ impl Transactions {
                 }
             }
         }
-        if last_seq > 0 {
-            self.durable(last_seq)?;
-        }
         if commit {
             for (group, offsets) in &m.offsets {
                 let offsets: Vec<OffsetToCommit> = offsets
@@ -400,12 +397,21 @@ impl Transactions {
                     continue;
                 }
                 if let Some(seq) = self.groups.commit_txn_offsets(group, offsets)? {
-                    self.durable(seq)?;
+                    last_seq = last_seq.max(seq);
                 }
             }
         }
+        // One wait for the markers and the offsets together.
+        if last_seq > 0 {
+            self.durable(last_seq)?;
+        }
+        // Complete need not be durable before the answer: were it lost, the prepared
+        // transaction is finished again at start (the same markers and offsets once more,
+        // which readers and OffsetFetch take as they are), and the next write of this id
+        // waits for it anyway.
         m.complete(now_ms());
-        self.persist(id, m)?;
+        let v = serde_json::to_vec(&*m).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.put_state(&[(key(id), v)])?;
         if commit {
             self.counts.commits.fetch_add(1, Ordering::Relaxed);
         } else {
