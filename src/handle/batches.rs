@@ -169,42 +169,50 @@ impl Runner {
                 _ => None,
             })
             .collect();
-        let committed = tokio::task::spawn_blocking(move || {
-            producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
-            producer.commit_transaction(TXN_TIMEOUT)
-        })
-        .await
-        .context("transaction task")?;
-        match committed {
+        // Delivered first: the producer serves its delivery reports on its own thread, and a
+        // commit left to flush them itself waits in that thread's 100 ms poll steps.
+        let delivered =
+            acknowledged(b.deliveries, "a re-keyed, changelog or dead-letter write").await;
+        let abort_why = match delivered {
+            Err(e) => Some(e.to_string()),
             Ok(()) => {
-                self.committed.extend(done);
-                // The commit flushed every write of the batch.
-                acknowledged(b.deliveries, "a re-keyed, changelog or dead-letter write").await?;
-                self.cache_profiles(b.seq, &b.profiles).await
-            }
-            Err(rdkafka::error::KafkaError::Transaction(e)) if e.txn_requires_abort() => {
-                tracing::warn!(error = %e, "the batch's transaction is aborted; its events are handled again");
-                let producer = self.producer.clone();
-                tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT))
-                    .await
-                    .context("transaction task")?
-                    .context("aborting the batch's transaction")?;
-                drop(b.deliveries);
-                for (customer, _) in &b.profiles {
-                    self.unacknowledged.remove(customer);
+                let committed = tokio::task::spawn_blocking(move || {
+                    producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+                    producer.commit_transaction(TXN_TIMEOUT)
+                })
+                .await
+                .context("transaction task")?;
+                match committed {
+                    Ok(()) => None,
+                    Err(rdkafka::error::KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                        Some(e.to_string())
+                    }
+                    Err(e) => bail!(
+                        "the batch's transaction failed: {e} (another process with this data dir's transactional id fenced this one, or the cluster refuses its transactions)"
+                    ),
                 }
-                self.hot.retain(|_| false);
-                // Partitions this member lost meanwhile cannot be rewound: their new owner
-                // reads them from the committed offsets.
-                if let Err(e) = consumer.seek_partitions(rewind, Duration::ZERO) {
-                    tracing::warn!(error = %e, "cannot rewind the aborted batch's partitions");
-                }
-                Ok(())
             }
-            Err(e) => bail!(
-                "the batch's transaction failed: {e} (another process with this data dir's transactional id fenced this one, or the cluster refuses its transactions)"
-            ),
+        };
+        let Some(why) = abort_why else {
+            self.committed.extend(done);
+            return self.cache_profiles(b.seq, &b.profiles).await;
+        };
+        tracing::warn!(error = %why, "the batch's transaction is aborted; its events are handled again");
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT))
+            .await
+            .context("transaction task")?
+            .context("aborting the batch's transaction")?;
+        for (customer, _) in &b.profiles {
+            self.unacknowledged.remove(customer);
         }
+        self.hot.retain(|_| false);
+        // Partitions this member lost meanwhile cannot be rewound: their new owner reads them
+        // from the committed offsets.
+        if let Err(e) = consumer.seek_partitions(rewind, Duration::ZERO) {
+            tracing::warn!(error = %e, "cannot rewind the aborted batch's partitions");
+        }
+        Ok(())
     }
 
     /// Completes every batch in flight.
