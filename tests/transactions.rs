@@ -538,3 +538,104 @@ fn lag_is_against_the_last_stable_offset_for_read_committed_groups() {
     assert_eq!(g["lag"], 3, "{g}");
     drop((rc, ru));
 }
+
+/// `records_removed` summed over the broker log's compaction lines of `topic`.
+fn compacted_away(log: &str, topic: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("compacted") && l.contains(&format!("topic={topic}")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("records_removed="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn compaction_removes_aborted_records_then_the_abort_marker() {
+    use rdkafka::producer::Producer;
+    let watchdog = common::watchdog("compaction_removes_aborted_records_then_the_abort_marker");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &["--set", "log.retention.check.interval.ms=100"],
+    );
+    let bootstrap = broker.addr.to_string();
+    run(
+        Command::new(env!("CARGO_BIN_EXE_kafkabox")).args([
+            "topics",
+            "create",
+            "ledger",
+            "-p",
+            "1",
+            "-c",
+            "cleanup.policy=compact",
+            "-c",
+            "segment.bytes=300",
+            "-c",
+            "delete.retention.ms=0",
+            "-b",
+            &bootstrap,
+        ]),
+        "kafkabox topics create",
+    );
+
+    watchdog.step("an aborted transaction, a committed one, then records that roll the segments");
+    // A compacted topic takes keyed records only (Kafka's rule).
+    let keyed = |p: &rdkafka::producer::BaseProducer, key: &str, value: &str| {
+        use rdkafka::producer::BaseRecord;
+        p.send(
+            BaseRecord::to("ledger")
+                .key(key)
+                .payload(value)
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("queued");
+        p.flush(std::time::Duration::from_secs(20))
+            .expect("flushed");
+    };
+    let p = txn_producer(broker.addr, "ledger-txn", 60_000);
+    p.begin_transaction().unwrap();
+    keyed(&p, "a", "a1");
+    keyed(&p, "b", "a2");
+    p.abort_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    p.begin_transaction().unwrap();
+    keyed(&p, "c", "c1");
+    p.commit_transaction(std::time::Duration::from_secs(30))
+        .unwrap();
+    let plain: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    for i in 0..10 {
+        keyed(&plain, &format!("f{i}"), &format!("f{i}"));
+    }
+
+    watchdog.step("compaction: a read_uncommitted consumer no longer sees the aborted records");
+    let want: Vec<String> = std::iter::once("c1".to_string())
+        .chain((0..10).map(|i| format!("f{i}")))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = consume_cli(&bootstrap, "ledger", Some("read_uncommitted"));
+        // The two aborted records, then the ABORT marker (nothing of its transaction left,
+        // delete.retention.ms=0); the COMMIT marker stays with c1.
+        if got == want && compacted_away(&broker.log_text(), "ledger") == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {got:?}, compacted away {}: {}",
+            compacted_away(&broker.log_text(), "ledger"),
+            broker.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // read_committed reads the same.
+    assert_eq!(
+        consume_cli(&bootstrap, "ledger", Some("read_committed")),
+        want
+    );
+}
