@@ -639,3 +639,125 @@ fn compaction_removes_aborted_records_then_the_abort_marker() {
         want
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_partitions_to_txn_batched_and_verify_only() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest,
+        EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let _watchdog = common::watchdog("add_partitions_to_txn_batched_and_verify_only");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    common::create_topic(broker.addr, "kip890", 2).await;
+    let mut c = common::Conn::open(broker.addr).await;
+    let id = || TransactionalId(StrBytes::from_static_str("t890"));
+    let init: InitProducerIdResponse = c
+        .call(
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(id()))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+        .await;
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id, init.producer_epoch);
+    let topic = |partitions: Vec<i32>| {
+        vec![AddPartitionsToTxnTopic::default()
+            .with_name(kafka_protocol::messages::TopicName(
+                StrBytes::from_static_str("kip890"),
+            ))
+            .with_partitions(partitions)]
+    };
+    // The client's form (v3) adds partition 0.
+    let r: AddPartitionsToTxnResponse = c
+        .call(
+            ApiKey::AddPartitionsToTxn,
+            3,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(id())
+                .with_v3_and_below_producer_id(pid)
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(topic(vec![0])),
+        )
+        .await;
+    assert_eq!(
+        r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    // The batched form (v4, v5): verify_only says which are in the transaction.
+    let batched = |verify_only: bool, epoch: i16, partitions: Vec<i32>| {
+        AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(id())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_verify_only(verify_only)
+                .with_topics(topic(partitions)),
+        ])
+    };
+    let codes = |r: &AddPartitionsToTxnResponse| -> Vec<(i32, i16)> {
+        assert_eq!(r.error_code, 0, "{r:?}");
+        assert_eq!(r.results_by_transaction[0].transactional_id, id());
+        r.results_by_transaction[0].topic_results[0]
+            .results_by_partition
+            .iter()
+            .map(|p| (p.partition_index, p.partition_error_code))
+            .collect()
+    };
+    for version in [4, 5] {
+        let r: AddPartitionsToTxnResponse = c
+            .call(
+                ApiKey::AddPartitionsToTxn,
+                version,
+                &batched(true, epoch, vec![0, 1]),
+            )
+            .await;
+        // TRANSACTION_ABORTABLE (120) for the partition that is not in it.
+        assert_eq!(codes(&r), vec![(0, 0), (1, 120)], "v{version}");
+    }
+    let r: AddPartitionsToTxnResponse = c
+        .call(
+            ApiKey::AddPartitionsToTxn,
+            5,
+            &batched(false, epoch, vec![1]),
+        )
+        .await;
+    assert_eq!(codes(&r), vec![(1, 0)]);
+    let r: AddPartitionsToTxnResponse = c
+        .call(
+            ApiKey::AddPartitionsToTxn,
+            5,
+            &batched(true, epoch, vec![0, 1]),
+        )
+        .await;
+    assert_eq!(codes(&r), vec![(0, 0), (1, 0)]);
+    // An older epoch is fenced (PRODUCER_FENCED, 90).
+    let r: AddPartitionsToTxnResponse = c
+        .call(
+            ApiKey::AddPartitionsToTxn,
+            5,
+            &batched(true, epoch - 1, vec![0]),
+        )
+        .await;
+    assert_eq!(codes(&r), vec![(0, 90)]);
+    let end: EndTxnResponse = c
+        .call(
+            ApiKey::EndTxn,
+            3,
+            &EndTxnRequest::default()
+                .with_transactional_id(id())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_committed(false),
+        )
+        .await;
+    assert_eq!(end.error_code, 0);
+}

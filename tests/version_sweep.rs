@@ -637,20 +637,35 @@ async fn every_advertised_version_is_answered() {
                 ApiKey::AddPartitionsToTxn => {
                     let id = format!("sweep-add-v{v}");
                     let (pid, epoch) = init_txn(addr, &id).await;
-                    let req = AddPartitionsToTxnRequest::default()
-                        .with_v3_and_below_transactional_id(txn_id(&id))
-                        .with_v3_and_below_producer_id(pid)
-                        .with_v3_and_below_producer_epoch(epoch)
-                        .with_v3_and_below_topics(vec![
-                            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                                .with_name(name("sweep"))
-                                .with_partitions(vec![0]),
-                        ]);
+                    let topics = vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![0]),
+                    ];
+                    // v4-5: the brokers' batched form (KIP-890).
+                    let req = if v >= 4 {
+                        AddPartitionsToTxnRequest::default().with_transactions(vec![
+                            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                                .with_transactional_id(txn_id(&id))
+                                .with_producer_id(pid)
+                                .with_producer_epoch(epoch)
+                                .with_topics(topics),
+                        ])
+                    } else {
+                        AddPartitionsToTxnRequest::default()
+                            .with_v3_and_below_transactional_id(txn_id(&id))
+                            .with_v3_and_below_producer_id(pid)
+                            .with_v3_and_below_producer_epoch(epoch)
+                            .with_v3_and_below_topics(topics)
+                    };
                     let r: AddPartitionsToTxnResponse = call(addr, key, v, &req).await;
+                    let results = if v >= 4 {
+                        &r.results_by_transaction[0].topic_results
+                    } else {
+                        &r.results_by_topic_v3_and_below
+                    };
                     assert_eq!(
-                        r.results_by_topic_v3_and_below[0].results_by_partition[0]
-                            .partition_error_code,
-                        0,
+                        results[0].results_by_partition[0].partition_error_code, 0,
                         "AddPartitionsToTxn v{v}"
                     );
                 }
@@ -916,18 +931,32 @@ async fn injected_errors_answer_every_version() {
                     vec![r.responses[0].error_code]
                 }
                 ApiKey::AddPartitionsToTxn => {
-                    let req = AddPartitionsToTxnRequest::default()
-                        .with_v3_and_below_transactional_id(txn_id("inj"))
-                        .with_v3_and_below_topics(vec![
-                            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                                .with_name(name("sweep"))
-                                .with_partitions(vec![0]),
-                        ]);
+                    let topics = vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(name("sweep"))
+                            .with_partitions(vec![0]),
+                    ];
+                    let req = if v >= 4 {
+                        AddPartitionsToTxnRequest::default().with_transactions(vec![
+                            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                                .with_transactional_id(txn_id("inj"))
+                                .with_topics(topics),
+                        ])
+                    } else {
+                        AddPartitionsToTxnRequest::default()
+                            .with_v3_and_below_transactional_id(txn_id("inj"))
+                            .with_v3_and_below_topics(topics)
+                    };
                     let r: AddPartitionsToTxnResponse = call(addr, key, v, &req).await;
-                    vec![
-                        r.results_by_topic_v3_and_below[0].results_by_partition[0]
-                            .partition_error_code,
-                    ]
+                    if v >= 4 {
+                        // The batched form's error is the request's.
+                        vec![r.error_code]
+                    } else {
+                        vec![
+                            r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                                .partition_error_code,
+                        ]
+                    }
                 }
                 ApiKey::AddOffsetsToTxn => {
                     let req = AddOffsetsToTxnRequest::default()

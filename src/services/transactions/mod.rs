@@ -249,6 +249,26 @@ impl Transactions {
         Ok(())
     }
 
+    /// AddPartitionsToTxn with `verify_only` (KIP-890): whether each of `partitions` is in the
+    /// open transaction of `id`, nothing added; the producer checked as for an add, and a
+    /// transaction being completed answered `CONCURRENT_TRANSACTIONS`.
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<bool>> {
+        let meta = self.get(id)?;
+        let m = Self::lock(&meta)?;
+        m.check_producer(producer_id, epoch)?;
+        m.check_add()?;
+        Ok(partitions
+            .iter()
+            .map(|p| m.partitions.contains(p))
+            .collect())
+    }
+
     /// AddOffsetsToTxn: the transaction will commit offsets of `group`.
     pub fn add_offsets(&self, id: &str, producer_id: i64, epoch: i16, group: &str) -> Result<()> {
         let meta = self.get(id)?;
