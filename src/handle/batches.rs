@@ -139,11 +139,9 @@ impl Runner {
         consumer: &StreamConsumer,
         b: InFlight,
         rewind: TopicPartitionList,
+        metadata: rdkafka::consumer::ConsumerGroupMetadata,
     ) -> Result<()> {
         use rdkafka::producer::Producer;
-        let metadata = consumer
-            .group_metadata()
-            .context("the consumer has no group metadata")?;
         // Past the batch's last record, and past the markers after it that the consumer has
         // passed (read_committed returns a transaction's records with its marker): committed
         // there, the group's lag reaches 0 on a transactional topic.
@@ -208,9 +206,30 @@ impl Runner {
         }
         self.hot.retain(|_| false);
         // Partitions this member lost meanwhile cannot be rewound: their new owner reads them
-        // from the committed offsets.
-        if let Err(e) = consumer.seek_partitions(rewind, Duration::ZERO) {
-            tracing::warn!(error = %e, "cannot rewind the aborted batch's partitions");
+        // from the committed offsets. One still assigned that cannot be would be committed
+        // past records never handled: the process stops instead.
+        let assigned: HashSet<(String, i32)> = consumer
+            .assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sought = consumer
+            .seek_partitions(rewind, Duration::ZERO)
+            .context("rewinding the aborted batch's partitions")?;
+        for e in sought.elements() {
+            if let Err(err) = e.error() {
+                if assigned.contains(&(e.topic().to_string(), e.partition())) {
+                    bail!(
+                        "cannot rewind {}/{} after the batch's transaction was aborted: {err}; stopping, so that its records are not skipped",
+                        e.topic(),
+                        e.partition()
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -277,8 +296,21 @@ impl Runner {
                 }
             };
             let mut batch = Vec::new();
+            // exactly_once_v2: the group generation the batch is read under, taken before the
+            // rest of it is (receiving may apply a rebalance): if partitions move meanwhile,
+            // the commit is refused and the batch aborted, never committed for another owner.
+            let mut metadata = None;
             match first {
-                Ok(m) => batch.push(event_of(&m)),
+                Ok(m) => {
+                    batch.push(event_of(&m));
+                    if self.exactly_once {
+                        metadata = Some(
+                            consumer
+                                .group_metadata()
+                                .context("the consumer has no group metadata")?,
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -302,6 +334,19 @@ impl Runner {
                     .entry((e.topic.clone(), e.partition))
                     .or_default()
                     .push(e);
+            }
+            // Re-keyed partitions just given to this process get their profiles first, before
+            // any event of the batch is applied (and outside its transaction: a long restore
+            // must not run down the transaction's timeout).
+            for (topic, partition) in by_partition.keys() {
+                if self.repartitions.contains_key(topic)
+                    && !self.restored.contains(&(topic.clone(), *partition))
+                {
+                    // This process may have written that changelog partition before.
+                    self.drain(consumer).await?;
+                    self.restore(*partition).await?;
+                    self.restored.insert((topic.clone(), *partition));
+                }
             }
             let mut commit = TopicPartitionList::new();
             // Where each partition's events start: an aborted batch is read again from there.
@@ -328,12 +373,6 @@ impl Runner {
                 tracing::debug!(%topic, partition, events = events.len(), first = events.first().map(|e| e.offset), "handling");
                 let next = events.last().map_or(0, |e| e.offset + 1);
                 if self.repartitions.contains_key(&topic) {
-                    if !self.restored.contains(&(topic.clone(), partition)) {
-                        // This process may have written that changelog partition before.
-                        self.drain(consumer).await?;
-                        self.restore(partition).await?;
-                        self.restored.insert((topic.clone(), partition));
-                    }
                     let (sent, writes) = self.profile(partition, events)?;
                     deliveries.extend(sent);
                     cached.extend(writes);
@@ -357,8 +396,8 @@ impl Runner {
                 profiles: cached,
                 commit,
             };
-            if self.exactly_once {
-                self.commit_batch(consumer, batch, rewind).await?;
+            if let Some(metadata) = metadata {
+                self.commit_batch(consumer, batch, rewind, metadata).await?;
             } else {
                 self.inflight.push_back(batch);
             }

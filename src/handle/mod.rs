@@ -259,6 +259,19 @@ impl HandleBuilder {
             committed: HashMap::new(),
         };
         let r = runner.run(&consumer).await;
+        if r.is_err() && runner.exactly_once {
+            // A transaction left open would hold its partitions' last stable offset until it
+            // times out: aborted now if it can be (an error here means none was open).
+            let p = runner.producer.clone();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || {
+                    use rdkafka::producer::Producer;
+                    p.abort_transaction(Duration::from_secs(5))
+                }),
+            )
+            .await;
+        }
         // Leaves the group and commits the stored offsets, within a bound and off the
         // runtime's threads (rdkafka's own drop waits for the close without a deadline).
         consumer.unsubscribe();
