@@ -7,13 +7,11 @@
 //!
 //! Under transactions (as Kafka's cleaner): nothing at or past the last stable offset is
 //! compacted; aborted transactions' records go whatever their keys; a COMMIT or ABORT marker
-//! goes once no record of its transaction is left and its segment is older than the same
-//! cutoff as tombstones (KIP-534's delete horizon), an ABORT marker with its entry of the
-//! aborted transactions index.
-//!
-//! A rewritten segment is a new generation: a new database in `<base>-<generation>/`, written
-//! and flushed whole before the meta database's summary names it; at load, directories of
-//! other generations are removed. A crash at any point keeps one complete generation.
+//! goes, in a later pass than the last of its transaction's records (so a read_committed
+//! fetch that read aborted records always finds their index entry), once its segment is older
+//! than the same cutoff as tombstones (its newest record older than `delete.retention.ms`;
+//! Kafka, since KIP-534, counts that time from the cleaning that emptied the transaction), an
+//! ABORT marker with its entry of the aborted transactions index.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -198,7 +196,11 @@ impl Store {
                         }
                         live.remove(&h.producer_id);
                     } else if !candidate
-                        || (!is_aborted(&h) && records.iter().any(|r| !removable(r, tombstones_go)))
+                        // Aborted records still here count: their marker and index entry go
+                        // no earlier than the pass after them, so a read_committed fetch that
+                        // read them always finds their entry.
+                        || is_aborted(&h)
+                        || records.iter().any(|r| !removable(r, tombstones_go))
                     {
                         live.insert(h.producer_id, true);
                     }
