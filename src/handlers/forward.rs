@@ -96,15 +96,21 @@ impl Forward {
         }
         let mut producer = client.clone();
         producer.set("linger.ms", "5");
-        // The user's settings win, but for what makes the forwarding exact.
+        // The user's settings win, but for what makes the forwarding exact. The message
+        // timeout (or its alias delivery.timeout.ms) is the forwarder's own deadline.
+        let mut timeout = None;
         for (k, v) in settings {
+            if k == "message.timeout.ms" || k == "delivery.timeout.ms" {
+                timeout = Some(v);
+                continue;
+            }
             producer.set(k, v);
         }
-        let deadline = match settings.get("message.timeout.ms").map(|v| v.parse::<u64>()) {
+        let deadline = match timeout.map(|v| v.parse::<u64>()) {
             None | Some(Ok(0)) => DEFAULT_DEADLINE,
             Some(Ok(ms)) => Duration::from_millis(ms),
             Some(Err(_)) => anyhow::bail!(
-                "upstream setting message.timeout.ms must be a number of milliseconds"
+                "upstream setting message.timeout.ms (delivery.timeout.ms) must be a number of milliseconds"
             ),
         };
         let producer: FutureProducer = producer
