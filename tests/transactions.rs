@@ -3,7 +3,8 @@
 //! consume-transform-produce, fencing, timeouts), kafkajs (tests/js/kafkajs_transactions.js),
 //! kafka-python and aiokafka (tests/python/py_transactions.py), a quixstreams exactly-once
 //! application (tests/python/quix_exactly_once.py), librdkafka through rdkafka (the in-box
-//! stages never see an aborted event; all or nothing across kill -9).
+//! stages and the edge forwarder never see an aborted event; all or nothing across kill -9;
+//! lag against the last stable offset; compaction; AddPartitionsToTxn v4-5).
 
 mod common;
 
@@ -156,7 +157,26 @@ fn the_box_never_sees_an_aborted_event() {
     use rdkafka::producer::Producer;
     let watchdog = common::watchdog("the_box_never_sees_an_aborted_event");
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::spawn(&dir.path().join("data"), &[]);
+    // A second kafkabox stands in for the central cluster the box forwards to.
+    let cluster = BrokerProcess::spawn(
+        &dir.path().join("cluster"),
+        &[
+            "--set",
+            "customer.events.contract=false",
+            "--set",
+            "customer.events.handlers=",
+        ],
+    );
+    let upstream = cluster.addr.to_string();
+    let broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        &[
+            "--upstream",
+            &upstream,
+            "--set",
+            "upstream.topics=customer-events",
+        ],
+    );
     let http = broker.http_addr();
     let bootstrap = broker.addr.to_string();
     let topic = "customer-events";
@@ -207,6 +227,25 @@ fn the_box_never_sees_an_aborted_event() {
         .map(|r| &r["value"]["customer_id"])
         .collect();
     assert_eq!(shown, vec!["43"], "{browse}");
+
+    watchdog.step("the forwarder sent the committed event only");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = common::http(http, "GET", "/api/forward", None, None).json();
+        if status["lag"] == 0 && status["records"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forwarder did not catch up: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Read uncommitted upstream: nothing of the aborted transaction reached it at all.
+    assert_eq!(
+        consume_cli(&upstream, topic, None),
+        vec![VALID_43.to_string()]
+    );
 
     watchdog.step("kafkabox consume, both isolation levels");
     assert_eq!(
