@@ -32,8 +32,9 @@ impl Isolation {
     }
 }
 
-/// A client: its id and host.
-type Client = (String, IpAddr);
+/// A client: a hash of its id (keyed per process: no allocation on the Fetch path, and no
+/// collision a client could aim for) and its host.
+type Client = (u64, IpAddr);
 
 /// The isolation level of each client's latest Fetch.
 #[derive(Debug, Default)]
@@ -43,6 +44,7 @@ pub(super) struct Fetchers {
     /// Group → (client id, host) of its latest OffsetCommit, and when.
     committers: Mutex<HashMap<String, (Client, u64)>>,
     notes: std::sync::atomic::AtomicU64,
+    ids: std::collections::hash_map::RandomState,
 }
 
 /// Inserts `v` under `k`; a full `map` first forgets the tenth of its entries noted longest
@@ -64,6 +66,11 @@ fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(
 }
 
 impl Fetchers {
+    fn client(&self, client_id: &str, host: IpAddr) -> Client {
+        use std::hash::BuildHasher;
+        (self.ids.hash_one(client_id), host)
+    }
+
     fn tick(&self) -> u64 {
         self.notes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -75,16 +82,12 @@ impl Fetchers {
         let Ok(mut seen) = self.seen.lock() else {
             return;
         };
-        if let Some(e) = seen.get_mut(&(client_id.to_string(), host)) {
+        let client = self.client(client_id, host);
+        if let Some(e) = seen.get_mut(&client) {
             *e = (committed, at);
             return;
         }
-        insert_bounded(
-            &mut seen,
-            (client_id.to_string(), host),
-            (committed, at),
-            |v| v.1,
-        );
+        insert_bounded(&mut seen, client, (committed, at), |v| v.1);
     }
 
     /// `client_id` at `host` committed offsets for `group`.
@@ -93,23 +96,17 @@ impl Fetchers {
         let Ok(mut c) = self.committers.lock() else {
             return;
         };
+        let client = self.client(client_id, host);
         if let Some(e) = c.get_mut(group) {
-            if e.0 .0 == client_id && e.0 .1 == host {
-                e.1 = at;
-                return;
-            }
+            *e = (client, at);
+            return;
         }
-        insert_bounded(
-            &mut c,
-            group.to_string(),
-            ((client_id.to_string(), host), at),
-            |v| v.1,
-        );
+        insert_bounded(&mut c, group.to_string(), (client, at), |v| v.1);
     }
 
     /// The isolation level of the client that committed for `group` last.
     pub(super) fn of_committer(&self, group: &str) -> Option<Isolation> {
-        let client = self.committers.lock().ok()?.get(group)?.0.clone();
+        let client = self.committers.lock().ok()?.get(group)?.0;
         let seen = self.seen.lock().ok()?;
         seen.get(&client).map(|(c, _)| {
             if *c {
@@ -133,7 +130,7 @@ impl Fetchers {
             let Ok(ip) = host.trim_start_matches('/').parse::<IpAddr>() else {
                 continue;
             };
-            match seen.get(&(client_id.to_string(), ip)) {
+            match seen.get(&self.client(client_id, ip)) {
                 Some((false, _)) => return Some(Isolation::ReadUncommitted),
                 Some((true, _)) => out = Some(Isolation::ReadCommitted),
                 None => {}
