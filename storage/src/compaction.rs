@@ -423,23 +423,7 @@ mod tests {
         );
     }
 
-    /// A transactional batch of producer `id` (sequence `seq`) with `recs`.
-    fn txn_batch(recs: &[batch::KeyValue<'_>], id: i64, seq: i32) -> (Vec<u8>, batch::BatchHeader) {
-        let mut b = encode_uncompressed(
-            recs,
-            1_000,
-            ProducerFields {
-                producer_id: id,
-                producer_epoch: 0,
-                base_sequence: seq,
-            },
-        );
-        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-        let crc = batch::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        let h = batch::parse_header(&b).unwrap();
-        (b, h)
-    }
+    use crate::test_support::txn_batch_of as txn_batch;
 
     /// (offset, is a marker) of every batch from `from` on, markers included.
     fn batch_offsets(s: &Store, p: &Partition) -> Vec<(i64, bool)> {

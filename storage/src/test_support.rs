@@ -17,6 +17,29 @@ pub(crate) fn batch(n: usize, producer: ProducerFields) -> (Vec<u8>, BatchHeader
     (b, h)
 }
 
+/// A transactional batch of producer `producer_id` (epoch 0, sequence `base_sequence`) with
+/// `recs`.
+pub(crate) fn txn_batch_of(
+    recs: &[kafkabox_protocol::batch::KeyValue<'_>],
+    producer_id: i64,
+    base_sequence: i32,
+) -> (Vec<u8>, BatchHeader) {
+    let mut b = encode_uncompressed(
+        recs,
+        1_000,
+        ProducerFields {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+        },
+    );
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = kafkabox_protocol::batch::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let h = kafkabox_protocol::batch::parse_header(&b).unwrap();
+    (b, h)
+}
+
 /// Topic configs that give every batch a segment of its own.
 pub(crate) fn segment_per_batch() -> BTreeMap<String, String> {
     BTreeMap::from([("segment.bytes".to_string(), "1".to_string())])

@@ -223,19 +223,8 @@ mod tests {
 
     /// A transactional batch of `n` records of producer `id` (sequence `seq`).
     fn txn_batch(n: usize, id: i64, seq: i32) -> (Vec<u8>, BatchHeader) {
-        let (mut b, _) = batch(
-            n,
-            ProducerFields {
-                producer_id: id,
-                producer_epoch: 0,
-                base_sequence: seq,
-            },
-        );
-        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
-        let crc = batch::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        let h = batch::parse_header(&b).unwrap();
-        (b, h)
+        let recs: Vec<batch::KeyValue<'_>> = (0..n).map(|_| (None, Some(&b"value"[..]))).collect();
+        crate::test_support::txn_batch_of(&recs, id, seq)
     }
 
     fn batches(buf: &[u8]) -> Vec<(i64, bool)> {
