@@ -94,6 +94,36 @@ fn txn_id(id: &str) -> TransactionalId {
     TransactionalId(StrBytes::from_string(id.to_string()))
 }
 
+/// AddPartitionsToTxn at version `v` of partition 0 of "sweep" for `id`: the client's form
+/// up to v3, the brokers' batched form (KIP-890) from v4.
+fn add_partitions_request(
+    v: i16,
+    id: &str,
+    pid: ProducerId,
+    epoch: i16,
+) -> AddPartitionsToTxnRequest {
+    let topics = vec![
+        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+            .with_name(name("sweep"))
+            .with_partitions(vec![0]),
+    ];
+    if v >= 4 {
+        AddPartitionsToTxnRequest::default().with_transactions(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(txn_id(id))
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_topics(topics),
+        ])
+    } else {
+        AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(txn_id(id))
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(topics)
+    }
+}
+
 /// AddPartitionsToTxn v0 of partition 0 of "sweep" for `id`.
 async fn add_sweep_partition(addr: SocketAddr, id: &str, pid: ProducerId, epoch: i16) -> i16 {
     let req = AddPartitionsToTxnRequest::default()
@@ -637,27 +667,7 @@ async fn every_advertised_version_is_answered() {
                 ApiKey::AddPartitionsToTxn => {
                     let id = format!("sweep-add-v{v}");
                     let (pid, epoch) = init_txn(addr, &id).await;
-                    let topics = vec![
-                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                            .with_name(name("sweep"))
-                            .with_partitions(vec![0]),
-                    ];
-                    // v4-5: the brokers' batched form (KIP-890).
-                    let req = if v >= 4 {
-                        AddPartitionsToTxnRequest::default().with_transactions(vec![
-                            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
-                                .with_transactional_id(txn_id(&id))
-                                .with_producer_id(pid)
-                                .with_producer_epoch(epoch)
-                                .with_topics(topics),
-                        ])
-                    } else {
-                        AddPartitionsToTxnRequest::default()
-                            .with_v3_and_below_transactional_id(txn_id(&id))
-                            .with_v3_and_below_producer_id(pid)
-                            .with_v3_and_below_producer_epoch(epoch)
-                            .with_v3_and_below_topics(topics)
-                    };
+                    let req = add_partitions_request(v, &id, pid, epoch);
                     let r: AddPartitionsToTxnResponse = call(addr, key, v, &req).await;
                     let results = if v >= 4 {
                         &r.results_by_transaction[0].topic_results
@@ -931,22 +941,7 @@ async fn injected_errors_answer_every_version() {
                     vec![r.responses[0].error_code]
                 }
                 ApiKey::AddPartitionsToTxn => {
-                    let topics = vec![
-                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                            .with_name(name("sweep"))
-                            .with_partitions(vec![0]),
-                    ];
-                    let req = if v >= 4 {
-                        AddPartitionsToTxnRequest::default().with_transactions(vec![
-                            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
-                                .with_transactional_id(txn_id("inj"))
-                                .with_topics(topics),
-                        ])
-                    } else {
-                        AddPartitionsToTxnRequest::default()
-                            .with_v3_and_below_transactional_id(txn_id("inj"))
-                            .with_v3_and_below_topics(topics)
-                    };
+                    let req = add_partitions_request(v, "inj", ProducerId(0), 0);
                     let r: AddPartitionsToTxnResponse = call(addr, key, v, &req).await;
                     if v >= 4 {
                         // The batched form's error is the request's.
